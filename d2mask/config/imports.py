@@ -1,0 +1,57 @@
+"""Imports the modules a config lists in IMPORTS, with errors that say what could be meant."""
+import importlib
+import os
+import pkgutil
+import sys
+from types import ModuleType
+from typing import List, Sequence
+
+from ..utils.registry import did_you_mean
+
+__all__ = ["import_modules"]
+
+
+def _siblings(name: str) -> List[str]:
+    """Importable module names beside `name` under its longest importable parent package."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        parent = ".".join(parts[:cut])
+        try:
+            package = importlib.import_module(parent)
+        except Exception:
+            continue
+        paths = getattr(package, "__path__", None)
+        if paths is None:
+            return []
+        return [f"{parent}.{m.name}" for m in pkgutil.iter_modules(paths)]
+    return []
+
+
+def import_modules(names: Sequence[str], source: str = "the config") -> List[ModuleType]:
+    """Imports each module in `names` (e.g. "projects.DenseText.dense_text") and returns them.
+
+    The current directory is searched too, so `python tools/train_net.py` run from the repository
+    root finds `projects.*`. A module that fails to import raises ImportError naming the IMPORTS
+    entry, where it was listed, and the module's own error.
+    """
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    modules = []
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ImportError(f"IMPORTS in {source} must hold module names, got {name!r}")
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as e:
+            if e.name is not None and not name.startswith(e.name) and not e.name.startswith(name):
+                raise ImportError(f"IMPORTS entry '{name}' (in {source}) failed to import: {e}") from e
+            siblings = _siblings(name)
+            listing = f" Modules there: {', '.join(sorted(siblings))}." if siblings else ""
+            raise ImportError(
+                f"IMPORTS entry '{name}' (in {source}) was not found.{did_you_mean(name, siblings)}{listing}"
+            ) from e
+        except Exception as e:
+            raise ImportError(
+                f"IMPORTS entry '{name}' (in {source}) failed to import: {type(e).__name__}: {e}"
+            ) from e
+    return modules

@@ -1,0 +1,29 @@
+"""Installs d2mask; `pip install -e ".[dev]"` is the whole set-up."""
+from setuptools import find_packages, setup
+
+setup(
+    name="d2mask",
+    version="0.1.0",
+    description="A Detectron2-style research framework for Faster R-CNN and Mask R-CNN on PyTorch",
+    python_requires=">=3.10",
+    packages=find_packages(include=["d2mask", "d2mask.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "fvcore>=0.1.5",
+        "iopath>=0.1.9",
+        "omegaconf>=2.3",
+        "pycocotools>=2.0.7",
+        "opencv-python-headless>=4.8",
+        "termcolor>=2.0",
+        "matplotlib>=3.7",
+        "numpy",
+        "pyyaml>=6.0",
+        "tabulate",
+        "tqdm",
+    ],
+    extras_require={
+        "dev": ["pytest>=7", "hypothesis>=6.80"],
+        "tensorboard": ["tensorboard>=2.12"],
+    },
+)
