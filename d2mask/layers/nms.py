@@ -1,0 +1,30 @@
+"""Non-maximum suppression, from torchvision."""
+from torch import Tensor
+from torchvision.ops import batched_nms as _tv_batched_nms
+from torchvision.ops import nms
+
+__all__ = ["batched_nms", "nms"]
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """Non-maximum suppression run separately within each category.
+
+    Args:
+        boxes: `Tensor[R, 4]` (x0, y0, x1, y1).
+        scores: `Tensor[R]`.
+        idxs: `Tensor[R]` int, the category of each box; boxes of different categories never
+            suppress each other.
+        iou_threshold: a box is dropped when its IoU with a higher-scoring kept box of its category
+            exceeds this.
+
+    Returns:
+        `Tensor[K]` int64: indices of the kept boxes, by decreasing score.
+    """
+    if boxes.dim() != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"batched_nms expects boxes of shape [R, 4], got {tuple(boxes.shape)}")
+    if not (len(boxes) == len(scores) == len(idxs)):
+        raise ValueError(
+            f"batched_nms got {len(boxes)} boxes, {len(scores)} scores and {len(idxs)} category ids"
+        )
+    # Under mixed precision boxes and scores may arrive as float16; overlaps are compared in float32.
+    return _tv_batched_nms(boxes.float(), scores.float(), idxs, iou_threshold)

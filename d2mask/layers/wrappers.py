@@ -1,0 +1,58 @@
+"""Thin additions to torch's building blocks that detection code uses everywhere."""
+from typing import Callable, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["Conv2d", "ConvTranspose2d", "cat", "interpolate", "nonzero_tuple"]
+
+# Re-exported so model code ported from Detectron2 keeps importing them from `layers`.
+ConvTranspose2d = nn.ConvTranspose2d
+interpolate = F.interpolate
+
+
+def cat(tensors: List[Tensor], dim: int = 0) -> Tensor:
+    """`torch.cat` that returns a single tensor as it is instead of copying it."""
+    if not isinstance(tensors, (list, tuple)) or len(tensors) == 0:
+        raise ValueError(f"cat needs a non-empty list of tensors, got {tensors!r:.200}")
+    if len(tensors) == 1:
+        return tensors[0]
+    return torch.cat(tensors, dim)
+
+
+def nonzero_tuple(x: Tensor) -> Tuple[Tensor, ...]:
+    """The indices of the non-zero entries of `x`, one `Tensor[K]` per dimension (like numpy's
+    `nonzero`); a 0-d input counts as a 1-d tensor of one element."""
+    if x.dim() == 0:
+        return x.unsqueeze(0).nonzero().unbind(1)
+    return x.nonzero().unbind(1)
+
+
+class Conv2d(nn.Conv2d):
+    """`nn.Conv2d` followed by an optional normalisation and activation.
+
+    The normalisation is the submodule `norm`, so its parameters are saved as `<name>.norm.weight`,
+    the names Detectron2 checkpoints use.
+    """
+
+    def __init__(
+        self, *args, norm: Optional[nn.Module] = None, activation: Optional[Callable] = None, **kwargs
+    ):
+        """
+        Args:
+            args, kwargs: those of `nn.Conv2d`.
+            norm: a module applied to the convolution's output, or None.
+            activation: a callable applied after `norm`, or None.
+        """
+        super().__init__(*args, **kwargs)
+        self.norm = norm
+        self.activation = activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self._conv_forward(x, self.weight, self.bias)
+        if self.norm is not None:
+            x = self.norm(x)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x

@@ -1,0 +1,51 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from d2mask.layers import Conv2d, ShapeSpec, cat, nonzero_tuple
+
+
+def test_conv2d_applies_norm_then_activation():
+    torch.manual_seed(0)
+    conv = Conv2d(3, 4, kernel_size=3, padding=1, bias=False, norm=nn.BatchNorm2d(4), activation=F.relu)
+    conv.eval()
+    with torch.no_grad():
+        conv.norm.running_mean.fill_(0.5)
+    x = torch.randn(2, 3, 5, 5)
+    bn = conv.norm
+    normalised = F.batch_norm(
+        F.conv2d(x, conv.weight, padding=1), bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps
+    )
+    expected = F.relu(normalised)
+    torch.testing.assert_close(conv(x), expected)
+    assert (conv(x) >= 0).all() and (conv(x) == 0).any()
+    assert {"weight", "norm.weight", "norm.bias", "norm.running_mean"} <= set(conv.state_dict())
+
+
+def test_plain_conv2d_equals_torch_conv():
+    conv = Conv2d(2, 3, 1)
+    x = torch.randn(1, 2, 3, 3)
+    torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias))
+
+
+def test_cat_does_not_copy_a_single_tensor():
+    t = torch.ones(2, 3)
+    assert cat([t], dim=1) is t
+    assert cat([t, torch.zeros(2, 1)], dim=1).shape == (2, 4)
+    with pytest.raises(ValueError, match="non-empty"):
+        cat([])
+
+
+def test_nonzero_tuple():
+    rows, cols = nonzero_tuple(torch.tensor([[0, 1], [1, 1]]))
+    assert rows.tolist() == [0, 1, 1] and cols.tolist() == [1, 0, 1]
+    (idx,) = nonzero_tuple(torch.tensor([False, True, True]))
+    assert idx.tolist() == [1, 2]
+    (scalar,) = nonzero_tuple(torch.tensor(3))
+    assert scalar.tolist() == [0]
+
+
+def test_shape_spec_defaults_to_unknown():
+    spec = ShapeSpec(channels=256, stride=4)
+    assert (spec.channels, spec.height, spec.width, spec.stride) == (256, None, None, 4)
