@@ -211,17 +211,20 @@ def _intersection_block(a: Tensor, b: Tensor) -> Tensor:
     return w.clamp(min=0) * h.clamp(min=0)
 
 
+def _overlap_ratio(inter: Tensor, denominator: Tensor) -> Tensor:
+    """inter / denominator, with exactly 0 for disjoint pairs, also where the denominator is 0 because
+    the boxes are empty."""
+    zero = torch.zeros((), dtype=inter.dtype, device=inter.device)
+    return torch.where(inter > 0, inter / denominator, zero)
+
+
 def _iou_block(a: Tensor, b: Tensor, area_a: Tensor, area_b: Tensor) -> Tensor:
     inter = _intersection_block(a, b)
-    union = area_a[:, None] + area_b[None, :] - inter
-    # Disjoint pairs get exactly 0, also when both boxes are empty and the union is 0.
-    return torch.where(inter > 0, inter / union, torch.zeros((), dtype=inter.dtype, device=inter.device))
+    return _overlap_ratio(inter, area_a[:, None] + area_b[None, :] - inter)
 
 
 def _ioa_block(a: Tensor, b: Tensor, area_b: Tensor) -> Tensor:
-    inter = _intersection_block(a, b)
-    zero = torch.zeros((), dtype=inter.dtype, device=inter.device)
-    return torch.where(inter > 0, inter / area_b[None, :], zero)
+    return _overlap_ratio(_intersection_block(a, b), area_b[None, :])
 
 
 def _iter_column_chunks(
@@ -322,8 +325,7 @@ def matched_pairwise_iou(boxes1: Boxes, boxes2: Boxes) -> Tensor:
     a, b = boxes1.tensor, boxes2.tensor
     wh = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp(min=0)
     inter = wh[:, 0] * wh[:, 1]
-    union = boxes1.area() + boxes2.area() - inter
-    return torch.where(inter > 0, inter / union, torch.zeros((), dtype=inter.dtype, device=inter.device))
+    return _overlap_ratio(inter, boxes1.area() + boxes2.area() - inter)
 
 
 # The name maskrcnn-benchmark used for the same function.
