@@ -5,3 +5,7 @@ from .imports import import_modules
 from .key_docs import KEY_DOCS
 
 __all__ = ["CfgNode", "ConfigError", "get_cfg", "load_yaml_with_base", "configurable", "import_modules", "KEY_DOCS"]
+from .instantiate import instantiate
+from .lazy import LazyCall, LazyConfig
+
+__all__ += ["LazyCall", "LazyConfig", "instantiate"]

@@ -1,0 +1,270 @@
+"""Python configs on omegaconf: a config describes the objects to build, not keys to read.
+
+    # configs/my_model.py
+    from d2mask.config import LazyCall as L
+    from d2mask.modeling.backbone import ResNet
+    from ..common.optim import SGD as optimizer     # relative imports reach other config files
+
+    model = L(ResNet)(depth=18, out_features=["res4"], ...)
+
+    cfg = LazyConfig.load("configs/my_model.py")   # DictConfig: {"model": {...}, "optimizer": {...}}
+    LazyConfig.apply_overrides(cfg, ["model.depth=50"])
+    model = instantiate(cfg.model)
+
+Every public top-level mapping or list in the file becomes a key of the loaded config. See the
+"Python configs (LazyConfig)" section of docs/configs.md.
+"""
+import builtins
+import os
+import sys
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
+
+from omegaconf import DictConfig, ListConfig, OmegaConf, SCMode
+
+from ..utils.registry import did_you_mean, nearest
+from .config import ConfigError, _parse_literal
+from .instantiate import TARGET_KEY, target_name
+
+__all__ = ["LazyCall", "LazyConfig"]
+
+_FLAGS = {"allow_objects": True}  # so a `_target_` (or a model given to the optimizer) can be any object
+_CONFIG_PACKAGE = "d2mask._config_file"  # private module-name prefix for executed config files
+
+
+class LazyCall:
+    """Records a call instead of making it: `LazyCall(f)(a=1)` is the config `{_target_: f, a: 1}`.
+
+    Conventionally imported as `L`. Only keyword arguments are recorded, so that every argument is a
+    named config key that can be overridden. `instantiate` makes the call.
+
+    Args:
+        target: the callable (class or function), or its "module.qualname" string.
+    """
+
+    def __init__(self, target: Union[Callable, str]):
+        if not (callable(target) or isinstance(target, str)):
+            raise TypeError(f"LazyCall needs a callable or a 'module.qualname' string, got {target!r}")
+        self._target = target
+
+    def __call__(self, *args, **kwargs) -> DictConfig:
+        if args:
+            raise TypeError(
+                f"LazyCall({getattr(self._target, '__name__', self._target)}) records keyword arguments "
+                f"only, so that each is a named config key; got {len(args)} positional"
+            )
+        return DictConfig(_plain({TARGET_KEY: self._target, **kwargs}), flags=_FLAGS)
+
+
+def _plain(value: Any) -> Any:
+    """`value` as nested dicts and lists (tuples become lists, as YAML would make them), objects kept."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=False, structured_config_mode=SCMode.INSTANTIATE)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _ConfigFileLoader:
+    """Executes config files as modules; a relative import inside one executes the file it names.
+
+    The hook is installed as `__import__` in the builtins of the config modules only, so imports
+    elsewhere are untouched. Each `LazyConfig.load` uses a fresh loader: a file imported twice in one
+    load is executed once (as Python would), but no state is kept between loads.
+    """
+
+    def __init__(self):
+        self._done: Dict[str, ModuleType] = {}
+        self._running: List[str] = []
+
+    def run(self, path: str) -> ModuleType:
+        path = os.path.abspath(path)
+        if path in self._done:
+            return self._done[path]
+        if path in self._running:
+            cycle = " -> ".join(self._running[self._running.index(path):] + [path])
+            raise ImportError(f"Config files import each other in a cycle: {cycle}")
+        with open(path, "r", encoding="utf-8") as f:
+            code = compile(f.read(), path, "exec")
+        stem = "".join(c if c.isalnum() else "_" for c in os.path.splitext(os.path.basename(path))[0])
+        module = ModuleType(f"{_CONFIG_PACKAGE}.{stem}")
+        module.__file__ = path
+        own_builtins = dict(vars(builtins))
+        own_builtins["__import__"] = self._importer(path)
+        module.__dict__["__builtins__"] = own_builtins
+        self._running.append(path)
+        try:
+            exec(code, module.__dict__)
+        finally:
+            self._running.pop()
+        self._done[path] = module
+        return module
+
+    def _importer(self, importer_path: str) -> Callable:
+        def hook(name, globals=None, locals=None, fromlist=(), level=0):
+            if level == 0:
+                return builtins.__import__(name, globals, locals, fromlist, level)
+            base = os.path.dirname(importer_path)
+            for _ in range(level - 1):
+                base = os.path.dirname(base)
+            where = f"'from {'.' * level}{name} import ...' in {importer_path}"
+            target = os.path.join(base, *name.split(".")) if name else base
+            module = self._module_at(target, where)
+            for attr in fromlist or ():  # `from . import optim`: optim is a file beside this one
+                sub = os.path.join(target, attr)
+                is_config = os.path.isfile(sub + ".py") or os.path.isdir(sub)
+                if attr != "*" and not hasattr(module, attr) and is_config:
+                    setattr(module, attr, self._module_at(sub, where))
+            return module
+
+        return hook
+
+    def _module_at(self, target: str, where: str) -> ModuleType:
+        """The config file `target`.py, or a package-like module for the folder `target`."""
+        if os.path.isfile(target + ".py"):
+            return self.run(target + ".py")
+        if os.path.isdir(target):
+            package = ModuleType(f"{_CONFIG_PACKAGE}.{os.path.basename(target)}")
+            package.__path__ = [target]
+            return package
+        folder = os.path.dirname(target)
+        siblings = [n[:-3] for n in os.listdir(folder) if n.endswith(".py")] if os.path.isdir(folder) else []
+        raise ImportError(
+            f"{where}: no config file {target}.py.{did_you_mean(os.path.basename(target), siblings)}"
+        )
+
+
+def _key_paths(node: Any, prefix: str = "") -> List[str]:
+    """Every dotted key path in `node` (list items by index), parents before children."""
+    if isinstance(node, DictConfig):
+        items = [(str(k), node._get_node(k)) for k in node.keys()]
+    elif isinstance(node, ListConfig):
+        items = [(str(i), node._get_node(i)) for i in range(len(node))]
+    else:
+        return []
+    paths = []
+    for key, child in items:
+        paths.append(prefix + key)
+        paths.extend(_key_paths(child, prefix + key + "."))
+    return paths
+
+
+def _child(node: Any, key: str) -> Tuple[Any, Union[str, int]]:
+    """(node, key) for a mapping holding `key`, (node, int(key)) for a list; a KeyError when absent."""
+    if isinstance(node, DictConfig) and key in node:
+        return node, key
+    if isinstance(node, ListConfig) and key.lstrip("-").isdigit() and -len(node) <= int(key) < len(node):
+        return node, int(key)
+    raise KeyError(key)
+
+
+def _unknown_key(cfg: DictConfig, key: str, override: str, reached: str, node: Any) -> ConfigError:
+    """The error for `key`, naming the nearest valid key and the keys of the deepest node reached."""
+    close = nearest(key, _key_paths(cfg), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    if isinstance(node, DictConfig):
+        hint += f" Keys under '{reached or '<root>'}': {', '.join(str(k) for k in node.keys())}."
+    return ConfigError(f"Unknown config key '{key}' in override '{override}'.{hint} Overrides never add keys")
+
+
+def _to_yaml_container(value: Any, path: str) -> Any:
+    """Checks that `value` is YAML-able, writing each callable `_target_` as its name."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            where = f"{path}.{k}" if path else str(k)
+            if k == TARGET_KEY and callable(v):
+                try:
+                    out[k] = target_name(v)
+                except ConfigError as e:
+                    raise ConfigError(f"Cannot save {where}: {e}") from None
+            else:
+                out[k] = _to_yaml_container(v, where)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_to_yaml_container(v, f"{path}.{i}") for i, v in enumerate(value)]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise ConfigError(
+        f"Cannot save {path}: {type(value).__name__} {value!r} has no YAML form; describe it with "
+        f"LazyCall(...) in the config instead of building it there"
+    )
+
+
+class LazyConfig:
+    """Loads, saves and overrides Python configs (and their YAML dumps)."""
+
+    @staticmethod
+    def load(filename: str) -> DictConfig:
+        """Reads a `.py` config (executing it) or a `.yaml` dump written by `save`.
+
+        In a `.py` file, relative imports (`from ..common.optim import SGD`) load other config files
+        relative to this one; absolute imports are ordinary imports (the current directory is on the
+        path, so `import projects.X.y` works from the repository root). Every top-level name not
+        starting with "_" whose value is a mapping or a list becomes a key.
+
+        Raises:
+            ConfigError: missing file or unknown extension. Errors raised by the file's own code
+            propagate with their traceback into the file.
+        """
+        if not os.path.isfile(filename):
+            raise ConfigError(f"Config file not found: {filename}")
+        extension = os.path.splitext(filename)[1]
+        if extension in (".yaml", ".yml"):
+            data = OmegaConf.to_container(OmegaConf.load(filename), resolve=False)
+            if not isinstance(data, dict):
+                raise ConfigError(f"{filename} must hold a mapping, got {type(data).__name__}")
+        elif extension == ".py":
+            if os.getcwd() not in sys.path:
+                sys.path.append(os.getcwd())  # as for a YAML config's IMPORTS
+            namespace = vars(_ConfigFileLoader().run(filename))
+            data = {
+                name: value for name, value in namespace.items()
+                if not name.startswith("_") and isinstance(value, (DictConfig, ListConfig, dict, list))
+            }
+        else:
+            raise ConfigError(f"{filename}: a LazyConfig is a .py file or a .yaml dump, not '{extension}'")
+        return DictConfig(_plain(data), flags=_FLAGS)
+
+    @staticmethod
+    def save(cfg: DictConfig, filename: str) -> None:
+        """Writes `cfg` as YAML that `load` reads back to an equal config (targets as names).
+
+        Raises:
+            ConfigError: a value with no YAML form (an object built in the config, a lambda target),
+            naming its key.
+        """
+        data = OmegaConf.to_container(cfg, resolve=False, structured_config_mode=SCMode.INSTANTIATE)
+        data = _to_yaml_container(data, "")
+        text = OmegaConf.to_yaml(DictConfig(data))
+        with open(filename, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    @staticmethod
+    def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+        """Sets `"a.b.c=VALUE"` items in place (and returns `cfg`); VALUEs are Python literals.
+
+        A value that does not parse as a literal is a string (`train.output_dir=out/run1`). A list
+        item is addressed by index (`model.pixel_mean.0=100`). The key must already exist.
+
+        Raises:
+            ConfigError: a malformed item, or an unknown key, naming the nearest valid key.
+        """
+        for item in overrides:
+            key, sep, text = str(item).partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise ConfigError(f"Override '{item}' must read KEY=VALUE, e.g. train.max_iter=500")
+            node, reached = cfg, ""
+            parts = key.split(".")
+            for i, part in enumerate(parts):
+                try:
+                    parent, index = _child(node, part)
+                except KeyError:
+                    raise _unknown_key(cfg, key, str(item), reached, node) from None
+                if i < len(parts) - 1:
+                    node, reached = parent[index], ".".join(parts[: i + 1])
+            parent[index] = _plain(_parse_literal(text.strip()))
+        return cfg

@@ -1,0 +1,265 @@
+"""Python configs: LazyCall/instantiate, LazyConfig load/save/overrides, relative imports."""
+import collections
+import textwrap
+
+import pytest
+from omegaconf import DictConfig
+
+from d2mask.config import ConfigError, LazyCall as L, LazyConfig, instantiate
+from d2mask.config.instantiate import InstantiationError, locate, target_name
+from d2mask.layers import ShapeSpec
+
+
+class Pair:
+    def __init__(self, *, left, right=0):
+        self.left, self.right = left, right
+
+
+def add(*, a, b):
+    return a + b
+
+
+def explode(*, why):
+    raise ValueError(why)
+
+
+HERE = __name__  # how pytest imported this file, so that config strings can name its callables
+
+
+def _write(root, files):
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).replace("HERE", HERE))
+
+
+# --- LazyCall and instantiate -------------------------------------------------------------------
+
+def test_lazycall_records_and_instantiate_builds_nested_calls_lists_and_dicts():
+    cfg = L(Pair)(
+        left=L(Pair)(left=L(add)(a=1, b=2), right=[L(add)(a=10, b=5), 7]),
+        right={"shape": L("d2mask.layers.ShapeSpec")(channels=3), "raw": (1, 2)},
+    )
+    assert isinstance(cfg, DictConfig) and cfg._target_ is Pair and cfg.left.left.b == 2
+    built = instantiate(cfg)
+    assert isinstance(built, Pair) and isinstance(built.left, Pair)
+    assert built.left.left == 3 and built.left.right == [15, 7]
+    assert built.right == {"shape": ShapeSpec(channels=3), "raw": [1, 2]}
+    assert type(built.right) is dict  # containers come back plain, not as omegaconf nodes
+
+
+def test_instantiate_passes_objects_and_plain_values_through():
+    marker = object()
+    cfg = L(Pair)(left=None)
+    cfg.left = marker  # e.g. the model handed to an optimizer's param-group helper
+    assert instantiate(cfg).left is marker
+    assert instantiate([1, {"a": L(add)(a=1, b=1)}]) == [1, {"a": 2}]
+    assert instantiate(5) == 5
+    # omegaconf stores a dataclass as a structured node; it must come back as the dataclass
+    assert instantiate(L(Pair)(left=ShapeSpec(channels=3))).left == ShapeSpec(channels=3)
+
+
+def test_instantiate_resolves_interpolations():
+    cfg = DictConfig({"n": 4, "x": {"_target_": f"{HERE}.add", "a": "${n}", "b": 1}})
+    assert instantiate(cfg).get("x") == 5
+
+
+def test_lazycall_rejects_positional_arguments_and_non_callables():
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        L(add)(1, 2)
+    with pytest.raises(TypeError, match="callable"):
+        L(3)
+
+
+def test_unknown_argument_names_the_path_and_nearest_parameter():
+    cfg = DictConfig({"model": {"head": L(Pair)(left=1, rigth=2)}}, flags={"allow_objects": True})
+    with pytest.raises(InstantiationError) as e:
+        instantiate(cfg.model)
+    msg = str(e.value)
+    assert "'model.head'" in msg and "rigth" in msg and "Did you mean 'right'" in msg
+
+
+def test_failure_inside_target_names_target_path_and_cause():
+    cfg = L(Pair)(left=[0, L(explode)(why="bad anchors")])
+    with pytest.raises(InstantiationError) as e:
+        instantiate(cfg)
+    msg = str(e.value)
+    assert "'left.1'" in msg and f"{HERE}.explode" in msg and "ValueError: bad anchors" in msg
+    assert isinstance(e.value.__cause__, ValueError)
+
+
+def test_string_targets_locate_and_misspellings_suggest():
+    assert locate("collections.OrderedDict") is collections.OrderedDict
+    assert locate("d2mask.layers.ShapeSpec") is ShapeSpec
+    with pytest.raises(InstantiationError, match="Did you mean 'ShapeSpec'"):
+        instantiate({"_target_": "d2mask.layers.ShapeSpek", "channels": 1})
+    with pytest.raises(ConfigError, match="no module named 'no_such_pkg_xyz'"):
+        locate("no_such_pkg_xyz.thing")
+    assert target_name(ShapeSpec) == "d2mask.layers.shape_spec.ShapeSpec"
+    with pytest.raises(ConfigError, match="importable"):
+        target_name(lambda: 0)
+
+
+# --- load / save --------------------------------------------------------------------------------
+
+CONFIG_TREE = {
+    "common/optim.py": """
+        from d2mask.config import LazyCall as L
+        SGD = L("HERE.Pair")(left=0.02, right=[0.9, 1e-4])
+    """,
+    "common/models/toy.py": """
+        from d2mask.config import LazyCall as L
+        from HERE import Pair, add
+        model = L(Pair)(left=L(add)(a=1, b=2), right={"depth": 18, "features": ("res4", "res5")})
+    """,
+    "common/train.py": """
+        train = dict(max_iter=100, output_dir="./output", amp=dict(enabled=False))
+    """,
+    "exp/run.py": """
+        from ..common.optim import SGD as optimizer
+        from ..common.models.toy import model
+        from ..common import train as _train_file
+        from . import helper
+
+        train = _train_file.train
+        train["max_iter"] = helper.ITERS
+        model.left.b = 5
+        _private = {"not": "a key"}
+        NUMBER = 3   # not a mapping or list: not a key
+    """,
+    "exp/helper.py": """
+        ITERS = 7
+    """,
+}
+
+
+def test_load_follows_relative_imports_between_config_files(tmp_path):
+    _write(tmp_path, CONFIG_TREE)
+    cfg = LazyConfig.load(str(tmp_path / "exp/run.py"))
+    assert set(cfg.keys()) == {"optimizer", "model", "train"}
+    assert cfg.train.max_iter == 7 and cfg.model.left.b == 5
+    assert list(cfg.model.right.features) == ["res4", "res5"]
+    assert instantiate(cfg.model).left == 6
+    assert instantiate(cfg.optimizer).right == [0.9, 1e-4]
+
+
+def test_each_load_executes_the_files_afresh(tmp_path):
+    _write(tmp_path, CONFIG_TREE)
+    run = LazyConfig.load(str(tmp_path / "exp/run.py"))
+    base = LazyConfig.load(str(tmp_path / "common/models/toy.py"))
+    assert run.model.left.b == 5 and base.model.left.b == 2  # run.py's edit did not leak
+
+
+def test_save_then_load_gives_an_equal_config(tmp_path):
+    _write(tmp_path, CONFIG_TREE)
+    cfg = LazyConfig.load(str(tmp_path / "exp/run.py"))
+    LazyConfig.save(cfg, str(tmp_path / "dump.yaml"))
+    text = (tmp_path / "dump.yaml").read_text()
+    assert f"_target_: {HERE}.Pair" in text and f"_target_: {HERE}.add" in text
+    again = LazyConfig.load(str(tmp_path / "dump.yaml"))
+    expected = cfg.copy()
+    expected.model._target_, expected.model.left._target_ = f"{HERE}.Pair", f"{HERE}.add"
+    assert again == expected
+    LazyConfig.save(again, str(tmp_path / "dump2.yaml"))
+    assert (tmp_path / "dump2.yaml").read_text() == text
+    assert instantiate(again.model).right == {"depth": 18, "features": ["res4", "res5"]}
+
+
+def test_save_rejects_values_without_a_yaml_form(tmp_path):
+    cfg = DictConfig({"model": L(Pair)(left=1)}, flags={"allow_objects": True})
+    cfg.model.right = ShapeSpec(channels=3)
+    with pytest.raises(ConfigError, match="model.right"):
+        LazyConfig.save(cfg, str(tmp_path / "x.yaml"))
+    cfg = DictConfig({"model": L(lambda: 0)()}, flags={"allow_objects": True})
+    with pytest.raises(ConfigError, match="model._target_"):
+        LazyConfig.save(cfg, str(tmp_path / "y.yaml"))
+
+
+def test_load_errors_name_the_file(tmp_path):
+    _write(tmp_path, {
+        "a.py": "from .missng import x\n", "missing_one.py": "x = {}\n",
+        "c1.py": "from .c2 import y\nx = {}\n", "c2.py": "from .c1 import x\ny = {}\n",
+    })
+    with pytest.raises(ImportError, match=r"missng\.py.*Did you mean 'missing_one'"):
+        LazyConfig.load(str(tmp_path / "a.py"))
+    with pytest.raises(ImportError, match="cycle"):
+        LazyConfig.load(str(tmp_path / "c1.py"))
+    with pytest.raises(ConfigError, match="not found"):
+        LazyConfig.load(str(tmp_path / "nope.py"))
+    (tmp_path / "cfg.json").write_text("{}")
+    with pytest.raises(ConfigError, match="'.json'"):
+        LazyConfig.load(str(tmp_path / "cfg.json"))
+
+
+# --- overrides ----------------------------------------------------------------------------------
+
+def _cfg():
+    return DictConfig({
+        "model": L(Pair)(left=L(add)(a=1, b=2), right={"features": ["res4", "res5"]}),
+        "train": {"max_iter": 100, "output_dir": "./output"},
+    }, flags={"allow_objects": True})
+
+
+def test_overrides_set_nested_values_lists_and_strings():
+    cfg = LazyConfig.apply_overrides(_cfg(), [
+        "model.left.a=3", "train.max_iter=500", "train.output_dir=out/run1",
+        "model.right.features=['p2', 'p3']", "model.right.features.1=p6", f"model.left._target_={HERE}.Pair",
+    ])
+    assert cfg.model.left.a == 3 and cfg.train.max_iter == 500 and cfg.train.output_dir == "out/run1"
+    assert list(cfg.model.right.features) == ["p2", "p6"]
+    assert cfg.model.left._target_ == f"{HERE}.Pair"
+    assert LazyConfig.apply_overrides(_cfg(), ["model.right.features=(1, 2)"]).model.right.features == [1, 2]
+
+
+def test_unknown_override_key_names_the_nearest_and_adds_nothing():
+    cfg = _cfg()
+    with pytest.raises(ConfigError) as e:
+        LazyConfig.apply_overrides(cfg, ["train.max_iters=5"])
+    assert "Did you mean 'train.max_iter'" in str(e.value) and "output_dir" in str(e.value)
+    assert "max_iters" not in cfg.train
+    with pytest.raises(ConfigError, match="model.right.features"):
+        LazyConfig.apply_overrides(cfg, ["model.right.feature.0=1"])
+    with pytest.raises(ConfigError, match="Unknown config key 'model.right.features.2'"):
+        LazyConfig.apply_overrides(cfg, ["model.right.features.2=x"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        LazyConfig.apply_overrides(cfg, ["train.max_iter"])
+
+
+# --- project modules ----------------------------------------------------------------------------
+
+PROJECT = {
+    "toyproj/__init__.py": "",
+    "toyproj/blocks.py": """
+        from d2mask.utils.registry import Registry
+        TOY_REGISTRY = Registry("TOY")
+
+        @TOY_REGISTRY.register()
+        class WideBlock:
+            def __init__(self, *, width):
+                self.width = width
+
+        class NarrowBlock(WideBlock):
+            pass
+    """,
+    "configs/proj.py": """
+        from d2mask.config import LazyCall as L
+        from toyproj.blocks import NarrowBlock, TOY_REGISTRY
+
+        by_target = L(NarrowBlock)(width=4)
+        by_registry = L(TOY_REGISTRY.get("WideBlock"))(width=8)
+    """,
+}
+
+
+def test_project_module_through_target_and_through_registry(tmp_path, monkeypatch):
+    _write(tmp_path, PROJECT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = LazyConfig.load(str(tmp_path / "configs/proj.py"))
+    narrow, wide = instantiate(cfg.by_target), instantiate(cfg.by_registry)
+    assert type(narrow).__name__ == "NarrowBlock" and narrow.width == 4
+    assert type(wide).__name__ == "WideBlock" and wide.width == 8
+    LazyConfig.save(cfg, str(tmp_path / "proj.yaml"))
+    again = LazyConfig.load(str(tmp_path / "proj.yaml"))
+    assert again.by_registry._target_ == "toyproj.blocks.WideBlock"
+    LazyConfig.apply_overrides(again, ["by_registry._target_=toyproj.blocks.NarrowBlock"])
+    assert type(instantiate(again.by_registry)).__name__ == "NarrowBlock"
