@@ -15,6 +15,7 @@ Every public top-level mapping or list in the file becomes a key of the loaded c
 "Python configs (LazyConfig)" section of docs/configs.md.
 """
 import builtins
+import dataclasses
 import os
 import sys
 from types import ModuleType
@@ -45,6 +46,9 @@ class LazyCall:
     def __init__(self, target: Union[Callable, str]):
         if not (callable(target) or isinstance(target, str)):
             raise TypeError(f"LazyCall needs a callable or a 'module.qualname' string, got {target!r}")
+        if dataclasses.is_dataclass(target):
+            # omegaconf would turn a dataclass type into a config node of its fields; keep its name
+            target = target_name(target)
         self._target = target
 
     def __call__(self, *args, **kwargs) -> DictConfig:

@@ -57,6 +57,7 @@ def test_instantiate_passes_objects_and_plain_values_through():
     assert instantiate(5) == 5
     # omegaconf stores a dataclass as a structured node; it must come back as the dataclass
     assert instantiate(L(Pair)(left=ShapeSpec(channels=3))).left == ShapeSpec(channels=3)
+    assert instantiate(L(ShapeSpec)(channels=5)) == ShapeSpec(channels=5)  # a dataclass as the target
 
 
 def test_instantiate_resolves_interpolations():
