@@ -1,0 +1,226 @@
+"""Data loaders for training and inference, assembled from registered datasets and a mapper.
+
+The train loader is infinite and yields `list[dict]` batches of SOLVER.IMS_PER_BATCH // world_size
+mapped dicts per process; the test loader yields this process's shard of a dataset, one image at a time.
+"""
+import itertools
+import logging
+from collections import Counter
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.utils.data as torchdata
+from tabulate import tabulate
+
+from ..config import configurable
+from ..utils import comm
+from ..utils.env import seed_all_rng
+from .catalog import DatasetCatalog, MetadataCatalog, check_dataset_names
+from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, ToIterableDataset
+from .dataset_mapper import DatasetMapper
+from .detection_utils import check_metadata_consistency
+from .samplers import InferenceSampler, RepeatFactorTrainingSampler, TrainingSampler
+
+__all__ = [
+    "get_detection_dataset_dicts",
+    "build_batch_data_loader",
+    "build_detection_train_loader",
+    "build_detection_test_loader",
+]
+
+logger = logging.getLogger(__name__)
+
+_TRAIN_SAMPLERS = ("TrainingSampler", "RepeatFactorTrainingSampler")
+
+
+def _has_instances(record: Dict[str, Any]) -> bool:
+    return any(ann.get("iscrowd", 0) == 0 for ann in record.get("annotations", []))
+
+
+def get_detection_dataset_dicts(
+    names: Sequence[str], filter_empty: bool = True, check_consistency: bool = True
+) -> List[Dict]:
+    """The dataset dicts of several registered datasets, concatenated.
+
+    Args:
+        names: registered dataset names (a tuple or list, not a single string).
+        filter_empty: drop images without non-crowd annotations.
+        check_consistency: require the datasets to agree on their thing_classes.
+    """
+    names = check_dataset_names(names)
+    if not names:
+        raise ValueError("No dataset names given; set DATASETS.TRAIN / DATASETS.TEST to registered dataset names")
+    per_dataset = [DatasetCatalog.get(name) for name in names]
+    for name, dicts in zip(names, per_dataset):
+        if not dicts:
+            raise ValueError(f"Dataset '{name}' is empty: its registered function returned no images")
+    dataset_dicts = list(itertools.chain.from_iterable(per_dataset))
+    has_annotations = "annotations" in dataset_dicts[0]
+
+    if filter_empty and has_annotations:
+        before = len(dataset_dicts)
+        dataset_dicts = [d for d in dataset_dicts if _has_instances(d)]
+        logger.info(f"Removed {before - len(dataset_dicts)} of {before} images without (non-crowd) annotations")
+        if not dataset_dicts:
+            raise ValueError(
+                f"Datasets {names} are empty after filtering out the {before} images without (non-crowd) "
+                f"annotations; check the annotations, or set DATALOADER.FILTER_EMPTY_ANNOTATIONS False"
+            )
+    if check_consistency and has_annotations:
+        check_metadata_consistency("thing_classes", names)
+        _log_instance_counts(dataset_dicts, MetadataCatalog.get(names[0]).get("thing_classes"))
+    return dataset_dicts
+
+
+def _log_instance_counts(dataset_dicts: List[Dict], class_names: Optional[List[str]]) -> None:
+    counts = Counter(ann["category_id"] for d in dataset_dicts for ann in d["annotations"] if not ann.get("iscrowd", 0))
+    rows = [(class_names[c] if class_names and c < len(class_names) else c, n) for c, n in sorted(counts.items())]
+    rows.append(("total", sum(counts.values())))
+    logger.info("Instances per category:\n" + tabulate(rows, headers=["category", "#instances"], tablefmt="pipe"))
+
+
+def _trivial_batch_collator(batch: List[Any]) -> List[Any]:
+    return batch
+
+
+def _identity(item: Any) -> Any:
+    return item
+
+
+def _worker_init_reset_seed(worker_id: int) -> None:
+    # torch gives each worker its own initial seed; numpy and `random` (used by augmentations) must
+    # follow it, or all workers would draw the same augmentations.
+    seed_all_rng(torch.initial_seed() % 2**31)
+
+
+def build_batch_data_loader(
+    dataset: torchdata.Dataset,
+    sampler: torchdata.Sampler,
+    total_batch_size: int,
+    *,
+    aspect_ratio_grouping: bool = False,
+    num_workers: int = 0,
+) -> Union[torchdata.DataLoader, AspectRatioGroupedDataset]:
+    """An infinite loader of `list[dict]` batches of total_batch_size // world_size items.
+
+    Args:
+        dataset: a map-style dataset of mapped dicts.
+        sampler: yields this process's indices into `dataset` (e.g. a `TrainingSampler`).
+        total_batch_size: the batch summed over all processes.
+        aspect_ratio_grouping: batch landscape and portrait images separately.
+        num_workers: DataLoader worker processes.
+    """
+    world_size = comm.get_world_size()
+    if total_batch_size <= 0 or total_batch_size % world_size != 0:
+        raise ValueError(
+            f"SOLVER.IMS_PER_BATCH ({total_batch_size}) must be a positive multiple of the number of processes "
+            f"({world_size}): each process loads IMS_PER_BATCH / world_size images"
+        )
+    batch_size = total_batch_size // world_size
+    iterable = ToIterableDataset(dataset, sampler)
+    if aspect_ratio_grouping:
+        loader = torchdata.DataLoader(
+            iterable, batch_size=None, num_workers=num_workers, collate_fn=_identity,
+            worker_init_fn=_worker_init_reset_seed,
+        )
+        return AspectRatioGroupedDataset(loader, batch_size)
+    return torchdata.DataLoader(
+        iterable, batch_size=batch_size, drop_last=True, num_workers=num_workers,
+        collate_fn=_trivial_batch_collator, worker_init_fn=_worker_init_reset_seed,
+    )
+
+
+def _train_loader_from_config(cfg, mapper: Optional[Callable] = None, *, dataset=None, sampler=None) -> Dict[str, Any]:
+    names = check_dataset_names(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
+    if dataset is None:
+        dataset = get_detection_dataset_dicts(names, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+    if sampler is None:
+        name = cfg.DATALOADER.SAMPLER_TRAIN
+        logger.info(f"Using training sampler {name}")
+        if name == "TrainingSampler":
+            sampler = TrainingSampler(len(dataset))
+        elif name == "RepeatFactorTrainingSampler":
+            factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+                dataset, cfg.DATALOADER.REPEAT_THRESHOLD
+            )
+            sampler = RepeatFactorTrainingSampler(factors)
+        else:
+            raise ValueError(f"Unknown DATALOADER.SAMPLER_TRAIN {name!r}; choose one of {_TRAIN_SAMPLERS}")
+    return {
+        "dataset": dataset,
+        "sampler": sampler,
+        "mapper": DatasetMapper(cfg, True) if mapper is None else mapper,
+        "total_batch_size": cfg.SOLVER.IMS_PER_BATCH,
+        "aspect_ratio_grouping": cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+        "num_workers": cfg.DATALOADER.NUM_WORKERS,
+    }
+
+
+@configurable(from_config=_train_loader_from_config)
+def build_detection_train_loader(
+    dataset: Union[List[Dict], torchdata.Dataset],
+    *,
+    mapper: Optional[Callable],
+    sampler: Optional[torchdata.Sampler] = None,
+    total_batch_size: int,
+    aspect_ratio_grouping: bool = True,
+    num_workers: int = 0,
+):
+    """The training loader: an endless iterable of `list[dict]` batches (see `build_batch_data_loader`).
+
+    Call as `build_detection_train_loader(cfg)` (datasets DATASETS.TRAIN, `DatasetMapper(cfg, True)`,
+    sampler DATALOADER.SAMPLER_TRAIN), optionally replacing parts: `(cfg, mapper=my_mapper)`;
+    or with explicit arguments and no config.
+
+    Args:
+        dataset: dataset dicts, or a map-style dataset.
+        mapper: applied to each item; None uses the items as they are.
+        sampler: indices for this process; default a `TrainingSampler` over the dataset.
+        total_batch_size, aspect_ratio_grouping, num_workers: see `build_batch_data_loader`.
+    """
+    if isinstance(dataset, list):
+        dataset = DatasetFromList(dataset, copy=False)
+    if mapper is not None:
+        dataset = MapDataset(dataset, mapper)
+    if sampler is None:
+        sampler = TrainingSampler(len(dataset))
+    return build_batch_data_loader(
+        dataset, sampler, total_batch_size, aspect_ratio_grouping=aspect_ratio_grouping, num_workers=num_workers
+    )
+
+
+def _test_loader_from_config(
+    cfg, dataset_name: Union[str, Sequence[str]], mapper: Optional[Callable] = None
+) -> Dict[str, Any]:
+    names = [dataset_name] if isinstance(dataset_name, str) else check_dataset_names(dataset_name)
+    return {
+        "dataset": get_detection_dataset_dicts(names, filter_empty=False),
+        "mapper": DatasetMapper(cfg, False) if mapper is None else mapper,
+        "num_workers": cfg.DATALOADER.NUM_WORKERS,
+    }
+
+
+@configurable(from_config=_test_loader_from_config)
+def build_detection_test_loader(
+    dataset: Union[List[Dict], torchdata.Dataset],
+    *,
+    mapper: Optional[Callable],
+    sampler: Optional[torchdata.Sampler] = None,
+    batch_size: int = 1,
+    num_workers: int = 0,
+) -> torchdata.DataLoader:
+    """The inference loader: this process's shard of the dataset (an `InferenceSampler`), in order,
+    as `list[dict]` batches of `batch_size` (1 by default, as inference benchmarks expect).
+
+    Call as `build_detection_test_loader(cfg, "shapes_val")` or with explicit arguments.
+    """
+    if isinstance(dataset, list):
+        dataset = DatasetFromList(dataset, copy=False)
+    if mapper is not None:
+        dataset = MapDataset(dataset, mapper)
+    if sampler is None:
+        sampler = InferenceSampler(len(dataset))
+    return torchdata.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=False, num_workers=num_workers,
+        collate_fn=_trivial_batch_collator,
+    )

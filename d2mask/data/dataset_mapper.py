@@ -1,0 +1,103 @@
+"""`DatasetMapper`: one dataset dict in, one model input dict out."""
+import copy
+import logging
+from typing import Any, Dict, List
+
+import numpy as np
+import torch
+
+from ..config import configurable
+from . import detection_utils as utils
+from . import transforms as T
+
+__all__ = ["DatasetMapper"]
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetMapper:
+    """Reads a dataset dict's image, augments it with its annotations, and returns the model input:
+
+        {"image": Tensor[C, H, W] uint8 in the model's channel order,
+         "height", "width": the original image size (inference outputs are rescaled to it),
+         "instances": Instances(gt_boxes, gt_classes[, gt_masks])   # training only
+         ... and the dataset dict's other fields (file_name, image_id)}
+
+    In training, crowd annotations are dropped and so are instances left empty by the transforms.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        augmentations: List[T.Augmentation],
+        image_format: str,
+        use_instance_mask: bool = False,
+        instance_mask_format: str = "polygon",
+        recompute_boxes: bool = False,
+    ):
+        """
+        Args:
+            is_train: keep and transform annotations (else they are removed from the output).
+            augmentations: applied in order to the image and annotations.
+            image_format: "BGR", "RGB" or "L", the channel order of the returned image.
+            use_instance_mask: build gt_masks from the segmentations.
+            instance_mask_format: "polygon" or "bitmask".
+            recompute_boxes: replace boxes by the tight boxes of the transformed masks (after
+                a crop, a box clipped to the window is looser than its cropped mask).
+        """
+        if recompute_boxes and not use_instance_mask:
+            raise ValueError("DatasetMapper: recompute_boxes needs use_instance_mask, the boxes come from the masks")
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.use_instance_mask = use_instance_mask
+        self.instance_mask_format = instance_mask_format
+        self.recompute_boxes = recompute_boxes
+        mode = "training" if is_train else "inference"
+        logger.info(f"DatasetMapper for {mode} with augmentations: {augmentations}")
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> Dict[str, Any]:
+        augs = utils.build_augmentation(cfg, is_train)
+        crop = is_train and cfg.INPUT.CROP.ENABLED
+        if crop:
+            augs.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+        return {
+            "is_train": is_train,
+            "augmentations": augs,
+            "image_format": cfg.INPUT.FORMAT,
+            "use_instance_mask": cfg.MODEL.MASK_ON,
+            "instance_mask_format": cfg.INPUT.MASK_FORMAT,
+            "recompute_boxes": crop and cfg.MODEL.MASK_ON,
+        }
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        dataset_dict = copy.deepcopy(dataset_dict)  # the caller's copy stays untouched
+        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        utils.check_image_size(dataset_dict, image)
+
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        image_size = image.shape[:2]
+        # (H, W, C) -> (C, H, W)
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+        annos = dataset_dict.pop("annotations", None)
+        if not self.is_train or annos is None:
+            return dataset_dict
+        annos = [
+            utils.transform_instance_annotations(obj, transforms, image_size)
+            for obj in annos
+            if obj.get("iscrowd", 0) == 0
+        ]
+        if not self.use_instance_mask:
+            for obj in annos:
+                obj.pop("segmentation", None)
+        instances = utils.annotations_to_instances(annos, image_size, self.instance_mask_format)
+        if self.recompute_boxes:
+            instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
+        dataset_dict["instances"] = utils.filter_empty_instances(instances)
+        return dataset_dict

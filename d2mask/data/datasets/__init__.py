@@ -1,0 +1,13 @@
+"""Dataset loaders: COCO json files and the generated shapes dataset."""
+from .coco import convert_to_coco_dict, load_coco_json, register_coco_instances
+from .shapes import SHAPES_CLASSES, datasets_root, mask_to_polygons, register_shapes
+
+__all__ = [
+    "load_coco_json",
+    "register_coco_instances",
+    "convert_to_coco_dict",
+    "register_shapes",
+    "SHAPES_CLASSES",
+    "datasets_root",
+    "mask_to_polygons",
+]

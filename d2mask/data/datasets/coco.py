@@ -1,0 +1,279 @@
+"""COCO instance annotations: reading a json into dataset dicts, and writing dataset dicts back as COCO.
+
+Nothing in a json is trusted. A file that is not COCO (not JSON, a missing top-level key, a record
+without a required field) is an error naming the file and the first bad record. Annotations that are
+well-formed but unusable are dropped, and the log says how many for each reason.
+"""
+import contextlib
+import io
+import json
+import logging
+import os
+from collections import Counter
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import pycocotools.mask as mask_util
+from pycocotools.coco import COCO
+
+from ...structures import BoxMode
+from ..catalog import DatasetCatalog, MetadataCatalog
+
+__all__ = ["load_coco_json", "register_coco_instances", "convert_to_coco_dict"]
+
+logger = logging.getLogger(__name__)
+
+_TOP_LEVEL_KEYS = ("images", "annotations", "categories")
+# Field -> accepted types, per kind of record. bool is excluded separately (it is an int in Python).
+_REQUIRED_FIELDS = {
+    "images": {"id": (int, str), "file_name": (str,), "height": (int,), "width": (int,)},
+    "annotations": {"id": (int, str), "image_id": (int, str), "category_id": (int,), "bbox": (list,)},
+    "categories": {"id": (int,), "name": (str,)},
+}
+
+# Reasons an annotation is dropped, as they appear in the log.
+_UNKNOWN_IMAGE = "refer to an image id not in 'images'"
+_UNKNOWN_CATEGORY = "refer to a category id not in 'categories'"
+_BAD_BOX = "have a box of non-positive width or height"
+_BAD_POLYGON = "have no valid polygon (every polygon has < 3 points)"
+_RLE_SIZE = "have an RLE whose size differs from its image's"
+_RLE_COUNTS = "have an uncompressed RLE whose counts do not add up to height x width"
+
+
+def _read_json(json_file: str) -> Dict[str, Any]:
+    try:
+        with open(json_file, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"COCO json file not found: {json_file}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{json_file} is not a valid JSON file: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{json_file}: a COCO json must hold an object with keys {list(_TOP_LEVEL_KEYS)}, "
+                         f"got a {type(data).__name__}")
+    missing = [k for k in _TOP_LEVEL_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"{json_file}: missing top-level key(s) {missing}; a COCO instances json has "
+                         f"{list(_TOP_LEVEL_KEYS)} (found {sorted(data)})")
+    return data
+
+
+def _bad_record(json_file: str, kind: str, index: int, record: Any, problem: str) -> ValueError:
+    return ValueError(f"{json_file}: {kind}[{index}] {problem}. The record: {json.dumps(record)[:300]}")
+
+
+def _validate_records(json_file: str, data: Dict[str, Any]) -> None:
+    """Raises on the first record lacking a required field or holding one of the wrong type."""
+    for kind, fields in _REQUIRED_FIELDS.items():
+        records = data[kind]
+        if not isinstance(records, list):
+            raise ValueError(f"{json_file}: '{kind}' must be a list, got a {type(records).__name__}")
+        seen_ids = set()
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise _bad_record(json_file, kind, i, record, "is not an object")
+            for field, types in fields.items():
+                if field not in record:
+                    raise _bad_record(json_file, kind, i, record, f"has no '{field}'")
+                value = record[field]
+                if isinstance(value, bool) or not isinstance(value, types):
+                    expected = " or ".join(t.__name__ for t in types)
+                    raise _bad_record(json_file, kind, i, record, f"has '{field}' = {value!r}, expected {expected}")
+            if record["id"] in seen_ids:
+                raise _bad_record(json_file, kind, i, record, f"repeats the id {record['id']!r}")
+            seen_ids.add(record["id"])
+            if kind == "images" and (record["height"] <= 0 or record["width"] <= 0):
+                raise _bad_record(json_file, kind, i, record, "has a non-positive height or width")
+            if kind == "annotations":
+                _validate_annotation(json_file, i, record)
+
+
+def _validate_annotation(json_file: str, index: int, ann: Dict[str, Any]) -> None:
+    bbox = ann["bbox"]
+    if len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        raise _bad_record(json_file, "annotations", index, ann, "has a 'bbox' that is not 4 numbers [x, y, w, h]")
+    if ann.get("iscrowd", 0) not in (0, 1):
+        raise _bad_record(json_file, "annotations", index, ann, "has an 'iscrowd' other than 0 or 1")
+    segm = ann.get("segmentation")
+    if segm is None:
+        return
+    if isinstance(segm, list):
+        for polygon in segm:
+            if not isinstance(polygon, list) or not all(_is_number(v) for v in polygon):
+                raise _bad_record(json_file, "annotations", index, ann,
+                                  "has a 'segmentation' polygon that is not a flat list of numbers")
+    elif isinstance(segm, dict):
+        size, counts = segm.get("size"), segm.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+            raise _bad_record(json_file, "annotations", index, ann, "has an RLE without a 'size' [height, width]")
+        if not (isinstance(counts, str) or (isinstance(counts, list) and all(isinstance(v, int) for v in counts))):
+            raise _bad_record(json_file, "annotations", index, ann,
+                              "has an RLE whose 'counts' is neither a string nor a list of ints")
+    else:
+        raise _bad_record(json_file, "annotations", index, ann,
+                          "has a 'segmentation' that is neither a list of polygons nor an RLE object")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _clean_segmentation(segm: Any, height: int, width: int) -> Tuple[Any, Optional[str]]:
+    """Returns (usable segmentation, None) or (None, reason to drop the annotation)."""
+    if isinstance(segm, list):
+        polygons = [p for p in segm if len(p) >= 6 and len(p) % 2 == 0]
+        return (polygons, None) if polygons else (None, _BAD_POLYGON)
+    if list(segm["size"]) != [height, width]:
+        return None, _RLE_SIZE
+    if isinstance(segm["counts"], list):
+        if sum(segm["counts"]) != height * width:
+            return None, _RLE_COUNTS
+        # Compressed from here on, so downstream code meets one RLE flavour.
+        segm = mask_util.frPyObjects(segm, height, width)
+    return segm, None
+
+
+def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] = None) -> List[Dict]:
+    """Reads a COCO instances json into dataset dicts (the format described in `d2mask.data.catalog`).
+
+    Category ids are mapped to contiguous ids 0..K-1 in the order of the sorted dataset ids.
+    Polygons with < 3 points are removed from their annotation; annotations then left without any
+    polygon, with a non-positive box size, a wrong-sized RLE, or an unknown image or category id are
+    dropped and counted in a warning. Images without annotations are kept.
+
+    Args:
+        json_file: path of the json.
+        image_root: directory the images' "file_name"s are relative to.
+        dataset_name: if given, sets `thing_classes` and `thing_dataset_id_to_contiguous_id` in
+            this dataset's metadata.
+
+    Returns:
+        One dict per image, in the json's order; uncompressed RLEs are converted to compressed ones.
+    """
+    data = _read_json(json_file)
+    _validate_records(json_file, data)
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+
+    category_ids = sorted(coco.cats)
+    id_map = {cat_id: i for i, cat_id in enumerate(category_ids)}
+    if dataset_name is not None:
+        MetadataCatalog.get(dataset_name).set(
+            thing_classes=[coco.cats[c]["name"] for c in category_ids], thing_dataset_id_to_contiguous_id=id_map
+        )
+
+    dropped: Counter = Counter()
+    num_kept = 0
+    dataset_dicts = []
+    for img in data["images"]:
+        record = {
+            "file_name": os.path.join(image_root, img["file_name"]),
+            "height": img["height"],
+            "width": img["width"],
+            "image_id": img["id"],
+            "annotations": [],
+        }
+        for ann in coco.imgToAnns.get(img["id"], []):
+            obj, reason = _to_instance(ann, id_map, img["height"], img["width"])
+            if reason is not None:
+                dropped[reason] += 1
+                continue
+            record["annotations"].append(obj)
+        num_kept += len(record["annotations"])
+        dataset_dicts.append(record)
+
+    image_ids = set(coco.imgs)
+    dropped[_UNKNOWN_IMAGE] = sum(1 for ann in data["annotations"] if ann["image_id"] not in image_ids)
+    dropped = +dropped  # drops zero counts
+    if dropped:
+        reasons = "; ".join(f"{n} {reason}" for reason, n in dropped.items())
+        logger.warning(f"{json_file}: dropped {sum(dropped.values())} of {len(data['annotations'])} "
+                       f"annotations: {reasons}")
+    logger.info(f"Loaded {len(dataset_dicts)} images with {num_kept} annotations from {json_file}")
+    return dataset_dicts
+
+
+def _to_instance(ann: Dict, id_map: Dict[int, int], height: int, width: int) -> Tuple[Optional[Dict], Optional[str]]:
+    if ann["category_id"] not in id_map:
+        return None, _UNKNOWN_CATEGORY
+    if ann["bbox"][2] <= 0 or ann["bbox"][3] <= 0:
+        return None, _BAD_BOX
+    obj = {
+        "bbox": [float(v) for v in ann["bbox"]],
+        "bbox_mode": BoxMode.XYWH_ABS,
+        "category_id": id_map[ann["category_id"]],
+        "iscrowd": int(ann.get("iscrowd", 0)),
+    }
+    if "segmentation" in ann:
+        segm, reason = _clean_segmentation(ann["segmentation"], height, width)
+        if reason is not None:
+            return None, reason
+        obj["segmentation"] = segm
+    return obj, None
+
+
+def register_coco_instances(name: str, metadata: Dict[str, Any], json_file: str, image_root: str) -> None:
+    """Registers a COCO instances json as dataset `name` (read lazily, at each `DatasetCatalog.get`).
+
+    Args:
+        name: the dataset's name, e.g. "my_train".
+        metadata: extra metadata (may be empty); thing_classes are read from the json.
+        json_file: path of the COCO instances json.
+        image_root: directory the images' "file_name"s are relative to.
+    """
+    DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **metadata)
+
+
+def convert_to_coco_dict(dataset_name: str) -> Dict[str, Any]:
+    """The registered dataset `dataset_name` as a COCO instances dict (for pycocotools' evaluation).
+
+    Category ids go back to the dataset's own ids when its metadata has
+    `thing_dataset_id_to_contiguous_id`; otherwise they stay contiguous.
+    """
+    dataset_dicts = DatasetCatalog.get(dataset_name)
+    metadata = MetadataCatalog.get(dataset_name)
+    classes = metadata.get("thing_classes")
+    if classes is None:
+        raise ValueError(f"Dataset '{dataset_name}' has no 'thing_classes' in its metadata; cannot write it as COCO")
+    id_map = metadata.get("thing_dataset_id_to_contiguous_id") or {i: i for i in range(len(classes))}
+    to_dataset_id = {contiguous: dataset_id for dataset_id, contiguous in id_map.items()}
+
+    images, annotations = [], []
+    for record in dataset_dicts:
+        height, width = record["height"], record["width"]
+        images.append({"id": record["image_id"], "width": width, "height": height, "file_name": record["file_name"]})
+        for obj in record.get("annotations", []):
+            bbox = [float(v) for v in BoxMode.convert(list(obj["bbox"]), obj["bbox_mode"], BoxMode.XYWH_ABS)]
+            ann = {
+                "id": len(annotations) + 1,  # pycocotools treats id 0 as "no match"
+                "image_id": record["image_id"],
+                "category_id": to_dataset_id[obj["category_id"]],
+                "bbox": bbox,
+                "iscrowd": int(obj.get("iscrowd", 0)),
+                "area": bbox[2] * bbox[3],
+            }
+            segm = obj.get("segmentation")
+            if segm is not None:
+                ann["segmentation"], ann["area"] = _segmentation_as_json(segm, height, width)
+            annotations.append(ann)
+    categories = [{"id": to_dataset_id[i], "name": name} for i, name in enumerate(classes)]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def _segmentation_as_json(segm: Any, height: int, width: int) -> Tuple[Any, float]:
+    """A segmentation in a json-serialisable form, and the area of its mask in pixels."""
+    if isinstance(segm, list):
+        rle = mask_util.merge(mask_util.frPyObjects([np.asarray(p, dtype=np.float64) for p in segm], height, width))
+        return [[float(v) for v in p] for p in segm], float(mask_util.area(rle))
+    if isinstance(segm, dict):
+        if isinstance(segm["counts"], list):
+            segm = mask_util.frPyObjects(segm, height, width)
+        counts = segm["counts"]
+        rle = {"size": list(segm["size"]), "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+        return rle, float(mask_util.area(segm))
+    mask = np.asfortranarray(np.asarray(segm, dtype=np.uint8))  # a bitmask array
+    rle = mask_util.encode(mask)
+    return {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}, float(mask.sum())

@@ -1,0 +1,210 @@
+"""Building blocks of dataset mappers: reading images, transforming annotations, turning them into
+`Instances`, and the augmentations the INPUT.* config keys ask for."""
+from typing import Any, Dict, List, Sequence, Tuple
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+
+from ..structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks, polygons_to_bitmask
+from . import transforms as T
+from .catalog import MetadataCatalog
+
+__all__ = [
+    "SUPPORTED_IMAGE_FORMATS",
+    "read_image",
+    "convert_image_to_rgb",
+    "check_image_size",
+    "transform_instance_annotations",
+    "annotations_to_instances",
+    "filter_empty_instances",
+    "build_augmentation",
+    "check_metadata_consistency",
+]
+
+SUPPORTED_IMAGE_FORMATS = ("BGR", "RGB", "L")
+
+
+def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
+    """Reads an image file with OpenCV (EXIF orientation applied).
+
+    Args:
+        file_name: path of the image.
+        format: "BGR", "RGB" or "L" (grayscale).
+
+    Returns:
+        `ndarray[H, W, 3]` uint8 in the requested channel order, or `ndarray[H, W, 1]` for "L".
+    """
+    if format not in SUPPORTED_IMAGE_FORMATS:
+        raise ValueError(f"Unsupported image format {format!r}; INPUT.FORMAT must be one of {SUPPORTED_IMAGE_FORMATS}")
+    try:
+        with open(file_name, "rb") as f:
+            data = np.frombuffer(f.read(), dtype=np.uint8)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"Image file not found: {file_name}") from None
+    flags = cv2.IMREAD_GRAYSCALE if format == "L" else cv2.IMREAD_COLOR
+    image = cv2.imdecode(data, flags) if data.size else None
+    if image is None:
+        raise ValueError(f"Cannot decode image file {file_name}: not an image format OpenCV can read, or corrupt")
+    if format == "L":
+        return image[:, :, None]
+    return image[:, :, ::-1].copy() if format == "RGB" else image
+
+
+def convert_image_to_rgb(image: np.ndarray, format: str) -> np.ndarray:
+    """An image in `format` ("BGR", "RGB" or "L") as RGB `ndarray[H, W, 3]`, e.g. to draw a model input."""
+    if format not in SUPPORTED_IMAGE_FORMATS:
+        raise ValueError(f"Unsupported image format {format!r}; expected one of {SUPPORTED_IMAGE_FORMATS}")
+    if format == "L":
+        return np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
+    return image[:, :, ::-1] if format == "BGR" else image
+
+
+def check_image_size(dataset_dict: Dict[str, Any], image: np.ndarray) -> None:
+    """Checks that an image has the size its dataset dict claims; fills the size in if absent."""
+    actual = tuple(image.shape[:2])
+    if "height" in dataset_dict or "width" in dataset_dict:
+        expected = (dataset_dict.get("height"), dataset_dict.get("width"))
+        if expected != actual:
+            raise ValueError(
+                f"Image {dataset_dict.get('file_name', '<unknown file>')} is {actual[1]}x{actual[0]} (width x height) "
+                f"but its annotation says {expected[1]}x{expected[0]}; the annotations do not belong to this image "
+                f"(or it was resized after annotation)"
+            )
+    dataset_dict["height"], dataset_dict["width"] = actual
+
+
+def transform_instance_annotations(
+    annotation: Dict[str, Any], transforms: T.TransformList, image_size: Tuple[int, int]
+) -> Dict[str, Any]:
+    """Applies `transforms` to one annotation's box and segmentation, in place.
+
+    Args:
+        annotation: one instance's dict ("bbox", "bbox_mode", optional "segmentation").
+        transforms: the transforms applied to the image.
+        image_size: (h, w) of the transformed image; the box is clipped to it.
+
+    Returns:
+        The annotation, with "bbox" in XYXY_ABS and polygons as flat arrays; an RLE becomes a
+        bool `ndarray[h, w]`.
+    """
+    bbox = BoxMode.convert(list(annotation["bbox"]), annotation["bbox_mode"], BoxMode.XYXY_ABS)
+    bbox = transforms.apply_box(np.asarray([bbox], dtype=np.float64))[0]
+    h, w = image_size
+    annotation["bbox"] = np.clip(bbox, 0, [w, h, w, h])
+    annotation["bbox_mode"] = BoxMode.XYXY_ABS
+
+    segm = annotation.get("segmentation")
+    if isinstance(segm, list):
+        polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in segm]  # flat -> (K, 2)
+        annotation["segmentation"] = [p.reshape(-1) for p in transforms.apply_polygons(polygons)]
+    elif isinstance(segm, dict):
+        annotation["segmentation"] = transforms.apply_segmentation(_decode_rle(segm))
+    elif isinstance(segm, np.ndarray):
+        annotation["segmentation"] = transforms.apply_segmentation(segm.astype(bool))
+    elif segm is not None:
+        raise TypeError(f"Cannot transform a segmentation of type {type(segm).__name__}; expected polygons "
+                        f"(list), a COCO RLE (dict) or a bitmask (ndarray)")
+    return annotation
+
+
+def _decode_rle(rle: Dict[str, Any]) -> np.ndarray:
+    if isinstance(rle["counts"], list):
+        rle = mask_util.frPyObjects(rle, *rle["size"])
+    return mask_util.decode(rle).astype(bool)
+
+
+def annotations_to_instances(
+    annos: List[Dict[str, Any]], image_size: Tuple[int, int], mask_format: str = "polygon"
+) -> Instances:
+    """Turns (transformed) annotations into the `Instances` a model trains on.
+
+    Args:
+        annos: annotations of one image, boxes in any absolute mode.
+        image_size: (h, w).
+        mask_format: "polygon" (`PolygonMasks`; needs polygon segmentations) or "bitmask"
+            (`BitMasks`; accepts polygons, RLEs and bitmaps).
+
+    Returns:
+        Instances with gt_boxes (`Boxes`), gt_classes (`Tensor[N]` int64) and, when the annotations
+        have segmentations, gt_masks.
+    """
+    boxes = [BoxMode.convert(list(obj["bbox"]), obj["bbox_mode"], BoxMode.XYXY_ABS) for obj in annos]
+    target = Instances(image_size)
+    target.gt_boxes = Boxes(torch.tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)))
+    target.gt_classes = torch.tensor([int(obj["category_id"]) for obj in annos], dtype=torch.int64)
+
+    with_segm = ["segmentation" in obj for obj in annos]
+    if any(with_segm) and not all(with_segm):
+        raise ValueError(f"{with_segm.count(False)} of {len(annos)} annotations of one image have no 'segmentation'; "
+                         f"either all of an image's annotations have masks or none")
+    if not any(with_segm):
+        return target
+    segms = [obj["segmentation"] for obj in annos]
+    if mask_format == "polygon":
+        for segm in segms:
+            if not isinstance(segm, list):
+                raise ValueError(
+                    f"INPUT.MASK_FORMAT is 'polygon' but an annotation's segmentation is a {type(segm).__name__} "
+                    f"(an RLE or a bitmap); set INPUT.MASK_FORMAT to 'bitmask' for such datasets"
+                )
+        target.gt_masks = PolygonMasks(segms)
+    elif mask_format == "bitmask":
+        h, w = image_size
+        masks = [_to_bitmask(segm, h, w) for segm in segms]
+        tensor = torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, h, w, dtype=torch.bool)
+        target.gt_masks = BitMasks(tensor)
+    else:
+        raise ValueError(f"Unknown mask format {mask_format!r}; INPUT.MASK_FORMAT must be 'polygon' or 'bitmask'")
+    return target
+
+
+def _to_bitmask(segm: Any, height: int, width: int) -> np.ndarray:
+    if isinstance(segm, list):
+        return polygons_to_bitmask([np.asarray(p, dtype=np.float64) for p in segm], height, width)
+    mask = _decode_rle(segm) if isinstance(segm, dict) else np.asarray(segm, dtype=bool)
+    if mask.shape != (height, width):
+        raise ValueError(f"A mask of size {mask.shape} does not match its image of size {(height, width)}")
+    return mask
+
+
+def filter_empty_instances(
+    instances: Instances, by_box: bool = True, by_mask: bool = True, box_threshold: float = 1e-5
+) -> Instances:
+    """Removes instances whose box is (nearly) empty or whose mask is empty, e.g. after a crop."""
+    keep = torch.ones(len(instances), dtype=torch.bool)
+    if by_box:
+        keep &= instances.gt_boxes.nonempty(threshold=box_threshold)
+    if by_mask and instances.has("gt_masks"):
+        keep &= instances.gt_masks.nonempty()
+    return instances[keep]
+
+
+def build_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
+    """The resize (and, in training, flip) augmentations of INPUT.*. Cropping is added by the mapper,
+    since it must come first."""
+    if is_train:
+        augs: List[T.Augmentation] = [T.ResizeShortestEdge(
+            cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
+        )]
+        flip = cfg.INPUT.RANDOM_FLIP
+        if flip not in ("horizontal", "vertical", "none"):
+            raise ValueError(f"INPUT.RANDOM_FLIP must be 'horizontal', 'vertical' or 'none', got {flip!r}")
+        if flip != "none":
+            augs.append(T.RandomFlip(horizontal=flip == "horizontal", vertical=flip == "vertical"))
+        return augs
+    return [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")]
+
+
+def check_metadata_consistency(key: str, dataset_names: Sequence[str]) -> None:
+    """Raises if the datasets disagree on metadata `key` (e.g. "thing_classes"); datasets without
+    the key are skipped."""
+    values = [(name, MetadataCatalog.get(name).get(key)) for name in dataset_names]
+    values = [(name, v) for name, v in values if v is not None]
+    for name, value in values[1:]:
+        if value != values[0][1]:
+            raise ValueError(
+                f"Datasets '{values[0][0]}' and '{name}' have different metadata '{key}': {values[0][1]!r:.300} vs "
+                f"{value!r:.300}. Datasets trained or evaluated together must agree on it."
+            )

@@ -1,0 +1,29 @@
+"""Geometric transforms (deterministic) and the augmentations (random policies) that create them."""
+from .augmentation import AugInput, Augmentation, AugmentationList, apply_augmentations
+from .augmentation_impl import RandomCrop, RandomFlip, ResizeShortestEdge
+from .transform import (
+    CropTransform,
+    HFlipTransform,
+    NoOpTransform,
+    ResizeTransform,
+    Transform,
+    TransformList,
+    VFlipTransform,
+)
+
+__all__ = [
+    "Transform",
+    "TransformList",
+    "NoOpTransform",
+    "HFlipTransform",
+    "VFlipTransform",
+    "ResizeTransform",
+    "CropTransform",
+    "Augmentation",
+    "AugInput",
+    "AugmentationList",
+    "apply_augmentations",
+    "ResizeShortestEdge",
+    "RandomFlip",
+    "RandomCrop",
+]

@@ -1,0 +1,135 @@
+"""The augmentations driven by the INPUT.* config keys: resizing, flipping and cropping."""
+import sys
+from typing import Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from .augmentation import Augmentation
+from .transform import CropTransform, HFlipTransform, NoOpTransform, ResizeTransform, Transform, VFlipTransform
+
+__all__ = ["ResizeShortestEdge", "RandomFlip", "RandomCrop"]
+
+
+class ResizeShortestEdge(Augmentation):
+    """Scales an image so its shorter side has a sampled length, unless that makes the longer side
+    exceed `max_size`, in which case the longer side becomes `max_size`. Aspect ratio is kept."""
+
+    def __init__(
+        self,
+        short_edge_length: Union[int, Sequence[int]],
+        max_size: int = sys.maxsize,
+        sample_style: str = "range",
+        interp: int = cv2.INTER_LINEAR,
+    ):
+        """
+        Args:
+            short_edge_length: the target shorter side; with "choice", one of several lengths;
+                with "range", the (min, max) bounds of a uniform integer draw. 0 means no resizing.
+            max_size: the longest side allowed after resizing.
+            sample_style: "choice" or "range".
+            interp: cv2 interpolation used for images.
+        """
+        if sample_style not in ("range", "choice"):
+            raise ValueError(f"ResizeShortestEdge sample_style must be 'range' or 'choice', got {sample_style!r}")
+        lengths = (short_edge_length,) if isinstance(short_edge_length, int) else tuple(short_edge_length)
+        if sample_style == "range" and len(lengths) == 1:
+            lengths = lengths * 2
+        if sample_style == "range" and (len(lengths) != 2 or lengths[0] > lengths[1]):
+            raise ValueError(
+                f"ResizeShortestEdge with sample_style='range' needs (min, max) lengths, got {short_edge_length}"
+            )
+        if not lengths:
+            raise ValueError("ResizeShortestEdge needs at least one short edge length")
+        self.short_edge_length = lengths
+        self.max_size = max_size
+        self.sample_style = sample_style
+        self.interp = interp
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        h, w = image.shape[:2]
+        if self.sample_style == "range":
+            size = int(np.random.randint(self.short_edge_length[0], self.short_edge_length[1] + 1))
+        else:
+            size = int(np.random.choice(self.short_edge_length))
+        if size == 0:
+            return NoOpTransform()
+        new_h, new_w = self.get_output_shape(h, w, size, self.max_size)
+        return ResizeTransform(h, w, new_h, new_w, self.interp)
+
+    @staticmethod
+    def get_output_shape(old_h: int, old_w: int, short_edge_length: int, max_size: int) -> Tuple[int, int]:
+        """(new_h, new_w) for an image of size (old_h, old_w), rounded to the nearest integers."""
+        scale = short_edge_length / min(old_h, old_w)
+        if max(old_h, old_w) * scale > max_size:
+            scale = max_size / max(old_h, old_w)
+        return int(old_h * scale + 0.5), int(old_w * scale + 0.5)
+
+
+class RandomFlip(Augmentation):
+    """Flips an image horizontally or vertically with probability `prob`."""
+
+    def __init__(self, prob: float = 0.5, *, horizontal: bool = True, vertical: bool = False):
+        if horizontal == vertical:
+            raise ValueError(
+                f"RandomFlip flips in exactly one direction; got horizontal={horizontal}, vertical={vertical}"
+            )
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"RandomFlip prob must be in [0, 1], got {prob}")
+        self.prob = prob
+        self.horizontal = horizontal
+        self.vertical = vertical
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        if np.random.rand() >= self.prob:
+            return NoOpTransform()
+        h, w = image.shape[:2]
+        return HFlipTransform(w) if self.horizontal else VFlipTransform(h)
+
+
+class RandomCrop(Augmentation):
+    """Crops a random window of a size given by `crop_type`:
+
+    - "relative": (h * crop_size[0], w * crop_size[1]);
+    - "relative_range": each side's fraction drawn uniformly in [crop_size[i], 1];
+    - "absolute": crop_size in pixels, at most the image size;
+    - "absolute_range": each side drawn uniformly in pixels in [crop_size[0], crop_size[1]], at most the image size.
+    """
+
+    _TYPES = ("relative", "relative_range", "absolute", "absolute_range")
+
+    def __init__(self, crop_type: str, crop_size: Sequence[float]):
+        if crop_type not in self._TYPES:
+            raise ValueError(f"RandomCrop crop_type must be one of {self._TYPES}, got {crop_type!r}")
+        if len(crop_size) != 2:
+            raise ValueError(f"RandomCrop crop_size must have 2 numbers, got {crop_size}")
+        if crop_type.startswith("relative") and not all(0 < s <= 1 for s in crop_size):
+            raise ValueError(f"RandomCrop '{crop_type}' needs crop_size fractions in (0, 1], got {crop_size}")
+        if crop_type == "absolute_range" and not 0 < crop_size[0] <= crop_size[1]:
+            raise ValueError(f"RandomCrop 'absolute_range' needs 0 < min <= max, got {crop_size}")
+        self.crop_type = crop_type
+        self.crop_size = tuple(crop_size)
+
+    def get_crop_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
+        """(crop_h, crop_w) for an image of size (h, w)."""
+        h, w = image_size
+        if self.crop_type == "relative":
+            ch, cw = self.crop_size
+            return int(h * ch + 0.5), int(w * cw + 0.5)
+        if self.crop_type == "relative_range":
+            low = np.asarray(self.crop_size, dtype=np.float64)
+            ch, cw = low + np.random.rand(2) * (1 - low)
+            return int(h * ch + 0.5), int(w * cw + 0.5)
+        if self.crop_type == "absolute":
+            return min(int(self.crop_size[0]), h), min(int(self.crop_size[1]), w)
+        low, high = int(self.crop_size[0]), int(self.crop_size[1])
+        ch = np.random.randint(min(h, low), min(h, high) + 1)
+        cw = np.random.randint(min(w, low), min(w, high) + 1)
+        return int(ch), int(cw)
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        h, w = image.shape[:2]
+        ch, cw = self.get_crop_size((h, w))
+        y0 = int(np.random.randint(h - ch + 1))
+        x0 = int(np.random.randint(w - cw + 1))
+        return CropTransform(x0, y0, cw, ch)

@@ -1,0 +1,226 @@
+"""COCO-style box and mask AP, computed by pycocotools."""
+import contextlib
+import copy
+import io
+import itertools
+import json
+import logging
+import os
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tabulate import tabulate
+
+from ..data.catalog import MetadataCatalog
+from ..data.datasets.coco import convert_to_coco_dict
+from ..structures import BoxMode, Instances
+from ..utils import comm
+from .evaluator import DatasetEvaluator
+
+__all__ = ["COCOEvaluator", "instances_to_coco_json"]
+
+logger = logging.getLogger(__name__)
+
+_TASKS = ("bbox", "segm")
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+RESULTS_FILE = "coco_instances_results.json"
+
+
+class COCOEvaluator(DatasetEvaluator):
+    """Box ("bbox") and mask ("segm") AP, AP50, AP75, APs, APm, APl, and AP per category.
+
+    The ground truth is the dataset's `json_file` when its metadata has one (so the numbers are the
+    official ones for COCO itself), otherwise the registered dataset dicts converted to COCO format.
+    Results are in percent; a metric without any ground truth to measure (e.g. APl when there are no
+    large objects) is NaN.
+    """
+
+    def __init__(
+        self,
+        dataset_name: str,
+        output_dir: Optional[str] = None,
+        *,
+        distributed: bool = True,
+        tasks: Optional[Sequence[str]] = None,
+        max_dets_per_image: int = 100,
+    ):
+        """
+        Args:
+            dataset_name: a registered dataset whose metadata has thing_classes.
+            output_dir: where to write the predictions as `coco_instances_results.json`; None writes nothing.
+            distributed: gather predictions from all processes and evaluate on the main one.
+            tasks: subset of ("bbox", "segm"); None picks from the predictions (segm if they have masks).
+            max_dets_per_image: detections per image considered (COCO's standard is 100; dense
+                datasets need more).
+        """
+        if tasks is not None and not set(tasks) <= set(_TASKS):
+            raise ValueError(f"COCOEvaluator tasks must be among {_TASKS}, got {tasks}")
+        self._dataset_name = dataset_name
+        self._output_dir = output_dir
+        self._distributed = distributed
+        self._tasks = tuple(tasks) if tasks is not None else None
+        self._max_dets = max_dets_per_image
+        self._metadata = MetadataCatalog.get(dataset_name)
+        id_map = self._metadata.get("thing_dataset_id_to_contiguous_id")
+        self._to_dataset_id = {v: k for k, v in id_map.items()} if id_map else None
+        self._coco_gt = _load_ground_truth(dataset_name, self._metadata.get("json_file"))
+        self._predictions: List[Dict[str, Any]] = []
+
+    def reset(self) -> None:
+        self._predictions = []
+
+    def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
+        for inp, out in zip(inputs, outputs):
+            if "instances" in out:
+                instances = out["instances"].to("cpu")
+                self._predictions.append(
+                    {"image_id": inp["image_id"], "instances": instances_to_coco_json(instances, inp["image_id"])}
+                )
+
+    def evaluate(self) -> Dict[str, Any]:
+        predictions = self._predictions
+        if self._distributed:
+            comm.synchronize()
+            predictions = list(itertools.chain.from_iterable(comm.gather(predictions, dst=0)))
+            if not comm.is_main_process():
+                return {}
+        if not predictions:
+            logger.warning("COCOEvaluator received no predictions; was process() called with 'instances' outputs?")
+            return {}
+        coco_results = list(itertools.chain.from_iterable(p["instances"] for p in predictions))
+        self._to_dataset_ids(coco_results)
+        if self._output_dir:
+            _save_atomically(coco_results, os.path.join(self._output_dir, RESULTS_FILE))
+
+        tasks = self._tasks or (("bbox", "segm") if any("segmentation" in r for r in coco_results) else ("bbox",))
+        results: Dict[str, Any] = OrderedDict()
+        for task in tasks:
+            if task == "segm" and not all("segmentation" in a for a in self._coco_gt.dataset["annotations"]):
+                logger.warning(f"Dataset '{self._dataset_name}' has annotations without masks; skipping segm AP")
+                continue
+            coco_eval = _run_cocoeval(self._coco_gt, coco_results, task, self._max_dets) if coco_results else None
+            results[task] = self._summarize(coco_eval, task)
+        return copy.deepcopy(results)
+
+    def _to_dataset_ids(self, coco_results: List[Dict[str, Any]]) -> None:
+        """Maps the model's contiguous class indices back to the dataset's category ids, in place."""
+        if self._to_dataset_id is None:
+            return
+        for result in coco_results:
+            category = result["category_id"]
+            if category not in self._to_dataset_id:
+                raise ValueError(f"A prediction has class {category}, but dataset '{self._dataset_name}' has "
+                                 f"{len(self._to_dataset_id)} classes; does MODEL.ROI_HEADS.NUM_CLASSES match it?")
+            result["category_id"] = self._to_dataset_id[category]
+
+    def _summarize(self, coco_eval: Optional[COCOeval], task: str) -> Dict[str, float]:
+        if coco_eval is None:
+            logger.warning(f"No detections to evaluate for {task}; every metric is 0")
+            return {m: 0.0 for m in METRICS}
+        # precision: (IoU thresholds, recall thresholds, categories, area ranges, max-dets settings);
+        # -1 marks entries without ground truth.
+        precision = coco_eval.eval["precision"][..., -1]
+        iou_thrs = coco_eval.params.iouThrs
+        selections = {
+            "AP": precision[:, :, :, 0],
+            "AP50": precision[np.isclose(iou_thrs, 0.5), :, :, 0],
+            "AP75": precision[np.isclose(iou_thrs, 0.75), :, :, 0],
+            "APs": precision[:, :, :, 1],
+            "APm": precision[:, :, :, 2],
+            "APl": precision[:, :, :, 3],
+        }
+        results = {name: _mean_percent(p) for name, p in selections.items()}
+        table = tabulate([[f"{results[m]:.3f}" for m in METRICS]], headers=METRICS, tablefmt="pipe")
+        logger.info(f"Evaluation results for {task} on '{self._dataset_name}':\n{table}")
+
+        class_names = self._metadata.get("thing_classes") or [str(c) for c in coco_eval.params.catIds]
+        per_class = [(name, _mean_percent(precision[:, :, k, 0])) for k, name in enumerate(class_names)]
+        results.update({f"AP-{name}": ap for name, ap in per_class})
+        pairs_per_row = 3
+        rows = [
+            list(itertools.chain.from_iterable((n, f"{ap:.3f}") for n, ap in per_class[i:i + pairs_per_row]))
+            for i in range(0, len(per_class), pairs_per_row)
+        ]
+        headers = ["category", "AP"] * min(pairs_per_row, len(per_class))
+        logger.info(f"Per-category {task} AP:\n" + tabulate(rows, headers=headers, tablefmt="pipe"))
+        return results
+
+
+def _mean_percent(precision: np.ndarray) -> float:
+    valid = precision[precision > -1]
+    return float(valid.mean() * 100) if valid.size else float("nan")
+
+
+def _load_ground_truth(dataset_name: str, json_file: Optional[str]) -> COCO:
+    coco = COCO()
+    if json_file:
+        with open(json_file, "r", encoding="utf-8") as f:
+            coco.dataset = json.load(f)
+    else:
+        logger.info(f"Dataset '{dataset_name}' has no json_file in its metadata; converting its dicts to COCO format")
+        coco.dataset = convert_to_coco_dict(dataset_name)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def instances_to_coco_json(instances: Instances, image_id: Any) -> List[Dict[str, Any]]:
+    """One image's predictions as COCO result records (category ids still contiguous).
+
+    Args:
+        instances: on the CPU, with pred_boxes, scores, pred_classes and optionally pred_masks
+            (`Tensor[N, H, W]`, bool or probabilities).
+        image_id: the image's id in the dataset.
+    """
+    if len(instances) == 0:
+        return []
+    boxes = BoxMode.convert(instances.pred_boxes.tensor, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS).tolist()
+    scores = instances.scores.tolist()
+    classes = instances.pred_classes.tolist()
+    results = [
+        {"image_id": image_id, "category_id": int(c), "bbox": b, "score": float(s)}
+        for b, s, c in zip(boxes, scores, classes)
+    ]
+    if instances.has("pred_masks"):
+        masks = instances.pred_masks
+        masks = masks if masks.dtype == torch.bool else masks >= 0.5
+        # (N, H, W) -> (H, W, N) in Fortran order, which pycocotools encodes in one call.
+        rles = mask_util.encode(np.asfortranarray(masks.permute(1, 2, 0).numpy().astype(np.uint8)))
+        for result, rle in zip(results, rles):
+            rle["counts"] = rle["counts"].decode("ascii")
+            result["segmentation"] = rle
+    return results
+
+
+def _run_cocoeval(coco_gt: COCO, coco_results: List[Dict[str, Any]], task: str, max_dets: int) -> COCOeval:
+    if task == "segm":
+        # With a "bbox" present, pycocotools would take the box area as the instance's area and
+        # sort masks into small/medium/large by it.
+        coco_results = [{k: v for k, v in r.items() if k != "bbox"} for r in coco_results]
+    unknown = {r["image_id"] for r in coco_results} - set(coco_gt.getImgIds())
+    if unknown:
+        raise ValueError(f"Predictions for image ids {sorted(unknown)[:10]} that the ground truth does not have")
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it goes
+        coco_dt = coco_gt.loadRes(coco_results)
+        coco_eval = COCOeval(coco_gt, coco_dt, task)
+        coco_eval.params.maxDets = [1, 10, max_dets]
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+    return coco_eval
+
+
+def _save_atomically(obj: Any, path: str) -> None:
+    """Writes json to a temporary file beside `path`, then renames it, so a reader never sees half a file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    logger.info(f"Saved {len(obj)} predictions to {path}")

@@ -1,0 +1,212 @@
+"""Drawing detections and annotations on images: boxes, class names, scores and translucent masks.
+
+    v = Visualizer(image_rgb, MetadataCatalog.get("shapes_val"))
+    v.draw_instance_predictions(outputs["instances"].to("cpu")).save("pred.png")
+"""
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+
+from ..structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks, polygons_to_bitmask
+from .colormap import instance_colors
+
+__all__ = ["Visualizer", "VisImage"]
+
+_MaskLike = Union[np.ndarray, torch.Tensor, List[Any], Dict[str, Any]]
+
+
+class VisImage:
+    """The canvas a `Visualizer` draws on: an RGB uint8 image, possibly rescaled from the input."""
+
+    def __init__(self, img_rgb: np.ndarray, scale: float = 1.0):
+        h, w = img_rgb.shape[:2]
+        self.scale = scale
+        self.width, self.height = max(int(round(w * scale)), 1), max(int(round(h * scale)), 1)
+        self.img = cv2.resize(img_rgb, (self.width, self.height), interpolation=cv2.INTER_LINEAR) if scale != 1.0 \
+            else img_rgb.copy()
+
+    def get_image(self) -> np.ndarray:
+        """The drawing, `ndarray[H, W, 3]` uint8 RGB."""
+        return self.img
+
+    def save(self, path: str) -> None:
+        """Writes the drawing to an image file (format from the extension, e.g. .png)."""
+        if not cv2.imwrite(path, self.img[:, :, ::-1]):  # RGB -> BGR
+            raise OSError(f"Could not write the visualisation to {path} (does the directory exist? is the "
+                          f"extension an image format?)")
+
+
+class Visualizer:
+    """Draws instances on one image. Coordinates given to the draw methods are in the input image's
+    pixels; the drawing happens on a copy scaled by `scale`."""
+
+    def __init__(self, img_rgb: np.ndarray, metadata: Optional[Any] = None, scale: float = 1.0):
+        """
+        Args:
+            img_rgb: `ndarray[H, W, 3]` RGB (or `[H, W]` / `[H, W, 1]` grayscale), values 0-255.
+            metadata: a dataset's `Metadata`; its thing_classes name the classes.
+            scale: size of the drawing relative to the image.
+        """
+        img = np.asarray(img_rgb)
+        if img.ndim == 3 and img.shape[2] == 1:
+            img = img[:, :, 0]
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"Visualizer expects an RGB image [H, W, 3] or a grayscale one, got {img_rgb.shape}")
+        self.img = np.clip(img, 0, 255).astype(np.uint8)
+        self.metadata = metadata
+        self.output = VisImage(self.img, scale)
+        # Lines and text grow with the drawing so they stay legible on large images.
+        self._line_width = max(1, round(max(self.output.height, self.output.width) / 400))
+        self._font_scale = max(0.35, max(self.output.height, self.output.width) / 1200)
+
+    def _class_names(self) -> Optional[List[str]]:
+        return self.metadata.get("thing_classes") if self.metadata is not None else None
+
+    def _labels(self, classes: Optional[Sequence[int]], scores: Optional[Sequence[float]]) -> Optional[List[str]]:
+        if classes is None and scores is None:
+            return None
+        names = self._class_names()
+        n = len(classes) if classes is not None else len(scores)
+        labels = []
+        for i in range(n):
+            parts = []
+            if classes is not None:
+                c = int(classes[i])
+                parts.append(names[c] if names is not None and 0 <= c < len(names) else str(c))
+            if scores is not None:
+                parts.append(f"{float(scores[i]) * 100:.0f}%")
+            labels.append(" ".join(parts))
+        return labels
+
+    def draw_instance_predictions(self, predictions: Instances) -> VisImage:
+        """Draws a model's output `Instances` (pred_boxes, scores, pred_classes, pred_masks, each optional)."""
+        boxes = predictions.pred_boxes if predictions.has("pred_boxes") else None
+        scores = predictions.scores.tolist() if predictions.has("scores") else None
+        classes = predictions.pred_classes.tolist() if predictions.has("pred_classes") else None
+        masks = predictions.pred_masks if predictions.has("pred_masks") else None
+        return self.overlay_instances(boxes=boxes, labels=self._labels(classes, scores), masks=masks)
+
+    def draw_dataset_dict(self, dic: Dict[str, Any]) -> VisImage:
+        """Draws the annotations of a dataset dict (boxes in any absolute mode; polygons or RLE masks)."""
+        annos = dic.get("annotations", [])
+        if not annos:
+            return self.output
+        boxes = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos]
+        masks = [a["segmentation"] for a in annos] if all("segmentation" in a for a in annos) else None
+        labels = self._labels([a["category_id"] for a in annos], None)
+        return self.overlay_instances(boxes=np.asarray(boxes, dtype=np.float64), labels=labels, masks=masks)
+
+    def overlay_instances(
+        self,
+        *,
+        boxes: Union[Boxes, np.ndarray, torch.Tensor, None] = None,
+        labels: Optional[List[str]] = None,
+        masks: Union[BitMasks, PolygonMasks, Sequence[_MaskLike], np.ndarray, torch.Tensor, None] = None,
+        assigned_colors: Optional[np.ndarray] = None,
+        alpha: float = 0.5,
+    ) -> VisImage:
+        """Draws N instances, each in its own colour: mask (translucent), box, label.
+
+        Args:
+            boxes: `[N, 4]` (x0, y0, x1, y1).
+            labels: N strings written at the boxes' (or masks') top-left corners.
+            masks: N masks: `BitMasks`, `PolygonMasks`, a `[N, H, W]` array, or a list of bitmaps,
+                polygon lists or COCO RLEs.
+            assigned_colors: `[N, 3]` RGB 0-255; default one distinct colour per instance.
+            alpha: opacity of the masks.
+        """
+        if isinstance(boxes, Boxes):
+            boxes = boxes.tensor
+        if isinstance(boxes, torch.Tensor):
+            boxes = boxes.detach().cpu().numpy()
+        mask_list = self._mask_list(masks)
+        counts = {len(x) for x in (boxes, labels, mask_list) if x is not None}
+        if len(counts) > 1:
+            raise ValueError(f"overlay_instances got different numbers of boxes, labels and masks: {counts}")
+        n = counts.pop() if counts else 0
+        colors = instance_colors(n) if assigned_colors is None else np.asarray(assigned_colors, dtype=np.uint8)
+
+        # Larger instances first, so small ones drawn later stay visible on top.
+        if boxes is not None and n:
+            order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
+        else:
+            order = np.arange(n)
+        for i in order:
+            color = tuple(int(c) for c in colors[i])
+            if mask_list is not None:
+                self.draw_binary_mask(mask_list[i], color, alpha)
+            if boxes is not None:
+                self.draw_box(boxes[i], color)
+            if labels is not None:
+                anchor = boxes[i][:2] if boxes is not None else _mask_corner(mask_list[i])
+                if anchor is not None:
+                    self.draw_text(labels[i], anchor, color)
+        return self.output
+
+    def _mask_list(self, masks) -> Optional[List[np.ndarray]]:
+        """Every supported mask input as a list of bool `ndarray[H, W]` of the input image's size."""
+        if masks is None:
+            return None
+        h, w = self.img.shape[:2]
+        if isinstance(masks, BitMasks):
+            masks = masks.tensor
+        if isinstance(masks, PolygonMasks):
+            return [polygons_to_bitmask(p, h, w) for p in masks.polygons]
+        if isinstance(masks, torch.Tensor):
+            masks = masks.detach().cpu().numpy()
+        out = []
+        for m in masks:
+            if isinstance(m, dict):
+                rle = mask_util.frPyObjects(m, *m["size"]) if isinstance(m["counts"], list) else m
+                m = mask_util.decode(rle)
+            elif isinstance(m, list):
+                m = polygons_to_bitmask([np.asarray(p, dtype=np.float64) for p in m], h, w)
+            m = np.asarray(m)
+            out.append(m >= 0.5 if m.dtype.kind == "f" else m.astype(bool))
+        return out
+
+    def draw_box(self, box: Sequence[float], color: tuple) -> VisImage:
+        """Draws the outline of box (x0, y0, x1, y1) given in input-image pixels."""
+        s = self.output.scale
+        x0, y0, x1, y1 = (int(round(float(v) * s)) for v in box)
+        cv2.rectangle(self.output.img, (x0, y0), (max(x1 - 1, x0), max(y1 - 1, y0)), color, self._line_width)
+        return self.output
+
+    def draw_text(self, text: str, position: Sequence[float], color: tuple) -> VisImage:
+        """Writes `text` in white on a box of `color`, its bottom-left corner at `position` (input pixels),
+        moved inside the drawing when it would leave it."""
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        (tw, th), baseline = cv2.getTextSize(text, font, self._font_scale, 1)
+        x = int(np.clip(float(position[0]) * self.output.scale, 0, max(self.output.width - tw, 0)))
+        y = int(np.clip(float(position[1]) * self.output.scale, th + baseline, self.output.height))
+        dark = tuple(int(c * 0.6) for c in color)  # darker than the box, so white text reads on it
+        cv2.rectangle(self.output.img, (x, y - th - baseline), (x + tw, y), dark, -1)
+        cv2.putText(self.output.img, text, (x, y - baseline), font, self._font_scale, (255, 255, 255), 1, cv2.LINE_AA)
+        return self.output
+
+    def draw_binary_mask(self, mask: np.ndarray, color: tuple, alpha: float = 0.5) -> VisImage:
+        """Tints the pixels of a bool `ndarray[H, W]` (input-image size) with `color` and outlines them."""
+        if mask.shape != self.img.shape[:2]:
+            raise ValueError(f"A mask of size {mask.shape} does not match the image's {self.img.shape[:2]}")
+        mask = mask.astype(np.uint8)
+        if self.output.scale != 1.0:
+            mask = cv2.resize(mask, (self.output.width, self.output.height), interpolation=cv2.INTER_NEAREST)
+        inside = mask.astype(bool)
+        canvas = self.output.img
+        canvas[inside] = (canvas[inside] * (1 - alpha) + np.asarray(color) * alpha).round().astype(np.uint8)
+        contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(canvas, contours, -1, color, max(1, self._line_width // 2))
+        return self.output
+
+    def get_output(self) -> VisImage:
+        return self.output
+
+
+def _mask_corner(mask: np.ndarray) -> Optional[np.ndarray]:
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.min(), ys.min()]) if len(xs) else None

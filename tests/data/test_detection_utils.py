@@ -1,0 +1,118 @@
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+import torch
+
+from d2mask.config import get_cfg
+from d2mask.data import detection_utils as utils
+from d2mask.data import transforms as T
+from d2mask.structures import BitMasks, BoxMode, PolygonMasks
+
+
+def write_image(path, h=6, w=8):
+    image = np.zeros((h, w, 3), dtype=np.uint8)
+    image[..., 0], image[..., 2] = 10, 200  # B = 10, R = 200 in OpenCV's BGR
+    cv2.imwrite(str(path), image)
+    return str(path)
+
+
+def test_read_image_formats(tmp_path):
+    path = write_image(tmp_path / "x.png")
+    assert utils.read_image(path, "BGR")[0, 0].tolist() == [10, 0, 200]
+    assert utils.read_image(path, "RGB")[0, 0].tolist() == [200, 0, 10]
+    gray = utils.read_image(path, "L")
+    assert gray.shape == (6, 8, 1)
+    np.testing.assert_array_equal(utils.convert_image_to_rgb(utils.read_image(path, "BGR"), "BGR"),
+                                  utils.read_image(path, "RGB"))
+
+
+def test_read_image_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        utils.read_image(str(tmp_path / "missing.png"))
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(ValueError, match="text.png"):
+        utils.read_image(str(tmp_path / "text.png"))
+    with pytest.raises(ValueError, match="INPUT.FORMAT"):
+        utils.read_image(write_image(tmp_path / "x.png"), "YUV")
+
+
+def test_image_size_that_differs_from_the_annotation_is_an_error():
+    image = np.zeros((6, 8, 3), dtype=np.uint8)
+    with pytest.raises(ValueError) as e:
+        utils.check_image_size({"file_name": "a.png", "height": 30, "width": 40}, image)
+    assert "a.png" in str(e.value) and "8x6" in str(e.value) and "40x30" in str(e.value)
+    record = {"file_name": "a.png"}
+    utils.check_image_size(record, image)
+    assert (record["height"], record["width"]) == (6, 8)
+
+
+def annotations():
+    mask = np.zeros((20, 30), dtype=np.uint8)
+    mask[2:6, 20:28] = 1
+    rle = mask_util.encode(np.asfortranarray(mask))
+    return [
+        {"bbox": [3, 4, 6, 6], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 2,
+         "segmentation": [[3, 4, 9, 4, 9, 10, 3, 10]]},
+        {"bbox": [20, 2, 28, 6], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "segmentation": rle},
+    ], mask
+
+
+def test_transform_annotations_and_build_bitmask_instances():
+    annos, mask = annotations()
+    transforms = T.TransformList([T.HFlipTransform(30)])
+    out = [utils.transform_instance_annotations(a, transforms, (20, 30)) for a in annos]
+    np.testing.assert_allclose(out[0]["bbox"], [21, 4, 27, 10])
+    np.testing.assert_allclose(out[1]["bbox"], [2, 2, 10, 6])
+    np.testing.assert_array_equal(out[1]["segmentation"], mask[:, ::-1].astype(bool))
+
+    instances = utils.annotations_to_instances(out, (20, 30), mask_format="bitmask")
+    assert instances.gt_classes.tolist() == [2, 0]
+    assert isinstance(instances.gt_masks, BitMasks)
+    # Each mask's tight box is its annotated box: flip kept them consistent.
+    torch.testing.assert_close(instances.gt_masks.get_bounding_boxes().tensor, instances.gt_boxes.tensor)
+
+
+def test_polygon_format_rejects_rle_with_advice():
+    annos, _ = annotations()
+    with pytest.raises(ValueError, match="MASK_FORMAT to 'bitmask'"):
+        utils.annotations_to_instances(annos, (20, 30), mask_format="polygon")
+    instances = utils.annotations_to_instances(annos[:1], (20, 30), mask_format="polygon")
+    assert isinstance(instances.gt_masks, PolygonMasks)
+
+
+def test_boxes_are_clipped_and_empty_instances_filtered():
+    annos, _ = annotations()
+    crop = T.TransformList([T.CropTransform(0, 12, 30, 8)])  # rows 12..19: below both objects
+    out = [utils.transform_instance_annotations(a, crop, (8, 30)) for a in annos[:1]]
+    instances = utils.annotations_to_instances(out, (8, 30))
+    assert len(instances) == 1 and len(utils.filter_empty_instances(instances)) == 0
+
+
+def test_no_annotations_give_empty_instances():
+    instances = utils.annotations_to_instances([], (5, 5))
+    assert len(instances) == 0 and instances.gt_boxes.tensor.shape == (0, 4)
+
+
+def test_build_augmentation_follows_config():
+    cfg = get_cfg()
+    cfg.INPUT.MIN_SIZE_TRAIN = (16, 32)
+    cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING = "range"
+    cfg.INPUT.RANDOM_FLIP = "vertical"
+    resize, flip = utils.build_augmentation(cfg, is_train=True)
+    assert resize.short_edge_length == (16, 32) and resize.sample_style == "range"
+    assert flip.vertical and not flip.horizontal
+    (test_resize,) = utils.build_augmentation(cfg, is_train=False)
+    assert test_resize.short_edge_length == (800,)
+    cfg.INPUT.RANDOM_FLIP = "diagonal"
+    with pytest.raises(ValueError, match="RANDOM_FLIP"):
+        utils.build_augmentation(cfg, is_train=True)
+
+
+def test_metadata_consistency(register):
+    a = register([], thing_classes=["x", "y"])
+    b = register([], thing_classes=["x", "y"])
+    c = register([], thing_classes=["y", "x"])
+    utils.check_metadata_consistency("thing_classes", [a, b])
+    with pytest.raises(ValueError, match="different metadata 'thing_classes'"):
+        utils.check_metadata_consistency("thing_classes", [a, c])

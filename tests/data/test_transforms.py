@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+
+from d2mask.data import transforms as T
+from d2mask.structures import BitMasks, PolygonMasks, polygons_to_bitmask
+
+
+def square_image():
+    """A 20 x 30 (h x w) image with a white square covering pixels x in [3, 9), y in [4, 10)."""
+    image = np.zeros((20, 30, 3), dtype=np.uint8)
+    image[4:10, 3:9] = 255
+    polygon = np.array([[3, 4], [9, 4], [9, 10], [3, 10]], dtype=np.float64)
+    return image, np.array([[3.0, 4.0, 9.0, 10.0]]), polygon
+
+
+def test_horizontal_flip_keeps_box_polygon_and_bitmap_consistent():
+    image, box, polygon = square_image()
+    tfm = T.HFlipTransform(30)
+    flipped = tfm.apply_image(image)
+    new_box = tfm.apply_box(box)
+    np.testing.assert_allclose(new_box, [[21.0, 4.0, 27.0, 10.0]])  # 30 - 9, 30 - 3
+    (new_polygon,) = tfm.apply_polygons([polygon])
+    from_polygon = polygons_to_bitmask([new_polygon.reshape(-1)], 20, 30)
+    from_bitmap = tfm.apply_segmentation(image[:, :, 0] > 0)
+    from_image = flipped[:, :, 0] > 0
+    np.testing.assert_array_equal(from_polygon, from_image)
+    np.testing.assert_array_equal(from_bitmap, from_image)
+    masks_box = BitMasks(from_bitmap[None]).get_bounding_boxes().tensor.numpy()
+    np.testing.assert_allclose(masks_box, new_box)
+    np.testing.assert_allclose(PolygonMasks([[new_polygon.reshape(-1)]]).get_bounding_boxes().tensor, new_box)
+
+
+def test_vertical_flip_of_coordinates():
+    np.testing.assert_allclose(T.VFlipTransform(20).apply_box(np.array([[3, 4, 9, 10]])), [[3, 10, 9, 16]])
+
+
+@pytest.mark.parametrize(
+    "h, w, size, max_size, expected",
+    [
+        (480, 640, 800, 1333, (800, 1067)),  # 640 * 800 / 480 = 1066.7
+        (640, 480, 800, 1333, (1067, 800)),
+        (100, 1000, 200, 1333, (133, 1333)),  # 2000 would exceed 1333: the long side decides
+        (30, 40, 30, 1333, (30, 40)),
+    ],
+)
+def test_resize_shortest_edge_output_shape(h, w, size, max_size, expected):
+    assert T.ResizeShortestEdge.get_output_shape(h, w, size, max_size) == expected
+    image = np.zeros((h, w, 3), dtype=np.uint8)
+    out, _ = T.apply_augmentations([T.ResizeShortestEdge(size, max_size, "choice")], image)
+    assert out.shape == (*expected, 3)
+
+
+def test_resize_shortest_edge_sampling_styles():
+    np.random.seed(0)
+    image = np.zeros((50, 100, 3), dtype=np.uint8)
+    choice = T.ResizeShortestEdge((20, 40), 1000, "choice")
+    assert {choice.get_transform(image).new_h for _ in range(30)} == {20, 40}
+    ranged = T.ResizeShortestEdge((20, 24), 1000, "range")
+    assert {ranged.get_transform(image).new_h for _ in range(60)} == {20, 21, 22, 23, 24}
+    assert isinstance(T.ResizeShortestEdge(0, 1000, "choice").get_transform(image), T.NoOpTransform)
+    with pytest.raises(ValueError, match="sample_style"):
+        T.ResizeShortestEdge(20, 100, "uniform")
+
+
+def test_resize_scales_coordinates_and_keeps_grayscale_channel():
+    tfm = T.ResizeTransform(20, 30, 40, 90)
+    np.testing.assert_allclose(tfm.apply_box(np.array([[3, 4, 9, 10]])), [[9, 8, 27, 20]])
+    assert tfm.apply_image(np.zeros((20, 30, 1), dtype=np.uint8)).shape == (40, 90, 1)
+    mask = np.zeros((20, 30), dtype=bool)
+    mask[4:10, 3:9] = True
+    resized = tfm.apply_segmentation(mask)
+    assert resized.dtype == bool and resized.sum() == 6 * 2 * 6 * 3
+
+
+def test_crop_clips_polygons_to_the_window():
+    crop = T.CropTransform(5, 5, 10, 10)
+    big_square = np.array([[0, 0], [20, 0], [20, 20], [0, 20]], dtype=np.float64)
+    (clipped,) = crop.apply_polygons([big_square])
+    np.testing.assert_array_equal(polygons_to_bitmask([clipped.reshape(-1)], 10, 10), np.ones((10, 10), bool))
+    # An L shape (concave) half inside the window: x in [0, 10], y in [0, 10] minus the top-right quarter.
+    ell = np.array([[0, 0], [5, 0], [5, 5], [10, 5], [10, 10], [0, 10]], dtype=np.float64) + 5
+    (clipped,) = T.CropTransform(10, 5, 10, 10).apply_polygons([ell])  # keeps x in [10, 20)
+    inside = polygons_to_bitmask([clipped.reshape(-1)], 10, 10)
+    assert inside.sum() == 5 * 5  # the lower-right quarter of the L
+    assert T.CropTransform(30, 30, 5, 5).apply_polygons([big_square]) == []
+
+
+@pytest.mark.parametrize(
+    "crop_type, crop_size, check",
+    [
+        ("relative", (0.5, 0.25), lambda h, w: (h, w) == (25, 25)),
+        ("relative_range", (0.5, 0.5), lambda h, w: 25 <= h <= 50 and 50 <= w <= 100),
+        ("absolute", (30, 200), lambda h, w: (h, w) == (30, 100)),
+        ("absolute_range", (10, 40), lambda h, w: 10 <= h <= 40 and 10 <= w <= 40),
+    ],
+)
+def test_random_crop_sizes(crop_type, crop_size, check):
+    np.random.seed(1)
+    image = np.zeros((50, 100, 3), dtype=np.uint8)
+    aug = T.RandomCrop(crop_type, crop_size)
+    for _ in range(10):
+        tfm = aug.get_transform(image)
+        assert check(tfm.h, tfm.w)
+        assert 0 <= tfm.x0 <= 100 - tfm.w and 0 <= tfm.y0 <= 50 - tfm.h
+
+
+def test_random_flip_probability_and_direction():
+    image = np.zeros((5, 7, 3), dtype=np.uint8)
+    assert isinstance(T.RandomFlip(1.0).get_transform(image), T.HFlipTransform)
+    assert isinstance(T.RandomFlip(1.0, horizontal=False, vertical=True).get_transform(image), T.VFlipTransform)
+    assert isinstance(T.RandomFlip(0.0).get_transform(image), T.NoOpTransform)
+    with pytest.raises(ValueError):
+        T.RandomFlip(horizontal=True, vertical=True)
+
+
+def test_aug_input_transforms_boxes_with_the_image():
+    image, box, _ = square_image()
+    aug_input = T.AugInput(image, boxes=box)
+    transforms = T.AugmentationList([T.RandomFlip(1.0), T.ResizeShortestEdge(40, 1000, "choice")])(aug_input)
+    assert aug_input.image.shape == (40, 60, 3)
+    np.testing.assert_allclose(aug_input.boxes, [[42.0, 8.0, 54.0, 20.0]])
+    np.testing.assert_allclose(transforms.apply_box(box), aug_input.boxes)
+    assert len(transforms) == 2

@@ -1,0 +1,74 @@
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from d2mask.data.catalog import Metadata
+from d2mask.structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks
+from d2mask.utils.colormap import instance_colors
+from d2mask.utils.visualizer import Visualizer
+
+
+def gray_image():
+    return np.full((64, 96, 3), 128, dtype=np.uint8)
+
+
+def test_predictions_png_changes_pixels_inside_boxes_only(tmp_path):
+    mask = np.zeros((2, 64, 96), dtype=bool)
+    mask[0, 12:28, 12:28] = True
+    mask[1, 40:60, 50:90] = True
+    instances = Instances((64, 96), pred_boxes=Boxes(torch.tensor([[10.0, 10.0, 30.0, 30.0], [48.0, 38.0, 92.0, 62.0]])),
+                          scores=torch.tensor([0.9, 0.6]), pred_classes=torch.tensor([0, 1]),
+                          pred_masks=torch.from_numpy(mask))
+    meta = Metadata("vis", thing_classes=["circle", "square"])
+    path = tmp_path / "pred.png"
+    Visualizer(gray_image(), meta).draw_instance_predictions(instances).save(str(path))
+
+    assert path.stat().st_size > 0
+    drawn = cv2.imread(str(path))[:, :, ::-1]
+    assert drawn.shape == (64, 96, 3)
+    changed = np.any(drawn != 128, axis=2)
+    # The masks are tinted in different colours; pixels away from the boxes and their labels (written
+    # just above each box's top-left corner) are untouched.
+    assert changed[12:28, 12:28].all() and changed[42:58, 52:88].all()
+    assert not np.array_equal(drawn[20, 20], drawn[50, 70])
+    assert not changed[12:, 32:46].any() and not changed[32:37, :46].any()
+
+
+def test_dataset_dict_with_polygons_and_rle(tmp_path):
+    import pycocotools.mask as mask_util
+
+    rle_mask = np.zeros((64, 96), dtype=np.uint8)
+    rle_mask[40:60, 60:90] = 1
+    rle = mask_util.encode(np.asfortranarray(rle_mask))
+    record = {"annotations": [
+        {"bbox": [5, 5, 20, 20], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0,
+         "segmentation": [[5, 5, 25, 5, 25, 25, 5, 25]]},
+        {"bbox": [60, 40, 90, 60], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 1, "segmentation": rle},
+    ]}
+    out = Visualizer(gray_image()).draw_dataset_dict(record).get_image()
+    changed = np.any(out != 128, axis=2)
+    assert changed[8:22, 8:22].all() and changed[43:57, 63:87].all() and not changed[30:36, 30:55].any()
+
+
+def test_overlay_accepts_structures_scale_and_grayscale():
+    polys = PolygonMasks([[np.array([2.0, 2.0, 10.0, 2.0, 10.0, 10.0])]])
+    bits = BitMasks(torch.zeros(1, 20, 30, dtype=torch.bool))
+    vis = Visualizer(np.zeros((20, 30), dtype=np.uint8), scale=2.0)
+    out = vis.overlay_instances(masks=polys, labels=["x"]).get_image()
+    assert out.shape == (40, 60, 3) and out.any()
+    vis.overlay_instances(masks=bits)
+    with pytest.raises(ValueError, match="different numbers"):
+        vis.overlay_instances(boxes=np.zeros((2, 4)), labels=["one"])
+
+
+def test_save_to_a_missing_directory_is_an_error(tmp_path):
+    with pytest.raises(OSError, match="nowhere"):
+        Visualizer(gray_image()).output.save(str(tmp_path / "nowhere" / "x.png"))
+
+
+def test_instance_colors_are_distinct_and_stable():
+    colors = instance_colors(12)
+    assert colors.shape == (12, 3) and colors.dtype == np.uint8
+    assert len({tuple(c) for c in colors}) == 12
+    np.testing.assert_array_equal(instance_colors(3, offset=4), colors[4:7])

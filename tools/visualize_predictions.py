@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Runs a trained model on images and saves PNGs with its detections drawn on them.
+
+    python tools/visualize_predictions.py --config-file configs/quick_start.yaml \
+        --input img1.png img2.jpg --output vis/ MODEL.WEIGHTS output/model_final.pth
+
+Without --input, the first --num-images images of the first DATASETS.TEST dataset are used.
+"""
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+import torch
+
+from d2mask.checkpoint import DetectionCheckpointer
+from d2mask.config import get_cfg
+from d2mask.data import DatasetCatalog, MetadataCatalog
+from d2mask.data import transforms as T
+from d2mask.data.detection_utils import convert_image_to_rgb, read_image
+from d2mask.modeling import build_model
+from d2mask.utils.visualizer import Visualizer
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-file", required=True, help="YAML config of the model")
+    parser.add_argument("--input", nargs="+", default=None, help="image files; default: DATASETS.TEST[0]")
+    parser.add_argument("--output", required=True, help="directory for the PNGs")
+    parser.add_argument("--num-images", type=int, default=10, help="images to take from DATASETS.TEST[0]")
+    parser.add_argument("--confidence-threshold", type=float, default=0.5, help="lowest score drawn")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> List[str]:
+    """Returns the paths written."""
+    args = parse_args(argv)
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.DATASETS.ROOT:
+        os.environ["D2MASK_DATASETS"] = cfg.DATASETS.ROOT
+    cfg.freeze()
+
+    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else None
+    files = args.input
+    if files is None:
+        if not cfg.DATASETS.TEST:
+            raise SystemExit("Give --input images, or name a dataset in DATASETS.TEST")
+        files = [d["file_name"] for d in DatasetCatalog.get(cfg.DATASETS.TEST[0])[:args.num_images]]
+
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    model.eval()
+    resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
+    os.makedirs(args.output, exist_ok=True)
+
+    written = []
+    for file_name in files:
+        image = read_image(file_name, cfg.INPUT.FORMAT)
+        height, width = image.shape[:2]
+        resized = resize.get_transform(image).apply_image(image)
+        # (H, W, C) -> (C, H, W); "height"/"width" make the model rescale its outputs to the original image.
+        inputs = {"image": torch.as_tensor(resized.transpose(2, 0, 1).copy()), "height": height, "width": width}
+        with torch.no_grad():
+            instances = model([inputs])[0]["instances"].to("cpu")
+        instances = instances[instances.scores >= args.confidence_threshold]
+        vis = Visualizer(convert_image_to_rgb(image, cfg.INPUT.FORMAT), metadata).draw_instance_predictions(instances)
+        path = os.path.join(args.output, os.path.splitext(os.path.basename(file_name))[0] + ".png")
+        vis.save(path)
+        written.append(path)
+    print(f"Wrote {len(written)} images to {args.output}")
+    return written
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
