@@ -1,0 +1,208 @@
+"""R-CNN meta-architectures: `GeneralizedRCNN` (Faster/Mask R-CNN) and `ProposalNetwork` (RPN only).
+
+Both take Detectron2's inputs, a list of N dicts, one per image:
+- "image": `Tensor[C, H, W]`, uint8 or float, channels in INPUT.FORMAT order (BGR by default);
+- "instances" (training): Instances(gt_boxes, gt_classes[, gt_masks]);
+- "height", "width" (optional): the size to rescale outputs to, normally the original image's.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from d2mask.config import configurable
+from d2mask.structures import ImageList, Instances
+
+from ..backbone import Backbone, build_backbone
+from ..postprocessing import detector_postprocess
+from ..proposal_generator import build_proposal_generator
+from ..roi_heads import build_roi_heads
+from .build import META_ARCH_REGISTRY
+
+__all__ = ["GeneralizedRCNN", "ProposalNetwork"]
+
+
+class _NormalizedInput(nn.Module):
+    """The input normalisation and batching shared by the R-CNN meta-architectures; a subclass sets
+    `self.backbone` (whose `size_divisibility` the batch is padded to)."""
+
+    def __init__(self, pixel_mean: Sequence[float], pixel_std: Sequence[float]):
+        super().__init__()
+        if len(pixel_mean) != len(pixel_std):
+            raise ValueError(f"PIXEL_MEAN {list(pixel_mean)} and PIXEL_STD {list(pixel_std)} differ in length")
+        # Not persistent: they come from the config, and Detectron2 checkpoints do not contain them.
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalises each input's "image" with PIXEL_MEAN/STD and pads them into one batch whose
+        sides are multiples of the backbone's `size_divisibility`."""
+        images = []
+        for i, inputs in enumerate(batched_inputs):
+            image = inputs.get("image") if isinstance(inputs, dict) else None
+            if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != len(self.pixel_mean):
+                got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+                raise ValueError(
+                    f"Input {i} must be a dict whose 'image' is a Tensor[C, H, W] with C = "
+                    f"{len(self.pixel_mean)} (len(MODEL.PIXEL_MEAN)); got {got}"
+                )
+            image = image.to(device=self.device, dtype=torch.float32, non_blocking=True)
+            images.append((image - self.pixel_mean) / self.pixel_std)
+        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+
+    def gt_instances(self, batched_inputs: List[Dict]) -> List[Instances]:
+        """The "instances" of every input, on the model's device."""
+        missing = [i for i, x in enumerate(batched_inputs) if "instances" not in x]
+        if missing:
+            raise ValueError(
+                f"Training needs GT 'instances' in every input dict; inputs {missing} have none "
+                f"(keys: {sorted(batched_inputs[missing[0]])})"
+            )
+        return [x["instances"].to(self.device) for x in batched_inputs]
+
+
+@META_ARCH_REGISTRY.register()
+class GeneralizedRCNN(_NormalizedInput):
+    """Faster R-CNN / Mask R-CNN: a backbone, a proposal generator (RPN) and ROI heads (box and
+    optionally mask branches)."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        proposal_generator: nn.Module,
+        roi_heads: nn.Module,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+    ):
+        """
+        Args:
+            backbone: images -> {feature name: feature map}.
+            proposal_generator: `(images, features, gt_instances) -> (proposals, losses)`.
+            roi_heads: `(images, features, proposals, gt_instances) -> (instances, losses)`.
+            pixel_mean, pixel_std: per-channel statistics the input images are normalised with.
+        """
+        super().__init__(pixel_mean, pixel_std)
+        self.backbone = backbone
+        self.proposal_generator = proposal_generator
+        self.roi_heads = roi_heads
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        return {
+            "backbone": backbone,
+            "proposal_generator": build_proposal_generator(cfg, backbone.output_shape()),
+            "roi_heads": build_roi_heads(cfg, backbone.output_shape()),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+        }
+
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs: N input dicts (see the module docstring).
+
+        Returns:
+            In training, {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"[, "loss_mask"]}.
+            In inference, per image {"instances": Instances(pred_boxes, scores, pred_classes
+            [, pred_masks: Tensor[D, height, width] bool])} at each input's "height"/"width".
+        """
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        gt_instances = self.gt_instances(batched_inputs)
+        features = self.backbone(images.tensor)
+        proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
+        _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+        return {**proposal_losses, **detector_losses}
+
+    def inference(
+        self,
+        batched_inputs: List[Dict],
+        detected_instances: Optional[List[Instances]] = None,
+        do_postprocess: bool = True,
+    ):
+        """Detections for each input.
+
+        Args:
+            batched_inputs: N input dicts.
+            detected_instances: per image, known boxes (pred_boxes, pred_classes) to run only the
+                non-box branches (masks) on; None to detect.
+            do_postprocess: rescale to "height"/"width" and paste masks; False returns the raw
+                Instances at the network's input size (masks as `Tensor[D, 1, M, M]` probabilities).
+
+        Returns:
+            With `do_postprocess`, per image {"instances": Instances}; otherwise list[Instances].
+        """
+        if self.training:
+            raise RuntimeError("inference() needs model.eval()")
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        if detected_instances is None:
+            proposals, _ = self.proposal_generator(images, features, None)
+            results, _ = self.roi_heads(images, features, proposals, None)
+        else:
+            detected = [x.to(self.device) for x in detected_instances]
+            results = self.roi_heads.forward_with_given_boxes(features, detected)
+        if not do_postprocess:
+            return results
+        return [{"instances": r} for r in _rescale(results, batched_inputs, images.image_sizes)]
+
+
+@META_ARCH_REGISTRY.register()
+class ProposalNetwork(_NormalizedInput):
+    """A backbone and a proposal generator only: trains the RPN and outputs its proposals."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        proposal_generator: nn.Module,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+    ):
+        """See `GeneralizedRCNN`."""
+        super().__init__(pixel_mean, pixel_std)
+        self.backbone = backbone
+        self.proposal_generator = proposal_generator
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        return {
+            "backbone": backbone,
+            "proposal_generator": build_proposal_generator(cfg, backbone.output_shape()),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+        }
+
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Returns:
+            In training, {"loss_rpn_cls", "loss_rpn_loc"}; in inference, per image
+            {"proposals": Instances(proposal_boxes, objectness_logits)} at each input's "height"/"width".
+        """
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        gt_instances = self.gt_instances(batched_inputs) if self.training else None
+        proposals, losses = self.proposal_generator(images, features, gt_instances)
+        if self.training:
+            return losses
+        return [{"proposals": p} for p in _rescale(proposals, batched_inputs, images.image_sizes)]
+
+
+def _rescale(
+    results: List[Instances], batched_inputs: List[Dict], image_sizes: List[Tuple[int, int]]
+) -> List[Instances]:
+    """Each image's results at the input's "height"/"width" (default: the size the network saw)."""
+    return [
+        detector_postprocess(r, inputs.get("height", size[0]), inputs.get("width", size[1]))
+        for r, inputs, size in zip(results, batched_inputs, image_sizes)
+    ]

@@ -1,0 +1,155 @@
+"""The ROI heads registry and `ROIHeads`, the base class that matches proposals to GT and samples them.
+
+Shape shorthand: `P` proposals of one image, `M` its GT boxes, `K` foreground classes (class `K` is
+background), `S` sampled proposals.
+"""
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from d2mask.config import configurable
+from d2mask.layers import ShapeSpec
+from d2mask.structures import Boxes, ImageList, Instances
+from d2mask.utils.registry import Registry
+
+from ..matcher import build_anchor_matcher
+from ..proposal_generator import add_ground_truth_to_proposals
+from ..sampling import build_sampler
+
+__all__ = ["ROI_HEADS_REGISTRY", "build_roi_heads", "ROIHeads", "select_foreground_proposals"]
+
+ROI_HEADS_REGISTRY = Registry("ROI_HEADS")
+ROI_HEADS_REGISTRY.__doc__ = """
+ROI heads, named by MODEL.ROI_HEADS.NAME. An entry is called as `obj(cfg, input_shape)` with the
+backbone's {feature name: ShapeSpec} and returns an `ROIHeads`, called as
+`heads(images, features, proposals, targets=None) -> (list[Instances], dict of losses)`.
+"""
+
+
+def build_roi_heads(cfg, input_shape: Dict[str, ShapeSpec]) -> "ROIHeads":
+    """The ROI heads named by `cfg.MODEL.ROI_HEADS.NAME`, built on backbone features `input_shape`."""
+    return ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME)(cfg, input_shape)
+
+
+def select_foreground_proposals(
+    proposals: List[Instances], bg_label: int
+) -> Tuple[List[Instances], List[Tensor]]:
+    """The proposals matched to a GT object, e.g. to train the mask head on them only.
+
+    Args:
+        proposals: per image, sampled proposals with `gt_classes` (`bg_label` for background, -1 ignored).
+        bg_label: the background class, K.
+
+    Returns:
+        Per image, the foreground proposals, and `Tensor[P]` bool which of its proposals they are.
+    """
+    foreground, masks = [], []
+    for per_image in proposals:
+        is_fg = (per_image.gt_classes != -1) & (per_image.gt_classes != bg_label)
+        foreground.append(per_image[is_fg])
+        masks.append(is_fg)
+    return foreground, masks
+
+
+class ROIHeads(nn.Module):
+    """Base class of the ROI heads: in training it labels and samples the proposals (fields
+    gt_classes, gt_boxes, gt_masks... set on each sampled proposal); subclasses define `forward`,
+    the heads that run on the sampled regions in training and on all proposals in inference."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        proposal_matcher: Callable,
+        proposal_sampler: Callable,
+        proposal_append_gt: bool = True,
+    ):
+        """
+        Args:
+            num_classes: K, the number of foreground classes.
+            proposal_matcher: called as `matcher(gt_boxes, proposal_boxes) -> (matched_idxs: Tensor[P]
+                int64, match_labels: Tensor[P] with 1 foreground, 0 background, -1 ignore)`.
+            proposal_sampler: called as `sampler(match_labels) -> (pos_idx, neg_idx)`, the proposals
+                kept to train the heads.
+            proposal_append_gt: add each image's GT boxes to its proposals in training.
+        """
+        super().__init__()
+        self.num_classes = num_classes
+        self.proposal_matcher = proposal_matcher
+        self.proposal_sampler = proposal_sampler
+        self.proposal_append_gt = proposal_append_gt
+
+    @classmethod
+    def from_config(cls, cfg):
+        stage_cfg = cfg.MODEL.ROI_HEADS
+        return {
+            "num_classes": stage_cfg.NUM_CLASSES,
+            "proposal_matcher": build_anchor_matcher(cfg, stage_cfg),
+            "proposal_sampler": build_sampler(cfg, stage_cfg),
+            "proposal_append_gt": stage_cfg.PROPOSAL_APPEND_GT,
+        }
+
+    @torch.no_grad()
+    def label_and_sample_proposals(self, proposals: List[Instances], targets: List[Instances]) -> List[Instances]:
+        """Matches each image's proposals to its GT boxes and samples those the heads train on.
+
+        Args:
+            proposals: per image, Instances(proposal_boxes, objectness_logits).
+            targets: per image, Instances(gt_boxes, gt_classes, and any further gt_* field).
+
+        Returns:
+            Per image, the S sampled proposals, foreground first, with `gt_classes` (K for background)
+            and every gt_* field of the target each is matched to. Background proposals carry the
+            fields of their nearest GT (or, in an image without GT, `gt_boxes` equal to themselves);
+            the losses read those only for foreground.
+        """
+        if targets is None or len(targets) != len(proposals):
+            raise ValueError(
+                f"ROI heads in training need the GT instances of each of the {len(proposals)} images, got "
+                f"{'none' if targets is None else len(targets)}; give each input dict an 'instances' field"
+            )
+        if self.proposal_append_gt:
+            # Early in training the RPN rarely proposes anything close to a GT box; the GT boxes
+            # themselves give the box and mask heads well-aligned foreground from the first iteration.
+            proposals = add_ground_truth_to_proposals(targets, proposals)
+        sampled = []
+        for proposals_i, targets_i in zip(proposals, targets):
+            matched_idxs, match_labels = self.proposal_matcher(targets_i.gt_boxes, proposals_i.proposal_boxes)
+            pos_idx, neg_idx = self.proposal_sampler(match_labels)
+            keep = torch.cat([pos_idx, neg_idx])  # (S,)
+            result = proposals_i[keep]
+            matched = matched_idxs[keep]
+
+            gt_classes = torch.full_like(matched, self.num_classes)
+            if len(targets_i) > 0:
+                gt_classes[: len(pos_idx)] = targets_i.gt_classes[matched[: len(pos_idx)]]
+                for name, value in targets_i.get_fields().items():
+                    if name.startswith("gt_") and name != "gt_classes" and not result.has(name):
+                        result.set(name, value[matched])
+            else:
+                result.gt_boxes = Boxes(result.proposal_boxes.tensor.clone())
+            result.gt_classes = gt_classes
+            sampled.append(result)
+        return sampled
+
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+    ) -> Tuple[List[Instances], Dict[str, Tensor]]:
+        """
+        Args:
+            images: the input batch (its image sizes; heads rarely need the pixels).
+            features: the backbone's {feature name: `Tensor[N, C, H_f, W_f]`}.
+            proposals: per image, Instances(proposal_boxes, objectness_logits).
+            targets: per image, the GT instances; needed in training only.
+
+        Returns:
+            In training, the sampled proposals and {loss name: Tensor}; in inference, per image,
+            Instances(pred_boxes, scores, pred_classes[, pred_masks]) and {}.
+        """
+        raise NotImplementedError

@@ -1,0 +1,167 @@
+"""`StandardROIHeads`: separate box and mask branches, each with its own multi-level pooler (FPN).
+
+Shape shorthand: `R` regions over all images, `C` channels, `S` the pooled side.
+"""
+from typing import Dict, List, Optional, Tuple
+
+from torch import Tensor, nn
+
+from d2mask.config import configurable
+from d2mask.layers import ShapeSpec
+from d2mask.structures import ImageList, Instances
+
+from ..poolers import ROIPooler
+from .box_head import build_box_head
+from .fast_rcnn import FastRCNNOutputLayers
+from .mask_head import build_mask_head
+from .roi_heads import ROI_HEADS_REGISTRY, ROIHeads, select_foreground_proposals
+
+__all__ = ["StandardROIHeads"]
+
+
+def _pooler_from_config(head_cfg, in_features: List[str], input_shape: Dict[str, ShapeSpec]) -> Tuple[ROIPooler, int]:
+    """The pooler of one branch (box or mask) and the channels of the features it pools."""
+    channels = {input_shape[f].channels for f in in_features}
+    if len(channels) != 1:
+        raise ValueError(
+            f"MODEL.ROI_HEADS.IN_FEATURES {in_features} have different channel counts {sorted(channels)}; "
+            f"one pooler needs equal channels on every level"
+        )
+    pooler = ROIPooler(
+        output_size=head_cfg.POOLER_RESOLUTION,
+        scales=[1.0 / input_shape[f].stride for f in in_features],
+        sampling_ratio=head_cfg.POOLER_SAMPLING_RATIO,
+        pooler_type=head_cfg.POOLER_TYPE,
+    )
+    return pooler, channels.pop()
+
+
+@ROI_HEADS_REGISTRY.register()
+class StandardROIHeads(ROIHeads):
+    """The ROI heads of Faster/Mask R-CNN with FPN: a box branch (pooler, box head, predictor) and an
+    optional mask branch (pooler, mask head), each pooling from the pyramid by box size.
+
+    In training the mask branch sees only the foreground proposals; in inference it runs on the
+    detections of the box branch.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        box_in_features: List[str],
+        box_pooler: ROIPooler,
+        box_head: nn.Module,
+        box_predictor: nn.Module,
+        mask_in_features: Optional[List[str]] = None,
+        mask_pooler: Optional[ROIPooler] = None,
+        mask_head: Optional[nn.Module] = None,
+        **kwargs,
+    ):
+        """
+        Args:
+            box_in_features: the features the box branch pools from, finest first.
+            box_pooler: pools `Tensor[R, C, S, S]` per region from those features.
+            box_head: pooled features -> per-region features.
+            box_predictor: per-region features -> predictions, with `losses` and `inference`
+                (a `FastRCNNOutputLayers`).
+            mask_in_features, mask_pooler, mask_head: the mask branch; None for a box-only model.
+            kwargs: passed to `ROIHeads` (num_classes, proposal_matcher, ...).
+        """
+        super().__init__(**kwargs)
+        self.box_in_features = box_in_features
+        self.box_pooler = box_pooler
+        self.box_head = box_head
+        self.box_predictor = box_predictor
+        self.mask_on = mask_head is not None
+        if self.mask_on:
+            self.mask_in_features = mask_in_features
+            self.mask_pooler = mask_pooler
+            self.mask_head = mask_head
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        ret = super().from_config(cfg)
+        ret.update(cls._init_box_head(cfg, input_shape))
+        if cfg.MODEL.MASK_ON:
+            ret.update(cls._init_mask_head(cfg, input_shape))
+        return ret
+
+    @classmethod
+    def _init_box_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
+        head_cfg = cfg.MODEL.ROI_BOX_HEAD
+        pooler, channels = _pooler_from_config(head_cfg, in_features, input_shape)
+        side = head_cfg.POOLER_RESOLUTION
+        box_head = build_box_head(cfg, ShapeSpec(channels=channels, height=side, width=side))
+        return {
+            "box_in_features": in_features,
+            "box_pooler": pooler,
+            "box_head": box_head,
+            "box_predictor": FastRCNNOutputLayers(cfg, box_head.output_shape),
+        }
+
+    @classmethod
+    def _init_mask_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
+        head_cfg = cfg.MODEL.ROI_MASK_HEAD
+        pooler, channels = _pooler_from_config(head_cfg, in_features, input_shape)
+        side = head_cfg.POOLER_RESOLUTION
+        return {
+            "mask_in_features": in_features,
+            "mask_pooler": pooler,
+            "mask_head": build_mask_head(cfg, ShapeSpec(channels=channels, height=side, width=side)),
+        }
+
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+    ) -> Tuple[List[Instances], Dict[str, Tensor]]:
+        """See `ROIHeads.forward`."""
+        del images
+        if self.training:
+            proposals = self.label_and_sample_proposals(proposals, targets)
+            losses = self._forward_box(features, proposals)
+            losses.update(self._forward_mask(features, proposals))
+            return proposals, losses
+        detections = self._forward_box(features, proposals)
+        return self.forward_with_given_boxes(features, detections), {}
+
+    def forward_with_given_boxes(self, features: Dict[str, Tensor], instances: List[Instances]) -> List[Instances]:
+        """Runs the branches other than the box branch (the mask) on given detections.
+
+        Args:
+            features: the backbone's features.
+            instances: per image, Instances(pred_boxes, pred_classes, ...).
+
+        Returns:
+            `instances`, with `pred_masks` set when the mask branch exists.
+        """
+        if self.training:
+            raise RuntimeError("forward_with_given_boxes is for inference; call model.eval() first")
+        return self._forward_mask(features, instances)
+
+    def _forward_box(self, features: Dict[str, Tensor], proposals: List[Instances]):
+        """The box branch: losses in training, per-image detections in inference."""
+        x = self.box_pooler([features[f] for f in self.box_in_features], [p.proposal_boxes for p in proposals])
+        predictions = self.box_predictor(self.box_head(x))  # (R, C, S, S) -> (R, K+1), (R, B*4)
+        if self.training:
+            return self.box_predictor.losses(predictions, proposals)
+        detections, _ = self.box_predictor.inference(predictions, proposals)
+        return detections
+
+    def _forward_mask(self, features: Dict[str, Tensor], instances: List[Instances]):
+        """The mask branch: {"loss_mask"} in training (on the foreground proposals), the instances with
+        `pred_masks` in inference; without a mask branch, {} or the instances unchanged."""
+        if not self.mask_on:
+            return {} if self.training else instances
+        if self.training:
+            instances, _ = select_foreground_proposals(instances, self.num_classes)
+            boxes = [i.proposal_boxes for i in instances]
+        else:
+            boxes = [i.pred_boxes for i in instances]
+        x = self.mask_pooler([features[f] for f in self.mask_in_features], boxes)
+        return self.mask_head(x, instances)

@@ -1,0 +1,126 @@
+import math
+
+import pytest
+import torch
+
+from d2mask.layers import ShapeSpec
+from d2mask.modeling.box_regression import Box2BoxTransform
+from d2mask.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, fast_rcnn_inference_single_image
+from d2mask.structures import Boxes, Instances
+
+A = [0.0, 0.0, 10.0, 10.0]
+A_SHIFTED = [1.0, 0.0, 11.0, 10.0]  # IoU with A: 90 / 110
+FAR = [50.0, 50.0, 60.0, 60.0]
+OTHER = [30.0, 30.0, 40.0, 40.0]
+
+
+def _predictor(num_classes=2, **kwargs):
+    return FastRCNNOutputLayers(
+        ShapeSpec(channels=4), box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)), num_classes=num_classes, **kwargs
+    )
+
+
+def test_per_class_nms_on_hand_made_boxes():
+    # 3 regions x 2 classes; columns are (class 0 box, class 1 box).
+    boxes = torch.tensor([A + A, A_SHIFTED + FAR, OTHER + A])
+    scores = torch.tensor([[0.9, 0.05, 0.05], [0.8, 0.15, 0.05], [0.1, 0.6, 0.3]])
+    result, region = fast_rcnn_inference_single_image(boxes, scores, (100, 100), 0.1, 0.5, 100)
+    # Candidates (> 0.1): (r0, c0) .9, (r1, c0) .8, (r1, c1) .15, (r2, c1) .6. In class 0 the shifted box
+    # is suppressed by A; in class 1, r2's box equals A but another class never suppresses it.
+    assert result.scores.tolist() == pytest.approx([0.9, 0.6, 0.15])
+    assert result.pred_classes.tolist() == [0, 1, 1]
+    assert region.tolist() == [0, 2, 1]
+    assert result.pred_boxes.tensor.tolist() == [A, A, FAR]
+    assert result.image_size == (100, 100)
+
+    top2, _ = fast_rcnn_inference_single_image(boxes, scores, (100, 100), 0.1, 0.5, 2)
+    assert top2.scores.tolist() == pytest.approx([0.9, 0.6])
+    # A looser NMS keeps the shifted box.
+    loose, _ = fast_rcnn_inference_single_image(boxes, scores, (100, 100), 0.1, 0.9, 100)
+    assert len(loose) == 4
+
+
+def test_inference_clips_and_drops_non_finite_and_can_return_nothing():
+    boxes = torch.tensor([[-5.0, -5.0, 120.0, 50.0], [float("nan"), 0.0, 5.0, 5.0]])  # class-agnostic
+    scores = torch.tensor([[0.7, 0.3], [0.9, 0.1]])
+    result, region = fast_rcnn_inference_single_image(boxes, scores, (40, 100), 0.05, 0.5, 100)
+    assert result.pred_boxes.tensor.tolist() == [[0.0, 0.0, 100.0, 40.0]]
+    assert region.tolist() == [0]
+
+    empty, region = fast_rcnn_inference_single_image(boxes, scores, (40, 100), 0.95, 0.5, 100)
+    assert len(empty) == 0 and len(region) == 0
+    assert empty.pred_boxes.tensor.shape == (0, 4)
+    assert empty.pred_classes.dtype == torch.int64 and empty.scores.shape == (0,)
+
+
+def _hand_made_case():
+    """Two images, K = 2: image 0 has a class-0 and a background region, image 1 a class-1 region."""
+    p0 = Instances((50, 50))
+    p0.proposal_boxes = Boxes(torch.tensor([A, [20.0, 20.0, 30.0, 30.0]]))
+    p0.gt_classes = torch.tensor([0, 2])
+    p0.gt_boxes = Boxes(torch.tensor([[1.0, 1.0, 11.0, 11.0], [0.0, 0.0, 1.0, 1.0]]))
+    p1 = Instances((50, 50))
+    p1.proposal_boxes = Boxes(torch.tensor([[0.0, 0.0, 20.0, 20.0]]))
+    p1.gt_classes = torch.tensor([1])
+    p1.gt_boxes = Boxes(torch.tensor([[0.0, 0.0, 20.0, 40.0]]))
+    logits = torch.zeros(3, 3)
+    logits[1, 2] = math.log(2.0)  # background probability 2 / 4
+    deltas = torch.zeros(3, 8)
+    deltas[0, :4] = torch.tensor([0.5, 0.0, 0.0, 0.0])
+    deltas[0, 4:] = 100.0  # another class's slot: must be ignored
+    deltas[1] = 100.0  # a background region: must be ignored
+    return (logits, deltas), [p0, p1]
+
+
+def test_losses_on_a_hand_made_case():
+    predictions, proposals = _hand_made_case()
+    losses = _predictor().losses(predictions, proposals)
+    assert losses["loss_cls"].item() == pytest.approx((math.log(3) + math.log(2) + math.log(3)) / 3)
+    # Targets with weights (10, 10, 5, 5): region 0 (1, 1, 0, 0), predicted (0.5, 0, 0, 0): L1 1.5.
+    # Region 2: centre moves 10 px on a 20 px box -> dy 5; height doubles -> dh 5 ln 2; predicted 0.
+    # Summed over foreground, divided by the 3 sampled regions.
+    expected = (1.5 + 5 + 5 * math.log(2)) / 3
+    assert losses["loss_box_reg"].item() == pytest.approx(expected, rel=1e-5)
+
+    weighted = _predictor(loss_weight={"loss_box_reg": 2.0}).losses(predictions, proposals)
+    assert weighted["loss_box_reg"].item() == pytest.approx(2 * expected, rel=1e-5)
+    assert weighted["loss_cls"].item() == pytest.approx(losses["loss_cls"].item())
+
+
+def test_class_agnostic_and_iou_losses():
+    (logits, deltas), proposals = _hand_made_case()
+    transform = Box2BoxTransform((10.0, 10.0, 5.0, 5.0))
+    exact = torch.zeros(3, 4)
+    exact[0] = transform.get_deltas(torch.tensor([A]), torch.tensor([[1.0, 1.0, 11.0, 11.0]]))[0]
+    exact[2] = transform.get_deltas(torch.tensor([[0.0, 0.0, 20.0, 20.0]]), torch.tensor([[0.0, 0.0, 20.0, 40.0]]))[0]
+    for loss_type in ("smooth_l1", "giou"):
+        predictor = _predictor(cls_agnostic_bbox_reg=True, box_reg_loss_type=loss_type)
+        assert predictor.bbox_pred.out_features == 4
+        loss = predictor.losses((logits, exact), proposals)["loss_box_reg"]
+        assert loss.item() == pytest.approx(0.0, abs=1e-5)
+    wrong = exact.clone()
+    wrong[0, 0] += 3.0
+    loss = _predictor(cls_agnostic_bbox_reg=True).losses((logits, wrong), proposals)["loss_box_reg"]
+    assert loss.item() == pytest.approx(3.0 / 3, rel=1e-5)
+
+
+def test_losses_without_regions_are_zero_and_differentiable():
+    predictor = _predictor()
+    x = torch.zeros(0, 4, requires_grad=True)
+    losses = predictor.losses(predictor(x), [])
+    total = sum(losses.values())
+    total.backward()
+    assert total.item() == 0.0
+
+
+def test_forward_and_inference_shapes():
+    predictor = _predictor(num_classes=3, test_score_thresh=0.0)
+    proposals = [Instances((30, 30), proposal_boxes=Boxes(torch.tensor([A, OTHER]))), Instances((30, 30), proposal_boxes=Boxes(torch.zeros(0, 4)))]
+    scores, deltas = predictor(torch.rand(2, 4, 1, 1))
+    assert scores.shape == (2, 4) and deltas.shape == (2, 12)
+    boxes = predictor.predict_boxes((scores, torch.zeros_like(deltas)), proposals)
+    assert [b.shape for b in boxes] == [(2, 12), (0, 12)]
+    torch.testing.assert_close(boxes[0], torch.tensor([A * 3, OTHER * 3]))  # zero deltas: the proposals
+    results, _ = predictor.inference((scores, deltas), proposals)
+    assert [r.image_size for r in results] == [(30, 30), (30, 30)]
+    assert len(results[1]) == 0

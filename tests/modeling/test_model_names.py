@@ -1,0 +1,45 @@
+"""The full state dict of Mask R-CNN R50-FPN and R50-C4 has exactly Detectron2's names and shapes, so
+Detectron2 checkpoints load with nothing missing or unexpected."""
+import os
+
+import pytest
+
+from d2mask.config import get_cfg
+from d2mask.modeling import build_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REFERENCE = "/work/shared/reference"
+
+
+def _reference(name):
+    path = os.path.join(REFERENCE, name)
+    if not os.path.isfile(path):
+        pytest.skip(f"reference list {path} not available")
+    entries = {}
+    with open(path) as f:
+        for line in f:
+            key, shape = line.strip().rsplit(" (", 1)
+            entries[key] = tuple(int(s) for s in shape.rstrip(")").split(",") if s.strip())
+    return entries
+
+
+@pytest.mark.parametrize(
+    "config, reference",
+    [
+        ("mask_rcnn_R_50_FPN_1x.yaml", "detectron2_mask_rcnn_R_50_FPN_state_dict.txt"),
+        ("mask_rcnn_R_50_C4_1x.yaml", "detectron2_mask_rcnn_R_50_C4_state_dict.txt"),
+    ],
+)
+def test_state_dict_matches_detectron2(config, reference):
+    expected = _reference(reference)
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "COCO-InstanceSegmentation", config))
+    cfg.MODEL.DEVICE = "cpu"
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 80
+    got = {name: tuple(t.shape) for name, t in build_model(cfg).state_dict().items()}
+
+    assert sorted(set(expected) - set(got)) == []  # missing names
+    assert sorted(set(got) - set(expected)) == []  # extra names
+    assert {k: v for k, v in got.items() if v != expected[k]} == {}
+    # The input statistics come from the config and are not saved, as in Detectron2.
+    assert not any("pixel_" in name for name in got)

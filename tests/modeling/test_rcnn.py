@@ -1,0 +1,152 @@
+"""Model I/O of the meta-architectures: Detectron2's input dicts in, losses or rescaled Instances out."""
+import os
+
+import pytest
+import torch
+
+from d2mask.config import get_cfg
+from d2mask.modeling import GeneralizedRCNN, ProposalNetwork, build_model
+from d2mask.structures import BitMasks, Boxes, Instances
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _tiny(cfg):
+    """Shrinks a ResNet-50 config to a few thousand parameters: same structure, tiny widths."""
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
+    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 8
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 16
+    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 4
+    cfg.MODEL.FPN.OUT_CHANNELS = 16
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 32
+    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 8
+    cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 50
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 50
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    cfg.TEST.DETECTIONS_PER_IMAGE = 10
+    return cfg
+
+
+def _cfg(name):
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "COCO-InstanceSegmentation", name))
+    cfg.MODEL.WEIGHTS = ""
+    return _tiny(cfg)
+
+
+@pytest.fixture(scope="module", params=["mask_rcnn_R_50_FPN_1x.yaml", "mask_rcnn_R_50_C4_1x.yaml"])
+def model_and_cfg(request):
+    torch.manual_seed(0)
+    cfg = _cfg(request.param)
+    return build_model(cfg), cfg
+
+
+def _input(h=64, w=80, **extra):
+    image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
+    return {"image": image, **extra}
+
+
+def _instances(height=64, width=80):
+    inst = Instances((height, width))
+    inst.gt_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 30.0], [30.0, 20.0, 70.0, 60.0]]))
+    inst.gt_classes = torch.tensor([0, 2])
+    masks = torch.zeros(2, height, width, dtype=torch.bool)
+    masks[0, 8:30, 8:40] = True
+    masks[1, 20:60, 30:70] = True
+    inst.gt_masks = BitMasks(masks)
+    return inst
+
+
+def test_training_returns_every_loss(model_and_cfg):
+    model, _ = model_and_cfg
+    model.train()
+    losses = model([_input(instances=_instances()), _input(48, 80, instances=_instances(48, 80)[:1])])
+    assert set(losses) == {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask"}
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+
+
+def test_inference_fields_dtypes_and_sizes(model_and_cfg):
+    model, _ = model_and_cfg
+    model.eval()
+    with torch.no_grad():
+        outputs = model([_input(height=128, width=160), _input(64, 80, height=128, width=160)])
+    assert len(outputs) == 2
+    for out in outputs:
+        inst = out["instances"]
+        assert inst.image_size == (128, 160)
+        assert set(inst.get_fields()) == {"pred_boxes", "scores", "pred_classes", "pred_masks"}
+        assert 0 < len(inst) <= 10
+        assert isinstance(inst.pred_boxes, Boxes)
+        assert inst.scores.dtype == torch.float32 and inst.pred_classes.dtype == torch.int64
+        assert inst.pred_masks.dtype == torch.bool and inst.pred_masks.shape == (len(inst), 128, 160)
+        assert ((inst.pred_classes >= 0) & (inst.pred_classes < 3)).all()
+        boxes = inst.pred_boxes.tensor
+        assert (boxes[:, 0] >= 0).all() and (boxes[:, 2] <= 160).all() and (boxes[:, 3] <= 128).all()
+    # Input 1 was upscaled twice: its boxes cover the output image, not just the 64 x 80 input.
+    assert outputs[1]["instances"].pred_boxes.tensor[:, 2:].max() > 80
+
+
+def test_no_detection_gives_empty_instances_with_every_field(model_and_cfg):
+    model, _ = model_and_cfg
+    model.eval()
+    threshold = model.roi_heads.box_predictor.test_score_thresh
+    model.roi_heads.box_predictor.test_score_thresh = 1.0
+    try:
+        with torch.no_grad():
+            inst = model([_input(height=32, width=40)])[0]["instances"]
+    finally:
+        model.roi_heads.box_predictor.test_score_thresh = threshold
+    assert len(inst) == 0 and inst.image_size == (32, 40)
+    assert inst.pred_boxes.tensor.shape == (0, 4)
+    assert inst.scores.shape == (0,) and inst.pred_classes.shape == (0,)
+    assert inst.pred_masks.shape == (0, 32, 40) and inst.pred_masks.dtype == torch.bool
+
+
+def test_uint8_and_float_images_agree_and_raw_outputs(model_and_cfg):
+    model, _ = model_and_cfg
+    model.eval()
+    x = _input()
+    with torch.no_grad():
+        a = model([x])[0]["instances"]
+        b = model([{"image": x["image"].float()}])[0]["instances"]
+        raw = model.inference([x], do_postprocess=False)[0]
+        given = model.inference([x], detected_instances=[raw[:2]], do_postprocess=False)[0]
+    torch.testing.assert_close(a.scores, b.scores)
+    assert raw.image_size == (64, 80) and raw.pred_masks.dim() == 4  # (D, 1, M, M) probabilities
+    torch.testing.assert_close(given.pred_masks, raw.pred_masks[:2])
+
+
+def test_preprocessing_buffers_and_input_errors(model_and_cfg):
+    model, cfg = model_and_cfg
+    assert isinstance(model, GeneralizedRCNN)
+    assert model.pixel_mean.shape == (3, 1, 1) and model.pixel_std.shape == (3, 1, 1)
+    torch.testing.assert_close(model.pixel_mean.flatten(), torch.tensor(cfg.MODEL.PIXEL_MEAN))
+    assert "pixel_mean" not in model.state_dict()
+    images = model.preprocess_image([_input(30, 50), _input(20, 70)])
+    divisor = model.backbone.size_divisibility
+    assert images.image_sizes == [(30, 50), (20, 70)]
+    if divisor:
+        assert images.tensor.shape[-2] % divisor == 0 and images.tensor.shape[-1] % divisor == 0
+    model.eval()
+    with pytest.raises(ValueError, match=r"Input 0 .*Tensor\[C, H, W\]"):
+        model([{"image": torch.zeros(64, 80)}])
+    model.train()
+    with pytest.raises(ValueError, match="instances"):
+        model([_input()])
+
+
+def test_proposal_network():
+    cfg = _cfg("mask_rcnn_R_50_FPN_1x.yaml")
+    cfg.MODEL.META_ARCHITECTURE = "ProposalNetwork"
+    model = build_model(cfg)
+    assert isinstance(model, ProposalNetwork)
+    losses = model([_input(instances=_instances())])
+    assert set(losses) == {"loss_rpn_cls", "loss_rpn_loc"}
+    model.eval()
+    with torch.no_grad():
+        out = model([_input(height=32, width=40)])[0]["proposals"]
+    assert out.image_size == (32, 40) and 0 < len(out) <= 50
+    assert out.proposal_boxes.tensor[:, 2].max() <= 40 and out.proposal_boxes.tensor[:, 3].max() <= 32

@@ -1,0 +1,149 @@
+import pytest
+import torch
+
+from d2mask.config import get_cfg
+from d2mask.layers import ShapeSpec
+from d2mask.modeling.roi_heads import Res5ROIHeads, StandardROIHeads, build_roi_heads
+from d2mask.structures import BitMasks, Boxes, ImageList, Instances
+
+GT0 = [10.0, 10.0, 30.0, 30.0]
+GT1 = [40.0, 20.0, 60.0, 60.0]
+P_NEAR_GT0 = [11.0, 11.0, 31.0, 31.0]  # IoU ~0.82 with GT0
+P_FAR = [0.0, 50.0, 8.0, 60.0]  # IoU 0
+P_WEAK_GT1 = [40.0, 20.0, 60.0, 32.0]  # IoU 0.3 with GT1
+P_NEAR_GT1 = [40.0, 20.0, 60.0, 44.0]  # IoU 0.6 with GT1
+
+
+def _fpn_cfg(mask_on=True):
+    cfg = get_cfg()
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.MASK_ON = mask_on
+    cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 5
+    cfg.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3"]
+    cfg.MODEL.ROI_BOX_HEAD.NAME = "FastRCNNConvFCHead"
+    cfg.MODEL.ROI_BOX_HEAD.NUM_FC = 1
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 16
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
+    cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = 1
+    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 8
+    return cfg
+
+
+FPN_SHAPES = {"p2": ShapeSpec(channels=8, stride=4), "p3": ShapeSpec(channels=8, stride=8)}
+
+
+def _targets():
+    gt = Instances((64, 64))
+    gt.gt_boxes = Boxes(torch.tensor([GT0, GT1]))
+    gt.gt_classes = torch.tensor([3, 1])
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, 10:30, 10:30] = True
+    masks[1, 20:60, 40:60] = True
+    gt.gt_masks = BitMasks(masks)
+    return gt
+
+
+def _proposals(boxes, size=(64, 64)):
+    boxes = torch.tensor(boxes).reshape(-1, 4)
+    return Instances(size, proposal_boxes=Boxes(boxes), objectness_logits=torch.zeros(len(boxes)))
+
+
+def test_label_and_sample_assigns_classes_and_gt_fields():
+    heads = build_roi_heads(_fpn_cfg(), FPN_SHAPES)
+    sampled, = heads.label_and_sample_proposals([_proposals([P_NEAR_GT0, P_FAR, P_WEAK_GT1, P_NEAR_GT1])], [_targets()])
+    rows = {tuple(b): (c, tuple(g)) for b, c, g in zip(
+        sampled.proposal_boxes.tensor.tolist(), sampled.gt_classes.tolist(), sampled.gt_boxes.tensor.tolist()
+    )}
+    # The 4 proposals plus the 2 appended GT boxes; IoU >= 0.5 is foreground, the rest background (K = 5).
+    assert len(rows) == 6
+    assert rows[tuple(P_NEAR_GT0)] == (3, tuple(GT0))
+    assert rows[tuple(GT0)] == (3, tuple(GT0))
+    assert rows[tuple(P_NEAR_GT1)] == (1, tuple(GT1))
+    assert rows[tuple(GT1)] == (1, tuple(GT1))
+    assert rows[tuple(P_FAR)][0] == 5 and rows[tuple(P_WEAK_GT1)][0] == 5
+    assert (sampled.gt_classes[:4] != 5).all() and (sampled.gt_classes[4:] == 5).all()  # foreground first
+    # gt_masks follow the matched GT: the proposal near GT1 carries GT1's mask.
+    index = sampled.proposal_boxes.tensor.tolist().index(P_NEAR_GT1)
+    assert torch.equal(sampled.gt_masks.tensor[index], _targets().gt_masks.tensor[1])
+
+
+def test_sampling_respects_batch_size_and_positive_fraction():
+    cfg = _fpn_cfg()
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 4
+    cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
+    heads = build_roi_heads(cfg, FPN_SHAPES)
+    sampled, = heads.label_and_sample_proposals([_proposals([P_NEAR_GT0, P_FAR, P_WEAK_GT1, P_NEAR_GT1])], [_targets()])
+    assert (sampled.gt_classes != 5).sum() == 1  # 4 * 0.25 foreground
+    assert (sampled.gt_classes == 5).sum() == 2  # only 2 backgrounds exist
+
+
+def test_without_gt_every_proposal_is_background_and_append_gt_is_optional():
+    cfg = _fpn_cfg()
+    cfg.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT = False
+    heads = build_roi_heads(cfg, FPN_SHAPES)
+    empty = Instances((64, 64), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64))
+    sampled, with_gt = heads.label_and_sample_proposals(
+        [_proposals([P_FAR, P_NEAR_GT0]), _proposals([P_FAR, P_NEAR_GT0])], [empty, _targets()]
+    )
+    assert sampled.gt_classes.tolist() == [5, 5]
+    assert torch.equal(sampled.gt_boxes.tensor, sampled.proposal_boxes.tensor)
+    assert len(with_gt) == 2  # no GT appended
+    with pytest.raises(ValueError, match="instances"):
+        heads.label_and_sample_proposals([_proposals([P_FAR])], None)
+
+
+def _run(heads, features, proposals, targets=None):
+    images = ImageList(torch.zeros(len(proposals), 3, 64, 64), [(64, 64)] * len(proposals))
+    return heads(images, features, proposals, targets)
+
+
+@pytest.mark.parametrize("mask_on", [True, False])
+def test_standard_roi_heads_train_and_inference(mask_on):
+    torch.manual_seed(0)
+    heads = build_roi_heads(_fpn_cfg(mask_on), FPN_SHAPES)
+    assert isinstance(heads, StandardROIHeads)
+    features = {"p2": torch.rand(2, 8, 16, 16), "p3": torch.rand(2, 8, 8, 8)}
+    proposals = [_proposals([P_NEAR_GT0, P_FAR, P_NEAR_GT1]), _proposals([P_FAR])]
+
+    _, losses = _run(heads, features, proposals, [_targets(), _targets()])
+    expected = {"loss_cls", "loss_box_reg"} | ({"loss_mask"} if mask_on else set())
+    assert set(losses) == expected
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+
+    heads.eval()
+    heads.box_predictor.test_score_thresh = 0.0
+    with torch.no_grad():
+        results, losses = _run(heads, features, proposals)
+    assert losses == {}
+    assert [r.image_size for r in results] == [(64, 64), (64, 64)]
+    for r in results:
+        assert set(r.get_fields()) == {"pred_boxes", "scores", "pred_classes"} | ({"pred_masks"} if mask_on else set())
+        if mask_on:
+            assert r.pred_masks.shape == (len(r), 1, 28, 28)
+
+
+def test_res5_roi_heads_train_and_inference():
+    torch.manual_seed(0)
+    cfg = get_cfg()
+    cfg.MODEL.MASK_ON = True
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 5
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 16  # res4: 64 channels; res5: 128
+    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 4
+    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 8
+    heads = build_roi_heads(cfg, {"res4": ShapeSpec(channels=64, stride=16)})
+    assert isinstance(heads, Res5ROIHeads)
+    assert heads.res5[0].conv1.weight.shape == (32, 64, 1, 1)
+    features = {"res4": torch.rand(1, 64, 4, 4)}
+    proposals = [_proposals([P_NEAR_GT0, P_FAR, P_NEAR_GT1])]
+
+    _, losses = _run(heads, features, proposals, [_targets()])
+    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_mask"}
+
+    heads.eval()
+    heads.box_predictor.test_score_thresh = 0.0
+    with torch.no_grad():
+        results, _ = _run(heads, features, proposals)
+    assert len(results[0]) > 0
+    assert results[0].pred_masks.shape == (len(results[0]), 1, 14, 14)  # C4 masks are 14 x 14
