@@ -1,12 +1,14 @@
 """Model I/O of the meta-architectures: Detectron2's input dicts in, losses or rescaled Instances out."""
 import os
 
+import numpy as np
 import pytest
 import torch
 
 from d2mask.config import get_cfg
 from d2mask.modeling import GeneralizedRCNN, ProposalNetwork, build_model
 from d2mask.structures import BitMasks, Boxes, Instances
+from d2mask.utils.events import EventStorage
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -150,3 +152,20 @@ def test_proposal_network():
         out = model([_input(height=32, width=40)])[0]["proposals"]
     assert out.image_size == (32, 40) and 0 < len(out) <= 50
     assert out.proposal_boxes.tensor[:, 2].max() <= 40 and out.proposal_boxes.tensor[:, 3].max() <= 32
+
+
+def test_training_visualisation_goes_to_the_event_storage(model_and_cfg):
+    model, _ = model_and_cfg
+    model.train()
+    model.vis_period = 2
+    try:
+        with EventStorage(start_iter=3) as storage:
+            model([_input(instances=_instances())])  # iteration 3: nothing
+            assert storage.images == []
+            storage.iter = 4
+            model([_input(instances=_instances())])
+            (name, image, iteration), = storage.images
+    finally:
+        model.vis_period = 0
+    assert "proposals" in name and iteration == 4
+    assert image.shape == (3, 64, 160) and image.dtype == np.uint8
