@@ -72,8 +72,11 @@ class _NormalizedInput(nn.Module):
 
 @META_ARCH_REGISTRY.register()
 class GeneralizedRCNN(_NormalizedInput):
-    """Faster R-CNN / Mask R-CNN: a backbone, a proposal generator (RPN) and ROI heads (box and
-    optionally mask branches)."""
+    """Faster R-CNN / Mask R-CNN: a backbone, then a proposal generator, then ROI heads.
+
+    The proposal generator is normally the RPN; the ROI heads have a box branch and, for Mask R-CNN,
+    a mask branch.
+    """
 
     @configurable
     def __init__(

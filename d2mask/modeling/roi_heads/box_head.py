@@ -24,8 +24,10 @@ ShapeSpec of the pooled features (channels, height, width) and returns an nn.Mod
 
 @ROI_BOX_HEAD_REGISTRY.register()
 class FastRCNNConvFCHead(nn.Sequential):
-    """Convolutions then fully connected layers, each followed by ReLU (the FPN paper's "2fc" head has
-    no convs and two 1024-d fcs)."""
+    """Convolutions then fully connected layers, each followed by ReLU.
+
+    The FPN paper's "2fc" head has no conv and two 1024-d fully connected layers.
+    """
 
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, conv_dims: List[int], fc_dims: List[int], conv_norm: str = ""):

@@ -125,8 +125,10 @@ class BaseMaskRCNNHead(nn.Module):
 
 @ROI_MASK_HEAD_REGISTRY.register()
 class MaskRCNNConvUpsampleHead(BaseMaskRCNNHead):
-    """Mask R-CNN's mask head: 3x3 convs (`mask_fcn1..n`), a 2x transposed conv (`deconv`) and a 1x1
-    conv (`predictor`) giving one M x M mask per class, all but the last followed by ReLU."""
+    """Mask R-CNN's mask head: 3x3 convs, a 2x transposed conv, and a 1x1 conv with a mask per class.
+
+    The layers are `mask_fcn1..n`, `deconv` and `predictor`, all but the last followed by ReLU.
+    """
 
     @configurable
     def __init__(self, input_shape: ShapeSpec, *, num_classes: int, conv_dims: List[int], conv_norm: str = "", **kwargs):

@@ -22,9 +22,11 @@ __all__ = ["Res5ROIHeads"]
 
 @ROI_HEADS_REGISTRY.register()
 class Res5ROIHeads(ROIHeads):
-    """Pools S x S regions from one feature map (res4), runs them through `res5` (which halves their
-    side), and feeds the result to the box predictor (after average pooling) and to the mask head.
-    Box and mask branches share the pooled, res5-transformed features."""
+    """The C4 ROI heads: ResNet's res5 runs on every pooled region, shared by the box and mask branches.
+
+    Regions are pooled S x S from one feature map (res4) and run through `res5`, which halves their
+    side; the result feeds the box predictor (after average pooling) and the mask head.
+    """
 
     @configurable
     def __init__(

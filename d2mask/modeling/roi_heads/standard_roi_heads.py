@@ -38,9 +38,9 @@ def _pooler_from_config(head_cfg, in_features: List[str], input_shape: Dict[str,
 
 @ROI_HEADS_REGISTRY.register()
 class StandardROIHeads(ROIHeads):
-    """The ROI heads of Faster/Mask R-CNN with FPN: a box branch (pooler, box head, predictor) and an
-    optional mask branch (pooler, mask head), each pooling from the pyramid by box size.
+    """The FPN ROI heads: a box branch and an optional mask branch, each pooling by box size.
 
+    The box branch is a pooler, a box head and a predictor; the mask branch a pooler and a mask head.
     In training the mask branch sees only the foreground proposals; in inference it runs on the
     detections of the box branch.
     """
