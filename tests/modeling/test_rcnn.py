@@ -7,7 +7,7 @@ import torch
 
 from d2mask.config import get_cfg
 from d2mask.modeling import GeneralizedRCNN, ProposalNetwork, build_model
-from d2mask.structures import BitMasks, Boxes, Instances
+from d2mask.structures import BitMasks, Boxes, Instances, PolygonMasks
 from d2mask.utils.events import EventStorage
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -67,6 +67,19 @@ def test_training_returns_every_loss(model_and_cfg):
     losses = model([_input(instances=_instances()), _input(48, 80, instances=_instances(48, 80)[:1])])
     assert set(losses) == {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask"}
     assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+
+
+def test_training_on_an_image_without_objects(model_and_cfg):
+    model, _ = model_and_cfg
+    model.train()
+    empty = Instances((64, 80), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64))
+    empty.gt_masks = PolygonMasks([])
+    losses = model([_input(instances=empty)])
+    assert all(torch.isfinite(v) for v in losses.values())
+    # Nothing to regress or segment: every sampled region is background.
+    assert losses["loss_box_reg"].item() == 0 and losses["loss_mask"].item() == 0
+    assert losses["loss_rpn_loc"].item() == 0
     sum(losses.values()).backward()
 
 
