@@ -1,0 +1,29 @@
+"""Backbones: the registry, the `Backbone` base class, ResNet/ResNeXt and FPN."""
+from .backbone import Backbone
+from .build import BACKBONE_REGISTRY, build_backbone
+from .fpn import FPN, LastLevelMaxPool, build_resnet_fpn_backbone
+from .resnet import (
+    BasicBlock,
+    BasicStem,
+    BottleneckBlock,
+    CNNBlockBase,
+    ResNet,
+    build_resnet_backbone,
+    make_stage,
+)
+
+__all__ = [
+    "BACKBONE_REGISTRY",
+    "Backbone",
+    "BasicBlock",
+    "BasicStem",
+    "BottleneckBlock",
+    "CNNBlockBase",
+    "FPN",
+    "LastLevelMaxPool",
+    "ResNet",
+    "build_backbone",
+    "build_resnet_backbone",
+    "build_resnet_fpn_backbone",
+    "make_stage",
+]

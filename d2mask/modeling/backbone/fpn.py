@@ -1,0 +1,158 @@
+"""Feature Pyramid Network (Lin et al., 2017) over a bottom-up backbone."""
+import math
+from typing import Dict, List, Optional
+
+import torch.nn.functional as F
+from fvcore.nn import weight_init
+from torch import Tensor, nn
+
+from d2mask.config import ConfigError
+from d2mask.layers import Conv2d, ShapeSpec, get_norm
+
+from .backbone import Backbone
+from .build import BACKBONE_REGISTRY
+from .resnet import build_resnet_backbone
+
+__all__ = ["FPN", "LastLevelMaxPool", "build_resnet_fpn_backbone"]
+
+
+class LastLevelMaxPool(nn.Module):
+    """Adds one coarser level ("p6") by subsampling the coarsest FPN output ("p5") with stride 2,
+    giving the RPN a level for the largest anchors (as in the FPN paper)."""
+
+    def __init__(self):
+        super().__init__()
+        self.num_levels = 1
+        self.in_feature = "p5"
+
+    def forward(self, x: Tensor) -> List[Tensor]:
+        """`Tensor[N, C, H, W]` -> [`Tensor[N, C, ceil(H / 2), ceil(W / 2)]`]."""
+        return [F.max_pool2d(x, kernel_size=1, stride=2, padding=0)]
+
+
+class FPN(Backbone):
+    """Top-down pathway with lateral connections: every output level has the same channels.
+
+    Output `p{s}` corresponds to the bottom-up feature of stride 2**s; a top block may append
+    coarser levels after the last one.
+    """
+
+    def __init__(
+        self,
+        *,
+        bottom_up: Backbone,
+        in_features: List[str],
+        out_channels: int,
+        norm: str = "",
+        top_block: Optional[nn.Module] = None,
+        fuse_type: str = "sum",
+    ):
+        """
+        Args:
+            bottom_up: the backbone whose features the pyramid reads.
+            in_features: names of its features, finest first, with strides doubling level to level.
+            out_channels: channels of every output level.
+            norm: normalisation of the lateral and output convolutions ("" for none, which gives the
+                convolutions a bias).
+            top_block: a module with attributes `num_levels` and `in_feature` (a bottom-up feature or
+                an FPN output name) mapping that feature to `num_levels` further, coarser levels.
+            fuse_type: "sum" or "avg" of a lateral connection and the upsampled coarser level.
+        """
+        super().__init__()
+        if fuse_type not in ("sum", "avg"):
+            raise ValueError(f"FPN fuse_type must be 'sum' or 'avg', got {fuse_type!r}")
+        input_shapes = bottom_up.output_shape()
+        missing = [f for f in in_features if f not in input_shapes]
+        if missing or not in_features:
+            raise ValueError(
+                f"FPN in_features {list(in_features)}: each must be a feature of the bottom-up backbone, "
+                f"which produces {list(input_shapes)}"
+            )
+        strides = [input_shapes[f].stride for f in in_features]
+        stages = [int(math.log2(s)) for s in strides]
+        if any(2**st != s for st, s in zip(stages, strides)) or any(b != a + 1 for a, b in zip(stages, stages[1:])):
+            raise ValueError(f"FPN in_features {list(in_features)} must have strides doubling level to level, got {strides}")
+
+        use_bias = norm == ""
+        lateral_convs, output_convs = [], []
+        for feature, stage in zip(in_features, stages):
+            in_channels = input_shapes[feature].channels
+            lateral = Conv2d(in_channels, out_channels, kernel_size=1, bias=use_bias, norm=get_norm(norm, out_channels))
+            output = Conv2d(
+                out_channels, out_channels, kernel_size=3, padding=1, bias=use_bias, norm=get_norm(norm, out_channels)
+            )
+            weight_init.c2_xavier_fill(lateral)
+            weight_init.c2_xavier_fill(output)
+            self.add_module(f"fpn_lateral{stage}", lateral)
+            self.add_module(f"fpn_output{stage}", output)
+            lateral_convs.append(lateral)
+            output_convs.append(output)
+        # Kept coarsest first, the order the top-down pass visits them; registered above by name.
+        self.lateral_convs = lateral_convs[::-1]
+        self.output_convs = output_convs[::-1]
+        self.top_block = top_block
+        self.in_features = tuple(in_features)
+        self.bottom_up = bottom_up
+        self._fuse_type = fuse_type
+
+        self._out_feature_strides = {f"p{st}": 2**st for st in stages}
+        if top_block is not None:
+            last = stages[-1]
+            for k in range(1, top_block.num_levels + 1):
+                self._out_feature_strides[f"p{last + k}"] = 2 ** (last + k)
+        self._out_features = list(self._out_feature_strides)
+        self._out_feature_channels = {name: out_channels for name in self._out_features}
+        self._size_divisibility = strides[-1]
+
+    @property
+    def size_divisibility(self) -> int:
+        return self._size_divisibility
+
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        """`Tensor[N, C, H, W]` -> {"p2": `Tensor[N, out_channels, H / 4, W / 4]`, ...}."""
+        bottom_up_features = self.bottom_up(x)
+        coarsest = bottom_up_features[self.in_features[-1]]
+        prev = self.lateral_convs[0](coarsest)
+        results = [self.output_convs[0](prev)]
+        for feature, lateral_conv, output_conv in zip(
+            self.in_features[-2::-1], self.lateral_convs[1:], self.output_convs[1:]
+        ):
+            lateral = lateral_conv(bottom_up_features[feature])
+            # Upsampling to the lateral's size (2x when the input is a multiple of size_divisibility).
+            prev = lateral + F.interpolate(prev, size=lateral.shape[-2:], mode="nearest")
+            if self._fuse_type == "avg":
+                prev = prev / 2
+            results.insert(0, output_conv(prev))
+        if self.top_block is not None:
+            name = self.top_block.in_feature
+            if name in bottom_up_features:
+                top_input = bottom_up_features[name]
+            else:
+                top_input = results[self._out_features.index(name)]
+            results.extend(self.top_block(top_input))
+        return dict(zip(self._out_features, results))
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
+    """A ResNet (MODEL.RESNETS.*) under an FPN (MODEL.FPN.*) with a max-pooled extra level p6."""
+    fpn_cfg = cfg.MODEL.FPN
+    if not fpn_cfg.IN_FEATURES:
+        raise ConfigError("MODEL.FPN.IN_FEATURES is empty; list the bottom-up features, e.g. [res2, res3, res4, res5]")
+    if fpn_cfg.FUSE_TYPE not in ("sum", "avg"):
+        raise ConfigError(f"MODEL.FPN.FUSE_TYPE: expected 'sum' or 'avg', got {fpn_cfg.FUSE_TYPE!r}")
+    bottom_up = build_resnet_backbone(cfg, input_shape)
+    missing = [f for f in fpn_cfg.IN_FEATURES if f not in bottom_up.output_shape()]
+    if missing:
+        raise ConfigError(
+            f"MODEL.FPN.IN_FEATURES names {missing}, which MODEL.RESNETS.OUT_FEATURES "
+            f"{list(cfg.MODEL.RESNETS.OUT_FEATURES)} does not produce"
+        )
+    return FPN(
+        bottom_up=bottom_up,
+        in_features=list(fpn_cfg.IN_FEATURES),
+        out_channels=fpn_cfg.OUT_CHANNELS,
+        norm=fpn_cfg.NORM,
+        top_block=LastLevelMaxPool(),
+        fuse_type=fpn_cfg.FUSE_TYPE,
+    )

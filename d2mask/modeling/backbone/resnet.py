@@ -1,0 +1,333 @@
+"""ResNet and ResNeXt backbones (He et al., 2016; Xie et al., 2017) with Detectron2's module names.
+
+Module names follow Detectron2 (`stem.conv1`, `res2.0.shortcut`, `res2.0.conv1.norm`, ...) so that its
+checkpoints, and torchvision's after `tools/convert-torchvision-to-d2mask.py`, load key for key.
+"""
+from typing import Dict, List, Optional, Sequence, Type
+
+import torch.nn.functional as F
+from fvcore.nn import weight_init
+from torch import Tensor, nn
+
+from d2mask.config import ConfigError
+from d2mask.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec, get_norm
+
+from .backbone import Backbone
+from .build import BACKBONE_REGISTRY
+
+__all__ = [
+    "CNNBlockBase",
+    "BasicStem",
+    "BasicBlock",
+    "BottleneckBlock",
+    "ResNet",
+    "make_stage",
+    "build_resnet_backbone",
+]
+
+# Blocks per stage res2..res5 for each supported depth.
+_BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
+_FEATURE_NAMES = ("stem", "res2", "res3", "res4", "res5")
+
+
+class CNNBlockBase(nn.Module):
+    """A convolutional block that knows its channels and stride and can be frozen.
+
+    Attributes:
+        in_channels, out_channels: channels of the block's input and output.
+        stride: the factor by which the block downsamples its input.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.stride = stride
+
+    def freeze(self) -> "CNNBlockBase":
+        """Stops training this block: no parameter gets a gradient and batch norms become frozen.
+
+        Returns:
+            the block itself.
+        """
+        for p in self.parameters():
+            p.requires_grad = False
+        FrozenBatchNorm2d.convert_frozen_batchnorm(self)
+        return self
+
+
+class BasicStem(CNNBlockBase):
+    """ResNet's stem: a 7x7 stride-2 convolution and a 3x3 stride-2 max pool (stride 4 in all)."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 64, norm: str = "BN"):
+        super().__init__(in_channels, out_channels, 4)
+        self.conv1 = Conv2d(
+            in_channels, out_channels, kernel_size=7, stride=2, padding=3, bias=False,
+            norm=get_norm(norm, out_channels),
+        )
+        weight_init.c2_msra_fill(self.conv1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu_(self.conv1(x))
+        return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+
+
+def _shortcut(in_channels: int, out_channels: int, stride: int, norm: str) -> Optional[Conv2d]:
+    """The projection on the residual path, needed only where the channel count changes."""
+    if in_channels == out_channels:
+        return None
+    conv = Conv2d(
+        in_channels, out_channels, kernel_size=1, stride=stride, bias=False, norm=get_norm(norm, out_channels)
+    )
+    weight_init.c2_msra_fill(conv)
+    return conv
+
+
+class BasicBlock(CNNBlockBase):
+    """Two 3x3 convolutions with a residual connection (ResNet-18/34)."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1, norm: str = "BN"):
+        super().__init__(in_channels, out_channels, stride)
+        # Registered first so the state dict lists it first, as Detectron2's does.
+        self.shortcut = _shortcut(in_channels, out_channels, stride, norm)
+        self.conv1 = Conv2d(
+            in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False,
+            norm=get_norm(norm, out_channels),
+        )
+        self.conv2 = Conv2d(
+            out_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False,
+            norm=get_norm(norm, out_channels),
+        )
+        for conv in (self.conv1, self.conv2):
+            weight_init.c2_msra_fill(conv)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv2(F.relu_(self.conv1(x)))
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return F.relu_(out + identity)
+
+
+class BottleneckBlock(CNNBlockBase):
+    """1x1 reduce, 3x3 (grouped, dilated) and 1x1 expand convolutions with a residual connection."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        bottleneck_channels: int,
+        stride: int = 1,
+        num_groups: int = 1,
+        norm: str = "BN",
+        stride_in_1x1: bool = False,
+        dilation: int = 1,
+    ):
+        """
+        Args:
+            in_channels, out_channels: channels of the block's input and output.
+            bottleneck_channels: channels of the 3x3 convolution.
+            stride: the block's downsampling factor.
+            num_groups: groups of the 3x3 convolution (ResNeXt's cardinality).
+            norm: normalisation of every convolution (see `get_norm`).
+            stride_in_1x1: apply the stride in the first 1x1 convolution, as the original MSRA
+                models do, instead of in the 3x3 one, as torchvision's do.
+            dilation: dilation (and padding) of the 3x3 convolution.
+        """
+        super().__init__(in_channels, out_channels, stride)
+        self.shortcut = _shortcut(in_channels, out_channels, stride, norm)
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = Conv2d(
+            in_channels, bottleneck_channels, kernel_size=1, stride=stride_1x1, bias=False,
+            norm=get_norm(norm, bottleneck_channels),
+        )
+        self.conv2 = Conv2d(
+            bottleneck_channels, bottleneck_channels, kernel_size=3, stride=stride_3x3, padding=dilation,
+            dilation=dilation, groups=num_groups, bias=False, norm=get_norm(norm, bottleneck_channels),
+        )
+        self.conv3 = Conv2d(
+            bottleneck_channels, out_channels, kernel_size=1, bias=False, norm=get_norm(norm, out_channels)
+        )
+        for conv in (self.conv1, self.conv2, self.conv3):
+            weight_init.c2_msra_fill(conv)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu_(self.conv1(x))
+        out = F.relu_(self.conv2(out))
+        out = self.conv3(out)
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return F.relu_(out + identity)
+
+
+class ResNet(Backbone):
+    """A stem followed by stages `res2`, `res3`, ... of residual blocks."""
+
+    def __init__(
+        self,
+        stem: CNNBlockBase,
+        stages: Sequence[Sequence[CNNBlockBase]],
+        *,
+        out_features: Optional[List[str]] = None,
+        freeze_at: int = 0,
+    ):
+        """
+        Args:
+            stem: the stem, e.g. `BasicStem`.
+            stages: the blocks of each stage; stage i is named `res{i + 2}`.
+            out_features: names among "stem", "res2", ... that `forward` returns; by default the last
+                stage.
+            freeze_at: freeze the stem (>= 1) and the stages res2..res{freeze_at} (see `freeze`).
+        """
+        super().__init__()
+        self.stem = stem
+        stride = stem.stride
+        self._out_feature_strides = {"stem": stride}
+        self._out_feature_channels = {"stem": stem.out_channels}
+        self.stage_names = []
+        self.stages = []
+        for i, blocks in enumerate(stages):
+            if len(blocks) == 0:
+                raise ValueError(f"ResNet stage res{i + 2} has no blocks")
+            name = f"res{i + 2}"
+            stage = nn.Sequential(*blocks)
+            self.add_module(name, stage)
+            self.stage_names.append(name)
+            self.stages.append(stage)
+            for block in blocks:
+                stride *= block.stride
+            self._out_feature_strides[name] = stride
+            self._out_feature_channels[name] = blocks[-1].out_channels
+        self.stage_names = tuple(self.stage_names)
+
+        available = ("stem",) + self.stage_names
+        if out_features is None:
+            out_features = [available[-1]]
+        unknown = [f for f in out_features if f not in available]
+        if unknown or not out_features:
+            raise ValueError(f"ResNet out_features {list(out_features)}: each must be one of {list(available)}")
+        self._out_features = list(out_features)
+        self.freeze(freeze_at)
+
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        """`Tensor[N, C, H, W]` -> {name: `Tensor[N, C_name, H / stride_name, W / stride_name]`}."""
+        if x.dim() != 4:
+            raise ValueError(f"ResNet takes a batch of images [N, C, H, W], got shape {tuple(x.shape)}")
+        outputs = {}
+        x = self.stem(x)
+        if "stem" in self._out_features:
+            outputs["stem"] = x
+        for name, stage in zip(self.stage_names, self.stages):
+            x = stage(x)
+            if name in self._out_features:
+                outputs[name] = x
+        return outputs
+
+    def freeze(self, freeze_at: int = 0) -> "ResNet":
+        """Freezes the stem when `freeze_at` >= 1 and stage res{k} when `freeze_at` >= k.
+
+        Freezing the first layers of an ImageNet-pretrained network keeps its generic low-level
+        filters and saves memory and time (Detectron2 freezes up to res2 by default).
+
+        Returns:
+            the network itself.
+        """
+        if freeze_at >= 1:
+            self.stem.freeze()
+        for index, stage in enumerate(self.stages, start=2):
+            if freeze_at >= index:
+                for block in stage:
+                    block.freeze()
+        return self
+
+    @staticmethod
+    def make_stage(
+        block_class: Type[CNNBlockBase], num_blocks: int, *, in_channels: int, out_channels: int, **kwargs
+    ) -> List[CNNBlockBase]:
+        """Builds the blocks of one stage.
+
+        Args:
+            block_class: e.g. `BottleneckBlock`.
+            num_blocks: the number of blocks.
+            in_channels: input channels of the first block; the others take `out_channels`.
+            out_channels: output channels of every block.
+            kwargs: further arguments of every block. An argument named `<name>_per_block` is a list
+                of `num_blocks` values; block i gets its i-th value as `<name>` (e.g.
+                `stride_per_block=[2, 1, 1]` downsamples in the first block only).
+
+        Returns:
+            the blocks, to be wrapped in an `nn.Sequential` (named like `res5`).
+        """
+        blocks = []
+        for i in range(num_blocks):
+            block_kwargs = {}
+            for key, value in kwargs.items():
+                if key.endswith("_per_block"):
+                    if len(value) != num_blocks:
+                        raise ValueError(f"make_stage: {key} has {len(value)} values for {num_blocks} blocks")
+                    block_kwargs[key[: -len("_per_block")]] = value[i]
+                else:
+                    block_kwargs[key] = value
+            blocks.append(block_class(in_channels=in_channels, out_channels=out_channels, **block_kwargs))
+            in_channels = out_channels
+        return blocks
+
+
+make_stage = ResNet.make_stage
+
+
+def _check(ok: bool, key: str, value, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"MODEL.{key}: expected {expected}, got {value!r}")
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
+    """A ResNet/ResNeXt from MODEL.RESNETS.* and MODEL.BACKBONE.FREEZE_AT.
+
+    Only the stages up to the deepest of MODEL.RESNETS.OUT_FEATURES are built.
+    """
+    r = cfg.MODEL.RESNETS
+    _check(r.DEPTH in _BLOCKS_PER_STAGE, "RESNETS.DEPTH", r.DEPTH, f"one of {sorted(_BLOCKS_PER_STAGE)}")
+    _check(
+        len(r.OUT_FEATURES) > 0 and all(f in _FEATURE_NAMES for f in r.OUT_FEATURES),
+        "RESNETS.OUT_FEATURES", r.OUT_FEATURES, f"a non-empty list of names among {list(_FEATURE_NAMES)}",
+    )
+    _check(r.RES5_DILATION in (1, 2), "RESNETS.RES5_DILATION", r.RES5_DILATION, "1 or 2")
+    _check(r.NUM_GROUPS >= 1, "RESNETS.NUM_GROUPS", r.NUM_GROUPS, "a positive number of groups")
+    basic = r.DEPTH in (18, 34)
+    if basic:
+        # BasicBlocks have no bottleneck: res2 keeps the stem's 64 channels and nothing is grouped or dilated.
+        _check(r.RES2_OUT_CHANNELS == 64, "RESNETS.RES2_OUT_CHANNELS", r.RES2_OUT_CHANNELS, "64 for ResNet-18/34")
+        _check(r.RES5_DILATION == 1, "RESNETS.RES5_DILATION", r.RES5_DILATION, "1 for ResNet-18/34")
+        _check(r.NUM_GROUPS == 1, "RESNETS.NUM_GROUPS", r.NUM_GROUPS, "1 for ResNet-18/34")
+
+    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
+    last_stage = max(_FEATURE_NAMES.index(f) + 1 for f in r.OUT_FEATURES)  # "res4" -> 4
+    in_channels, out_channels = r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS
+    bottleneck_channels = r.NUM_GROUPS * r.WIDTH_PER_GROUP
+    stages = []
+    for index, num_blocks in zip(range(2, last_stage + 1), _BLOCKS_PER_STAGE[r.DEPTH]):
+        dilation = r.RES5_DILATION if index == 5 else 1
+        # res2 follows the stem's pooling; a dilated res5 trades its stride for dilation.
+        first_stride = 1 if index == 2 or dilation == 2 else 2
+        kwargs = dict(
+            num_blocks=num_blocks,
+            stride_per_block=[first_stride] + [1] * (num_blocks - 1),
+            in_channels=in_channels,
+            out_channels=out_channels,
+            norm=r.NORM,
+        )
+        if basic:
+            block_class = BasicBlock
+        else:
+            block_class = BottleneckBlock
+            kwargs.update(
+                bottleneck_channels=bottleneck_channels,
+                stride_in_1x1=r.STRIDE_IN_1X1,
+                num_groups=r.NUM_GROUPS,
+                dilation=dilation,
+            )
+        stages.append(ResNet.make_stage(block_class, **kwargs))
+        in_channels = out_channels
+        out_channels *= 2
+        bottleneck_channels *= 2
+    return ResNet(stem, stages, out_features=list(r.OUT_FEATURES), freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)

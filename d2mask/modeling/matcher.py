@@ -1,0 +1,139 @@
+"""Anchor matchers: which ground-truth box, if any, each anchor (or proposal) is trained against.
+
+Shape shorthand: `M` ground-truth boxes, `N` anchors or proposals.
+"""
+from typing import List, Tuple
+
+import torch
+from torch import Tensor
+
+from d2mask.config import configurable
+from d2mask.structures import Boxes, iter_pairwise_iou_chunks
+from d2mask.utils.registry import Registry
+
+__all__ = ["ANCHOR_MATCHER_REGISTRY", "Matcher", "build_anchor_matcher"]
+
+ANCHOR_MATCHER_REGISTRY = Registry("ANCHOR_MATCHER")
+ANCHOR_MATCHER_REGISTRY.__doc__ = """
+Matchers of anchors/proposals to ground truth, selected by `<stage>.MATCHER.NAME` where the stage is
+MODEL.RPN or MODEL.ROI_HEADS.
+
+Each is called as `cls(cfg, stage_cfg)` and the object as `matcher(gt_boxes: Boxes[M], boxes: Boxes[N])`,
+returning `(matched_idxs: Tensor[N] int64, match_labels: Tensor[N] int8)` with labels 1 (foreground),
+0 (background) or -1 (ignored).
+"""
+
+# Each IoU chunk holds at most this many elements: 16 MB in float32, so the chunk and the few
+# temporaries that compute it stay around 100 MB even for thousands of GT boxes.
+_MAX_CHUNK_ELEMENTS = 1 << 22
+
+
+def build_anchor_matcher(cfg, stage_cfg):
+    """Builds the matcher named by `stage_cfg.MATCHER.NAME` (stage_cfg is cfg.MODEL.RPN or cfg.MODEL.ROI_HEADS)."""
+    return ANCHOR_MATCHER_REGISTRY.get(stage_cfg.MATCHER.NAME)(cfg, stage_cfg)
+
+
+@ANCHOR_MATCHER_REGISTRY.register()
+class Matcher:
+    """Matches each box to the ground-truth box it overlaps most, labelled by IoU thresholds.
+
+    With thresholds [0.3, 0.7] and labels [0, -1, 1], a box whose best IoU is below 0.3 is background,
+    in [0.3, 0.7) ignored and from 0.7 foreground. With `allow_low_quality_matches`, every GT box also
+    makes foreground of the boxes that overlap it most (all of them on ties), so that no GT box is left
+    without a positive (Faster R-CNN, Ren et al., 2015). Such a box keeps its own best-overlap match.
+
+    The IoU matrix is never held whole: it is reduced chunk by chunk over the boxes, once for the
+    per-box maxima and, for low-quality matches, once more to find the boxes that reach each GT's
+    maximum. Peak extra memory therefore stays bounded for thousands of GT boxes on hundreds of
+    thousands of anchors.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        thresholds: List[float],
+        labels: List[int],
+        allow_low_quality_matches: bool = False,
+        max_chunk_elements: int = _MAX_CHUNK_ELEMENTS,
+    ):
+        """
+        Args:
+            thresholds: increasing IoU thresholds splitting [0, 1] into len(thresholds) + 1 intervals,
+                each closed below and open above.
+            labels: the label (-1, 0 or 1) of each interval, lowest first.
+            allow_low_quality_matches: also label 1 each GT box's highest-IoU boxes (ties included).
+                A GT box overlapping no box at all has none.
+            max_chunk_elements: the most IoU values computed at once; bounds the memory used.
+        """
+        thresholds = [float(t) for t in thresholds]
+        labels = [int(label) for label in labels]
+        if any(b < a for a, b in zip(thresholds, thresholds[1:])):
+            raise ValueError(f"Matcher thresholds (IOU_THRESHOLDS) must be increasing, got {thresholds}")
+        if len(labels) != len(thresholds) + 1:
+            raise ValueError(
+                f"Matcher needs one label per IoU interval: {len(thresholds)} thresholds (IOU_THRESHOLDS) "
+                f"make {len(thresholds) + 1} intervals, got {len(labels)} labels (IOU_LABELS) {labels}"
+            )
+        if any(label not in (-1, 0, 1) for label in labels):
+            raise ValueError(f"Matcher labels (IOU_LABELS) must be -1, 0 or 1, got {labels}")
+        if max_chunk_elements < 1:
+            raise ValueError(f"Matcher max_chunk_elements must be positive, got {max_chunk_elements}")
+        self.thresholds = thresholds
+        self.labels = labels
+        self.allow_low_quality_matches = allow_low_quality_matches
+        self.max_chunk_elements = max_chunk_elements
+
+    @classmethod
+    def from_config(cls, cfg, stage_cfg):
+        return {
+            "thresholds": list(stage_cfg.IOU_THRESHOLDS),
+            "labels": list(stage_cfg.IOU_LABELS),
+            "allow_low_quality_matches": stage_cfg.MATCHER.ALLOW_LOW_QUALITY_MATCHES,
+        }
+
+    def __call__(self, gt_boxes: Boxes, boxes: Boxes) -> Tuple[Tensor, Tensor]:
+        """
+        Args:
+            gt_boxes: the M ground-truth boxes of one image.
+            boxes: the N anchors or proposals of that image.
+
+        Returns:
+            matched_idxs: `Tensor[N]` int64, the index of each box's highest-IoU GT box (0 when M == 0).
+            match_labels: `Tensor[N]` int8, 1 foreground, 0 background, -1 ignored.
+        """
+        device = boxes.device
+        n = len(boxes)
+        if len(gt_boxes) == 0:
+            # Without ground truth every box falls in the lowest interval (background for the RPN).
+            matched_idxs = torch.zeros(n, dtype=torch.int64, device=device)
+            match_labels = torch.full((n,), self.labels[0], dtype=torch.int8, device=device)
+            return matched_idxs, match_labels
+
+        matched_vals = torch.empty(n, dtype=boxes.tensor.dtype, device=device)
+        matched_idxs = torch.empty(n, dtype=torch.int64, device=device)
+        gt_best = torch.zeros(len(gt_boxes), dtype=boxes.tensor.dtype, device=device)
+        for start, end, iou in iter_pairwise_iou_chunks(gt_boxes, boxes, self.max_chunk_elements):
+            # iou: (M, end - start); reduce over GT for each box, over boxes for each GT.
+            torch.max(iou, dim=0, out=(matched_vals[start:end], matched_idxs[start:end]))
+            if self.allow_low_quality_matches:
+                torch.maximum(gt_best, iou.max(dim=1).values, out=gt_best)
+
+        thresholds = torch.tensor(self.thresholds, dtype=matched_vals.dtype, device=device)
+        labels = torch.tensor(self.labels, dtype=torch.int8, device=device)
+        # Interval i holds values v with thresholds[i - 1] <= v < thresholds[i].
+        match_labels = labels[torch.bucketize(matched_vals, thresholds, right=True)]
+
+        if self.allow_low_quality_matches:
+            match_labels.masked_fill_(self._low_quality_matches(gt_boxes, boxes, gt_best), 1)
+        return matched_idxs, match_labels
+
+    def _low_quality_matches(self, gt_boxes: Boxes, boxes: Boxes, gt_best: Tensor) -> Tensor:
+        """`Tensor[N]` bool: the boxes whose IoU with some GT box equals that GT's best IoU `gt_best`."""
+        # A GT box overlapping nothing would otherwise "match" every box at IoU 0.
+        target = torch.where(gt_best > 0, gt_best, torch.full_like(gt_best, float("inf")))[:, None]
+        hit = torch.empty(len(boxes), dtype=torch.bool, device=boxes.device)
+        for start, end, iou in iter_pairwise_iou_chunks(gt_boxes, boxes, self.max_chunk_elements):
+            # (M, end - start) -> (end - start,)
+            torch.any(iou == target, dim=0, out=hit[start:end])
+        return hit

@@ -1,0 +1,126 @@
+"""Turning dense RPN predictions into per-image proposals, and adding ground truth to proposals.
+
+Shape shorthand: `N` images, `L` levels, `Hi x Wi` the size of level i, `A` anchors per location,
+`K` candidates kept over all levels before NMS.
+"""
+import math
+from typing import List, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from d2mask.layers import batched_nms, cat, nonzero_tuple
+from d2mask.structures import Boxes, Instances
+
+__all__ = ["find_top_rpn_proposals", "add_ground_truth_to_proposals"]
+
+# A logit whose sigmoid is 1 - 1e-10: ground-truth boxes added as proposals are certain objects.
+_GT_LOGIT = math.log((1.0 - 1e-10) / 1e-10)
+
+
+def find_top_rpn_proposals(
+    proposals: List[Tensor],
+    pred_objectness_logits: List[Tensor],
+    image_sizes: Sequence[Tuple[int, int]],
+    nms_thresh: float,
+    pre_nms_topk: int,
+    post_nms_topk: int,
+    min_box_size: float,
+) -> List[Instances]:
+    """Selects each image's proposals from the decoded boxes of every level.
+
+    Per image: keep the `pre_nms_topk` highest-scoring boxes of each level; clip them to the image;
+    drop non-finite boxes or scores and boxes with a side not larger than `min_box_size`; apply NMS
+    within each level; keep the `post_nms_topk` highest-scoring survivors over all levels. All images
+    are processed in one batch (NMS groups are (image, level) pairs).
+
+    Args:
+        proposals: L tensors `Tensor[N, Hi*Wi*A, 4]`, decoded XYXY boxes.
+        pred_objectness_logits: L tensors `Tensor[N, Hi*Wi*A]`.
+        image_sizes: N (height, width) pairs, the images' sizes before padding.
+        nms_thresh: IoU above which NMS drops the lower-scoring box.
+        pre_nms_topk: boxes kept per level and image before NMS.
+        post_nms_topk: proposals kept per image after NMS.
+        min_box_size: the smallest side a kept proposal may exceed, in input pixels.
+
+    Returns:
+        N Instances with fields `proposal_boxes` (Boxes) and `objectness_logits` (`Tensor[R_i]`),
+        sorted by decreasing objectness.
+    """
+    num_images = len(image_sizes)
+    device = proposals[0].device
+    top_boxes, top_scores, level_ids = [], [], []
+    for level, (boxes_i, logits_i) in enumerate(zip(proposals, pred_objectness_logits)):
+        k = min(pre_nms_topk, logits_i.shape[1])
+        scores, idx = logits_i.topk(k, dim=1)  # (N, k), sorted
+        # (N, Hi*Wi*A, 4) -> (N, k, 4)
+        top_boxes.append(boxes_i.gather(1, idx[:, :, None].expand(-1, -1, 4)))
+        top_scores.append(scores)
+        level_ids.append(torch.full((k,), level, dtype=torch.int64, device=device))
+    boxes = cat(top_boxes, dim=1)  # (N, K, 4)
+    scores = cat(top_scores, dim=1)  # (N, K)
+    level_ids = cat(level_ids)  # (K,)
+    num_levels, k_total = len(proposals), boxes.shape[1]
+
+    finite = torch.isfinite(boxes).all(dim=2) & torch.isfinite(scores)
+    # (w, h, w, h) per image -> (N, 1, 4), to clip x to [0, w] and y to [0, h].
+    limits = torch.tensor([[w, h, w, h] for h, w in image_sizes], dtype=boxes.dtype, device=device)[:, None, :]
+    boxes = torch.minimum(boxes.clamp(min=0), limits)
+    sides = boxes[:, :, 2:] - boxes[:, :, :2]
+    valid = finite & (sides > min_box_size).all(dim=2)
+
+    # (N, K, .) -> (N*K, .); NMS groups are (image, level) pairs.
+    flat_boxes, flat_scores = boxes.reshape(-1, 4), scores.reshape(-1)
+    image_ids = torch.arange(num_images, device=device)[:, None]
+    groups = (image_ids * num_levels + level_ids[None, :]).reshape(-1)
+    candidates = nonzero_tuple(valid.reshape(-1))[0]
+    kept = candidates[batched_nms(flat_boxes[candidates], flat_scores[candidates], groups[candidates], nms_thresh)]
+
+    # NMS output is by decreasing score; a stable sort by image keeps that order within each image.
+    kept_images = kept // k_total
+    kept_images, order = torch.sort(kept_images, stable=True)
+    kept = kept[order]
+    counts = torch.bincount(kept_images, minlength=num_images)
+    rank = torch.arange(len(kept), device=device) - (counts.cumsum(0) - counts)[kept_images]
+    kept = kept[rank < post_nms_topk]
+
+    results = []
+    for size, idx in zip(image_sizes, kept.split(counts.clamp(max=post_nms_topk).tolist())):
+        results.append(Instances(size, proposal_boxes=Boxes(flat_boxes[idx]), objectness_logits=flat_scores[idx]))
+    return results
+
+
+def add_ground_truth_to_proposals(
+    gt: Union[List[Instances], List[Boxes]], proposals: List[Instances]
+) -> List[Instances]:
+    """Appends each image's ground-truth boxes to its proposals, with a near-certain objectness.
+
+    Early in training the proposals are poor; adding the GT boxes guarantees the second stage sees
+    some good foreground (Detectron2's MODEL.ROI_HEADS.PROPOSAL_APPEND_GT).
+
+    Args:
+        gt: per image, Instances with `gt_boxes` or the Boxes themselves.
+        proposals: per image, Instances with `proposal_boxes` and `objectness_logits`; any further field
+            must also exist in the image's GT Instances, which provides its values for the GT rows.
+
+    Returns:
+        Per image, the proposals followed by the GT boxes.
+    """
+    if len(gt) != len(proposals):
+        raise ValueError(f"add_ground_truth_to_proposals got GT for {len(gt)} images and proposals for {len(proposals)}")
+    results = []
+    for gt_i, proposals_i in zip(gt, proposals):
+        gt_boxes = gt_i if isinstance(gt_i, Boxes) else gt_i.gt_boxes
+        logits = proposals_i.objectness_logits
+        fields = {}
+        for name in proposals_i.get_fields():
+            if name == "proposal_boxes":
+                fields[name] = gt_boxes.to(logits.device)
+            elif name == "objectness_logits":
+                fields[name] = torch.full((len(gt_boxes),), _GT_LOGIT, dtype=logits.dtype, device=logits.device)
+            elif isinstance(gt_i, Instances) and gt_i.has(name):
+                fields[name] = gt_i.get(name)
+            else:
+                raise ValueError(f"Proposals have a field '{name}' that the ground truth lacks; cannot append GT to them")
+        results.append(Instances.cat([proposals_i, Instances(proposals_i.image_size, **fields)]))
+    return results

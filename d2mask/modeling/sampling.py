@@ -1,0 +1,88 @@
+"""Samplers: which matched anchors or proposals contribute to a head's losses.
+
+Shape shorthand: `N` anchors or proposals, `P` sampled positives, `Q` sampled negatives.
+"""
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+from d2mask.config import configurable
+from d2mask.layers import nonzero_tuple
+from d2mask.utils.registry import Registry
+
+__all__ = ["SAMPLER_REGISTRY", "RandomSampler", "build_sampler", "subsample_labels"]
+
+SAMPLER_REGISTRY = Registry("SAMPLER")
+SAMPLER_REGISTRY.__doc__ = """
+Samplers of matched anchors/proposals, selected by `<stage>.SAMPLER.NAME` where the stage is
+MODEL.RPN or MODEL.ROI_HEADS.
+
+Each is called as `cls(cfg, stage_cfg)` and the object as `sampler(match_labels: Tensor[N])` with
+labels 1 (foreground), 0 (background) and -1 (ignored), returning
+`(pos_idx: Tensor[P] int64, neg_idx: Tensor[Q] int64)`.
+"""
+
+
+def build_sampler(cfg, stage_cfg):
+    """Builds the sampler named by `stage_cfg.SAMPLER.NAME` (stage_cfg is cfg.MODEL.RPN or cfg.MODEL.ROI_HEADS)."""
+    return SAMPLER_REGISTRY.get(stage_cfg.SAMPLER.NAME)(cfg, stage_cfg)
+
+
+def subsample_labels(
+    labels: Tensor, num_samples: int, positive_fraction: float, bg_label: int
+) -> Tuple[Tensor, Tensor]:
+    """Draws at most `num_samples` elements, at most a `positive_fraction` of them positive, at random.
+
+    Positives are the labels other than -1 and `bg_label`, negatives those equal to `bg_label`; -1 is
+    never drawn. Takes min(#positives, int(num_samples * positive_fraction)) positives and fills the
+    rest of `num_samples` with as many negatives as exist. The draw uses torch's generator on the
+    labels' device, so `torch.manual_seed` makes it reproducible.
+
+    Args:
+        labels: `Tensor[N]` of -1, `bg_label`, or any other (foreground) value.
+        num_samples: the most elements returned in all.
+        positive_fraction: the largest share of positives, in [0, 1].
+        bg_label: the background label.
+
+    Returns:
+        pos_idx: `Tensor[P]` int64, indices of the drawn positives.
+        neg_idx: `Tensor[Q]` int64, indices of the drawn negatives.
+    """
+    positive = nonzero_tuple((labels != -1) & (labels != bg_label))[0]
+    negative = nonzero_tuple(labels == bg_label)[0]
+    num_pos = min(positive.numel(), int(num_samples * positive_fraction))
+    num_neg = min(negative.numel(), num_samples - num_pos)
+    pos_pick = torch.randperm(positive.numel(), device=positive.device)[:num_pos]
+    neg_pick = torch.randperm(negative.numel(), device=negative.device)[:num_neg]
+    return positive[pos_pick], negative[neg_pick]
+
+
+@SAMPLER_REGISTRY.register()
+class RandomSampler:
+    """Uniform random sampling of a fixed budget per image with a cap on the share of positives."""
+
+    @configurable
+    def __init__(self, *, batch_size_per_image: int, positive_fraction: float):
+        """
+        Args:
+            batch_size_per_image: the most elements sampled per image.
+            positive_fraction: the largest share of positives among them, in [0, 1].
+        """
+        if batch_size_per_image < 1:
+            raise ValueError(f"RandomSampler batch_size_per_image (BATCH_SIZE_PER_IMAGE) must be >= 1, got {batch_size_per_image}")
+        if not 0.0 <= positive_fraction <= 1.0:
+            raise ValueError(f"RandomSampler positive_fraction (POSITIVE_FRACTION) must be in [0, 1], got {positive_fraction}")
+        self.batch_size_per_image = batch_size_per_image
+        self.positive_fraction = positive_fraction
+
+    @classmethod
+    def from_config(cls, cfg, stage_cfg):
+        return {
+            "batch_size_per_image": stage_cfg.BATCH_SIZE_PER_IMAGE,
+            "positive_fraction": stage_cfg.POSITIVE_FRACTION,
+        }
+
+    def __call__(self, match_labels: Tensor) -> Tuple[Tensor, Tensor]:
+        """Samples `Tensor[N]` labels (1 foreground, 0 background, -1 ignored) into (pos_idx, neg_idx)."""
+        return subsample_labels(match_labels, self.batch_size_per_image, self.positive_fraction, 0)

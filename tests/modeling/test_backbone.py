@@ -1,0 +1,298 @@
+"""ResNet / FPN backbones: Detectron2 names, shapes, freezing, config errors, torchvision conversion."""
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from d2mask.config import ConfigError, get_cfg
+from d2mask.layers import FrozenBatchNorm2d, ShapeSpec
+from d2mask.modeling import (
+    BACKBONE_REGISTRY,
+    FPN,
+    Backbone,
+    BottleneckBlock,
+    LastLevelMaxPool,
+    ResNet,
+    build_backbone,
+    build_proposal_generator,
+)
+
+REFERENCE = "/work/shared/reference"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FPN_LEVELS = "['res2', 'res3', 'res4', 'res5']"
+
+
+def fpn_cfg(*overrides):
+    """Detectron2's Base-RCNN-FPN settings for the backbone and RPN."""
+    cfg = get_cfg()
+    cfg.merge_from_list([
+        "MODEL.BACKBONE.NAME", "build_resnet_fpn_backbone",
+        "MODEL.RESNETS.OUT_FEATURES", FPN_LEVELS,
+        "MODEL.FPN.IN_FEATURES", FPN_LEVELS,
+        "MODEL.ANCHOR_GENERATOR.SIZES", "[[32], [64], [128], [256], [512]]",
+        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.5, 1.0, 2.0]]",
+        "MODEL.RPN.IN_FEATURES", "['p2', 'p3', 'p4', 'p5', 'p6']",
+        "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "2000",
+        "MODEL.RPN.PRE_NMS_TOPK_TEST", "1000",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN", "1000",
+        "MODEL.RPN.POST_NMS_TOPK_TEST", "1000",
+        *overrides,
+    ])
+    return cfg
+
+
+def r18_cfg(*overrides):
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", *overrides])
+    return cfg
+
+
+def read_reference(filename, prefixes=("backbone.", "proposal_generator.")):
+    entries = []
+    with open(os.path.join(REFERENCE, filename)) as f:
+        for line in f:
+            name, shape = line.strip().split(" ", 1)
+            if name.startswith(prefixes):
+                entries.append((name, tuple(int(x) for x in shape.strip("()").split(",") if x.strip())))
+    return entries
+
+
+def model_entries(cfg):
+    model = nn.Module()
+    model.backbone = build_backbone(cfg)
+    model.proposal_generator = build_proposal_generator(cfg, model.backbone.output_shape())
+    return [(name, tuple(t.shape)) for name, t in model.state_dict().items()]
+
+
+def test_r50_fpn_backbone_and_rpn_names_equal_detectron2():
+    expected = read_reference("detectron2_mask_rcnn_R_50_FPN_state_dict.txt")
+    assert len(expected) == 287
+    assert model_entries(fpn_cfg()) == expected
+
+
+def test_r50_c4_backbone_and_rpn_names_equal_detectron2():
+    # Detectron2's Base-RCNN-C4 backbone and RPN settings are d2mask's defaults.
+    expected = read_reference("detectron2_mask_rcnn_R_50_C4_state_dict.txt")
+    assert len(expected) == 221
+    assert model_entries(get_cfg()) == expected
+
+
+def test_c4_res5_built_by_make_stage_has_detectron2_names():
+    blocks = ResNet.make_stage(
+        BottleneckBlock, 3, stride_per_block=[2, 1, 1], in_channels=1024, out_channels=2048,
+        bottleneck_channels=512, norm="FrozenBN", stride_in_1x1=True,
+    )
+    res5 = nn.Sequential(*blocks)
+    got = [("roi_heads.res5." + n, tuple(t.shape)) for n, t in res5.state_dict().items()]
+    assert got == read_reference("detectron2_mask_rcnn_R_50_C4_state_dict.txt", ("roi_heads.res5.",))
+    assert blocks[0].stride == 2 and [b.stride for b in blocks[1:]] == [1, 1]
+
+
+def test_r18_feature_shapes_and_strides():
+    cfg = r18_cfg("MODEL.RESNETS.OUT_FEATURES", "['stem', 'res2', 'res3', 'res4', 'res5']")
+    backbone = build_backbone(cfg)
+    shapes = backbone.output_shape()
+    assert {k: (s.channels, s.stride) for k, s in shapes.items()} == {
+        "stem": (64, 4), "res2": (64, 4), "res3": (128, 8), "res4": (256, 16), "res5": (512, 32),
+    }
+    out = backbone(torch.zeros(1, 3, 64, 96))
+    for name, t in out.items():
+        assert tuple(t.shape) == (1, shapes[name].channels, 64 // shapes[name].stride, 96 // shapes[name].stride)
+
+
+def test_only_stages_up_to_the_deepest_output_are_built():
+    backbone = build_backbone(r18_cfg("MODEL.RESNETS.OUT_FEATURES", "['res3']"))
+    assert backbone.stage_names == ("res2", "res3")
+    assert not hasattr(backbone, "res4")
+
+
+@pytest.mark.parametrize("freeze_at, frozen", [(0, []), (1, ["stem"]), (2, ["stem", "res2"]), (5, ["stem", "res2", "res3", "res4", "res5"])])
+def test_freeze_at_stops_gradients_and_freezes_batch_norm(freeze_at, frozen):
+    cfg = r18_cfg("MODEL.RESNETS.NORM", "BN", "MODEL.BACKBONE.FREEZE_AT", str(freeze_at),
+                  "MODEL.RESNETS.OUT_FEATURES", "['res5']")
+    backbone = build_backbone(cfg)
+    for part in ["stem", "res2", "res3", "res4", "res5"]:
+        module = getattr(backbone, part)
+        is_frozen = part in frozen
+        assert all(p.requires_grad != is_frozen for p in module.parameters()), part
+        norms = [m for m in module.modules() if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d))]
+        assert norms and all(isinstance(m, FrozenBatchNorm2d) == is_frozen for m in norms), part
+    out = backbone(torch.randn(2, 3, 32, 32))["res5"]
+    assert out.requires_grad == ("res5" not in frozen)
+    if out.requires_grad:
+        out.sum().backward()
+        assert (backbone.res2[0].conv1.weight.grad is None) == ("res2" in frozen)
+        assert backbone.res5[0].conv1.weight.grad is not None
+
+
+def test_resnext_groups_and_stride_placement():
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.RESNETS.NUM_GROUPS", "32", "MODEL.RESNETS.WIDTH_PER_GROUP", "4",
+                         "MODEL.RESNETS.OUT_FEATURES", "['res3']"])
+    backbone = build_backbone(cfg)
+    # ResNeXt 32x4d: res2's 3x3 conv has 128 channels in 32 groups of 4.
+    assert tuple(backbone.res2[0].conv2.weight.shape) == (128, 4, 3, 3)
+    assert backbone.res3[0].conv1.stride == (2, 2) and backbone.res3[0].conv2.stride == (1, 1)
+    cfg.merge_from_list(["MODEL.RESNETS.STRIDE_IN_1X1", "False"])
+    backbone = build_backbone(cfg)
+    assert backbone.res3[0].conv1.stride == (1, 1) and backbone.res3[0].conv2.stride == (2, 2)
+
+
+def test_res5_dilation_keeps_stride_16():
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.RES5_DILATION", "2",
+                         "MODEL.RESNETS.OUT_FEATURES", "['res4', 'res5']", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+                         "MODEL.RESNETS.WIDTH_PER_GROUP", "8", "MODEL.RESNETS.STEM_OUT_CHANNELS", "16"])
+    backbone = build_backbone(cfg)
+    assert backbone.output_shape()["res5"].stride == 16
+    assert backbone.res5[0].conv2.dilation == (2, 2)
+    out = backbone(torch.zeros(1, 3, 64, 64))
+    assert out["res5"].shape[-2:] == out["res4"].shape[-2:] == (4, 4)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["MODEL.RESNETS.DEPTH", "42"], "MODEL.RESNETS.DEPTH"),
+        (["MODEL.RESNETS.DEPTH", "18"], "MODEL.RESNETS.RES2_OUT_CHANNELS"),
+        (["MODEL.RESNETS.OUT_FEATURES", "['res6']"], "MODEL.RESNETS.OUT_FEATURES"),
+        (["MODEL.RESNETS.RES5_DILATION", "3"], "MODEL.RESNETS.RES5_DILATION"),
+    ],
+)
+def test_bad_resnet_config_names_the_key(overrides, message):
+    cfg = get_cfg()
+    cfg.merge_from_list(overrides)
+    with pytest.raises(ConfigError, match=message):
+        build_backbone(cfg)
+
+
+def test_fpn_config_errors_name_the_key():
+    cfg = fpn_cfg("MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+                  "MODEL.RESNETS.OUT_FEATURES", "['res4', 'res5']")
+    with pytest.raises(ConfigError, match="MODEL.FPN.IN_FEATURES"):
+        build_backbone(cfg)
+    cfg = fpn_cfg("MODEL.FPN.FUSE_TYPE", "max")
+    with pytest.raises(ConfigError, match="MODEL.FPN.FUSE_TYPE"):
+        build_backbone(cfg)
+
+
+def test_unknown_backbone_name_lists_registered_names():
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.BACKBONE.NAME", "build_resnet_fpn_backbones"])
+    with pytest.raises(KeyError, match="build_resnet_fpn_backbone"):
+        build_backbone(cfg)
+
+
+def test_r18_fpn_outputs_and_size_divisibility():
+    cfg = fpn_cfg("MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.FPN.OUT_CHANNELS", "16")
+    backbone = build_backbone(cfg)
+    assert backbone.size_divisibility == 32
+    assert {k: (s.channels, s.stride) for k, s in backbone.output_shape().items()} == {
+        "p2": (16, 4), "p3": (16, 8), "p4": (16, 16), "p5": (16, 32), "p6": (16, 64),
+    }
+    out = backbone(torch.zeros(2, 3, 64, 96))
+    assert list(out) == ["p2", "p3", "p4", "p5", "p6"]
+    assert [tuple(t.shape[-2:]) for t in out.values()] == [(16, 24), (8, 12), (4, 6), (2, 3), (1, 2)]
+
+
+class _ConstantFeatures(Backbone):
+    """Two 1-channel levels: res4 (4x4, all 1) and res5 (2x2, all 2)."""
+
+    def __init__(self):
+        super().__init__()
+        self._out_features = ["res4", "res5"]
+        self._out_feature_channels = {"res4": 1, "res5": 1}
+        self._out_feature_strides = {"res4": 16, "res5": 32}
+
+    def forward(self, x):
+        return {"res4": torch.ones(1, 1, 4, 4), "res5": torch.full((1, 1, 2, 2), 2.0)}
+
+
+@pytest.mark.parametrize("fuse_type, p4_value", [("sum", 3.0), ("avg", 1.5)])
+def test_fpn_top_down_fusion_by_hand(fuse_type, p4_value):
+    fpn = FPN(bottom_up=_ConstantFeatures(), in_features=["res4", "res5"], out_channels=1,
+              top_block=LastLevelMaxPool(), fuse_type=fuse_type)
+    with torch.no_grad():
+        for name in ["fpn_lateral4", "fpn_lateral5", "fpn_output4", "fpn_output5"]:
+            conv = getattr(fpn, name)
+            conv.weight.zero_()
+            conv.bias.zero_()
+            # identity: 1x1 weight 1, or the centre tap of the 3x3 kernel
+            conv.weight[0, 0, conv.weight.shape[2] // 2, conv.weight.shape[3] // 2] = 1.0
+    out = fpn(torch.zeros(1, 3, 64, 64))
+    assert list(out) == ["p4", "p5", "p6"]
+    # p5 = lateral(res5) = 2; p4 = res4 + upsampled p5 (halved for avg); p6 = p5 subsampled.
+    assert torch.equal(out["p5"], torch.full((1, 1, 2, 2), 2.0))
+    assert torch.equal(out["p4"], torch.full((1, 1, 4, 4), p4_value))
+    assert torch.equal(out["p6"], torch.full((1, 1, 1, 1), 2.0))
+
+
+def test_torchvision_resnet18_converts_and_computes_the_same_features(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    tv = torchvision.models.resnet18(weights=None).eval()
+    with torch.no_grad():  # non-trivial BN statistics, so a wrong mapping shows in the outputs
+        for m in tv.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    src, dst = tmp_path / "r18.pth", tmp_path / "r18.pkl"
+    torch.save(tv.state_dict(), src)
+    script = os.path.join(REPO, "tools", "convert-torchvision-to-d2mask.py")
+    subprocess.run([sys.executable, script, str(src), str(dst)], check=True, capture_output=True)
+    with open(dst, "rb") as f:
+        data = pickle.load(f)
+    assert data["__author__"] == "torchvision" and data["matching_heuristics"] is True
+
+    cfg = r18_cfg("MODEL.RESNETS.OUT_FEATURES", "['res5']", "MODEL.RESNETS.STRIDE_IN_1X1", "False")
+    backbone = build_backbone(cfg).eval()
+    expected_shapes = {k: tuple(v.shape) for k, v in backbone.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in data["model"].items()} == expected_shapes
+    backbone.load_state_dict({k: torch.as_tensor(v) for k, v in data["model"].items()})
+
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        t = tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))
+        expected = tv.layer4(tv.layer3(tv.layer2(tv.layer1(t))))
+        got = backbone(x)["res5"]
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_converter_model_layouts_prefix_names():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("convert", os.path.join(REPO, "tools", "convert-torchvision-to-d2mask.py"))
+    convert = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(convert)
+    sd = {"conv1.weight": 0, "bn1.running_var": 1, "layer4.0.downsample.1.weight": 2, "fc.bias": 3,
+          "layer1.0.bn2.num_batches_tracked": 4}
+    assert convert.convert_torchvision_resnet(sd, "c4") == {
+        "backbone.stem.conv1.weight": 0, "backbone.stem.conv1.norm.running_var": 1,
+        "roi_heads.res5.0.shortcut.norm.weight": 2,
+    }
+    assert list(convert.convert_torchvision_resnet(sd, "fpn")) == [
+        "backbone.bottom_up.stem.conv1.weight", "backbone.bottom_up.stem.conv1.norm.running_var",
+        "backbone.bottom_up.res5.0.shortcut.norm.weight",
+    ]
+    with pytest.raises(ValueError, match="not a parameter of a torchvision ResNet"):
+        convert.convert_torchvision_resnet({"head.weight": 0})
+
+
+@BACKBONE_REGISTRY.register()
+def _test_only_plain_module_builder(cfg, input_shape: ShapeSpec):
+    return nn.Identity()
+
+
+
+
+
+def test_build_backbone_rejects_a_non_backbone():
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.BACKBONE.NAME", "_test_only_plain_module_builder"])
+    with pytest.raises(TypeError, match="must return a d2mask.modeling.Backbone"):
+        build_backbone(cfg)

@@ -1,0 +1,135 @@
+"""Matcher: labels around the IoU thresholds, low-quality ties, empty inputs, chunking, config."""
+import pytest
+import torch
+
+import d2mask.modeling.matcher as matcher_module
+from d2mask.config import get_cfg
+from d2mask.modeling import Matcher, build_anchor_matcher
+from d2mask.structures import Boxes, pairwise_iou
+
+# IoU of each GT (row) with each anchor (column):
+#   G0 [0,0,10,10]:      1.0  0.5  0.2  0    0    0
+#   G1 [20,20,30,30]:    0    0    0    0.5  0.5  0
+#   G2 [100,100,110,110] overlaps nothing.
+GT = Boxes(torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [100, 100, 110, 110]], dtype=torch.float32))
+ANCHORS = Boxes(torch.tensor([
+    [0, 0, 10, 10], [0, 0, 10, 5], [0, 0, 10, 2], [20, 20, 30, 25], [20, 25, 30, 30], [50, 50, 60, 60],
+], dtype=torch.float32))
+
+
+def rpn_matcher(low_quality, **kwargs):
+    return Matcher(thresholds=[0.3, 0.7], labels=[0, -1, 1], allow_low_quality_matches=low_quality, **kwargs)
+
+
+def test_labels_by_threshold_without_low_quality_matches():
+    idxs, labels = rpn_matcher(False)(GT, ANCHORS)
+    assert idxs.dtype == torch.int64 and labels.dtype == torch.int8
+    assert idxs.tolist() == [0, 0, 0, 1, 1, 0]
+    assert labels.tolist() == [1, -1, 0, -1, -1, 0]
+
+
+def test_low_quality_matches_include_ties_and_skip_gt_overlapping_nothing():
+    idxs, labels = rpn_matcher(True)(GT, ANCHORS)
+    # G1's best IoU 0.5 is reached by anchors 3 and 4; G2 overlaps nothing and promotes no anchor.
+    assert labels.tolist() == [1, -1, 0, 1, 1, 0]
+    assert idxs.tolist() == [0, 0, 0, 1, 1, 0]
+
+
+def test_thresholds_are_closed_below():
+    gt = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
+    # IoUs exactly 0.7, 0.3 and 0.29
+    anchors = Boxes(torch.tensor([[0.0, 0.0, 10.0, 7.0], [0.0, 0.0, 10.0, 3.0], [0.0, 0.0, 10.0, 2.9]]))
+    _, labels = rpn_matcher(False)(gt, anchors)
+    assert labels.tolist() == [1, -1, 0]
+
+
+def test_low_quality_match_keeps_the_anchors_own_best_gt():
+    # Anchor 0 overlaps G0 with 0.6 and G1 with 0.2; it is G1's best anchor, but stays matched to G0.
+    gt = Boxes(torch.tensor([[0.0, 0.0, 10.0, 6.0], [0.0, 8.0, 10.0, 18.0]]))
+    anchors = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 30.0, 10.0, 40.0]]))
+    iou = pairwise_iou(gt, anchors)
+    assert iou[0, 0] == pytest.approx(0.6) and iou[1, 0] == pytest.approx(2 / 18)
+    idxs, labels = rpn_matcher(True)(gt, anchors)
+    assert idxs.tolist() == [0, 0] and labels.tolist() == [1, 0]
+
+
+def test_no_gt_gives_lowest_interval_label():
+    idxs, labels = rpn_matcher(True)(Boxes(torch.zeros(0, 4)), ANCHORS)
+    assert idxs.tolist() == [0] * 6 and labels.tolist() == [0] * 6
+    roi = Matcher(thresholds=[0.5], labels=[-1, 1])
+    assert roi(Boxes(torch.zeros(0, 4)), ANCHORS)[1].tolist() == [-1] * 6
+
+
+def test_no_boxes_gives_empty_results():
+    idxs, labels = rpn_matcher(True)(GT, Boxes(torch.zeros(0, 4)))
+    assert idxs.shape == (0,) and labels.shape == (0,)
+
+
+def reference_match(gt, boxes, thresholds, labels, low_quality):
+    """The matcher's contract written directly on the full IoU matrix."""
+    iou = pairwise_iou(gt, boxes)
+    vals, idxs = iou.max(dim=0)
+    out = torch.empty(len(boxes), dtype=torch.int8)
+    bounds = [-float("inf")] + thresholds + [float("inf")]
+    for label, lo, hi in zip(labels, bounds[:-1], bounds[1:]):
+        out[(vals >= lo) & (vals < hi)] = label
+    if low_quality:
+        best = iou.max(dim=1).values
+        hits = ((iou == best[:, None]) & (best[:, None] > 0)).any(dim=0)
+        out[hits] = 1
+    return idxs, out
+
+
+@pytest.mark.parametrize("low_quality", [False, True])
+def test_chunked_matching_equals_the_full_matrix(low_quality):
+    g = torch.Generator().manual_seed(0)
+    # Coordinates on a coarse integer grid make exact IoU ties common.
+    xy = torch.randint(0, 40, (300, 2), generator=g).float()
+    wh = torch.randint(1, 12, (300, 2), generator=g).float()
+    boxes = Boxes(torch.cat([xy, xy + wh], dim=1))
+    gt_xy = torch.randint(0, 40, (13, 2), generator=g).float()
+    gt = Boxes(torch.cat([gt_xy, gt_xy + torch.randint(8, 30, (13, 2), generator=g).float()], dim=1))
+    expected_idxs, expected_labels = reference_match(gt, boxes, [0.3, 0.7], [0, -1, 1], low_quality)
+    without_low_quality = reference_match(gt, boxes, [0.3, 0.7], [0, -1, 1], False)[1]
+    # The case is only meaningful if low-quality matches change some labels.
+    assert low_quality == (not torch.equal(expected_labels, without_low_quality))
+    for chunk in (1, 7, 13 * 50, 10**6):
+        idxs, labels = rpn_matcher(low_quality, max_chunk_elements=chunk)(gt, boxes)
+        assert torch.equal(labels, expected_labels), chunk
+        # Argmax ties may resolve differently; the matched GT must reach the best IoU all the same.
+        iou = pairwise_iou(gt, boxes)
+        assert torch.equal(iou[idxs, torch.arange(len(boxes))], iou[expected_idxs, torch.arange(len(boxes))])
+
+
+def test_iou_is_only_ever_computed_in_bounded_chunks(monkeypatch):
+    seen = []
+    real = matcher_module.iter_pairwise_iou_chunks
+
+    def recording(gt_boxes, boxes, max_elements):
+        for start, end, iou in real(gt_boxes, boxes, max_elements):
+            seen.append(iou.numel())
+            yield start, end, iou
+
+    monkeypatch.setattr(matcher_module, "iter_pairwise_iou_chunks", recording)
+    boxes = Boxes(torch.rand(1000, 2).repeat(1, 2) * 100 + torch.tensor([0.0, 0.0, 5.0, 5.0]))
+    gt = boxes[:20]
+    rpn_matcher(True, max_chunk_elements=200)(gt, boxes)
+    # Two passes over 1000 boxes in chunks of 10 columns of 20 GT.
+    assert len(seen) == 200 and max(seen) <= 200
+
+
+def test_build_from_stage_config():
+    cfg = get_cfg()
+    rpn = build_anchor_matcher(cfg, cfg.MODEL.RPN)
+    assert (rpn.thresholds, rpn.labels, rpn.allow_low_quality_matches) == ([0.3, 0.7], [0, -1, 1], True)
+    roi = build_anchor_matcher(cfg, cfg.MODEL.ROI_HEADS)
+    assert (roi.thresholds, roi.labels, roi.allow_low_quality_matches) == ([0.5], [0, 1], False)
+
+
+@pytest.mark.parametrize(
+    "thresholds, labels, message",
+    [([0.7, 0.3], [0, -1, 1], "increasing"), ([0.5], [0, -1, 1], "one label per IoU interval"), ([0.5], [0, 2], "-1, 0 or 1")],
+)
+def test_bad_settings_are_explained(thresholds, labels, message):
+    with pytest.raises(ValueError, match=message):
+        Matcher(thresholds=thresholds, labels=labels)
