@@ -11,8 +11,9 @@
     LazyConfig.apply_overrides(cfg, ["model.depth=50"])
     model = instantiate(cfg.model)
 
-Every public top-level mapping or list in the file becomes a key of the loaded config. See the
-"Python configs (LazyConfig)" section of docs/configs.md.
+Every public top-level mapping or list in the file becomes a key of the loaded config; a file that
+imports a mapping from another config file gets it as a DictConfig, to edit with attribute access
+(`train.max_iter = 500`). See the "Python configs (LazyConfig)" section of docs/configs.md.
 """
 import builtins
 import dataclasses
@@ -103,6 +104,10 @@ class _ConfigFileLoader:
             exec(code, module.__dict__)
         finally:
             self._running.pop()
+        for name, value in list(vars(module).items()):
+            # so that a file importing `train = dict(...)` from this one can write `train.max_iter = ...`
+            if not name.startswith("_") and isinstance(value, dict):
+                setattr(module, name, DictConfig(_plain(value), flags=_FLAGS))
         self._done[path] = module
         return module
 

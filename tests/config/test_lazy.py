@@ -123,7 +123,7 @@ CONFIG_TREE = {
         from . import helper
 
         train = _train_file.train
-        train["max_iter"] = helper.ITERS
+        train.max_iter = helper.ITERS  # a dict in train.py, a DictConfig once imported
         model.left.b = 5
         _private = {"not": "a key"}
         NUMBER = 3   # not a mapping or list: not a key
