@@ -215,3 +215,39 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert (tmp_path / "model_final.pth").read_bytes() == before
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_final.pth"]
+
+
+def _torchvision_converter():
+    import importlib.util
+
+    path = os.path.join(REPO, "tools", "convert-torchvision-to-d2mask.py")
+    spec = importlib.util.spec_from_file_location("convert_torchvision", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("layout", ["", "fpn"])
+def test_converted_torchvision_resnet_loads_into_the_backbone(tmp_path, caplog, layout):
+    torchvision = pytest.importorskip("torchvision")
+    resnet = torchvision.models.resnet18(weights=None)
+    converted = _torchvision_converter().convert_torchvision_resnet(resnet.state_dict(), layout)
+    path = tmp_path / "R-18.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": {k: v.numpy() for k, v in converted.items()}, "__author__": "torchvision",
+                     "matching_heuristics": not layout}, f)
+
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "COCO-InstanceSegmentation", "mask_rcnn_R_50_FPN_1x.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    model = build_model(cfg)
+    with caplog.at_level(logging.WARNING):
+        DetectionCheckpointer(model).load(str(path))
+    state = model.state_dict()
+    assert torch.equal(state["backbone.bottom_up.stem.conv1.weight"], resnet.conv1.weight)
+    assert torch.equal(state["backbone.bottom_up.res3.0.shortcut.norm.running_var"], resnet.layer2[0].downsample[1].running_var)
+    assert torch.equal(state["backbone.bottom_up.res5.1.conv2.weight"], resnet.layer4[1].conv2.weight)
+    assert "not used by the model" not in caplog.text and "shapes differ" not in caplog.text
+    assert "bottom_up" not in caplog.text  # nothing of the backbone is missing
