@@ -80,6 +80,6 @@ class Registry(_FvcoreRegistry):
         return sorted(self._obj_map)
 
     def describe(self, name: str) -> Optional[str]:
-        """The first line of the registered object's docstring, if any."""
+        """The first paragraph of the registered object's docstring, on one line, if any."""
         doc = inspect.getdoc(self.get(name))
-        return doc.splitlines()[0] if doc else None
+        return " ".join(doc.split("\n\n")[0].split()) if doc else None
