@@ -5,3 +5,9 @@ from ..key_docs import define
 def add_test_defaults(cfg) -> None:
     define(cfg, "TEST.EVAL_PERIOD", 0, "Evaluate every this many iterations (and at the end); 0 only at the end.")
     define(cfg, "TEST.DETECTIONS_PER_IMAGE", 100, "Most detections returned per image.")
+    define(cfg, "TEST.EVAL_PERIOD_EPOCHS", 0.0, "With SOLVER.MAX_EPOCHS, > 0: the evaluation period in epochs, replacing EVAL_PERIOD.")
+    define(cfg, "TEST.VAL_LOSS_PERIOD", 0, "Compute the losses on the first of DATASETS.TEST (no gradients, model in training mode) every this many iterations and at the end; 0 never.")
+    define(cfg, "TEST.VAL_LOSS_PERIOD_EPOCHS", 0.0, "With SOLVER.MAX_EPOCHS, > 0: VAL_LOSS_PERIOD in epochs.")
+    define(cfg, "TEST.BEST_METRIC", "", "Evaluation metric (e.g. segm/AP) that picks model_best.pth and drives early stopping; empty: neither.")
+    define(cfg, "TEST.BEST_METRIC_MODE", "max", "Whether a larger (max) or smaller (min) TEST.BEST_METRIC is better.")
+    define(cfg, "TEST.EARLY_STOP_PATIENCE", 0, "Stop training after this many evaluations in a row without a better TEST.BEST_METRIC; 0 never stops.")

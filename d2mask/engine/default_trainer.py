@@ -1,0 +1,356 @@
+"""DefaultTrainer: a training run assembled from a config through overridable `build_*` methods.
+
+A project changes one piece by subclassing and overriding one method (e.g. `build_evaluator`,
+`build_train_loader`, `build_hooks`); the rest stays as configured.
+"""
+import inspect
+import itertools
+import logging
+import os
+import weakref
+from collections import OrderedDict
+from typing import Any, Dict, List, Mapping, Optional
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..checkpoint import DetectionCheckpointer
+from ..config import CfgNode, ConfigError
+from ..data import (
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
+from ..data.detection_utils import build_augmentation
+from ..evaluation import COCOEvaluator, DatasetEvaluator, inference_on_dataset
+from ..modeling import build_model
+from ..solver import auto_scale_workers, build_lr_scheduler, build_optimizer, epochs_to_iterations
+from ..utils import comm
+from ..utils.env import set_rng_state
+from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
+from ..utils.logger import setup_logger
+from . import hooks
+from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
+
+__all__ = ["DefaultTrainer", "create_ddp_model"]
+
+logger = logging.getLogger(__name__)
+
+_WRITER_PERIOD = 20  # iterations between log lines / metrics.json records
+# Batch-norm statistics stay per process, as in Detectron2; newer PyTorch renamed the switch.
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    else {"broadcast_buffers": False}
+)
+
+
+def create_ddp_model(model: nn.Module, **kwargs) -> nn.Module:
+    """`model` wrapped in DistributedDataParallel when there are several processes, else `model`.
+
+    Args:
+        kwargs: DistributedDataParallel's arguments (e.g. find_unused_parameters).
+    """
+    if comm.get_world_size() == 1:
+        return model
+    if next(model.parameters()).device.type == "cuda":
+        kwargs.setdefault("device_ids", [comm.get_local_rank()])
+    return DistributedDataParallel(model, **kwargs)
+
+
+def _tensorboard_available() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class DefaultTrainer(TrainerBase):
+    """Trains a model described by a config: model, optimiser, schedule, data, checkpoints,
+    evaluation and logging, each from a `build_*` method.
+
+        trainer = DefaultTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+
+    Before building, the schedule is rescaled to the number of processes (SOLVER.REFERENCE_WORLD_SIZE)
+    and converted from epochs (SOLVER.MAX_EPOCHS); `self.cfg` is the result.
+    """
+
+    def __init__(self, cfg: CfgNode):
+        super().__init__()
+        if not logging.getLogger("d2mask").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = self.auto_scale_workers(cfg, comm.get_world_size())
+        if cfg.SOLVER.MAX_EPOCHS > 0:
+            cfg = epochs_to_iterations(cfg, self.num_training_images(cfg))
+        else:
+            epochs_to_iterations(cfg, 0)  # only checks that no period is given in epochs
+        if cfg.SOLVER.IMS_PER_BATCH % comm.get_world_size() != 0:
+            raise ConfigError(
+                f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} must be divisible by the number of "
+                f"processes ({comm.get_world_size()})"
+            )
+        self.cfg = cfg
+        if cfg.OUTPUT_DIR and comm.is_main_process():
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, find_unused_parameters=cfg.DDP.FIND_UNUSED_PARAMETERS, **_NO_BUFFER_SYNC)
+        self._trainer = self.build_step_trainer(cfg, model, data_loader, optimizer)
+        # the step calls after_backward on the trainer running it; the hooks live on this one
+        self._trainer.after_backward = self.after_backward
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self._last_eval_results: Optional[Dict[str, Any]] = None
+        self.register_hooks(self.build_hooks())
+
+    auto_scale_workers = staticmethod(auto_scale_workers)
+
+    @property
+    def model(self) -> nn.Module:
+        return self._trainer.model
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self._trainer.optimizer
+
+    @property
+    def data_loader(self):
+        return self._trainer.data_loader
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """Loads MODEL.WEIGHTS, or with `resume` and a checkpoint in OUTPUT_DIR, continues from it:
+        model, optimiser, schedule, iteration, hook states, random generators and data position."""
+        checkpoint = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if not (resume and self.checkpointer.has_checkpoint()):
+            return
+        self.start_iter = self.iter + 1
+        per_rank_batch = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+        if not _fast_forward_sampler(self.data_loader, self.start_iter * per_rank_batch):
+            logger.warning(
+                "Could not find the training loader's sampler to skip the images of iterations "
+                f"0-{self.iter}; after resuming, the data order differs from the interrupted run's"
+            )
+        rng_states = checkpoint.get("rng_states")
+        if rng_states is not None and len(rng_states) == comm.get_world_size():
+            set_rng_state(rng_states[comm.get_rank()])
+        else:
+            logger.warning(
+                "The checkpoint has no random-generator states for this number of processes; "
+                "random draws will differ from the interrupted run's"
+            )
+
+    def build_hooks(self) -> List[Optional[hooks.HookBase]]:
+        """Timer, LR schedule, checkpoints, validation loss, evaluation, best checkpoint, early stopping,
+        writers and plots, in the order they must run."""
+        cfg = self.cfg
+
+        def test_and_save_results():
+            self._last_eval_results = self.test(self.cfg, self.model)
+            return self._last_eval_results
+
+        ret: List[Optional[hooks.HookBase]] = [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(self.optimizer, self.scheduler),
+            # before evaluation, so that a failing evaluation still leaves the checkpoint
+            hooks.PeriodicCheckpointer(
+                self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, max_to_keep=cfg.SOLVER.CHECKPOINTS_TO_KEEP
+            ),
+        ]
+        if cfg.TEST.VAL_LOSS_PERIOD > 0:
+            if not cfg.DATASETS.TEST:
+                raise ConfigError("TEST.VAL_LOSS_PERIOD > 0 needs a dataset in DATASETS.TEST")
+            loader = self.build_validation_loader(cfg, cfg.DATASETS.TEST[0])
+            ret.append(hooks.ValidationLoss(cfg.TEST.VAL_LOSS_PERIOD, self.model, loader))
+        ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
+        if cfg.TEST.BEST_METRIC:
+            ret.append(
+                hooks.BestCheckpointer(
+                    cfg.TEST.EVAL_PERIOD, self.checkpointer, cfg.TEST.BEST_METRIC, mode=cfg.TEST.BEST_METRIC_MODE
+                )
+            )
+        if cfg.TEST.EARLY_STOP_PATIENCE > 0:
+            if not cfg.TEST.BEST_METRIC or cfg.TEST.EVAL_PERIOD <= 0:
+                raise ConfigError("TEST.EARLY_STOP_PATIENCE > 0 needs TEST.BEST_METRIC and TEST.EVAL_PERIOD > 0")
+            ret.append(
+                hooks.EarlyStopping(
+                    cfg.TEST.EVAL_PERIOD,
+                    cfg.TEST.BEST_METRIC,
+                    cfg.TEST.EARLY_STOP_PATIENCE,
+                    mode=cfg.TEST.BEST_METRIC_MODE,
+                )
+            )
+        if comm.is_main_process():
+            # Writers record each scalar's latest value: they must write at least as often as
+            # evaluations happen, or an evaluation's results are replaced before they are written.
+            periods = [p for p in (_WRITER_PERIOD, cfg.TEST.EVAL_PERIOD, cfg.TEST.VAL_LOSS_PERIOD) if p > 0]
+            # last: they report what the hooks above recorded at this iteration
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=min(periods)))
+            ret.append(hooks.MetricsPlotter(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), cfg.OUTPUT_DIR))
+        return ret
+
+    def build_writers(self) -> List[EventWriter]:
+        """Console lines, OUTPUT_DIR/metrics.json and (if tensorboard is installed) TensorBoard files."""
+        writers: List[EventWriter] = [
+            CommonMetricPrinter(self.max_iter),
+            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
+        ]
+        if _tensorboard_available():
+            writers.append(TensorboardXWriter(self.cfg.OUTPUT_DIR))
+        return writers
+
+    def train(self) -> Optional[Dict[str, Any]]:
+        """Trains from `start_iter` to `max_iter`.
+
+        Returns:
+            The last evaluation's results on the main process (None if there was none).
+        """
+        super().train(self.start_iter, self.max_iter)
+        return self._last_eval_results if comm.is_main_process() else None
+
+    def run_step(self) -> None:
+        self._trainer.iter = self.iter
+        self._trainer.run_step()
+
+    def state_dict(self) -> Dict[str, Any]:
+        state = super().state_dict()
+        state["_trainer"] = self._trainer.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._trainer.load_state_dict(state["_trainer"])
+
+    @classmethod
+    def build_step_trainer(cls, cfg: CfgNode, model: nn.Module, data_loader, optimizer) -> SimpleTrainer:
+        """The object doing one step: SimpleTrainer, or AMPTrainer when SOLVER.AMP.ENABLED."""
+        if not cfg.SOLVER.AMP.ENABLED:
+            return SimpleTrainer(model, data_loader, optimizer, max_nonfinite_skips=cfg.SOLVER.MAX_NONFINITE_SKIPS)
+        precisions = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+        if cfg.SOLVER.AMP.PRECISION not in precisions:
+            raise ConfigError(
+                f"SOLVER.AMP.PRECISION must be one of {sorted(precisions)}, got '{cfg.SOLVER.AMP.PRECISION}'"
+            )
+        return AMPTrainer(
+            model,
+            data_loader,
+            optimizer,
+            precision=precisions[cfg.SOLVER.AMP.PRECISION],
+            max_nonfinite_skips=cfg.SOLVER.MAX_NONFINITE_SKIPS,
+        )
+
+    @classmethod
+    def build_model(cls, cfg: CfgNode) -> nn.Module:
+        model = build_model(cfg)
+        logger.info(f"Model:\n{model}")
+        return model
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        return build_detection_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        return build_detection_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_validation_loader(cls, cfg: CfgNode, dataset_name: str):
+        """A finite loader over `dataset_name` with annotations and inference-time resizing, for the
+        validation loss."""
+        mapper = DatasetMapper(cfg, True, augmentations=build_augmentation(cfg, False), recompute_boxes=False)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+
+    @classmethod
+    def num_training_images(cls, cfg: CfgNode) -> int:
+        """Images in one epoch of DATASETS.TRAIN (after DATALOADER.FILTER_EMPTY_ANNOTATIONS), for
+        schedules given in epochs."""
+        return len(get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS))
+
+    @classmethod
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
+        """The evaluator named by the dataset's metadata `evaluator_type` ("coco": COCOEvaluator)."""
+        evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
+        if evaluator_type == "coco":
+            return COCOEvaluator(
+                dataset_name,
+                output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"),
+                max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+            )
+        raise NotImplementedError(
+            f"No evaluator for dataset '{dataset_name}' (metadata evaluator_type={evaluator_type!r}); set "
+            f"evaluator_type='coco' in its metadata or override DefaultTrainer.build_evaluator"
+        )
+
+    @classmethod
+    def test(cls, cfg: CfgNode, model: nn.Module, evaluators: Optional[List[DatasetEvaluator]] = None) -> Dict[str, Any]:
+        """Evaluates `model` on each of DATASETS.TEST.
+
+        Returns:
+            {dataset name: results}, or the results alone when there is one dataset, e.g.
+            {"bbox": {"AP": ...}, "segm": {...}}; empty on processes other than the main one.
+        """
+        if evaluators is not None and len(evaluators) != len(cfg.DATASETS.TEST):
+            raise ValueError(f"{len(evaluators)} evaluators for {len(cfg.DATASETS.TEST)} datasets in DATASETS.TEST")
+        results: Dict[str, Any] = OrderedDict()
+        for idx, name in enumerate(cfg.DATASETS.TEST):
+            data_loader = cls.build_test_loader(cfg, name)
+            evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, name)
+            results[name] = inference_on_dataset(model, data_loader, evaluator)
+            if comm.is_main_process():
+                _log_results(name, results[name])
+        return next(iter(results.values())) if len(results) == 1 else dict(results)
+
+
+class _SkipFirst(torch.utils.data.Sampler):
+    """A sampler without the first `num_skipped` indices of another."""
+
+    def __init__(self, sampler, num_skipped: int):
+        self.sampler = sampler
+        self.num_skipped = num_skipped
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.num_skipped, None)
+
+
+def _fast_forward_sampler(data_loader, num_indices: int) -> bool:
+    """Makes a not-yet-started loader built by `build_detection_train_loader` skip the first
+    `num_indices` indices of its sampler: the images of the iterations already trained. Only
+    indices are skipped, no image is read, so resuming late in a long schedule costs nothing.
+
+    Returns:
+        Whether a sampler was found (an iterable dataset with a `sampler`, inside the loader's
+        chain of `.dataset` attributes).
+    """
+    obj = data_loader
+    for _ in range(4):
+        if isinstance(obj, torch.utils.data.IterableDataset) and hasattr(obj, "sampler"):
+            obj.sampler = _SkipFirst(obj.sampler, num_indices)
+            return True
+        obj = getattr(obj, "dataset", None)
+    return False
+
+
+def _log_results(dataset_name: str, results: Mapping[str, Any]) -> None:
+    for task, metrics in results.items():
+        if not isinstance(metrics, Mapping):
+            continue
+        main = [k for k in ("AP", "AP50", "AP75", "APs", "APm", "APl") if k in metrics]
+        logger.info(
+            f"Evaluation of {dataset_name}, {task}: " + "  ".join(f"{k} {float(metrics[k]):.2f}" for k in main)
+        )

@@ -1,0 +1,170 @@
+"""The command line and the start-up that every training/evaluation script shares.
+
+    args = default_argument_parser().parse_args()
+    launch(main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, args=(args,))
+
+and in `main`: `cfg = ...; default_setup(cfg, args)`, then `DefaultTrainer(cfg)` (re-exported here,
+where Detectron2 users import it from).
+"""
+import argparse
+import logging
+import os
+import platform
+import sys
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from ..config import CfgNode, import_modules
+from ..utils import comm
+from ..utils.env import seed_all_rng
+from ..utils.logger import setup_logger
+
+__all__ = ["default_argument_parser", "default_setup", "DefaultTrainer", "create_ddp_model"]
+
+# Loggers set up by default_setup: d2mask itself, fvcore (its checkpointer), and user projects
+# (code in projects/ logging with logging.getLogger(__name__)).
+_LOGGERS = ("d2mask", "fvcore", "projects")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """Takes flags anywhere on the line, also after the `KEY VALUE` overrides.
+
+    argparse alone would read everything after the first override as overrides, so a `--resume`
+    at the end would silently become a config key. Here every token starting with "--" is a flag:
+    a known one is applied wherever it stands, an unknown one is an error.
+    """
+
+    def _split(self, argv: Sequence[str]) -> Tuple[List[str], List[str]]:
+        flags: List[str] = []
+        overrides: List[str] = []
+        tokens = list(argv)
+        i = 0
+        while i < len(tokens):
+            token = tokens[i]
+            if token.startswith("--") or token == "-h":
+                action = self._option_string_actions.get(token.split("=", 1)[0])
+                if action is None:
+                    self.error(
+                        f"unrecognized flag '{token}'"
+                        + (" among the config overrides" if overrides else "")
+                        + f". Known flags: {', '.join(sorted(a for a in self._option_string_actions if a.startswith('--')))}"
+                    )
+                takes_value = action.nargs != 0 and "=" not in token
+                flags.append(token)
+                if takes_value:
+                    if i + 1 >= len(tokens):
+                        self.error(f"flag '{token}' needs a value")
+                    flags.append(tokens[i + 1])
+                    i += 1
+            else:
+                overrides.append(token)
+            i += 1
+        return flags, overrides
+
+    def parse_args(self, args: Optional[Sequence[str]] = None, namespace=None) -> argparse.Namespace:
+        flags, overrides = self._split(sys.argv[1:] if args is None else args)
+        ns = super().parse_args(flags, namespace)
+        ns.opts = overrides
+        return ns
+
+
+def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
+    """The parser of tools/train_net.py; scripts may add their own flags to it.
+
+    Returns:
+        A parser whose `parse_args()` gives config_file, resume, eval_only, num_gpus, num_machines,
+        machine_rank, dist_url and opts (the `KEY VALUE` / `KEY=VALUE` config overrides).
+    """
+    examples = f"""Examples:
+
+One process (GPU if available, else CPU):
+    $ {sys.argv[0]} --config-file cfg.yaml SOLVER.IMS_PER_BATCH 2 SOLVER.BASE_LR 0.0025
+
+Evaluate a trained model:
+    $ {sys.argv[0]} --config-file cfg.yaml --eval-only MODEL.WEIGHTS /path/to/model_final.pth
+
+Resume an interrupted run from OUTPUT_DIR/last_checkpoint:
+    $ {sys.argv[0]} --config-file cfg.yaml --resume
+
+Two machines of 8 GPUs (run on each, R = 0 or 1, HOST = machine 0):
+    $ {sys.argv[0]} --config-file cfg.yaml --num-gpus 8 --num-machines 2 --machine-rank R --dist-url tcp://HOST:PORT
+"""
+    parser = _ArgumentParser(
+        epilog=epilog or examples, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to the YAML config file")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint if it exists")
+    parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS on DATASETS.TEST")
+    parser.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs) per machine")
+    parser.add_argument("--num-machines", type=int, default=1, help="machines in the job")
+    parser.add_argument("--machine-rank", type=int, default=0, help="this machine's index (0 = the one at --dist-url)")
+    parser.add_argument(
+        "--dist-url",
+        default="auto",
+        help="rendezvous of the processes: tcp://HOST:PORT of machine 0, or 'auto' (a free port, one machine)",
+    )
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        help="config overrides, 'KEY VALUE' pairs or 'KEY=VALUE' items, e.g. SOLVER.MAX_ITER 100",
+    )
+    return parser
+
+
+def _write_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _environment() -> str:
+    lines = [f"Python {sys.version.split()[0]} on {platform.platform()}", f"PyTorch {torch.__version__}"]
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        lines.append(f"CUDA {torch.version.cuda}, GPUs: {', '.join(names)}")
+    else:
+        lines.append(f"No GPU; {torch.get_num_threads()} CPU threads")
+    return "\n".join(lines)
+
+
+def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> None:
+    """Prepares a process for a run of `cfg`.
+
+    Creates OUTPUT_DIR; sets up logging (rank 0 to the console, every rank to OUTPUT_DIR/log.txt
+    or log.txt.rank<R>); logs the environment, the arguments and the config file; writes the full
+    merged config to OUTPUT_DIR/config.yaml (rank 0); seeds every generator with SEED + rank (or a
+    drawn, logged seed when SEED < 0); sets cuDNN benchmarking; exports DATASETS.ROOT as
+    $D2MASK_DATASETS; imports the IMPORTS modules.
+    """
+    output_dir = cfg.OUTPUT_DIR
+    rank = comm.get_rank()
+    if output_dir and comm.is_main_process():
+        os.makedirs(output_dir, exist_ok=True)
+    for name in _LOGGERS:
+        setup_logger(output_dir or None, distributed_rank=rank, name=name)
+    logger = logging.getLogger("d2mask")
+    logger.info(f"Rank of this process: {rank}. World size: {comm.get_world_size()}")
+    logger.info(f"Environment:\n{_environment()}")
+    if args is not None:
+        logger.info(f"Command line arguments: {args}")
+        config_file = getattr(args, "config_file", "")
+        if config_file:
+            with open(config_file, "r", encoding="utf-8") as f:
+                logger.info(f"Contents of config file {config_file}:\n{f.read()}")
+    if output_dir and comm.is_main_process():
+        path = os.path.join(output_dir, "config.yaml")
+        _write_atomically(path, cfg.dump())
+        logger.info(f"Full config saved to {path}")
+
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
+    torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
+    if cfg.DATASETS.ROOT:
+        os.environ["D2MASK_DATASETS"] = cfg.DATASETS.ROOT
+    import_modules(cfg.IMPORTS, source="the config's IMPORTS")
+
+
+from .default_trainer import DefaultTrainer, create_ddp_model  # noqa: E402  (Detectron2's import path)

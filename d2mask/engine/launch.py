@@ -1,0 +1,208 @@
+"""Starting a function on one process per GPU, on one or several machines.
+
+`launch(main, num_gpus_per_machine, num_machines, machine_rank, dist_url, args)` either
+- runs `main(*args)` in this process (a job of one process),
+- joins the job a launcher already set up (torchrun; SLURM's srun with one task per GPU), or
+- spawns one process per GPU of this machine and joins them to the job at `dist_url`.
+NCCL is used on GPUs, gloo on CPU (where several processes are allowed, e.g. for tests). If any
+process raises or dies, the others are ended and `launch` raises with that process's traceback.
+"""
+import ctypes
+import datetime
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import traceback
+from typing import Any, Callable, Optional, Sequence
+from urllib.parse import urlparse
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from ..utils import comm
+
+__all__ = ["DEFAULT_TIMEOUT", "launch"]
+
+DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
+
+logger = logging.getLogger(__name__)
+
+
+def _find_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _check_port_free(dist_url: str) -> None:
+    """Raises a clear error if the rendezvous port of a tcp:// URL is taken on this machine."""
+    url = urlparse(dist_url)
+    if url.scheme != "tcp" or url.port is None:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("", url.port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise RuntimeError(
+                    f"--dist-url {dist_url}: port {url.port} is already in use on this machine; "
+                    f"choose another port, or --dist-url auto on a single machine"
+                ) from None
+            raise
+
+
+def _launcher_env(num_gpus_per_machine: int, num_machines: int) -> Optional[dict]:
+    """Rank information when a launcher started this process as one rank of the job, else None.
+
+    torchrun sets RANK, WORLD_SIZE and LOCAL_RANK. SLURM sets SLURM_PROCID and SLURM_NTASKS for every
+    task; it is a rank of the job only when srun started one task per GPU (SLURM_NTASKS equals the
+    job's world size); with one task per machine, `launch` spawns the GPUs' processes itself.
+    """
+    env = os.environ
+    if {"RANK", "WORLD_SIZE", "LOCAL_RANK"} <= env.keys():
+        return {
+            "rank": int(env["RANK"]),
+            "world_size": int(env["WORLD_SIZE"]),
+            "local_rank": int(env["LOCAL_RANK"]),
+            "local_size": int(env.get("LOCAL_WORLD_SIZE", num_gpus_per_machine)),
+        }
+    world_size = num_machines * num_gpus_per_machine
+    if "SLURM_PROCID" in env and world_size > 1 and int(env.get("SLURM_NTASKS", 1)) == world_size:
+        return {
+            "rank": int(env["SLURM_PROCID"]),
+            "world_size": world_size,
+            "local_rank": int(env.get("SLURM_LOCALID", 0)),
+            "local_size": num_gpus_per_machine,
+        }
+    return None
+
+
+def _join_launched_job(info: dict, dist_url: Optional[str], timeout: datetime.timedelta) -> None:
+    """Initialises torch.distributed for a process started by torchrun or srun."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(info["local_rank"])
+    if dist_url in (None, "auto") or dist_url.startswith("env://"):
+        if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+            raise RuntimeError(
+                "This process was started by a launcher without MASTER_ADDR/MASTER_PORT; pass "
+                "--dist-url tcp://HOST:PORT naming the machine of rank 0 (see docs/training.md)"
+            )
+        dist_url = "env://"
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(
+        backend, init_method=dist_url, world_size=info["world_size"], rank=info["rank"], timeout=timeout
+    )
+    comm.create_local_process_group(info["local_size"])
+
+
+def launch(
+    main_func: Callable[..., Any],
+    num_gpus_per_machine: int,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: Optional[str] = None,
+    args: Sequence[Any] = (),
+    timeout: datetime.timedelta = DEFAULT_TIMEOUT,
+) -> None:
+    """Runs `main_func(*args)` on every process of a (possibly) distributed job.
+
+    Args:
+        main_func: the function each process runs; with several processes it must be picklable
+            (defined at module level), as must `args`.
+        num_gpus_per_machine: processes per machine, one per GPU. Without GPUs, several processes
+            run on the CPU with gloo.
+        num_machines: machines in the job.
+        machine_rank: this machine's index, 0 on the machine at `dist_url`.
+        dist_url: rendezvous of the job, "tcp://HOST:PORT" (HOST: machine 0) or "auto" (a free
+            local port; one machine only).
+        args: arguments of `main_func`.
+        timeout: how long collective operations may wait for each other.
+
+    Raises:
+        ValueError: more processes per machine than GPUs, or "auto" with several machines.
+        torch.multiprocessing.ProcessRaisedException / ProcessExitedException: a process raised
+            (its traceback is in the message) or died; the others were ended.
+    """
+    launched = _launcher_env(num_gpus_per_machine, num_machines)
+    if launched is not None:
+        if not dist.is_initialized():
+            _join_launched_job(launched, dist_url, timeout)
+        main_func(*args)
+        return
+
+    world_size = num_machines * num_gpus_per_machine
+    if torch.cuda.is_available() and num_gpus_per_machine > torch.cuda.device_count():
+        raise ValueError(
+            f"--num-gpus {num_gpus_per_machine} asks for more GPUs than this machine has "
+            f"({torch.cuda.device_count()} visible)"
+        )
+    if world_size == 1:
+        main_func(*args)
+        return
+    if not torch.cuda.is_available():
+        logger.warning(f"No GPU found: starting {num_gpus_per_machine} processes on the CPU (gloo)")
+    if dist_url in (None, "auto"):
+        if num_machines > 1:
+            raise ValueError(
+                "--dist-url auto works on one machine only; with several machines pass "
+                "--dist-url tcp://HOST:PORT naming machine 0"
+            )
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    elif machine_rank == 0:
+        _check_port_free(dist_url)
+
+    mp.start_processes(
+        _worker,
+        nprocs=num_gpus_per_machine,
+        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, tuple(args), timeout),
+        daemon=False,
+        start_method="spawn",
+    )
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this process when the launching process dies (even by SIGKILL),
+    so that no rank outlives the job."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _worker(
+    local_rank: int,
+    main_func: Callable[..., Any],
+    world_size: int,
+    num_gpus_per_machine: int,
+    machine_rank: int,
+    dist_url: str,
+    args: tuple,
+    timeout: datetime.timedelta,
+) -> None:
+    _die_with_parent()
+    has_gpu = torch.cuda.is_available()
+    if has_gpu:
+        # before init_process_group, so that NCCL binds this process to its own GPU
+        torch.cuda.set_device(local_rank)
+    rank = machine_rank * num_gpus_per_machine + local_rank
+    dist.init_process_group(
+        "nccl" if has_gpu else "gloo", init_method=dist_url, world_size=world_size, rank=rank, timeout=timeout
+    )
+    try:
+        comm.create_local_process_group(num_gpus_per_machine)
+        comm.synchronize()
+        main_func(*args)
+    except BaseException:
+        # The launching process re-raises one failure, which may be another rank's consequence of
+        # this one (a broken collective); printed here, the first failure is always in the output.
+        sys.stderr.write(f"Rank {rank} failed:\n{traceback.format_exc()}")
+        sys.stderr.flush()
+        raise
+    # not after a failure: tearing down NCCL with peers gone can block
+    dist.destroy_process_group()

@@ -1,0 +1,140 @@
+"""Builds the optimiser (with per-parameter-kind hyper-parameters and gradient clipping) and the
+learning-rate schedule from `cfg.SOLVER`."""
+import logging
+from collections import defaultdict
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Type
+
+import torch
+from torch import nn
+
+from ..config import ConfigError
+from .lr_scheduler import WarmupCosineLR, WarmupMultiStepLR
+
+__all__ = ["get_default_optimizer_params", "maybe_add_gradient_clipping", "build_optimizer", "build_lr_scheduler"]
+
+_NORM_TYPES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+)
+
+
+def get_default_optimizer_params(
+    model: nn.Module,
+    base_lr: float,
+    weight_decay: float,
+    weight_decay_norm: Optional[float] = None,
+    bias_lr_factor: float = 1.0,
+    weight_decay_bias: Optional[float] = None,
+) -> List[Dict[str, Any]]:
+    """Parameter groups giving normalisation layers and biases their own learning rate / decay.
+
+    Args:
+        model: the model; parameters with `requires_grad=False` are left out, shared ones counted once.
+        base_lr: learning rate of every parameter but biases.
+        weight_decay: weight decay of every parameter but those below.
+        weight_decay_norm: weight decay of the parameters of normalisation layers (BN, GN, LN, ...);
+            None means `weight_decay`.
+        bias_lr_factor: biases train with `base_lr * bias_lr_factor`.
+        weight_decay_bias: weight decay of biases (of layers other than norms); None means `weight_decay`.
+
+    Returns:
+        One group per distinct (lr, weight_decay) pair: [{"params": [...], "lr": ..., "weight_decay": ...}].
+    """
+    weight_decay_norm = weight_decay if weight_decay_norm is None else weight_decay_norm
+    weight_decay_bias = weight_decay if weight_decay_bias is None else weight_decay_bias
+    groups: Dict[Tuple[float, float], List[nn.Parameter]] = defaultdict(list)
+    seen: Set[int] = set()
+    for module in model.modules():
+        is_norm = isinstance(module, _NORM_TYPES)
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            lr, decay = base_lr, weight_decay
+            if is_norm:
+                decay = weight_decay_norm
+            elif name == "bias":
+                lr, decay = base_lr * bias_lr_factor, weight_decay_bias
+            groups[(lr, decay)].append(param)
+    return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
+
+
+def _clipper(clip_type: str, clip_value: float, norm_type: float) -> Callable[[List[torch.Tensor]], None]:
+    if clip_type == "value":
+        return lambda params: torch.nn.utils.clip_grad_value_(params, clip_value)
+    if clip_type == "norm":
+
+        def clip_each(params: List[torch.Tensor]) -> None:
+            # Detectron2's "norm" clipping bounds each parameter's gradient norm on its own
+            for p in params:
+                torch.nn.utils.clip_grad_norm_(p, clip_value, norm_type)
+
+        return clip_each
+    raise ConfigError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value' or 'norm', got '{clip_type}'")
+
+
+def maybe_add_gradient_clipping(cfg, optimizer_cls: Type[torch.optim.Optimizer]) -> Type[torch.optim.Optimizer]:
+    """`optimizer_cls`, or a subclass of it that clips gradients at the start of `step()` when
+    SOLVER.CLIP_GRADIENTS.ENABLED. Clipping inside `step()` sees unscaled gradients under AMP too,
+    since GradScaler unscales them before it calls `step()`."""
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if not clip.ENABLED:
+        return optimizer_cls
+    clipper = _clipper(clip.CLIP_TYPE, clip.CLIP_VALUE, clip.NORM_TYPE)
+
+    def step(self, closure=None):
+        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+        clipper(params)
+        return optimizer_cls.step(self, closure)
+
+    return type(optimizer_cls.__name__ + "WithGradientClip", (optimizer_cls,), {"step": step})
+
+
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov) or AdamW, chosen by SOLVER.OPTIMIZER, over
+    `get_default_optimizer_params` groups, with gradient clipping when enabled."""
+    solver = cfg.SOLVER
+    params = get_default_optimizer_params(
+        model,
+        base_lr=solver.BASE_LR,
+        weight_decay=solver.WEIGHT_DECAY,
+        weight_decay_norm=solver.WEIGHT_DECAY_NORM,
+        bias_lr_factor=solver.BIAS_LR_FACTOR,
+        weight_decay_bias=solver.WEIGHT_DECAY_BIAS,
+    )
+    name = solver.OPTIMIZER
+    if name.lower() == "sgd":
+        cls = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
+        return cls(params, lr=solver.BASE_LR, momentum=solver.MOMENTUM, nesterov=solver.NESTEROV)
+    if name.lower() == "adamw":
+        cls = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
+        return cls(params, lr=solver.BASE_LR)
+    raise ConfigError(f"SOLVER.OPTIMIZER must be 'SGD' or 'AdamW', got '{name}'")
+
+
+def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """The schedule named by SOLVER.LR_SCHEDULER_NAME, stepped once per iteration."""
+    solver = cfg.SOLVER
+    name = solver.LR_SCHEDULER_NAME
+    warmup = dict(
+        warmup_factor=solver.WARMUP_FACTOR, warmup_iters=solver.WARMUP_ITERS, warmup_method=solver.WARMUP_METHOD
+    )
+    if name == "WarmupMultiStepLR":
+        steps = [s for s in solver.STEPS if s <= solver.MAX_ITER]
+        if len(steps) != len(solver.STEPS):
+            logging.getLogger(__name__).warning(
+                f"SOLVER.STEPS {list(solver.STEPS)} has steps beyond SOLVER.MAX_ITER={solver.MAX_ITER}; they never apply"
+            )
+        return WarmupMultiStepLR(optimizer, steps, gamma=solver.GAMMA, **warmup)
+    if name == "WarmupCosineLR":
+        end_factor = solver.BASE_LR_END / solver.BASE_LR if solver.BASE_LR > 0 else 0.0
+        return WarmupCosineLR(optimizer, solver.MAX_ITER, end_factor=end_factor, **warmup)
+    raise ConfigError(f"SOLVER.LR_SCHEDULER_NAME must be 'WarmupMultiStepLR' or 'WarmupCosineLR', got '{name}'")

@@ -1,0 +1,96 @@
+import logging
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from d2mask.config import get_cfg
+from d2mask.engine import default_argument_parser, default_setup
+
+
+def _parse(*argv):
+    return default_argument_parser().parse_args(list(argv))
+
+
+def test_flags_and_overrides():
+    args = _parse("--config-file", "a.yaml", "--num-gpus", "2", "SOLVER.MAX_ITER", "10", "MODEL.DEVICE=cpu")
+    assert args.config_file == "a.yaml" and args.num_gpus == 2 and not args.resume
+    assert args.opts == ["SOLVER.MAX_ITER", "10", "MODEL.DEVICE=cpu"]
+    assert args.dist_url == "auto" and args.num_machines == 1 and args.machine_rank == 0
+
+
+def test_flags_after_overrides_are_recognised():
+    args = _parse("--config-file", "a.yaml", "SOLVER.MAX_ITER", "10", "--resume", "--num-gpus=4", "SEED", "-1",
+                  "--eval-only")
+    assert args.resume and args.eval_only and args.num_gpus == 4
+    assert args.opts == ["SOLVER.MAX_ITER", "10", "SEED", "-1"]
+
+
+def test_unknown_flag_after_overrides_is_rejected(capsys):
+    with pytest.raises(SystemExit) as e:
+        _parse("--config-file", "a.yaml", "SOLVER.MAX_ITER", "10", "--resmue")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized flag '--resmue' among the config overrides" in err and "--resume" in err
+
+
+def test_flag_missing_its_value_is_rejected(capsys):
+    with pytest.raises(SystemExit):
+        _parse("SOLVER.MAX_ITER", "10", "--num-gpus")
+    assert "'--num-gpus' needs a value" in capsys.readouterr().err
+
+
+def test_scripts_can_add_flags():
+    parser = default_argument_parser()
+    parser.add_argument("--my-flag", type=int, default=0)
+    args = parser.parse_args(["A.B", "1", "--my-flag", "3"])
+    assert args.my_flag == 3 and args.opts == ["A.B", "1"]
+
+
+def test_default_setup_writes_config_logs_and_seeds(tmp_path, monkeypatch):
+    monkeypatch.delenv("D2MASK_DATASETS", raising=False)
+    config_file = tmp_path / "in.yaml"
+    config_file.write_text("SOLVER:\n  MAX_ITER: 7\n")
+    cfg = get_cfg()
+    cfg.merge_from_file(str(config_file))
+    cfg.OUTPUT_DIR = str(tmp_path / "out")
+    cfg.SEED = 123
+    cfg.DATASETS.ROOT = str(tmp_path / "datasets")
+    cfg.IMPORTS = ["tests.engine.toy"]
+    cfg.freeze()
+    args = _parse("--config-file", str(config_file))
+    try:
+        default_setup(cfg, args)
+        draws = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+        logging.getLogger("d2mask.test").info("a line for the log file")
+    finally:
+        for name in ("d2mask", "fvcore", "projects"):
+            for h in logging.getLogger(name).handlers:
+                h.flush()
+    out = tmp_path / "out"
+    saved = get_cfg()
+    saved.merge_from_file(str(out / "config.yaml"))
+    assert saved.SOLVER.MAX_ITER == 7 and saved == cfg  # the full merged config, loadable again
+    log = (out / "log.txt").read_text()
+    assert "a line for the log file" in log and "SOLVER:\n  MAX_ITER: 7" in log
+    assert os.environ["D2MASK_DATASETS"] == str(tmp_path / "datasets")
+    random.seed(123)
+    np.random.seed(123)
+    torch.manual_seed(123)
+    assert draws == (random.random(), float(np.random.rand()), float(torch.rand(1)))
+
+
+def test_negative_seed_is_drawn_and_logged(tmp_path, caplog):
+    cfg = get_cfg()
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.SEED = -1
+    default_setup(cfg)
+    lines = (tmp_path / "log.txt").read_text().splitlines()
+    seed_lines = [line for line in lines if "randomly drawn seed" in line]
+    assert len(seed_lines) == 1
+    seed = int(seed_lines[0].split("seed: ")[1].split()[0])
+    first = float(torch.rand(1))
+    torch.manual_seed(seed)
+    assert float(torch.rand(1)) == first

@@ -1,0 +1,70 @@
+import math
+
+import pytest
+import torch
+
+from d2mask.solver import WarmupCosineLR, WarmupMultiStepLR, warmup_factor_at_iter
+
+
+def _optimizer(lrs=(1.0,)):
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in lrs]
+    return torch.optim.SGD(groups, lr=lrs[0])
+
+
+def _run(scheduler, optimizer, steps):
+    lrs = []
+    for _ in range(steps):
+        lrs.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def test_warmup_factor_by_hand():
+    assert warmup_factor_at_iter("linear", 0, 4, 0.2) == pytest.approx(0.2)
+    assert warmup_factor_at_iter("linear", 2, 4, 0.2) == pytest.approx(0.6)
+    assert warmup_factor_at_iter("linear", 4, 4, 0.2) == 1.0
+    assert warmup_factor_at_iter("constant", 3, 4, 0.2) == 0.2
+    with pytest.raises(ValueError, match="WARMUP_METHOD"):
+        warmup_factor_at_iter("cubic", 0, 4, 0.2)
+
+
+def test_multistep_with_linear_warmup_by_hand():
+    opt = _optimizer((1.0, 2.0))
+    sched = WarmupMultiStepLR(opt, [3, 5], gamma=0.1, warmup_factor=0.5, warmup_iters=2)
+    lrs = _run(sched, opt, 7)
+    expected = [0.5, 0.75, 1.0, 0.1, 0.1, 0.01, 0.01]
+    assert [g[0] for g in lrs] == pytest.approx(expected)
+    # a second group keeps its own base rate
+    assert [g[1] for g in lrs] == pytest.approx([2 * e for e in expected])
+
+
+def test_multistep_rejects_unsorted_steps():
+    with pytest.raises(ValueError, match="increasing"):
+        WarmupMultiStepLR(_optimizer(), [5, 3])
+
+
+def test_cosine_with_constant_warmup_and_end_factor():
+    opt = _optimizer()
+    sched = WarmupCosineLR(opt, max_iters=4, warmup_factor=0.1, warmup_iters=1, warmup_method="constant", end_factor=0.2)
+    lrs = [g[0] for g in _run(sched, opt, 6)]
+    cos = [0.2 + 0.4 * (1 + math.cos(math.pi * i / 4)) for i in range(5)]
+    assert lrs == pytest.approx([0.1 * cos[0], cos[1], cos[2], cos[3], 0.2, 0.2])
+
+
+def test_restored_scheduler_continues_the_schedule():
+    opt = _optimizer()
+    sched = WarmupMultiStepLR(opt, [6], warmup_factor=0.1, warmup_iters=3)
+    full = [g[0] for g in _run(sched, opt, 8)]
+    assert full == pytest.approx([0.1, 0.4, 0.7, 1, 1, 1, 0.1, 0.1])
+
+    opt = _optimizer()
+    sched = WarmupMultiStepLR(opt, [6], warmup_factor=0.1, warmup_iters=3)
+    _run(sched, opt, 2)
+    state = sched.state_dict()
+    opt2 = _optimizer()
+    sched2 = WarmupMultiStepLR(opt2, [6], warmup_factor=0.1, warmup_iters=3)
+    sched2.load_state_dict(state)
+    for g, lr in zip(opt2.param_groups, sched2.get_last_lr()):
+        g["lr"] = lr
+    assert [g[0] for g in _run(sched2, opt2, 6)] == pytest.approx(full[2:])

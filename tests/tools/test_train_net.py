@@ -1,0 +1,105 @@
+"""tools/train_net.py and tools/plot_metrics.py, run as a user runs them, on the quick-start config."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml"
+
+# The quick-start model on 96-pixel images of 8 training / 3 validation images: seconds per run.
+TINY = [
+    "IMPORTS=['tests.tools.tiny_shapes']", "DATASETS.TRAIN=('train_net_tiny_train',)",
+    "DATASETS.TEST=('train_net_tiny_val',)", "INPUT.MIN_SIZE_TRAIN=(96,)", "INPUT.MAX_SIZE_TRAIN=96",
+    "INPUT.MIN_SIZE_TEST=96", "INPUT.MAX_SIZE_TEST=96", "SOLVER.IMS_PER_BATCH=2", "SOLVER.WARMUP_ITERS=2",
+    "SOLVER.STEPS=(4,)", "SOLVER.CHECKPOINT_PERIOD=2", "TEST.EVAL_PERIOD=0", "DATALOADER.NUM_WORKERS=0",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN=100", "MODEL.RPN.POST_NMS_TOPK_TEST=50", "MODEL.DEVICE=cpu",
+    # an untrained model scores low: keep its detections, so that both box and mask AP are computed
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST=0.0",
+]
+
+
+def _run(*args, check=True):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "tools/train_net.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _evaluation_lines(text):
+    return re.findall(r"Evaluation of train_net_tiny_val, (?:bbox|segm): .*", text)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short quick-start run: (output dir, its stdout)."""
+    root = tmp_path_factory.mktemp("train_net")
+    out = root / "out"
+    proc = _run("--config-file", CONFIG, *TINY, "SOLVER.MAX_ITER=6", f"OUTPUT_DIR={out}",
+                f"DATASETS.ROOT={root / 'datasets'}")
+    return out, proc.stdout
+
+
+def test_quick_start_run_writes_every_output(trained):
+    out, stdout = trained
+    for name in ("config.yaml", "log.txt", "metrics.json", "last_checkpoint", "model_0000001.pth",
+                 "model_0000003.pth", "model_final.pth", "losses.png", "lr.png", "ap.png",
+                 "inference/coco_instances_results.json"):
+        assert (out / name).is_file(), name
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+    # the datasets were generated where DATASETS.ROOT says
+    assert os.listdir(out.parent / "datasets" / "shapes")
+    records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    assert records[-1]["iteration"] == 6 and "bbox/AP" in records[-1] and "segm/AP" in records[-1]
+    assert {"total_loss", "loss_rpn_cls", "loss_mask", "lr", "time", "data_time"} <= set(records[-2])
+    # the console shows the progress line and both APs
+    assert re.search(r"iter: 5 .*loss_mask: .*lr: .*max_mem: ", stdout)
+    assert len(_evaluation_lines(stdout)) == 2
+
+
+def test_eval_only_reproduces_the_final_evaluation(trained):
+    out, stdout = trained
+    proc = _run("--config-file", str(out / "config.yaml"), "--eval-only", f"MODEL.WEIGHTS={out / 'model_final.pth'}",
+                f"OUTPUT_DIR={out / 'eval'}")
+    assert _evaluation_lines(proc.stdout) == _evaluation_lines(stdout)
+
+
+def test_resume_continues_to_the_uninterrupted_weights(trained, tmp_path):
+    out, _ = trained
+    datasets = f"DATASETS.ROOT={out.parent / 'datasets'}"
+    # stopped after iteration 3 (its final checkpoint), then resumed to iteration 5
+    first = _run("--config-file", CONFIG, *TINY, "SOLVER.MAX_ITER=4", "DATASETS.TEST=()", f"OUTPUT_DIR={tmp_path}",
+                 datasets)
+    second = _run("--config-file", CONFIG, "--resume", *TINY, "SOLVER.MAX_ITER=6", "DATASETS.TEST=()",
+                  f"OUTPUT_DIR={tmp_path}", datasets)
+    assert "Starting training from iteration 0" in first.stdout
+    assert "Starting training from iteration 4" in second.stdout
+    full = torch.load(out / "model_final.pth", weights_only=True)
+    resumed = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert resumed["iteration"] == full["iteration"] == 5
+    for name, value in full["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+
+
+def test_plot_metrics_tool(trained, tmp_path):
+    out, _ = trained
+    proc = subprocess.run([sys.executable, "tools/plot_metrics.py", str(out), "--out", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["ap.png", "losses.png", "lr.png"]
+
+
+def test_command_line_mistakes_are_one_clear_line():
+    proc = _run("--config-file", CONFIG, "SOLVER.MAX_ITER", "5", "--reusme", check=False)
+    assert proc.returncode == 2 and "unrecognized flag '--reusme'" in proc.stderr
+    proc = _run("--config-file", CONFIG, "SOLVER.MAX_ITERS=5", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("Config error: Unknown config key SOLVER.MAX_ITERS")
+    assert "Traceback" not in proc.stderr

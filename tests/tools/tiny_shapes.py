@@ -1,0 +1,7 @@
+"""Registers tiny shapes datasets when imported; train_net tests name this module in IMPORTS."""
+from d2mask.data.datasets.shapes import register_shapes
+
+TRAIN, VAL = "train_net_tiny_train", "train_net_tiny_val"
+
+register_shapes(TRAIN, num_images=8, seed=1, image_size=96, object_size=(24, 48), max_objects=3)
+register_shapes(VAL, num_images=3, seed=2, image_size=96, object_size=(24, 48), max_objects=3)

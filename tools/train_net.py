@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Trains or evaluates a model described by a config, on one or several processes.
+
+    python tools/train_net.py --config-file configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml
+    python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS output/model_final.pth
+    python tools/train_net.py --config-file CFG --resume           # continue an interrupted run
+    python tools/train_net.py --config-file CFG --num-gpus 8 SOLVER.IMS_PER_BATCH 16
+
+Writes into OUTPUT_DIR: config.yaml, log.txt, metrics.json, checkpoints and last_checkpoint,
+inference/ (predictions), PNG plots of losses, learning rate and AP. See docs/training.md.
+"""
+import logging
+import sys
+
+from d2mask.checkpoint import DetectionCheckpointer
+from d2mask.config import ConfigError, get_cfg
+from d2mask.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+
+
+def setup(args):
+    """The merged, frozen config of the command line, with the process set up for it."""
+    cfg = get_cfg()
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = DefaultTrainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        return DefaultTrainer.test(cfg, model)
+    trainer = DefaultTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def _check_config(args) -> None:
+    """Merges the config once before launching, so a mistake in it is one line, not a traceback
+    from every process."""
+    cfg = get_cfg()
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    try:
+        _check_config(args)
+    except (ConfigError, ImportError) as e:
+        sys.exit(f"Config error: {e}")
+    logging.getLogger("d2mask").info(f"Command line arguments: {args}")
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
