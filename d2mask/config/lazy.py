@@ -2,13 +2,13 @@
 
     # configs/my_model.py
     from d2mask.config import LazyCall as L
-    from d2mask.modeling.backbone import ResNet
-    from ..common.optim import SGD as optimizer     # relative imports reach other config files
+    from d2mask.modeling import RandomSampler
+    from ..common.models.mask_rcnn_fpn import model    # relative imports reach other config files
 
-    model = L(ResNet)(depth=18, out_features=["res4"], ...)
+    model.roi_heads.proposal_sampler = L(RandomSampler)(batch_size_per_image=256, positive_fraction=0.5)
 
-    cfg = LazyConfig.load("configs/my_model.py")   # DictConfig: {"model": {...}, "optimizer": {...}}
-    LazyConfig.apply_overrides(cfg, ["model.depth=50"])
+    cfg = LazyConfig.load("configs/my_model.py")       # DictConfig {"model": {"_target_": ..., ...}}
+    LazyConfig.apply_overrides(cfg, ["model.roi_heads.num_classes=3"])
     model = instantiate(cfg.model)
 
 Every public top-level mapping or list in the file becomes a key of the loaded config; a file that

@@ -1,5 +1,8 @@
 """Python configs: LazyCall/instantiate, LazyConfig load/save/overrides, relative imports."""
 import collections
+import os
+import re
+import sys
 import textwrap
 
 import pytest
@@ -23,6 +26,7 @@ def explode(*, why):
     raise ValueError(why)
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = __name__  # how pytest imported this file, so that config strings can name its callables
 
 
@@ -229,38 +233,77 @@ def test_unknown_override_key_names_the_nearest_and_adds_nothing():
 # --- project modules ----------------------------------------------------------------------------
 
 PROJECT = {
-    "toyproj/__init__.py": "",
-    "toyproj/blocks.py": """
-        from d2mask.utils.registry import Registry
-        TOY_REGISTRY = Registry("TOY")
+    "lazyproj/__init__.py": "",
+    "lazyproj/samplers.py": """
+        from d2mask.modeling import SAMPLER_REGISTRY, RandomSampler
 
-        @TOY_REGISTRY.register()
-        class WideBlock:
-            def __init__(self, *, width):
-                self.width = width
+        @SAMPLER_REGISTRY.register()
+        class LazyTestRegisteredSampler(RandomSampler):
+            pass
 
-        class NarrowBlock(WideBlock):
+        class LazyTestPlainSampler(RandomSampler):  # in no registry
             pass
     """,
-    "configs/proj.py": """
+    "configs/proj/sampler_swap.py": """
+        import lazyproj.samplers  # registers LazyTestRegisteredSampler
         from d2mask.config import LazyCall as L
-        from toyproj.blocks import NarrowBlock, TOY_REGISTRY
+        from d2mask.modeling import SAMPLER_REGISTRY
+        from lazyproj.samplers import LazyTestPlainSampler
+        from ..Shapes.mask_rcnn_R_18_FPN_shapes import model
 
-        by_target = L(NarrowBlock)(width=4)
-        by_registry = L(TOY_REGISTRY.get("WideBlock"))(width=8)
+        model.proposal_generator.sampler = L(LazyTestPlainSampler)(batch_size_per_image=64, positive_fraction=0.5)
+        model.roi_heads.proposal_sampler = L(SAMPLER_REGISTRY.get("LazyTestRegisteredSampler"))(
+            batch_size_per_image=32, positive_fraction=0.25
+        )
     """,
 }
 
 
 def test_project_module_through_target_and_through_registry(tmp_path, monkeypatch):
+    from d2mask.modeling import SAMPLER_REGISTRY
+
     _write(tmp_path, PROJECT)
+    for folder in ("common", "Shapes"):
+        (tmp_path / "configs" / folder).symlink_to(os.path.join(REPO, "configs", folder))
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = LazyConfig.load(str(tmp_path / "configs/proj.py"))
-    narrow, wide = instantiate(cfg.by_target), instantiate(cfg.by_registry)
-    assert type(narrow).__name__ == "NarrowBlock" and narrow.width == 4
-    assert type(wide).__name__ == "WideBlock" and wide.width == 8
-    LazyConfig.save(cfg, str(tmp_path / "proj.yaml"))
-    again = LazyConfig.load(str(tmp_path / "proj.yaml"))
-    assert again.by_registry._target_ == "toyproj.blocks.WideBlock"
-    LazyConfig.apply_overrides(again, ["by_registry._target_=toyproj.blocks.NarrowBlock"])
-    assert type(instantiate(again.by_registry)).__name__ == "NarrowBlock"
+    try:
+        cfg = LazyConfig.load(str(tmp_path / "configs/proj/sampler_swap.py"))
+        model = instantiate(cfg.model)
+        rpn_sampler, roi_sampler = model.proposal_generator.sampler, model.roi_heads.proposal_sampler
+        assert type(rpn_sampler).__name__ == "LazyTestPlainSampler" and rpn_sampler.batch_size_per_image == 64
+        assert type(roi_sampler).__name__ == "LazyTestRegisteredSampler" and roi_sampler.batch_size_per_image == 32
+
+        # the saved config names both classes by module, so a fresh process finds them by import alone
+        LazyConfig.save(cfg, str(tmp_path / "swap.yaml"))
+        again = LazyConfig.load(str(tmp_path / "swap.yaml"))
+        assert again.model.roi_heads.proposal_sampler._target_ == "lazyproj.samplers.LazyTestRegisteredSampler"
+        swap = "model.roi_heads.proposal_sampler._target_=lazyproj.samplers.LazyTestPlainSampler"
+        LazyConfig.apply_overrides(again, [swap])
+        assert type(instantiate(again.model.roi_heads.proposal_sampler)).__name__ == "LazyTestPlainSampler"
+    finally:
+        SAMPLER_REGISTRY._obj_map.pop("LazyTestRegisteredSampler", None)
+        for name in [m for m in sys.modules if m.startswith("lazyproj")]:
+            del sys.modules[name]
+
+
+# --- docs/configs.md ----------------------------------------------------------------------------
+
+
+def _docs_python_blocks():
+    text = open(os.path.join(REPO, "docs", "configs.md"), encoding="utf-8").read()
+    section = text.split("## Python configs (LazyConfig)", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_docs_snippets_run(tmp_path, monkeypatch):
+    abridged, usage = _docs_python_blocks()
+    (tmp_path / "configs" / "Shapes").mkdir(parents=True)
+    (tmp_path / "configs" / "common").symlink_to(os.path.join(REPO, "configs", "common"))
+    (tmp_path / "configs" / "Shapes" / "mask_rcnn_R_18_FPN_shapes.py").write_text(abridged)
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(usage, namespace)
+    assert type(namespace["model"]).__name__ == "GeneralizedRCNN"
+    assert namespace["model"].roi_heads.num_classes == 5
+    again = LazyConfig.load("shapes_config.yaml")
+    assert again.train.max_iter == 500 and again.model.backbone.out_channels == 128

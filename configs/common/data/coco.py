@@ -45,5 +45,7 @@ dataloader = dict(
         num_workers=4,
     ),
     # Evaluates on the first test dataset and writes its predictions under the run's output dir.
-    evaluator=L(COCOEvaluator)(dataset_name="${..test.dataset.names[0]}", output_dir="${train.output_dir}/inference"),
+    evaluator=L(COCOEvaluator)(
+        dataset_name="${..test.dataset.names[0]}", output_dir="${train.output_dir}/inference"
+    ),
 )

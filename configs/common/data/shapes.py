@@ -6,9 +6,9 @@ dataloader.train.dataset.names = ["shapes_train"]
 dataloader.train.mapper.augmentations[0].short_edge_length = [256]
 dataloader.train.mapper.augmentations[0].max_size = 256
 dataloader.train.total_batch_size = 4
-dataloader.train.num_workers = 1
+dataloader.train.num_workers = 0
 
 dataloader.test.dataset.names = ["shapes_val"]
 dataloader.test.mapper.augmentations[0].short_edge_length = 256
 dataloader.test.mapper.augmentations[0].max_size = 256
-dataloader.test.num_workers = 1
+dataloader.test.num_workers = 0

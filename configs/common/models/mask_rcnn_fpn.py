@@ -1,7 +1,8 @@
 """Mask R-CNN with a ResNet-50-FPN backbone: the model of
 configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml, written as the objects it is made of.
 
-`model.roi_heads.num_classes` sets the classes of the box predictor and the mask head too.
+`model.roi_heads.num_classes` sets the classes of the box predictor and the mask head too, and
+`model.backbone.out_channels` the input channels of the RPN head and the ROI heads.
 """
 from d2mask.config import LazyCall as L
 from d2mask.layers import ShapeSpec
@@ -42,7 +43,7 @@ model = L(GeneralizedRCNN)(
     ),
     proposal_generator=L(RPN)(
         in_features=["p2", "p3", "p4", "p5", "p6"],
-        head=L(StandardRPNHead)(in_channels=256, num_anchors=3, box_dim=4, conv_dims=[-1]),
+        head=L(StandardRPNHead)(in_channels="${...backbone.out_channels}", num_anchors=3, box_dim=4, conv_dims=[-1]),
         anchor_generator=L(DefaultAnchorGenerator)(
             sizes=[[32], [64], [128], [256], [512]],
             aspect_ratios=[[0.5, 1.0, 2.0]] * 5,
@@ -75,7 +76,7 @@ model = L(GeneralizedRCNN)(
             pooler_type="ROIAlignV2",
         ),
         box_head=L(FastRCNNConvFCHead)(
-            input_shape=L(ShapeSpec)(channels=256, height=7, width=7),
+            input_shape=L(ShapeSpec)(channels="${....backbone.out_channels}", height=7, width=7),
             conv_dims=[],
             fc_dims=[1024, 1024],
             conv_norm="",
@@ -100,7 +101,7 @@ model = L(GeneralizedRCNN)(
             pooler_type="ROIAlignV2",
         ),
         mask_head=L(MaskRCNNConvUpsampleHead)(
-            input_shape=L(ShapeSpec)(channels=256, height=14, width=14),
+            input_shape=L(ShapeSpec)(channels="${....backbone.out_channels}", height=14, width=14),
             num_classes="${..num_classes}",
             conv_dims=[256, 256, 256, 256, 256],  # four 3x3 convs, then the 2x transposed conv
             conv_norm="",
