@@ -1,0 +1,200 @@
+"""ATSS: an anchor matcher whose IoU threshold adapts to each ground-truth box (Zhang et al., 2020,
+"Bridging the Gap Between Anchor-based and Anchor-free Detection via Adaptive Training Sample Selection").
+
+Registered in ANCHOR_MATCHER_REGISTRY as "ATSSMatcher"; select it with `MODEL.RPN.MATCHER.NAME`.
+
+Why it suits dense scenes of small objects: a fixed IoU threshold of 0.7 is out of reach for an object
+smaller than the smallest anchor (a 10 x 10 box inside a 16 x 16 anchor has IoU 0.39), so the default
+matcher leaves such objects with their single best anchor as the only positive. ATSS instead takes,
+for each GT box, the `topk` anchors of each level whose centres are nearest to the GT centre and keeps
+those whose IoU reaches the mean plus the standard deviation of these candidates' IoUs: every object
+gets positives whatever its size, in numbers that follow how well the anchors fit it.
+
+Shape shorthand: `M` ground-truth boxes, `N` anchors, `L` anchor levels, `K` candidates per GT box.
+"""
+import math
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from d2mask.config import ConfigError, configurable
+from d2mask.modeling import ANCHOR_MATCHER_REGISTRY
+from d2mask.structures import DEFAULT_MAX_CHUNK_ELEMENTS, Boxes, matched_pairwise_iou
+
+__all__ = ["ATSSMatcher", "add_config"]
+
+# An anchor centre must lie this far inside a GT box to count as inside (the ATSS paper's margin).
+_INSIDE_EPS = 0.01
+
+
+def add_config(cfg) -> None:
+    """Adds MATCHER.TOPK to both matcher stages (called for configs that list this module in IMPORTS).
+
+    Keys already present keep their values, so listing the module twice changes nothing.
+    """
+    for stage in (cfg.MODEL.RPN, cfg.MODEL.ROI_HEADS):
+        if "TOPK" not in stage.MATCHER:
+            # Candidates per level and GT box for ATSSMatcher (the paper's k).
+            stage.MATCHER.TOPK = 9
+
+
+def _level_sizes(sizes: Sequence, num_levels: int) -> List[List[float]]:
+    """MODEL.ANCHOR_GENERATOR.SIZES as one list per level, the way the anchor generator reads it."""
+    per_level = [list(s) for s in sizes] if sizes and isinstance(sizes[0], (list, tuple)) else [list(sizes)]
+    if len(per_level) == 1:
+        per_level *= num_levels
+    return per_level
+
+
+@ANCHOR_MATCHER_REGISTRY.register()
+class ATSSMatcher:
+    """Adaptive training sample selection for anchors spread over levels of different sizes.
+
+    For each GT box: take the `topk` anchors nearest (centre to centre) on each level, compute their
+    IoUs with the box, and make foreground those whose IoU is at least mean + std of those IoUs and
+    whose centre lies inside the box. An anchor chosen by several GT boxes goes to the one it overlaps
+    most. Every other anchor is background; none is ignored.
+
+    An anchor's level is found from its size (the square root of its area): it belongs to the level
+    whose anchor sizes are closest in log scale. This lets the matcher keep the registry contract
+    `matcher(gt_boxes, anchors)`, which gives the anchors of all levels concatenated without their
+    per-level counts, and it requires each level to have sizes of its own.
+
+    Distances are reduced chunk by chunk (at most `max_chunk_elements` per chunk), so the M x N
+    distance matrix is never held; the candidates' IoUs are an M x K matrix with K = topk * L.
+    The per-level anchor counts are read back to the host once per call, to slice the levels.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        level_sizes: List[List[float]],
+        topk: int = 9,
+        max_chunk_elements: int = DEFAULT_MAX_CHUNK_ELEMENTS,
+    ):
+        """
+        Args:
+            level_sizes: per anchor level, the sizes (square roots of areas) of its anchors; no size
+                may appear on two levels.
+            topk: candidates per level and GT box, chosen by centre distance.
+            max_chunk_elements: the most distances computed at once; bounds the memory used.
+        """
+        if not level_sizes or any(len(sizes) == 0 for sizes in level_sizes):
+            raise ValueError(f"ATSSMatcher needs at least one anchor size per level, got {level_sizes}")
+        flat = [float(s) for sizes in level_sizes for s in sizes]
+        if len(set(flat)) != len(flat):
+            raise ValueError(
+                f"ATSSMatcher finds an anchor's level from its size, so each level needs sizes of its own; "
+                f"got {level_sizes} (MODEL.ANCHOR_GENERATOR.SIZES)"
+            )
+        if topk < 1:
+            raise ValueError(f"ATSSMatcher topk (MATCHER.TOPK) must be >= 1, got {topk}")
+        self.num_levels = len(level_sizes)
+        self.log_sizes = [math.log(s) for s in flat]
+        self.size_levels = [level for level, sizes in enumerate(level_sizes) for _ in sizes]
+        self.topk = topk
+        self.max_chunk_elements = max_chunk_elements
+
+    @classmethod
+    def from_config(cls, cfg, stage_cfg):
+        if "TOPK" not in stage_cfg.MATCHER:
+            raise ConfigError(
+                "ATSSMatcher reads MATCHER.TOPK, which this config lacks: list 'projects.DenseText.atss_matcher' "
+                "in IMPORTS (its add_config adds the key)"
+            )
+        return {
+            "level_sizes": _level_sizes(cfg.MODEL.ANCHOR_GENERATOR.SIZES, len(cfg.MODEL.RPN.IN_FEATURES)),
+            "topk": stage_cfg.MATCHER.TOPK,
+        }
+
+    def anchor_levels(self, anchors: Boxes) -> Tensor:
+        """`Tensor[N]` int64: the level of each anchor, by its size."""
+        log_sizes = torch.tensor(self.log_sizes, device=anchors.device)
+        size_levels = torch.tensor(self.size_levels, device=anchors.device)
+        anchor_log_sizes = 0.5 * anchors.area().clamp(min=1e-6).log()
+        # (N, 1) - (1, S) -> (N, S): distance in log scale to every configured size
+        nearest_size = (anchor_log_sizes[:, None] - log_sizes[None, :]).abs().argmin(dim=1)
+        return size_levels[nearest_size]
+
+    def __call__(self, gt_boxes: Boxes, anchors: Boxes) -> Tuple[Tensor, Tensor]:
+        """
+        Args:
+            gt_boxes: the M ground-truth boxes of one image.
+            anchors: the N anchors of that image, all levels together.
+
+        Returns:
+            matched_idxs: `Tensor[N]` int64, the GT box of each foreground anchor (0 for the others).
+            match_labels: `Tensor[N]` int8, 1 foreground, 0 background.
+        """
+        device = anchors.device
+        n, m = len(anchors), len(gt_boxes)
+        matched_idxs = torch.zeros(n, dtype=torch.int64, device=device)
+        match_labels = torch.zeros(n, dtype=torch.int8, device=device)
+        if m == 0 or n == 0:
+            return matched_idxs, match_labels
+
+        candidates = self._nearest_candidates(gt_boxes, anchors)  # (M, K) anchor indices
+        k = candidates.shape[1]
+        candidate_boxes = Boxes(anchors.tensor[candidates.reshape(-1)])
+        gt_repeated = Boxes(gt_boxes.tensor[:, None, :].expand(m, k, 4).reshape(-1, 4))
+        ious = matched_pairwise_iou(gt_repeated, candidate_boxes).view(m, k)
+        # A single candidate has no spread: its own IoU is the threshold.
+        spread = ious.std(dim=1, keepdim=True) if k > 1 else torch.zeros_like(ious[:, :1])
+        threshold = ious.mean(dim=1, keepdim=True) + spread
+        centers = candidate_boxes.get_centers().view(m, k, 2)
+        gt = gt_boxes.tensor[:, None, :]  # (M, 1, 4)
+        # (M, K, 4): distances from each candidate centre to the four sides of its GT box
+        margins = torch.cat([centers - gt[..., :2], gt[..., 2:] - centers], dim=2)
+        positive = (ious >= threshold) & (margins.min(dim=2).values > _INSIDE_EPS)
+
+        # Resolve anchors chosen by several GT boxes: highest IoU wins, then the lowest GT index.
+        anchor_ids = candidates[positive]
+        gt_ids = torch.arange(m, device=device)[:, None].expand(m, k)[positive]
+        pos_ious = ious[positive]
+        best_iou = torch.full((n,), -1.0, device=device).scatter_reduce(0, anchor_ids, pos_ious, "amax")
+        wins = pos_ious == best_iou[anchor_ids]
+        winner = torch.full((n,), m, dtype=torch.int64, device=device)
+        winner.scatter_reduce_(0, anchor_ids[wins], gt_ids[wins], "amin")
+        foreground = winner < m
+        matched_idxs[foreground] = winner[foreground]
+        match_labels[foreground] = 1
+        return matched_idxs, match_labels
+
+    def _nearest_candidates(self, gt_boxes: Boxes, anchors: Boxes) -> Tensor:
+        """`Tensor[M, K]` int64: for each GT box, the indices of the `topk` anchors of each level
+        nearest to its centre (fewer on a level with fewer anchors)."""
+        levels = self.anchor_levels(anchors)
+        order = torch.argsort(levels, stable=True)
+        counts = torch.bincount(levels, minlength=self.num_levels).tolist()
+        gt_centers = gt_boxes.get_centers()  # (M, 2)
+        anchor_centers = anchors.get_centers()[order]  # (N, 2), grouped by level
+        step = max(1, self.max_chunk_elements // len(gt_boxes))
+        candidates = []
+        start = 0
+        for count in counts:
+            end = start + count
+            best_dist, best_idx = None, None
+            # A running top-k over chunks of this level's anchors, so only (M, step) distances exist.
+            # Each step sorts [previous best, chunk] stably: ties then go to the lower anchor index
+            # (anchors sharing a centre tie exactly), and the result does not depend on the chunking.
+            for chunk in range(start, end, step):
+                chunk_end = min(chunk + step, end)
+                # (M, C); computed directly rather than by matrix products, whose rounding would
+                # reorder near-equal distances
+                dist = torch.cdist(
+                    gt_centers, anchor_centers[chunk:chunk_end], compute_mode="donot_use_mm_for_euclid_dist"
+                )
+                idx = torch.arange(chunk, chunk_end, device=dist.device).expand_as(dist)
+                if best_dist is not None:
+                    dist = torch.cat([best_dist, dist], dim=1)
+                    idx = torch.cat([best_idx, idx], dim=1)
+                dist, pick = dist.sort(dim=1, stable=True)
+                best_dist = dist[:, : self.topk]
+                best_idx = idx.gather(1, pick[:, : self.topk])
+            if best_idx is not None:
+                candidates.append(best_idx)
+            start = end
+        # Positions in the level-grouped order -> indices into `anchors`.
+        return order[torch.cat(candidates, dim=1)]
