@@ -8,13 +8,24 @@
 
 Writes into OUTPUT_DIR: config.yaml, log.txt, metrics.json, checkpoints and last_checkpoint,
 inference/ (predictions), PNG plots of losses, learning rate and AP. See docs/training.md.
+
+A mistake in the input (config, flags, IMPORTS, dataset, weights: d2mask.engine.USER_ERRORS) ends
+the run with its one-line message and exit status 2; see docs/reliability.md.
 """
 import logging
 import sys
 
 from d2mask.checkpoint import DetectionCheckpointer
-from d2mask.config import ConfigError, get_cfg
-from d2mask.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from d2mask.config import get_cfg
+from d2mask.engine import (
+    EXIT_USER_ERROR,
+    USER_ERRORS,
+    DefaultTrainer,
+    default_argument_parser,
+    default_setup,
+    launch,
+    user_error_message,
+)
 
 
 def setup(args):
@@ -52,14 +63,15 @@ if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     try:
         _check_config(args)
-    except (ConfigError, ImportError) as e:
-        sys.exit(f"Config error: {e}")
-    logging.getLogger("d2mask").info(f"Command line arguments: {args}")
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+        logging.getLogger("d2mask").info(f"Command line arguments: {args}")
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except USER_ERRORS as e:
+        print(user_error_message(e), file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)

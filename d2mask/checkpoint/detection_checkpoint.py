@@ -27,6 +27,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read, or whose content is not a set of named tensors."""
 
 
+class _NothingFits(CheckpointError):
+    """Raised by `_load_model`, which does not know the file's name; `load` adds it."""
+
+
 def _atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
     """Writes a file so that `path` holds either its old content or the complete new one, never a
     partial file, even if the process dies mid-write: write a temporary file in the same directory,
@@ -123,14 +127,18 @@ class DetectionCheckpointer(Checkpointer):
 
         Raises:
             FileNotFoundError: `path` does not exist.
-            CheckpointError: the file is corrupt, truncated, or not a set of named tensors.
+            CheckpointError: the file is corrupt, truncated, or not a set of named tensors, or not
+                one of its tensors fits the model (a checkpoint of another architecture).
         """
         if path:
             local_path = self.path_manager.get_local_path(path)
             if not os.path.isfile(local_path):
                 raise FileNotFoundError(f"Checkpoint file not found: {path}")
             path = local_path
-        return super().load(path, checkpointables)
+        try:
+            return super().load(path, checkpointables)
+        except _NothingFits as e:
+            raise CheckpointError(f"Cannot load {path}: {e}") from None
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         if filename.endswith(".pkl"):
@@ -184,12 +192,22 @@ class DetectionCheckpointer(Checkpointer):
         return {"model": blobs, "__author__": "Caffe2" if _is_caffe2_naming(blobs) else "unknown", "matching_heuristics": True}
 
     def _load_model(self, checkpoint: Dict[str, Any]):
+        names = list(checkpoint["model"])
         if checkpoint.get("matching_heuristics", False):
             state = {k: torch.as_tensor(v) for k, v in checkpoint["model"].items()}
             if checkpoint.get("__author__") == "Caffe2":
                 state = convert_c2_resnet_names(state)
             checkpoint["model"] = align_and_update_state_dicts(self.model.state_dict(), state)
-        return super()._load_model(checkpoint)
+        incompatible = super()._load_model(checkpoint)
+        model_names = list(self.model.state_dict())
+        # Training on with every weight freshly initialised is never what loading weights meant.
+        if names and model_names and set(incompatible.missing_keys) >= set(model_names):
+            raise _NothingFits(
+                f"none of its {len(names)} tensors fits the model ({len(incompatible.incorrect_shapes)} have "
+                f"another shape, the others another name). The checkpoint has e.g. {names[:3]}, the model "
+                f"{model_names[:3]}: it holds another architecture, or names without the model's prefixes"
+            )
+        return incompatible
 
     def _log_incompatible_keys(self, incompatible) -> None:
         skipped = {name for name, _, _ in incompatible.incorrect_shapes}

@@ -38,6 +38,8 @@ def _read_yaml(filename: str) -> Dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(f"Malformed YAML in {filename}{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"Malformed YAML in {filename}: nested too deeply to be a config") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -66,6 +68,8 @@ def load_yaml_with_base(filename: str, _chain: Sequence[str] = ()) -> Dict[str, 
         cycle = " -> ".join(list(_chain) + [filename])
         raise ConfigError(f"Cyclic _BASE_ chain: {cycle}")
     data = _read_yaml(filename)
+    if not isinstance(data.get("IMPORTS", []), list):
+        raise ConfigError(f"{filename}: IMPORTS must be a list of module names, got {data['IMPORTS']!r}")
     base_name = data.pop(BASE_KEY, None)
     if base_name is None:
         return data
@@ -157,6 +161,8 @@ class CfgNode(_FvcoreCfgNode):
 
     def _merge_dict(self, data: Dict[str, Any], prefix: str, source: str) -> None:
         for key, value in data.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{prefix}{key!r}{source}: config keys are names, got the {_type_name(key)} {key!r}")
             full = prefix + key
             node, leaf = self._resolve(full, source)
             if isinstance(node[leaf], _FvcoreCfgNode):

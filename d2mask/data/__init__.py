@@ -9,7 +9,7 @@ from .build import (
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from .catalog import DatasetCatalog, Metadata, MetadataCatalog
+from .catalog import DatasetCatalog, DatasetError, Metadata, MetadataCatalog
 from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, ToIterableDataset
 from .dataset_mapper import DatasetMapper
 from .datasets.builtin import register_all_builtins
@@ -18,6 +18,7 @@ __all__ = [
     "DatasetCatalog",
     "MetadataCatalog",
     "Metadata",
+    "DatasetError",
     "DatasetMapper",
     "DatasetFromList",
     "MapDataset",

@@ -12,10 +12,10 @@ import torch
 import torch.utils.data as torchdata
 from tabulate import tabulate
 
-from ..config import configurable
+from ..config import ConfigError, configurable
 from ..utils import comm
 from ..utils.env import seed_all_rng
-from .catalog import DatasetCatalog, MetadataCatalog, check_dataset_names
+from .catalog import DatasetCatalog, DatasetError, MetadataCatalog, check_dataset_names
 from .common import AspectRatioGroupedDataset, DatasetFromList, MapDataset, ToIterableDataset
 from .dataset_mapper import DatasetMapper
 from .detection_utils import check_metadata_consistency
@@ -23,6 +23,7 @@ from .samplers import InferenceSampler, RepeatFactorTrainingSampler, TrainingSam
 
 __all__ = [
     "get_detection_dataset_dicts",
+    "check_model_fits_data",
     "build_batch_data_loader",
     "build_detection_train_loader",
     "build_detection_test_loader",
@@ -49,11 +50,11 @@ def get_detection_dataset_dicts(
     """
     names = check_dataset_names(names)
     if not names:
-        raise ValueError("No dataset names given; set DATASETS.TRAIN / DATASETS.TEST to registered dataset names")
+        raise ConfigError("No dataset names given; set DATASETS.TRAIN / DATASETS.TEST to registered dataset names")
     per_dataset = [DatasetCatalog.get(name) for name in names]
     for name, dicts in zip(names, per_dataset):
         if not dicts:
-            raise ValueError(f"Dataset '{name}' is empty: its registered function returned no images")
+            raise DatasetError(f"Dataset '{name}' is empty: its registered function returned no images")
     dataset_dicts = list(itertools.chain.from_iterable(per_dataset))
     has_annotations = "annotations" in dataset_dicts[0]
 
@@ -62,7 +63,7 @@ def get_detection_dataset_dicts(
         dataset_dicts = [d for d in dataset_dicts if _has_instances(d)]
         logger.info(f"Removed {before - len(dataset_dicts)} of {before} images without (non-crowd) annotations")
         if not dataset_dicts:
-            raise ValueError(
+            raise DatasetError(
                 f"Datasets {names} are empty after filtering out the {before} images without (non-crowd) "
                 f"annotations; check the annotations, or set DATALOADER.FILTER_EMPTY_ANNOTATIONS False"
             )
@@ -77,6 +78,29 @@ def _log_instance_counts(dataset_dicts: List[Dict], class_names: Optional[List[s
     rows = [(class_names[c] if class_names and c < len(class_names) else c, n) for c, n in sorted(counts.items())]
     rows.append(("total", sum(counts.values())))
     logger.info("Instances per category:\n" + tabulate(rows, headers=["category", "#instances"], tablefmt="pipe"))
+
+
+def check_model_fits_data(cfg, dataset_dicts: List[Dict], names: Sequence[str]) -> None:
+    """Raises ConfigError when the model the config describes cannot learn the datasets' annotations:
+    fewer MODEL.ROI_HEADS.NUM_CLASSES than the datasets have classes, or MODEL.MASK_ON with no mask
+    in any annotation. Checked before training, so that the mistake is not found at the first step
+    (an index out of range deep in a loss) or never (a mask head that learns nothing)."""
+    if cfg.MODEL.META_ARCHITECTURE == "ProposalNetwork":  # no classes, no masks
+        return
+    annotations = [ann for d in dataset_dicts for ann in d.get("annotations", [])]
+    classes = MetadataCatalog.get(names[0]).get("thing_classes") or []
+    num_classes = max([len(classes)] + [int(ann["category_id"]) + 1 for ann in annotations])
+    if num_classes > cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+        listed = f" ({', '.join(map(str, classes[:10]))}{', ...' if len(classes) > 10 else ''})" if classes else ""
+        raise ConfigError(
+            f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES} but DATASETS.TRAIN {tuple(names)} "
+            f"has {num_classes} classes{listed}; set MODEL.ROI_HEADS.NUM_CLASSES {num_classes}"
+        )
+    if cfg.MODEL.MASK_ON and annotations and not any("segmentation" in ann for ann in annotations):
+        raise ConfigError(
+            f"MODEL.MASK_ON is True but no annotation of DATASETS.TRAIN {tuple(names)} has a 'segmentation'; "
+            f"set MODEL.MASK_ON False to train boxes only, or train on a dataset with masks"
+        )
 
 
 def _trivial_batch_collator(batch: List[Any]) -> List[Any]:
@@ -112,7 +136,7 @@ def build_batch_data_loader(
     """
     world_size = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world_size != 0:
-        raise ValueError(
+        raise ConfigError(
             f"SOLVER.IMS_PER_BATCH ({total_batch_size}) must be a positive multiple of the number of processes "
             f"({world_size}): each process loads IMS_PER_BATCH / world_size images"
         )
@@ -134,6 +158,7 @@ def _train_loader_from_config(cfg, mapper: Optional[Callable] = None, *, dataset
     names = check_dataset_names(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
     if dataset is None:
         dataset = get_detection_dataset_dicts(names, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        check_model_fits_data(cfg, dataset, names)
     if sampler is None:
         name = cfg.DATALOADER.SAMPLER_TRAIN
         logger.info(f"Using training sampler {name}")
@@ -145,7 +170,7 @@ def _train_loader_from_config(cfg, mapper: Optional[Callable] = None, *, dataset
             )
             sampler = RepeatFactorTrainingSampler(factors)
         else:
-            raise ValueError(f"Unknown DATALOADER.SAMPLER_TRAIN {name!r}; choose one of {_TRAIN_SAMPLERS}")
+            raise ConfigError(f"Unknown DATALOADER.SAMPLER_TRAIN {name!r}; choose one of {_TRAIN_SAMPLERS}")
     return {
         "dataset": dataset,
         "sampler": sampler,

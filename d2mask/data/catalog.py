@@ -10,9 +10,14 @@ A dataset dict (Detectron2's format) describes one image:
 from collections import UserDict
 from typing import Any, Callable, Dict, List, Sequence
 
-from ..utils.registry import did_you_mean
+from ..utils.registry import RegistryError, did_you_mean
 
-__all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata", "check_dataset_names"]
+__all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata", "DatasetError", "check_dataset_names"]
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as it is: a file or record that breaks the format above, an
+    unreadable image, or datasets that contradict each other. The message names the file or record."""
 
 
 def _unknown_name_message(kind: str, name: str, names: Sequence[str]) -> str:
@@ -57,7 +62,7 @@ class _DatasetCatalog(UserDict):
     def get(self, name: str) -> List[Dict]:
         """Calls the function registered as `name` and returns its dataset dicts."""
         if name not in self:
-            raise KeyError(_unknown_name_message("dataset", name, list(self.keys())))
+            raise RegistryError(_unknown_name_message("dataset", name, list(self.keys())))
         dicts = self[name]()
         if not isinstance(dicts, list):
             raise TypeError(f"The function registered as dataset '{name}' must return a list of dicts, "
@@ -70,7 +75,7 @@ class _DatasetCatalog(UserDict):
 
     def remove(self, name: str) -> None:
         if name not in self:
-            raise KeyError(_unknown_name_message("dataset", name, list(self.keys())))
+            raise RegistryError(_unknown_name_message("dataset", name, list(self.keys())))
         del self[name]
 
     def __str__(self) -> str:

@@ -9,7 +9,8 @@ import torch
 
 from ..structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks, polygons_to_bitmask
 from . import transforms as T
-from .catalog import MetadataCatalog
+from ..config import ConfigError
+from .catalog import DatasetError, MetadataCatalog
 
 __all__ = [
     "SUPPORTED_IMAGE_FORMATS",
@@ -37,7 +38,7 @@ def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
         `ndarray[H, W, 3]` uint8 in the requested channel order, or `ndarray[H, W, 1]` for "L".
     """
     if format not in SUPPORTED_IMAGE_FORMATS:
-        raise ValueError(f"Unsupported image format {format!r}; INPUT.FORMAT must be one of {SUPPORTED_IMAGE_FORMATS}")
+        raise ConfigError(f"Unsupported image format {format!r}; INPUT.FORMAT must be one of {SUPPORTED_IMAGE_FORMATS}")
     try:
         with open(file_name, "rb") as f:
             data = np.frombuffer(f.read(), dtype=np.uint8)
@@ -46,7 +47,7 @@ def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
     flags = cv2.IMREAD_GRAYSCALE if format == "L" else cv2.IMREAD_COLOR
     image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
-        raise ValueError(f"Cannot decode image file {file_name}: not an image format OpenCV can read, or corrupt")
+        raise DatasetError(f"Cannot decode image file {file_name}: not an image format OpenCV can read, or corrupt")
     if format == "L":
         return image[:, :, None]
     return image[:, :, ::-1].copy() if format == "RGB" else image
@@ -67,7 +68,7 @@ def check_image_size(dataset_dict: Dict[str, Any], image: np.ndarray) -> None:
     if "height" in dataset_dict or "width" in dataset_dict:
         expected = (dataset_dict.get("height"), dataset_dict.get("width"))
         if expected != actual:
-            raise ValueError(
+            raise DatasetError(
                 f"Image {dataset_dict.get('file_name', '<unknown file>')} is {actual[1]}x{actual[0]} (width x height) "
                 f"but its annotation says {expected[1]}x{expected[0]}; the annotations do not belong to this image "
                 f"(or it was resized after annotation)"
@@ -137,15 +138,15 @@ def annotations_to_instances(
 
     with_segm = ["segmentation" in obj for obj in annos]
     if any(with_segm) and not all(with_segm):
-        raise ValueError(f"{with_segm.count(False)} of {len(annos)} annotations of one image have no 'segmentation'; "
-                         f"either all of an image's annotations have masks or none")
+        raise DatasetError(f"{with_segm.count(False)} of {len(annos)} annotations of one image have no 'segmentation'; "
+                           f"either all of an image's annotations have masks or none")
     if not any(with_segm):
         return target
     segms = [obj["segmentation"] for obj in annos]
     if mask_format == "polygon":
         for segm in segms:
             if not isinstance(segm, list):
-                raise ValueError(
+                raise DatasetError(
                     f"INPUT.MASK_FORMAT is 'polygon' but an annotation's segmentation is a {type(segm).__name__} "
                     f"(an RLE or a bitmap); set INPUT.MASK_FORMAT to 'bitmask' for such datasets"
                 )
@@ -156,7 +157,7 @@ def annotations_to_instances(
         tensor = torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, h, w, dtype=torch.bool)
         target.gt_masks = BitMasks(tensor)
     else:
-        raise ValueError(f"Unknown mask format {mask_format!r}; INPUT.MASK_FORMAT must be 'polygon' or 'bitmask'")
+        raise ConfigError(f"Unknown mask format {mask_format!r}; INPUT.MASK_FORMAT must be 'polygon' or 'bitmask'")
     return target
 
 
@@ -165,7 +166,7 @@ def _to_bitmask(segm: Any, height: int, width: int) -> np.ndarray:
         return polygons_to_bitmask([np.asarray(p, dtype=np.float64) for p in segm], height, width)
     mask = _decode_rle(segm) if isinstance(segm, dict) else np.asarray(segm, dtype=bool)
     if mask.shape != (height, width):
-        raise ValueError(f"A mask of size {mask.shape} does not match its image of size {(height, width)}")
+        raise DatasetError(f"A mask of size {mask.shape} does not match its image of size {(height, width)}")
     return mask
 
 
@@ -190,7 +191,7 @@ def build_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
         )]
         flip = cfg.INPUT.RANDOM_FLIP
         if flip not in ("horizontal", "vertical", "none"):
-            raise ValueError(f"INPUT.RANDOM_FLIP must be 'horizontal', 'vertical' or 'none', got {flip!r}")
+            raise ConfigError(f"INPUT.RANDOM_FLIP must be 'horizontal', 'vertical' or 'none', got {flip!r}")
         if flip != "none":
             augs.append(T.RandomFlip(horizontal=flip == "horizontal", vertical=flip == "vertical"))
         return augs
@@ -204,7 +205,7 @@ def check_metadata_consistency(key: str, dataset_names: Sequence[str]) -> None:
     values = [(name, v) for name, v in values if v is not None]
     for name, value in values[1:]:
         if value != values[0][1]:
-            raise ValueError(
+            raise DatasetError(
                 f"Datasets '{values[0][0]}' and '{name}' have different metadata '{key}': {values[0][1]!r:.300} vs "
                 f"{value!r:.300}. Datasets trained or evaluated together must agree on it."
             )

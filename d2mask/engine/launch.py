@@ -5,7 +5,8 @@
 - joins the job a launcher already set up (torchrun; SLURM's srun with one task per GPU), or
 - spawns one process per GPU of this machine and joins them to the job at `dist_url`.
 NCCL is used on GPUs, gloo on CPU (where several processes are allowed, e.g. for tests). If any
-process raises or dies, the others are ended and `launch` raises with that process's traceback.
+process raises or dies, the others are ended and `launch` raises with that process's traceback;
+a process stopped by a user error (`USER_ERRORS`) prints its message alone instead.
 """
 import ctypes
 import datetime
@@ -24,6 +25,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..utils import comm
+from .errors import EXIT_USER_ERROR, USER_ERRORS, LaunchError, user_error_message
 
 __all__ = ["DEFAULT_TIMEOUT", "launch"]
 
@@ -48,7 +50,7 @@ def _check_port_free(dist_url: str) -> None:
             s.bind(("", url.port))
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise RuntimeError(
+                raise LaunchError(
                     f"--dist-url {dist_url}: port {url.port} is already in use on this machine; "
                     f"choose another port, or --dist-url auto on a single machine"
                 ) from None
@@ -123,10 +125,20 @@ def launch(
         timeout: how long collective operations may wait for each other.
 
     Raises:
-        ValueError: more processes per machine than GPUs, or "auto" with several machines.
+        LaunchError: no processes or machines, a machine rank outside the machines, more processes
+            per machine than GPUs, "auto" with several machines, a rendezvous port in use; or a
+            process stopped on a user error, which it printed.
         torch.multiprocessing.ProcessRaisedException / ProcessExitedException: a process raised
             (its traceback is in the message) or died; the others were ended.
     """
+    if num_gpus_per_machine < 1 or num_machines < 1:
+        raise LaunchError(
+            f"--num-gpus {num_gpus_per_machine} --num-machines {num_machines}: each must be at least 1"
+        )
+    if not 0 <= machine_rank < num_machines:
+        raise LaunchError(
+            f"--machine-rank {machine_rank} with --num-machines {num_machines}: the rank must be 0 to {num_machines - 1}"
+        )
     launched = _launcher_env(num_gpus_per_machine, num_machines)
     if launched is not None:
         if not dist.is_initialized():
@@ -136,7 +148,7 @@ def launch(
 
     world_size = num_machines * num_gpus_per_machine
     if torch.cuda.is_available() and num_gpus_per_machine > torch.cuda.device_count():
-        raise ValueError(
+        raise LaunchError(
             f"--num-gpus {num_gpus_per_machine} asks for more GPUs than this machine has "
             f"({torch.cuda.device_count()} visible)"
         )
@@ -147,7 +159,7 @@ def launch(
         logger.warning(f"No GPU found: starting {num_gpus_per_machine} processes on the CPU (gloo)")
     if dist_url in (None, "auto"):
         if num_machines > 1:
-            raise ValueError(
+            raise LaunchError(
                 "--dist-url auto works on one machine only; with several machines pass "
                 "--dist-url tcp://HOST:PORT naming machine 0"
             )
@@ -155,13 +167,18 @@ def launch(
     elif machine_rank == 0:
         _check_port_free(dist_url)
 
-    mp.start_processes(
-        _worker,
-        nprocs=num_gpus_per_machine,
-        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, tuple(args), timeout),
-        daemon=False,
-        start_method="spawn",
-    )
+    try:
+        mp.start_processes(
+            _worker,
+            nprocs=num_gpus_per_machine,
+            args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, tuple(args), timeout),
+            daemon=False,
+            start_method="spawn",
+        )
+    except mp.ProcessExitedException as e:
+        if e.exit_code != EXIT_USER_ERROR:
+            raise
+        raise LaunchError(f"Process {e.error_index} of the job stopped on the error it printed above") from None
 
 
 def _die_with_parent() -> None:
@@ -198,6 +215,11 @@ def _worker(
         comm.create_local_process_group(num_gpus_per_machine)
         comm.synchronize()
         main_func(*args)
+    except USER_ERRORS as e:
+        # its message says what to fix; every rank's traceback would bury it
+        sys.stderr.write(f"Rank {rank}: {user_error_message(e)}\n")
+        sys.stderr.flush()
+        raise SystemExit(EXIT_USER_ERROR) from None
     except BaseException:
         # The launching process re-raises one failure, which may be another rank's consequence of
         # this one (a broken collective); printed here, the first failure is always in the output.

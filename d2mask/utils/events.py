@@ -176,6 +176,16 @@ def _new_scalars(storage: EventStorage, window_size: int, after_iter: int) -> Di
     return by_iter
 
 
+def _ends_in_a_cut_line(path: str) -> bool:
+    """Whether a file exists, is not empty, and does not end with a newline."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:  # absent or empty
+        return False
+
+
 class JSONWriter(EventWriter):
     """Appends one JSON object per iteration to a file: {"iteration": 19, "total_loss": 1.2, ...}.
 
@@ -184,7 +194,11 @@ class JSONWriter(EventWriter):
     """
 
     def __init__(self, json_file: str, window_size: int = 20):
+        cut = _ends_in_a_cut_line(json_file)
         self._file = open(json_file, "a", encoding="utf-8")
+        if cut:
+            # a run killed mid-write left half a line: the resumed run's records start on a new one
+            self._file.write("\n")
         self._window_size = window_size
         self._last_write = -1
 

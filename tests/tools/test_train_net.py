@@ -100,6 +100,6 @@ def test_command_line_mistakes_are_one_clear_line():
     proc = _run("--config-file", CONFIG, "SOLVER.MAX_ITER", "5", "--reusme", check=False)
     assert proc.returncode == 2 and "unrecognized flag '--reusme'" in proc.stderr
     proc = _run("--config-file", CONFIG, "SOLVER.MAX_ITERS=5", check=False)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().startswith("Config error: Unknown config key SOLVER.MAX_ITERS")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("ConfigError: Unknown config key SOLVER.MAX_ITERS")
     assert "Traceback" not in proc.stderr

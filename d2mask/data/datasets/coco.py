@@ -2,12 +2,14 @@
 
 Nothing in a json is trusted. A file that is not COCO (not JSON, a missing top-level key, a record
 without a required field) is an error naming the file and the first bad record. Annotations that are
-well-formed but unusable are dropped, and the log says how many for each reason.
+well-formed but unusable are dropped, and the log says how many for each reason and the id of the
+first. A file is an error, raised as `DatasetError`, or not at all: nothing else escapes.
 """
 import contextlib
 import io
 import json
 import logging
+import math
 import os
 from collections import Counter
 from typing import Any, Dict, List, Optional, Tuple
@@ -17,7 +19,7 @@ import pycocotools.mask as mask_util
 from pycocotools.coco import COCO
 
 from ...structures import BoxMode
-from ..catalog import DatasetCatalog, MetadataCatalog
+from ..catalog import DatasetCatalog, DatasetError, MetadataCatalog
 
 __all__ = ["load_coco_json", "register_coco_instances", "convert_to_coco_dict"]
 
@@ -47,19 +49,21 @@ def _read_json(json_file: str) -> Dict[str, Any]:
     except FileNotFoundError:
         raise FileNotFoundError(f"COCO json file not found: {json_file}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{json_file} is not a valid JSON file: {e}") from None
+        raise DatasetError(f"{json_file} is not a valid JSON file: {e}") from None
+    except RecursionError:
+        raise DatasetError(f"{json_file} is not a COCO json: it is nested too deeply") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{json_file}: a COCO json must hold an object with keys {list(_TOP_LEVEL_KEYS)}, "
-                         f"got a {type(data).__name__}")
+        raise DatasetError(f"{json_file}: a COCO json must hold an object with keys {list(_TOP_LEVEL_KEYS)}, "
+                           f"got a {type(data).__name__}")
     missing = [k for k in _TOP_LEVEL_KEYS if k not in data]
     if missing:
-        raise ValueError(f"{json_file}: missing top-level key(s) {missing}; a COCO instances json has "
-                         f"{list(_TOP_LEVEL_KEYS)} (found {sorted(data)})")
+        raise DatasetError(f"{json_file}: missing top-level key(s) {missing}; a COCO instances json has "
+                           f"{list(_TOP_LEVEL_KEYS)} (found {sorted(data)})")
     return data
 
 
-def _bad_record(json_file: str, kind: str, index: int, record: Any, problem: str) -> ValueError:
-    return ValueError(f"{json_file}: {kind}[{index}] {problem}. The record: {json.dumps(record)[:300]}")
+def _bad_record(json_file: str, kind: str, index: int, record: Any, problem: str) -> DatasetError:
+    return DatasetError(f"{json_file}: {kind}[{index}] {problem}. The record: {json.dumps(record)[:300]}")
 
 
 def _validate_records(json_file: str, data: Dict[str, Any]) -> None:
@@ -67,7 +71,7 @@ def _validate_records(json_file: str, data: Dict[str, Any]) -> None:
     for kind, fields in _REQUIRED_FIELDS.items():
         records = data[kind]
         if not isinstance(records, list):
-            raise ValueError(f"{json_file}: '{kind}' must be a list, got a {type(records).__name__}")
+            raise DatasetError(f"{json_file}: '{kind}' must be a list, got a {type(records).__name__}")
         seen_ids = set()
         for i, record in enumerate(records):
             if not isinstance(record, dict):
@@ -106,16 +110,27 @@ def _validate_annotation(json_file: str, index: int, ann: Dict[str, Any]) -> Non
         size, counts = segm.get("size"), segm.get("counts")
         if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
             raise _bad_record(json_file, "annotations", index, ann, "has an RLE without a 'size' [height, width]")
-        if not (isinstance(counts, str) or (isinstance(counts, list) and all(isinstance(v, int) for v in counts))):
+        if not (isinstance(counts, str) or (isinstance(counts, list) and all(_is_count(v) for v in counts))):
             raise _bad_record(json_file, "annotations", index, ann,
-                              "has an RLE whose 'counts' is neither a string nor a list of ints")
+                              "has an RLE whose 'counts' is neither a string nor a list of non-negative ints")
     else:
         raise _bad_record(json_file, "annotations", index, ann,
                           "has a 'segmentation' that is neither a list of polygons nor an RLE object")
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    # json reads NaN, Infinity and ints of any size; boxes or polygons of them would poison the losses
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _is_count(value: Any) -> bool:
+    # pycocotools keeps RLE counts as unsigned 32-bit integers
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
 
 
 def _clean_segmentation(segm: Any, height: int, width: int) -> Tuple[Any, Optional[str]]:
@@ -141,6 +156,10 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
     polygon, with a non-positive box size, a wrong-sized RLE, or an unknown image or category id are
     dropped and counted in a warning. Images without annotations are kept.
 
+    Raises:
+        FileNotFoundError: there is no `json_file`.
+        DatasetError: the file is not a COCO instances json; the message names the first bad record.
+
     Args:
         json_file: path of the json.
         image_root: directory the images' "file_name"s are relative to.
@@ -165,6 +184,7 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
         )
 
     dropped: Counter = Counter()
+    first_dropped: Dict[str, Any] = {}  # reason -> id of the first annotation dropped for it
     num_kept = 0
     dataset_dicts = []
     for img in data["images"]:
@@ -179,16 +199,20 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
             obj, reason = _to_instance(ann, id_map, img["height"], img["width"])
             if reason is not None:
                 dropped[reason] += 1
+                first_dropped.setdefault(reason, ann["id"])
                 continue
             record["annotations"].append(obj)
         num_kept += len(record["annotations"])
         dataset_dicts.append(record)
 
     image_ids = set(coco.imgs)
-    dropped[_UNKNOWN_IMAGE] = sum(1 for ann in data["annotations"] if ann["image_id"] not in image_ids)
+    unknown_image = [ann["id"] for ann in data["annotations"] if ann["image_id"] not in image_ids]
+    dropped[_UNKNOWN_IMAGE] = len(unknown_image)
+    if unknown_image:
+        first_dropped[_UNKNOWN_IMAGE] = unknown_image[0]
     dropped = +dropped  # drops zero counts
     if dropped:
-        reasons = "; ".join(f"{n} {reason}" for reason, n in dropped.items())
+        reasons = "; ".join(f"{n} {reason} (first: id {first_dropped[reason]!r})" for reason, n in dropped.items())
         logger.warning(f"{json_file}: dropped {sum(dropped.values())} of {len(data['annotations'])} "
                        f"annotations: {reasons}")
     logger.info(f"Loaded {len(dataset_dicts)} images with {num_kept} annotations from {json_file}")

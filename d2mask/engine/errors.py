@@ -1,0 +1,38 @@
+"""Which errors are the user's to fix, and how scripts report them.
+
+A user error comes from the input of a run: a config file, key or value, a command-line flag, a
+module listed in IMPORTS, a registry name, a dataset, a weights file. Its message names the
+file/key/value and says what was expected, so `tools/train_net.py` prints that message alone and
+exits with `EXIT_USER_ERROR`; a traceback into d2mask's internals would only bury it. Every other
+exception is a bug or a failure of the machine and keeps its traceback.
+"""
+from ..checkpoint import CheckpointError
+from ..config import ConfigError
+from ..data import DatasetError
+from ..utils.registry import RegistryError
+
+__all__ = ["EXIT_USER_ERROR", "LaunchError", "USER_ERRORS", "user_error_message"]
+
+# The exit status of a run stopped by a user error; argparse uses it for a bad command line too.
+EXIT_USER_ERROR = 2
+
+
+class LaunchError(ValueError, RuntimeError):
+    """A job that cannot start as asked on this machine (--num-gpus, --num-machines, --dist-url),
+    or one of whose processes stopped on a user error (reported by that process)."""
+
+
+USER_ERRORS = (
+    ConfigError,  # config files, keys and values; settings that contradict each other or the data
+    ImportError,  # a module named in IMPORTS (the message carries the module's own error)
+    RegistryError,  # a name no registry (of model parts, of datasets) has
+    CheckpointError,  # weights that are corrupt, truncated or carry code
+    DatasetError,  # dataset files, records and images
+    FileNotFoundError,  # a config, json, image or weights file that is not there
+    LaunchError,
+)
+
+
+def user_error_message(error: BaseException) -> str:
+    """The one line a script prints for a user error: its type and message."""
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,60 @@
+"""tools/train_net.py, run as a user runs it, on user errors raised inside a run, in one process and in
+two: one message per process and exit status 2, no traceback, no code from a weights file run, and
+the output directory of an earlier run untouched. (Config errors, found before launching, are
+tests/tools/test_train_net.py::test_command_line_mistakes_are_one_clear_line.)"""
+import os
+import pickle
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOY = ["IMPORTS=['tests.reliability.toy_project']", "MODEL.META_ARCHITECTURE=ReliabilityToyModel", "MODEL.DEVICE=cpu",
+       "DATASETS.TRAIN=('reliability_toy_train',)", "DATASETS.TEST=()", "INPUT.MIN_SIZE_TRAIN=(32,)",
+       "INPUT.MAX_SIZE_TRAIN=32", "SOLVER.IMS_PER_BATCH=2", "SOLVER.MAX_ITER=3", "DATALOADER.NUM_WORKERS=0"]
+
+
+def _train_net(*args):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "tools/train_net.py", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_weights_carrying_code_end_the_run_with_one_line_and_run_nothing(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    # an earlier run's checkpoint, which the failed run must leave as it was
+    (out / "model_0000009.pth").write_bytes(b"earlier weights")
+    (out / "last_checkpoint").write_text("model_0000009.pth")
+    weights = tmp_path / "evil.pkl"
+    weights.write_bytes(pickle.dumps({"model": {"w": _Payload(tmp_path / "pwned")}}, protocol=2))
+
+    proc = _train_net(*TOY, f"OUTPUT_DIR={out}", f"DATASETS.ROOT={tmp_path / 'datasets'}", f"MODEL.WEIGHTS={weights}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"CheckpointError: Refusing to load {weights}: it references "
+                                                           f"'posix.system'")
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "pwned").exists()
+    assert (out / "model_0000009.pth").read_bytes() == b"earlier weights"
+    assert (out / "last_checkpoint").read_text() == "model_0000009.pth"
+
+
+def test_a_user_error_in_every_process_of_a_job_is_one_line_each(tmp_path):
+    proc = _train_net("--num-gpus", "2", *TOY, "MODEL.META_ARCHITECTURE=ReliabilityToyModle", f"OUTPUT_DIR={tmp_path}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    reported = [line for line in lines if line.startswith("Rank ")]
+    assert reported, proc.stderr[-3000:]
+    for line in reported:
+        assert "RegistryError: No object named 'ReliabilityToyModle' in the META_ARCH registry. Did you mean " \
+               "'ReliabilityToyModel'?" in line
+    assert lines[-1].startswith("LaunchError: Process ") and lines[-1].endswith("stopped on the error it printed above")
+    assert "Traceback" not in proc.stdout + proc.stderr
+

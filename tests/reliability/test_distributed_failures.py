@@ -1,0 +1,78 @@
+"""A 2-process gloo job with a failing rank ends quickly and completely: a non-zero exit, the failing
+rank's message, and no process left behind. Runs `dist_job.py` as a user runs a script."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dist_job.py")
+# After the failure, the job must be over within this many seconds (gloo alone would wait 30 minutes).
+DEADLINE = 30
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            status = f.read()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has ended; only its exit status is left to collect
+
+
+def _start(mode, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, JOB, mode, str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120  # start-up: three interpreters importing torch
+    pid_files = [tmp_path / f"rank{r}.pid" for r in range(2)]
+    while not all(p.exists() for p in pid_files):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"the job did not start its two ranks:\n{err[-3000:]}")
+        time.sleep(0.05)
+    return proc, [int(p.read_text()) for p in pid_files]
+
+
+def _finish(proc):
+    try:
+        _, err = proc.communicate(timeout=DEADLINE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"the job was still running {DEADLINE}s after the failure")
+    return proc.returncode, err
+
+
+def _assert_all_gone(pids):
+    deadline = time.monotonic() + 5  # the kernel delivers a parent-death signal asynchronously
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in pids if _alive(p)], "processes of the job outlived it"
+
+
+def test_a_raising_rank_ends_the_job_with_its_message(tmp_path):
+    proc, ranks = _start("raise", tmp_path)
+    code, err = _finish(proc)
+    assert code != 0
+    assert "Rank 1 failed" in err and "RuntimeError: boom on rank 1" in err
+    _assert_all_gone(ranks)
+
+
+def test_a_rank_killed_from_outside_ends_the_job(tmp_path):
+    proc, ranks = _start("wait", tmp_path)
+    os.kill(ranks[1], signal.SIGKILL)
+    code, err = _finish(proc)
+    assert code != 0
+    assert "process 1 terminated with signal SIGKILL" in err
+    _assert_all_gone(ranks)
+
+
+def test_killing_the_launching_process_ends_every_rank(tmp_path):
+    proc, ranks = _start("wait", tmp_path)
+    proc.kill()
+    proc.communicate(timeout=DEADLINE)
+    _assert_all_gone(ranks)

@@ -1,0 +1,118 @@
+"""Property tests of the COCO loader on random and mutated files: it returns dataset dicts or raises
+DatasetError naming the file; no other exception ever escapes, and what it returns is usable."""
+import json
+import math
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from d2mask.data import DatasetError
+from d2mask.data.datasets.coco import load_coco_json
+
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# values at the edges of what a loader must check, and anything else
+_edges = st.sampled_from([math.nan, math.inf, -math.inf, 0, -1, 0.5, 2, 6, 30, 40, 10**30, 2**32, "", "3", True, None])
+_scalars = st.one_of(
+    _edges, st.one_of(st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8))
+)
+json_values = st.recursive(
+    _scalars,
+    lambda children: st.one_of(st.lists(children, max_size=6), st.dictionaries(st.text(max_size=8), children, max_size=5)),
+    max_leaves=20,
+)
+
+
+def _valid():
+    """Two 30x40 images, two categories, a polygon, a compressed-looking and an uncompressed RLE."""
+    return {
+        "images": [{"id": 1, "file_name": "a.png", "height": 30, "width": 40},
+                   {"id": 2, "file_name": "b.png", "height": 30, "width": 40}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 2, 10, 8], "iscrowd": 0,
+             "segmentation": [[1, 2, 11, 2, 11, 10, 1, 10]]},
+            {"id": 2, "image_id": 2, "category_id": 5, "bbox": [0, 0, 4, 4], "iscrowd": 1,
+             "segmentation": {"size": [30, 40], "counts": [0, 16, 1184]}},
+            {"id": 3, "image_id": 2, "category_id": 3, "bbox": [5.5, 6, 2, 3]},
+        ],
+        "categories": [{"id": 3, "name": "cat"}, {"id": 5, "name": "dog"}],
+    }
+
+
+@st.composite
+def mutated_coco(draw):
+    """A valid file with a few random edits anywhere: a value replaced (mostly by a scalar), a key
+    or list item removed, one added."""
+    data = _valid()
+    for _ in range(draw(st.integers(1, 6))):
+        node, key = draw(st.sampled_from(_positions(data)))
+        action = draw(st.sampled_from(["scalar", "scalar", "value", "remove", "add"]))
+        if action == "scalar":
+            node[key] = draw(_scalars)
+        elif action == "value":
+            node[key] = draw(json_values)
+        elif action == "remove":
+            del node[key]
+        elif isinstance(node, dict):
+            node[draw(st.text(max_size=8))] = draw(json_values)
+        else:
+            node.append(draw(json_values))
+    return data
+
+
+def _positions(node):
+    """(container, key or index) of every value inside `node`."""
+    found = []
+    for key, child in (node.items() if isinstance(node, dict) else enumerate(node)):
+        found.append((node, key))
+        if isinstance(child, (dict, list)):
+            found += _positions(child)
+    return found
+
+
+def _load(tmp_path, text):
+    path = tmp_path / "fuzz.json"
+    path.write_text(text)
+    try:
+        return load_coco_json(str(path), str(tmp_path))
+    except DatasetError as e:
+        assert str(path) in str(e)
+        return None
+
+
+def _check_usable(dicts):
+    for record in dicts:
+        assert record["height"] > 0 and record["width"] > 0
+        for ann in record["annotations"]:
+            x, y, w, h = ann["bbox"]
+            assert all(math.isfinite(v) for v in (x, y, w, h)) and w > 0 and h > 0
+            assert ann["category_id"] >= 0 and ann["iscrowd"] in (0, 1)
+            segm = ann.get("segmentation")
+            if isinstance(segm, list):
+                assert segm and all(len(p) >= 6 and len(p) % 2 == 0 for p in segm)
+                assert all(math.isfinite(v) for p in segm for v in p)
+            elif segm is not None:
+                assert list(segm["size"]) == [record["height"], record["width"]]
+
+
+@SETTINGS
+@given(data=mutated_coco())
+def test_mutated_files_load_or_raise_dataset_error(tmp_path, data):
+    dicts = _load(tmp_path, json.dumps(data))
+    if dicts is not None:
+        _check_usable(dicts)
+
+
+@SETTINGS
+@given(data=json_values)
+def test_random_json_documents_raise_dataset_error(tmp_path, data):
+    dicts = _load(tmp_path, json.dumps(data))
+    if dicts is not None:
+        _check_usable(dicts)
+
+
+@SETTINGS
+@given(raw=st.one_of(st.text(max_size=60), st.binary(max_size=60).map(lambda b: b.decode("latin-1"))))
+def test_random_text_raises_dataset_error(tmp_path, raw):
+    dicts = _load(tmp_path, raw)
+    assert dicts is None or dicts == []
