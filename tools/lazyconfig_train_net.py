@@ -22,7 +22,16 @@ from omegaconf import DictConfig
 from d2mask.checkpoint import DetectionCheckpointer
 from d2mask.config import CfgNode, ConfigError, LazyConfig, instantiate
 from d2mask.config.instantiate import locate
-from d2mask.engine import AMPTrainer, SimpleTrainer, default_argument_parser, hooks, launch
+from d2mask.engine import (
+    EXIT_USER_ERROR,
+    USER_ERRORS,
+    AMPTrainer,
+    SimpleTrainer,
+    default_argument_parser,
+    hooks,
+    launch,
+    user_error_message,
+)
 from d2mask.engine.default_trainer import _NO_BUFFER_SYNC, _fast_forward_sampler, create_ddp_model
 from d2mask.evaluation import inference_on_dataset
 from d2mask.solver import maybe_add_gradient_clipping
@@ -162,13 +171,14 @@ if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     try:
         load_config(args)  # once before launching: a mistake is one line, not a traceback per process
-    except (ConfigError, ImportError) as e:
-        sys.exit(f"Config error: {e}")
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except USER_ERRORS as e:  # docs/reliability.md
+        print(user_error_message(e), file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
