@@ -35,4 +35,9 @@ USER_ERRORS = (
 
 def user_error_message(error: BaseException) -> str:
     """The one line a script prints for a user error: its type and message."""
-    return f"{type(error).__name__}: {error}"
+    text = str(error)
+    if "\nOriginal Traceback" in text:
+        # Raised again from a DataLoader worker, with the worker's traceback in the message; the
+        # worker's own message is its last line, after the exception's name.
+        text = text.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]
+    return f"{type(error).__name__}: {text}"

@@ -6,7 +6,6 @@ import json
 import os
 import pickle
 import socket
-import sys
 
 import cv2
 import numpy as np
@@ -315,3 +314,20 @@ def test_a_partly_fitting_checkpoint_loads_and_reports_every_mismatch(tmp_path, 
     assert torch.equal(model.fc.bias, torch.zeros(3))
     assert "fc.weight: (5, 2) in the checkpoint, (3, 2) in the model" in caplog.text
     assert "1 checkpoint tensors are not used by the model:\n  head.{weight}" in caplog.text
+
+
+class _Unreadable(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        raise DatasetError("Cannot decode image file /data/a.png: not an image format OpenCV can read, or corrupt")
+
+
+def test_a_user_error_from_a_data_loader_worker_is_still_one_line():
+    with pytest.raises(DatasetError) as info:
+        list(torch.utils.data.DataLoader(_Unreadable(), num_workers=1))
+    assert "Original Traceback" in str(info.value)  # how torch raises it again in the main process
+    assert user_error_message(info.value) == (
+        "DatasetError: Cannot decode image file /data/a.png: not an image format OpenCV can read, or corrupt"
+    )
