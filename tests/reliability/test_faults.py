@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from d2mask.data import DatasetCatalog, MetadataCatalog
+from d2mask.engine.hooks import CallbackHook
 from d2mask.evaluation import COCOEvaluator
 from d2mask.structures import Boxes, BoxMode, Instances
 from d2mask.utils.events import EventStorage, JSONWriter
@@ -128,3 +129,27 @@ def test_metrics_of_a_resumed_run_start_on_a_new_line_after_a_cut_one(tmp_path):
     assert json.loads(lines[2]) == {"iteration": 2, "total_loss": 1.5}
     assert load_metrics(str(path))["total_loss"] == [(0, 2.0), (2, 1.5)]
     assert not math.isnan(load_metrics(str(path))["total_loss"][-1][1])
+
+
+def test_a_new_run_in_an_old_output_directory_never_prunes_its_own_last_checkpoint(tmp_path):
+    ToyTrainer(toy_cfg(str(tmp_path), "SOLVER.MAX_ITER=10", "SOLVER.CHECKPOINT_PERIOD=4")).train()
+    assert {"model_0000003.pth", "model_0000007.pth"} <= set(os.listdir(tmp_path))
+
+    # a run started afresh in the same directory, keeping 1 checkpoint, killed after iteration 1
+    trainer = ToyTrainer(toy_cfg(str(tmp_path), "SOLVER.MAX_ITER=10", "SOLVER.CHECKPOINT_PERIOD=1",
+                                 "SOLVER.CHECKPOINTS_TO_KEEP=1"))
+
+    def crash(t):
+        if t.iter == 1:
+            raise KeyboardInterrupt("killed")
+
+    trainer.register_hooks([CallbackHook(after_step=crash)])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    # the new run's checkpoints sort before the old run's, but are the ones --resume needs
+    last = (tmp_path / "last_checkpoint").read_text()
+    assert last == "model_0000001.pth" and (tmp_path / last).is_file()
+    assert not (tmp_path / "model_0000000.pth").exists()  # pruned: the new run keeps 1
+    resumed = ToyTrainer(toy_cfg(str(tmp_path)))
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 2

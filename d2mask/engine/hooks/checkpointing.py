@@ -64,7 +64,7 @@ class PeriodicCheckpointer(HookBase):
         iteration = self.trainer.iter
         if (iteration + 1) % self.period == 0 and iteration < self.max_iter - 1:
             self.save(f"{self.file_prefix}_{iteration:07d}", iteration)
-            self._remove_old()
+            self._remove_old(iteration)
         if iteration >= self.max_iter - 1:
             self.save(f"{self.file_prefix}_final", iteration)
             self._final_saved = True
@@ -73,13 +73,17 @@ class PeriodicCheckpointer(HookBase):
         if self.trainer.stopped_early and not self._final_saved:
             self.save(f"{self.file_prefix}_final", self.trainer.iter - 1)
 
-    def _remove_old(self) -> None:
+    def _remove_old(self, iteration: int) -> None:
         save_dir = self.checkpointer.save_dir
         if self.max_to_keep is None or not save_dir or not comm.is_main_process():
             return
-        # files on disk, not only this run's, so that a resumed run also prunes the earlier run's
-        pattern = re.compile(re.escape(self.file_prefix) + r"_\d{7}\.pth")
-        periodic = sorted(f for f in os.listdir(save_dir) if pattern.fullmatch(f))
+        # Files on disk, not only this run's, so that a resumed run also prunes the earlier run's;
+        # but none of a later iteration: those are another run's (a run started afresh in an old
+        # OUTPUT_DIR), and counting them would delete the checkpoint just saved.
+        pattern = re.compile(re.escape(self.file_prefix) + r"_(\d{7})\.pth")
+        periodic = sorted(
+            f for f in os.listdir(save_dir) if (m := pattern.fullmatch(f)) and int(m.group(1)) <= iteration
+        )
         for name in periodic[: -self.max_to_keep]:
             os.remove(os.path.join(save_dir, name))
             logger.info(f"Removed old checkpoint {name} (keeping the newest {self.max_to_keep})")
