@@ -20,10 +20,13 @@ from torch import Tensor
 
 from d2mask.config import ConfigError, configurable
 from d2mask.modeling import ANCHOR_MATCHER_REGISTRY
-from d2mask.structures import DEFAULT_MAX_CHUNK_ELEMENTS, Boxes, matched_pairwise_iou
+from d2mask.structures import Boxes, matched_pairwise_iou
 
 __all__ = ["ATSSMatcher", "add_config"]
 
+# Distances computed at once. Sorting a chunk keeps about 20 bytes per element alive (distances,
+# their sorted copy and int64 positions), so a chunk costs ~80 MB whatever the number of GT boxes.
+_MAX_CHUNK_ELEMENTS = 1 << 22
 # An anchor centre must lie this far inside a GT box to count as inside (the ATSS paper's margin).
 _INSIDE_EPS = 0.01
 
@@ -62,7 +65,8 @@ class ATSSMatcher:
     per-level counts, and it requires each level to have sizes of its own.
 
     Distances are reduced chunk by chunk (at most `max_chunk_elements` per chunk), so the M x N
-    distance matrix is never held; the candidates' IoUs are an M x K matrix with K = topk * L.
+    distance matrix is never held (3,000 GT boxes on 250,000 anchors stay within ~100 MB); the
+    candidates' IoUs are an M x K matrix with K = topk * L.
     The per-level anchor counts are read back to the host once per call, to slice the levels.
     """
 
@@ -72,7 +76,7 @@ class ATSSMatcher:
         *,
         level_sizes: List[List[float]],
         topk: int = 9,
-        max_chunk_elements: int = DEFAULT_MAX_CHUNK_ELEMENTS,
+        max_chunk_elements: int = _MAX_CHUNK_ELEMENTS,
     ):
         """
         Args:
@@ -175,7 +179,7 @@ class ATSSMatcher:
         start = 0
         for count in counts:
             end = start + count
-            best_dist, best_idx = None, None
+            best_dist = best_idx = None
             # A running top-k over chunks of this level's anchors, so only (M, step) distances exist.
             # Each step sorts [previous best, chunk] stably: ties then go to the lower anchor index
             # (anchors sharing a centre tie exactly), and the result does not depend on the chunking.
@@ -186,13 +190,16 @@ class ATSSMatcher:
                 dist = torch.cdist(
                     gt_centers, anchor_centers[chunk:chunk_end], compute_mode="donot_use_mm_for_euclid_dist"
                 )
-                idx = torch.arange(chunk, chunk_end, device=dist.device).expand_as(dist)
-                if best_dist is not None:
+                kept = 0 if best_dist is None else best_dist.shape[1]
+                if kept:
                     dist = torch.cat([best_dist, dist], dim=1)
-                    idx = torch.cat([best_idx, idx], dim=1)
                 dist, pick = dist.sort(dim=1, stable=True)
-                best_dist = dist[:, : self.topk]
-                best_idx = idx.gather(1, pick[:, : self.topk])
+                best_dist, pick = dist[:, : self.topk], pick[:, : self.topk]
+                # Sorted positions -> anchor positions: the first `kept` columns were the running best.
+                from_chunk = chunk + pick - kept
+                best_idx = from_chunk if not kept else torch.where(
+                    pick < kept, best_idx.gather(1, pick.clamp(max=kept - 1)), from_chunk
+                )
             if best_idx is not None:
                 candidates.append(best_idx)
             start = end

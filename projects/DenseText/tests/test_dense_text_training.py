@@ -35,7 +35,7 @@ def test_config_builds_and_trains_one_step(config, matcher_type, tmp_path, monke
     # IMPORTS given on the command line replace the file's list: keep the file's modules
     cfg.merge_from_list(["IMPORTS", str(cfg.IMPORTS + [TINY_DATA]), *TINY])
     # the dense settings the project is about, as the config file sets them
-    assert (cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE, cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN) == (512, 2000)
+    assert (cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE, cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN) == (512, 1000)
     assert cfg.TEST.DETECTIONS_PER_IMAGE == 300 and cfg.MODEL.RPN.SMOOTH_L1_BETA > 0
 
     torch.manual_seed(0)
