@@ -148,8 +148,15 @@ class CfgNode(_FvcoreCfgNode):
         """Merges command-line overrides: `["KEY", "VALUE", ...]` and/or `["KEY=VALUE", ...]`."""
         for key, value in _pairs(cfg_list):
             if key == "IMPORTS":
-                self._import_and_extend(_coerce(key, value, [], ""), source="the command line")
-            self._set_key(key, value, source=" (on the command line)")
+                self._merge_imports(_coerce(key, value, [], " (on the command line)"))
+            else:
+                self._set_key(key, value, source=" (on the command line)")
+
+    def _merge_imports(self, modules: Sequence[str]) -> None:
+        """Adds modules to IMPORTS (keeping the file's: the saved config.yaml must list every module
+        whose keys it holds) and imports them."""
+        self._import_and_extend(modules, source="the command line")
+        self.IMPORTS = list(self.IMPORTS) + [m for m in modules if m not in self.IMPORTS]
 
     def _import_and_extend(self, modules: Sequence[str], source: str) -> None:
         if not isinstance(modules, (list, tuple)):

@@ -28,7 +28,7 @@ def _siblings(name: str) -> List[str]:
 
 
 def import_modules(names: Sequence[str], source: str = "the config") -> List[ModuleType]:
-    """Imports each module in `names` (e.g. "projects.DenseText.dense_text") and returns them.
+    """Imports each module in `names` (e.g. "projects.DenseText.atss_matcher") and returns them.
 
     The current directory is searched too, so `python tools/train_net.py` run from the repository
     root finds `projects.*`. A module that fails to import raises ImportError naming the IMPORTS

@@ -187,3 +187,14 @@ def test_import_that_raises_reports_its_own_error(tmp_path, monkeypatch):
 
 def test_cfgnode_is_d2mask_class_everywhere():
     assert isinstance(get_cfg().MODEL.RPN, CfgNode)
+
+
+def test_imports_on_the_command_line_add_to_the_files(tmp_path, monkeypatch):
+    for name in ("cmd_mod_a", "cmd_mod_b"):
+        (tmp_path / f"{name}.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    f = write(tmp_path / "c.yaml", 'IMPORTS: ["cmd_mod_a"]\n')
+    cfg = get_cfg()
+    cfg.merge_from_file(f)
+    cfg.merge_from_list(["IMPORTS", "['cmd_mod_b', 'cmd_mod_a']"])
+    assert cfg.IMPORTS == ["cmd_mod_a", "cmd_mod_b"]
