@@ -86,10 +86,8 @@ class DefaultTrainer(TrainerBase):
         if not logging.getLogger("d2mask").isEnabledFor(logging.INFO):
             setup_logger()
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
-        if cfg.SOLVER.MAX_EPOCHS > 0:
-            cfg = epochs_to_iterations(cfg, self.num_training_images(cfg))
-        else:
-            epochs_to_iterations(cfg, 0)  # only checks that no period is given in epochs
+        # the training set is only loaded here when the schedule is given in epochs
+        cfg = epochs_to_iterations(cfg, self.num_training_images(cfg) if cfg.SOLVER.MAX_EPOCHS > 0 else 0)
         if cfg.SOLVER.IMS_PER_BATCH % comm.get_world_size() != 0:
             raise ConfigError(
                 f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} must be divisible by the number of "

@@ -182,7 +182,6 @@ class SimpleTrainer(TrainerBase):
         optimizer: torch.optim.Optimizer,
         *,
         max_nonfinite_skips: int = 0,
-        zero_grad_before_forward: bool = False,
     ):
         """
         Args:
@@ -190,8 +189,6 @@ class SimpleTrainer(TrainerBase):
             data_loader: an iterable of batches (usually infinite).
             optimizer: updates the model's parameters.
             max_nonfinite_skips: steps with a non-finite loss skipped (no update) before raising.
-            zero_grad_before_forward: clear gradients before the forward pass instead of before
-                backward, for models that accumulate gradients themselves in their forward.
         """
         super().__init__()
         model.train()
@@ -201,7 +198,6 @@ class SimpleTrainer(TrainerBase):
         self.optimizer = optimizer
         self.max_nonfinite_skips = max_nonfinite_skips
         self.num_nonfinite_skips = 0
-        self.zero_grad_before_forward = zero_grad_before_forward
 
     def _next_batch(self):
         if self._data_loader_iter_obj is not None:
@@ -219,12 +215,9 @@ class SimpleTrainer(TrainerBase):
         data = self._next_batch()
         data_time = time.perf_counter() - start
 
-        if self.zero_grad_before_forward:
-            self.optimizer.zero_grad(set_to_none=True)
         loss_dict = self._loss_dict(self.model(data))
         losses = sum(loss_dict.values())
-        if not self.zero_grad_before_forward:
-            self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         losses.backward()
         self.after_backward()
 
@@ -328,13 +321,10 @@ class AMPTrainer(SimpleTrainer):
         data = self._next_batch()
         data_time = time.perf_counter() - start
 
-        if self.zero_grad_before_forward:
-            self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device_type, dtype=self.precision):
             loss_dict = self._loss_dict(self.model(data))
             losses = sum(loss_dict.values())
-        if not self.zero_grad_before_forward:
-            self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(losses).backward()
         else:
