@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..utils import comm
+from .errors import USER_ERRORS, user_error_message
 from ..utils.events import EventStorage, get_event_storage
 
 __all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "AMPTrainer"]
@@ -116,6 +117,10 @@ class TrainerBase:
                         break
                 # past the last completed iteration, as if the loop had run to its end
                 self.iter += 1
+            except USER_ERRORS as e:
+                # The caller prints the message alone; a traceback here would bury it.
+                logger.error(f"Training stopped at iteration {self.iter}: {user_error_message(e)}")
+                raise
             except Exception:
                 logger.exception("Exception during training:")
                 raise
@@ -264,6 +269,8 @@ class SimpleTrainer(TrainerBase):
         if self.num_nonfinite_skips >= self.max_nonfinite_skips:
             if self.max_nonfinite_skips > 0:
                 message += f" (after {self.num_nonfinite_skips} skipped steps, SOLVER.MAX_NONFINITE_SKIPS)"
+            else:
+                message += " (SOLVER.MAX_NONFINITE_SKIPS > 0 would skip such steps)"
             raise FloatingPointError(message)
         self.num_nonfinite_skips += 1
         logger.warning(

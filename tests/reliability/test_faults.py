@@ -51,6 +51,7 @@ def test_nonfinite_loss_stops_naming_iteration_and_losses_and_keeps_the_last_che
         trainer.train()
     message = str(info.value)
     assert "at iteration 5" in message and "loss_mse=nan" in message and "loss_l1=" in message
+    assert "SOLVER.MAX_NONFINITE_SKIPS" in message
 
     # the checkpoint of iteration 3 is the last, complete and finite; nothing of the failed state was saved
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000003.pth"
@@ -153,3 +154,20 @@ def test_a_new_run_in_an_old_output_directory_never_prunes_its_own_last_checkpoi
     resumed = ToyTrainer(toy_cfg(str(tmp_path)))
     resumed.resume_or_load(resume=True)
     assert resumed.start_iter == 2
+
+
+def test_a_user_error_during_training_is_logged_as_one_line(tmp_path, caplog):
+    from d2mask.data import DatasetError
+    from d2mask.engine import SimpleTrainer
+
+    class _MissingImage:
+        def __iter__(self):
+            raise DatasetError("image file not found: /nowhere/1.png")
+
+    model = torch.nn.Linear(1, 1)
+    trainer = SimpleTrainer(model, _MissingImage(), torch.optim.SGD(model.parameters(), lr=0.1))
+    with caplog.at_level("ERROR", logger="d2mask"), pytest.raises(DatasetError):
+        trainer.train(0, 3)
+    records = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.exc_info for r in records] == [None]
+    assert "Training stopped at iteration 0: DatasetError: image file not found: /nowhere/1.png" in records[0].getMessage()
