@@ -135,12 +135,10 @@ class ROIPooler(nn.Module):
         # Grouping the boxes by level costs a single host sync (the per-level counts), not one per level.
         order = torch.argsort(levels, stable=True)
         counts = torch.bincount(levels, minlength=len(self.level_poolers)).tolist()
-        pooled = [
-            pooler(features, level_rois)
-            for pooler, features, level_rois in zip(self.level_poolers, x, rois[order].split(counts))
-        ]
         output = torch.empty(
             (len(rois), x[0].shape[1], *self.output_size), dtype=x[0].dtype, device=x[0].device
         )
-        output[order] = torch.cat(pooled, dim=0)
+        for pooler, features, idx in zip(self.level_poolers, x, order.split(counts)):
+            # Each level's (R_l, C, S, S) goes straight to its boxes' rows: no concatenated copy.
+            output.index_copy_(0, idx, pooler(features, rois[idx]).to(output.dtype))
         return output

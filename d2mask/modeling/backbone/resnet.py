@@ -103,8 +103,8 @@ class BasicBlock(CNNBlockBase):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv2(F.relu_(self.conv1(x)))
-        identity = x if self.shortcut is None else self.shortcut(x)
-        return F.relu_(out + identity)
+        out += x if self.shortcut is None else self.shortcut(x)  # in place: no backward reads `out`
+        return F.relu_(out)
 
 
 class BottleneckBlock(CNNBlockBase):
@@ -154,8 +154,9 @@ class BottleneckBlock(CNNBlockBase):
         out = F.relu_(self.conv1(x))
         out = F.relu_(self.conv2(out))
         out = self.conv3(out)
-        identity = x if self.shortcut is None else self.shortcut(x)
-        return F.relu_(out + identity)
+        # In place (no backward reads conv3's output): one activation-sized buffer less per block.
+        out += x if self.shortcut is None else self.shortcut(x)
+        return F.relu_(out)
 
 
 class ResNet(Backbone):

@@ -61,7 +61,7 @@ class StandardRPNHead(nn.Module):
             out = in_channels if dim == -1 else dim
             if out <= 0:
                 raise ValueError(f"StandardRPNHead conv_dims (MODEL.RPN.CONV_DIMS) must be positive or -1, got {list(conv_dims)}")
-            convs.append(Conv2d(channels, out, kernel_size=3, padding=1, activation=nn.ReLU()))
+            convs.append(Conv2d(channels, out, kernel_size=3, padding=1, activation=nn.ReLU(inplace=True)))
             channels = out
         # One convolution is named `conv`, several `conv.conv{i}`: Detectron2's checkpoint names.
         if len(convs) == 1:

@@ -45,7 +45,7 @@ class FastRCNNConvFCHead(nn.Sequential):
         for k, dim in enumerate(conv_dims, start=1):
             conv = Conv2d(
                 channels, dim, kernel_size=3, padding=1, bias=not conv_norm,
-                norm=get_norm(conv_norm, dim), activation=F.relu,
+                norm=get_norm(conv_norm, dim), activation=F.relu_,
             )
             weight_init.c2_msra_fill(conv)
             self.add_module(f"conv{k}", conv)
@@ -57,7 +57,7 @@ class FastRCNNConvFCHead(nn.Sequential):
                 fc = nn.Linear(in_features, dim)
                 weight_init.c2_xavier_fill(fc)
                 self.add_module(f"fc{k}", fc)
-                self.add_module(f"fc_relu{k}", nn.ReLU())
+                self.add_module(f"fc_relu{k}", nn.ReLU(inplace=True))
                 in_features = dim
             self._output_shape = ShapeSpec(channels=in_features)
         else:

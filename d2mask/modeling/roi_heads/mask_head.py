@@ -148,7 +148,7 @@ class MaskRCNNConvUpsampleHead(BaseMaskRCNNHead):
         for k, dim in enumerate(conv_dims[:-1], start=1):
             conv = Conv2d(
                 channels, dim, kernel_size=3, padding=1, bias=not conv_norm,
-                norm=get_norm(conv_norm, dim), activation=F.relu,
+                norm=get_norm(conv_norm, dim), activation=F.relu_,
             )
             weight_init.c2_msra_fill(conv)
             self.add_module(f"mask_fcn{k}", conv)
@@ -175,7 +175,7 @@ class MaskRCNNConvUpsampleHead(BaseMaskRCNNHead):
     def layers(self, x: Tensor) -> Tensor:
         for conv in self.conv_norm_relus:
             x = conv(x)
-        x = F.relu(self.deconv(x))  # (R, C, S, S) -> (R, C', 2S, 2S)
+        x = F.relu_(self.deconv(x))  # (R, C, S, S) -> (R, C', 2S, 2S)
         return self.predictor(x)
 
 

@@ -1,0 +1,112 @@
+"""tools/benchmark.py run as a user runs it, each task on tiny sizes: the JSON it prints has every field.
+
+No timing is asserted: only that each figure exists and is positive. This module also registers the
+tiny dataset the benchmark's subprocesses load, through the config's IMPORTS.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from d2mask.data.datasets.shapes import register_shapes
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+QUICK_START = "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml"
+TINY_DATASET = "benchmark_tiny_shapes"
+
+register_shapes(TINY_DATASET, num_images=4, seed=3, image_size=64, object_size=(16, 32), max_objects=2)
+
+# The quick-start model with few proposals and regions: each iteration takes well under a second.
+SMALL_HEADS = [
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "100", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "50",
+    "MODEL.RPN.PRE_NMS_TOPK_TEST", "100", "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32", "TEST.DETECTIONS_PER_IMAGE", "10",
+    # an untrained model scores low: keep its detections, so that the mask branch runs
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+]
+
+
+def run_benchmark(*args):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--json", "--device", "cpu", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def assert_timing(measured, images=True):
+    assert measured["median_s"] > 0 and all(t > 0 for t in measured["times_s"]) and measured["cpu_median_s"] > 0
+    assert measured["peak_extra_mb"] > 0
+    if images:
+        assert measured["images_per_s"] > 0
+
+
+@pytest.mark.parametrize("task", ["train", "inference"])
+def test_model_tasks_compare_with_torchvision(task):
+    results = run_benchmark(
+        "--task", task, "--config-file", QUICK_START, "--compare", "torchvision", "--image-size", "64", "96",
+        "--num-gt", "2", "--batch-size", "1", "--iters", "2", "--warmup", "1", *SMALL_HEADS,
+    )
+    assert len(results) == 1
+    r = results[0]
+    assert (r["task"], r["num_gt"], r["batch_size"], r["image_sizes"]) == (task, 2, 1, [[64, 96]])
+    for name in ("d2mask", "torchvision"):
+        assert_timing(r[name])
+        assert len(r[name]["times_s"]) == 2
+        if task == "inference":
+            assert r[name]["detections_per_image"] > 0
+    assert r["ratio"] == pytest.approx(r["d2mask"]["median_s"] / r["torchvision"]["median_s"])
+    assert r["ratio_paired_median"] > 0 and r["ratio_cpu"] > 0
+    assert r["peak_rss_mb"] > 0
+
+
+def test_train_on_a_registered_dataset(tmp_path):
+    results = run_benchmark(
+        "--task", "train", "--config-file", QUICK_START, "--dataset", TINY_DATASET, "--batch-size", "2",
+        "--iters", "1", "--warmup", "0", *SMALL_HEADS, "IMPORTS", "['tests.tools.test_benchmark']",
+        "DATASETS.ROOT", str(tmp_path), "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
+    )
+    r = results[0]
+    assert r["dataset"] == TINY_DATASET and r["image_sizes"] == [[64, 64]]
+    assert "torchvision" not in r and "ratio" not in r
+    assert r["d2mask"]["median_s"] > 0 and r["d2mask"]["images_per_s"] > 0
+
+
+def test_data_task(tmp_path):
+    results = run_benchmark(
+        "--task", "data", "--config-file", QUICK_START, "--num-workers", "1", "--iters", "2", "--warmup", "1",
+        *SMALL_HEADS, "IMPORTS", "['tests.tools.test_benchmark']", "DATASETS.TRAIN", f"('{TINY_DATASET}',)",
+        "DATASETS.ROOT", str(tmp_path), "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
+        "SOLVER.IMS_PER_BATCH", "2",
+    )
+    assert len(results) == 1
+    r = results[0]
+    assert (r["num_workers"], r["batch_size"], r["datasets"]) == (1, 2, [TINY_DATASET])
+    assert_timing(r["loader"])
+    assert r["train_iter_median_s"] > 0 and r["data_time_median_s"] > 0
+    assert 0 < r["data_share"] < 1
+    assert r["peak_rss_mb"] > 0
+
+
+def test_rpn_targets_task():
+    results = run_benchmark(
+        "--task", "rpn_targets", "--config-file", QUICK_START, "--num-gt", "5", "--image-size", "128", "160",
+        "--iters", "1", "--warmup", "1",
+    )
+    assert [(r["stage"], r["num_gt"]) for r in results] == [("label_and_sample_anchors", 5), ("rpn_forward_backward", 5)]
+    for r in results:
+        assert_timing(r, images=False)
+        # 3 anchors per location on p2..p6 of the 128 x 160 image (p6: 2 x 3 locations)
+        assert r["num_anchors"] == 3 * sum((128 // s) * (160 // s) for s in (4, 8, 16, 32)) + 3 * 2 * 3
+
+
+def test_compare_is_refused_for_other_tasks():
+    proc = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--task", "data", "--compare", "torchvision"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode != 0 and "--compare applies to the train and inference tasks" in proc.stderr
