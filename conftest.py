@@ -1,5 +1,5 @@
 """Test-wide settings: the repository root is importable (for `projects.*`), torch uses few threads,
-and each test starts with d2mask's logger as Python leaves it."""
+and every test gets the logging state back as it found it."""
 import logging
 import os
 import sys
@@ -14,14 +14,22 @@ if ROOT not in sys.path:
 # Tests run on small tensors where thread start-up costs more than it saves, and CI has 2 cores.
 torch.set_num_threads(1)
 
+_LOGGERS = ("d2mask", "fvcore", "projects")
+
 
 @pytest.fixture(autouse=True)
-def _reset_d2mask_logger():
-    """A trainer under test calls setup_logger, which stops propagation to the root logger (and so to
-    pytest's caplog) and opens log files in a tmp dir; undo both so later tests are unaffected."""
+def _restore_logging():
+    """A trainer under test calls setup_logger, which attaches handlers (log files in a tmp dir) and
+    stops propagation to the root logger, and so to pytest's caplog; undo that after each test."""
+    saved = {}
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        saved[name] = (list(logger.handlers), logger.propagate, logger.level)
     yield
-    logger = logging.getLogger("d2mask")
-    logger.propagate = True
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
+    for name, (handlers, propagate, level) in saved.items():
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if h not in handlers]:
+            logger.removeHandler(handler)
+            handler.close()
+        logger.propagate = propagate
+        logger.setLevel(level)
