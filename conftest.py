@@ -18,18 +18,14 @@ _LOGGERS = ("d2mask", "fvcore", "projects")
 
 
 @pytest.fixture(autouse=True)
-def _restore_logging():
+def _reset_logging():
     """A trainer under test calls setup_logger, which attaches handlers (log files in a tmp dir) and
-    stops propagation to the root logger, and so to pytest's caplog; undo that after each test."""
-    saved = {}
+    stops propagation to the root logger, and so to pytest's caplog. Each test starts from Python's
+    defaults for these loggers, also after a module-scoped fixture that trained something."""
     for name in _LOGGERS:
         logger = logging.getLogger(name)
-        saved[name] = (list(logger.handlers), logger.propagate, logger.level)
-    yield
-    for name, (handlers, propagate, level) in saved.items():
-        logger = logging.getLogger(name)
-        for handler in [h for h in logger.handlers if h not in handlers]:
+        for handler in list(logger.handlers):
             logger.removeHandler(handler)
             handler.close()
-        logger.propagate = propagate
-        logger.setLevel(level)
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
