@@ -2,12 +2,13 @@
 
 Shape shorthand: `M` ground-truth boxes, `N` anchors or proposals.
 """
-from typing import List, Tuple
+from typing import Iterator, List, Tuple
 
 import torch
 from torch import Tensor
 
 from d2mask.config import configurable
+from d2mask.layers import nonzero_tuple
 from d2mask.structures import Boxes, iter_pairwise_iou_chunks
 from d2mask.utils.registry import Registry
 
@@ -42,10 +43,11 @@ class Matcher:
     makes foreground of the boxes that overlap it most (all of them on ties), so that no GT box is left
     without a positive (Faster R-CNN, Ren et al., 2015). Such a box keeps its own best-overlap match.
 
-    The IoU matrix is never held whole: it is reduced chunk by chunk over the boxes, once for the
-    per-box maxima and, for low-quality matches, once more to find the boxes that reach each GT's
-    maximum. Peak extra memory therefore stays bounded for thousands of GT boxes on hundreds of
-    thousands of anchors.
+    The IoU matrix is never held whole: it is reduced chunk by chunk over the boxes, each chunk only
+    against the GT boxes that overlap its bounding box, once for the per-box maxima and, for
+    low-quality matches, again for the chunks where a GT box reaches its maximum, to find the boxes
+    that tie with it. Peak extra memory therefore stays bounded, and time grows about linearly, for
+    thousands of GT boxes on hundreds of thousands of anchors.
     """
 
     @configurable
@@ -110,14 +112,21 @@ class Matcher:
             match_labels = torch.full((n,), self.labels[0], dtype=torch.int8, device=device)
             return matched_idxs, match_labels
 
-        matched_vals = torch.empty(n, dtype=boxes.tensor.dtype, device=device)
-        matched_idxs = torch.empty(n, dtype=torch.int64, device=device)
+        # Boxes no GT box overlaps keep IoU 0 and match GT 0, as an argmax over a zero column does.
+        matched_vals = torch.zeros(n, dtype=boxes.tensor.dtype, device=device)
+        matched_idxs = torch.zeros(n, dtype=torch.int64, device=device)
         gt_best = torch.zeros(len(gt_boxes), dtype=boxes.tensor.dtype, device=device)
-        for start, end, iou in iter_pairwise_iou_chunks(gt_boxes, boxes, self.max_chunk_elements):
-            # iou: (M, end - start); reduce over GT for each box, over boxes for each GT.
-            torch.max(iou, dim=0, out=(matched_vals[start:end], matched_idxs[start:end]))
+        blocks = []  # (start, end, rows, best IoU of each row in the block), for low-quality matches
+        for start, end, rows, iou in self._overlapping_iou_blocks(gt_boxes, boxes):
+            # iou: (len(rows), end - start); reduce over GT for each box, over boxes for each GT.
+            vals, idxs = iou.max(dim=0)
+            matched_vals[start:end] = vals
+            # `rows` is ascending, so on ties the first GT still wins; a zero maximum means GT 0.
+            matched_idxs[start:end] = torch.where(vals > 0, rows[idxs], 0)
             if self.allow_low_quality_matches:
-                torch.maximum(gt_best, iou.max(dim=1).values, out=gt_best)
+                row_best = iou.max(dim=1).values
+                gt_best[rows] = torch.maximum(gt_best[rows], row_best)
+                blocks.append((start, end, rows, row_best))
 
         thresholds = torch.tensor(self.thresholds, dtype=matched_vals.dtype, device=device)
         labels = torch.tensor(self.labels, dtype=torch.int8, device=device)
@@ -125,15 +134,48 @@ class Matcher:
         match_labels = labels[torch.bucketize(matched_vals, thresholds, right=True)]
 
         if self.allow_low_quality_matches:
-            match_labels.masked_fill_(self._low_quality_matches(gt_boxes, boxes, gt_best), 1)
+            match_labels.masked_fill_(self._low_quality_matches(gt_boxes, boxes, gt_best, blocks), 1)
         return matched_idxs, match_labels
 
-    def _low_quality_matches(self, gt_boxes: Boxes, boxes: Boxes, gt_best: Tensor) -> Tensor:
-        """`Tensor[N]` bool: the boxes whose IoU with some GT box equals that GT's best IoU `gt_best`."""
-        # A GT box overlapping nothing would otherwise "match" every box at IoU 0.
-        target = torch.where(gt_best > 0, gt_best, torch.full_like(gt_best, float("inf")))[:, None]
-        hit = torch.empty(len(boxes), dtype=torch.bool, device=boxes.device)
-        for start, end, iou in iter_pairwise_iou_chunks(gt_boxes, boxes, self.max_chunk_elements):
-            # (M, end - start) -> (end - start,)
-            torch.any(iou == target, dim=0, out=hit[start:end])
+    def _overlapping_iou_blocks(self, gt_boxes: Boxes, boxes: Boxes) -> Iterator[Tuple[int, int, Tensor, Tensor]]:
+        """Yields (start, end, rows, iou) over column chunks of the IoU matrix, `iou` being
+        `Tensor[len(rows), end - start]` for only the GT boxes `rows` (ascending) that overlap the chunk's
+        bounding box; every other GT box has IoU 0 with all of the chunk's boxes.
+
+        Anchors come ordered by level and position, so a chunk covers a narrow band of the image and
+        most GT boxes of a dense image are skipped: the work shrinks by that share. Selecting the rows
+        costs one host sync per chunk, not per box.
+        """
+        gt = gt_boxes.tensor
+        step = max(1, self.max_chunk_elements // len(gt_boxes))
+        for start in range(0, len(boxes), step):
+            chunk = boxes[start : start + step]
+            lo, hi = chunk.tensor[:, :2].amin(dim=0), chunk.tensor[:, 2:].amax(dim=0)
+            near = (gt[:, 0] < hi[0]) & (gt[:, 1] < hi[1]) & (gt[:, 2] > lo[0]) & (gt[:, 3] > lo[1])
+            rows = nonzero_tuple(near)[0]
+            if len(rows) == 0:
+                continue
+            for s, e, iou in iter_pairwise_iou_chunks(gt_boxes[rows], chunk, self.max_chunk_elements):
+                yield start + s, start + e, rows, iou
+
+    def _low_quality_matches(
+        self, gt_boxes: Boxes, boxes: Boxes, gt_best: Tensor, blocks: List[Tuple[int, int, Tensor, Tensor]]
+    ) -> Tensor:
+        """`Tensor[N]` bool: the boxes whose IoU with some GT box equals that GT's best IoU `gt_best`.
+
+        Only the blocks of the first pass in which a GT box reached its best IoU are recomputed, and
+        only for those GT boxes: each GT box's best usually lies in one block, so this costs about one
+        block per GT instead of a second pass over the whole matrix.
+        """
+        hit = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+        for start, end, rows, row_best in blocks:
+            best = gt_best[rows]
+            # A GT box overlapping nothing (best 0) would otherwise "match" every box at IoU 0.
+            rows = rows[(row_best == best) & (best > 0)]
+            if len(rows) == 0:
+                continue
+            target = gt_best[rows][:, None]
+            for s, e, iou in iter_pairwise_iou_chunks(gt_boxes[rows], boxes[start:end], self.max_chunk_elements):
+                # (len(rows), e - s) -> (e - s,)
+                hit[start + s : start + e] |= torch.any(iou == target, dim=0)
         return hit
