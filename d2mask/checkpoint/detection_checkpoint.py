@@ -2,9 +2,8 @@
 Caffe2-era weights safely."""
 import logging
 import os
-import tempfile
 from collections import defaultdict
-from typing import Any, Callable, Dict, IO, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import numpy as np
 import torch
@@ -12,6 +11,7 @@ from fvcore.common.checkpoint import Checkpointer
 from torch import nn
 
 from d2mask.utils import comm
+from d2mask.utils.atomic_write import atomic_write
 
 from .c2_model_loading import align_and_update_state_dicts, convert_c2_resnet_names
 from .catalog import Detectron2Handler
@@ -29,25 +29,6 @@ class CheckpointError(RuntimeError):
 
 class _NothingFits(CheckpointError):
     """Raised by `_load_model`, which does not know the file's name; `load` adds it."""
-
-
-def _atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
-    """Writes a file so that `path` holds either its old content or the complete new one, never a
-    partial file, even if the process dies mid-write: write a temporary file in the same directory,
-    flush it to disk, then rename it over `path` (atomic within one file system)."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
 
 
 def _group_names(names: Iterable[str]) -> str:
@@ -110,13 +91,15 @@ class DetectionCheckpointer(Checkpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.path_manager.get_local_path(self.save_dir), basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        _atomic_write(save_file, lambda f: torch.save(data, f))
+        with atomic_write(save_file, "wb") as f:
+            torch.save(data, f)
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         """Atomically records `last_filename_basename` as the latest checkpoint of `save_dir`."""
         path = os.path.join(self.path_manager.get_local_path(self.save_dir), "last_checkpoint")
-        _atomic_write(path, lambda f: f.write(last_filename_basename.encode("utf-8")))
+        with atomic_write(path) as f:
+            f.write(last_filename_basename)
 
     def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
         """Loads the model (and the named checkpointables, default all) from `path`, a file or URL

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, SCMode
 
+from ..utils.atomic_write import atomic_write
 from ..utils.registry import did_you_mean, nearest
 from .config import ConfigError, _parse_literal
 from .instantiate import TARGET_KEY, target_name
@@ -248,7 +249,7 @@ class LazyConfig:
         data = OmegaConf.to_container(cfg, resolve=False, structured_config_mode=SCMode.INSTANTIATE)
         data = _to_yaml_container(data, "")
         text = OmegaConf.to_yaml(DictConfig(data))
-        with open(filename, "w", encoding="utf-8") as f:
+        with atomic_write(filename) as f:
             f.write(text)
 
     @staticmethod

@@ -17,6 +17,7 @@ import torch
 
 from ..config import CfgNode, import_modules
 from ..utils import comm
+from ..utils.atomic_write import atomic_write
 from ..utils.env import seed_all_rng
 from ..utils.logger import setup_logger
 
@@ -112,15 +113,6 @@ Two machines of 8 GPUs (run on each, R = 0 or 1, HOST = machine 0):
     return parser
 
 
-def _write_atomically(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _environment() -> str:
     lines = [f"Python {sys.version.split()[0]} on {platform.platform()}", f"PyTorch {torch.__version__}"]
     if torch.cuda.is_available():
@@ -157,7 +149,8 @@ def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> No
                 logger.info(f"Contents of config file {config_file}:\n{f.read()}")
     if output_dir and comm.is_main_process():
         path = os.path.join(output_dir, "config.yaml")
-        _write_atomically(path, cfg.dump())
+        with atomic_write(path) as f:
+            f.write(cfg.dump())
         logger.info(f"Full config saved to {path}")
 
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)

@@ -20,6 +20,7 @@ from ..data.catalog import MetadataCatalog
 from ..data.datasets.coco import convert_to_coco_dict
 from ..structures import BoxMode, Instances
 from ..utils import comm
+from ..utils.atomic_write import atomic_write
 from .evaluator import DatasetEvaluator
 
 __all__ = ["COCOEvaluator", "instances_to_coco_json"]
@@ -95,7 +96,10 @@ class COCOEvaluator(DatasetEvaluator):
         coco_results = list(itertools.chain.from_iterable(p["instances"] for p in predictions))
         self._to_dataset_ids(coco_results)
         if self._output_dir:
-            _save_atomically(coco_results, os.path.join(self._output_dir, RESULTS_FILE))
+            path = os.path.join(self._output_dir, RESULTS_FILE)
+            with atomic_write(path) as f:
+                json.dump(coco_results, f)
+            logger.info(f"Saved {len(coco_results)} predictions to {path}")
 
         tasks = self._tasks or (("bbox", "segm") if any("segmentation" in r for r in coco_results) else ("bbox",))
         results: Dict[str, Any] = OrderedDict()
@@ -212,20 +216,3 @@ def _run_cocoeval(coco_gt: COCO, coco_results: List[Dict[str, Any]], task: str, 
         coco_eval.evaluate()
         coco_eval.accumulate()
     return coco_eval
-
-
-def _save_atomically(obj: Any, path: str) -> None:
-    """Writes json to a temporary file beside `path`, then renames it, so a reader never sees half a file."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    logger.info(f"Saved {len(obj)} predictions to {path}")

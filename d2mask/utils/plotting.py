@@ -4,6 +4,8 @@ import os
 from collections import defaultdict
 from typing import Dict, List, Tuple
 
+from .atomic_write import atomic_write
+
 __all__ = ["load_metrics", "plot_metrics"]
 
 _AP_NAMES = ("AP", "AP50", "AP75")
@@ -50,9 +52,8 @@ def _plot(path: str, title: str, ylabel: str, curves: Dict[str, List[Tuple[int, 
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
 
 
 def plot_metrics(json_file: str, output_dir: str) -> List[str]:
