@@ -36,7 +36,8 @@ def paste_masks_in_image(
     threshold: float = 0.5,
     max_chunk_elements: int = _MAX_CHUNK_ELEMENTS,
 ) -> Tensor:
-    """Pastes each mask into its box on an empty image, by bilinear resampling, and thresholds it.
+    """Pastes each mask into its box on an empty image, by bilinear resampling, and thresholds it
+    (or, with a negative threshold, keeps it soft, as Detectron2 does for visualisation).
 
     All masks are pasted at once: bilinear resampling is separable, so each pasted mask is
     `Wy @ mask @ Wx^T` with the per-axis weights of `_bilinear_weights`. Masks are processed in chunks
@@ -46,11 +47,13 @@ def paste_masks_in_image(
         masks: `Tensor[N, M, M]` mask probabilities in [0, 1], mask i covering box i.
         boxes: `Boxes` or `Tensor[N, 4]` (x0, y0, x1, y1) in pixels of the image.
         image_shape: (H, W) of the image.
-        threshold: a pixel belongs to the mask when its resampled value is >= this.
+        threshold: a pixel belongs to the mask when its resampled value is >= this; a negative
+            threshold returns the soft masks instead.
         max_chunk_elements: bound on chunk * H * W.
 
     Returns:
-        `Tensor[N, H, W]` bool, on the masks' device.
+        `Tensor[N, H, W]` on the masks' device: bool, or with `threshold < 0` uint8 holding the
+        resampled probability times 255 (truncated, as in Detectron2).
     """
     if not isinstance(boxes, Tensor):
         boxes = boxes.tensor  # a d2mask.structures.Boxes; layers does not import structures
@@ -60,7 +63,8 @@ def paste_masks_in_image(
         raise ValueError(f"paste_masks_in_image got {tuple(boxes.shape)} boxes for {len(masks)} masks; expected [N, 4]")
     height, width = int(image_shape[0]), int(image_shape[1])
     mask_side = masks.shape[1]
-    result = torch.zeros((len(masks), height, width), dtype=torch.bool, device=masks.device)
+    soft = threshold < 0
+    result = torch.zeros((len(masks), height, width), dtype=torch.uint8 if soft else torch.bool, device=masks.device)
     if len(masks) == 0 or height == 0 or width == 0:
         return result
 
@@ -72,5 +76,5 @@ def paste_masks_in_image(
         wy = _bilinear_weights(b[:, 1], b[:, 3], mask_side, height)  # (n, H, M)
         wx = _bilinear_weights(b[:, 0], b[:, 2], mask_side, width)  # (n, W, M)
         pasted = wy @ masks[start:end].float() @ wx.transpose(1, 2)  # (n, H, M) @ (n, M, M) @ (n, M, W)
-        result[start:end] = pasted >= threshold
+        result[start:end] = (pasted * 255).to(torch.uint8) if soft else pasted >= threshold
     return result

@@ -66,8 +66,8 @@ class Box2BoxTransform:
         """
         deltas = deltas.float() if deltas.dtype in (torch.float16, torch.bfloat16) else deltas
         boxes = boxes.to(deltas.dtype)
-        # (R, K*4) -> (R, K, 4)
-        d = deltas.reshape(deltas.shape[0], -1, 4)
+        # (R, K*4) -> (R, K, 4); K is spelled out because -1 is ambiguous when R is 0.
+        d = deltas.reshape(deltas.shape[0], deltas.shape[1] // 4, 4)
         wh = (boxes[:, 2:] - boxes[:, :2])[:, None, :]  # (R, 1, 2)
         ctr = boxes[:, None, :2] + 0.5 * wh
         wx, wy, ww, whh = self.weights

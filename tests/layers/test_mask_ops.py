@@ -65,3 +65,14 @@ def test_threshold_and_empty_input():
     assert not paste_masks_in_image(mask, box, (4, 4), threshold=0.7).any()
     empty = paste_masks_in_image(torch.zeros(0, 28, 28), torch.zeros(0, 4), (10, 12))
     assert empty.shape == (0, 10, 12) and empty.dtype == torch.bool
+
+
+def test_negative_threshold_returns_soft_masks_as_uint8():
+    """Detectron2's convention: threshold < 0 keeps the resampled probabilities, times 255, truncated."""
+    mask = torch.tensor([[[0.0, 0.5], [1.0, 0.25]]])
+    # A box of the mask's own size: each image pixel is one mask cell, no interpolation.
+    out = paste_masks_in_image(mask, torch.tensor([[1.0, 0.0, 3.0, 2.0]]), (2, 4), threshold=-1)
+    assert out.dtype == torch.uint8
+    assert out[0].tolist() == [[0, 0, 127, 0], [0, 255, 63, 0]]
+    empty = paste_masks_in_image(torch.zeros(0, 28, 28), torch.zeros(0, 4), (10, 12), threshold=-1)
+    assert empty.shape == (0, 10, 12) and empty.dtype == torch.uint8

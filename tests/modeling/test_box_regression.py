@@ -103,3 +103,21 @@ def test_unknown_loss_type_lists_the_valid_ones():
     t = Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="smooth_l1"):
         box_regression_loss(t, SRC, torch.zeros(1, 4), TGT, "l2", 0.0)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_apply_deltas_on_zero_rows(k):
+    """No positives in a batch, or no proposals in any image: decoding zero boxes gives zero boxes."""
+    t = Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0))
+    out = t.apply_deltas(torch.zeros(0, 4 * k), torch.zeros(0, 4))
+    assert out.shape == (0, 4 * k)
+
+
+@pytest.mark.parametrize("loss_type", ["smooth_l1", "giou", "diou", "ciou"])
+def test_loss_with_no_positives_is_zero_with_gradients(loss_type):
+    t = Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0))
+    pred = torch.zeros(0, 4, requires_grad=True)
+    loss = box_regression_loss(t, torch.zeros(0, 4), pred, torch.zeros(0, 4), loss_type, 0.0)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert pred.grad.shape == (0, 4)

@@ -124,3 +124,11 @@ def test_forward_and_inference_shapes():
     results, _ = predictor.inference((scores, deltas), proposals)
     assert [r.image_size for r in results] == [(30, 30), (30, 30)]
     assert len(results[1]) == 0
+
+
+def test_inference_when_no_image_has_proposals():
+    predictor = _predictor(num_classes=3)
+    proposals = [Instances((30, 30), proposal_boxes=Boxes(torch.zeros(0, 4))) for _ in range(2)]
+    results, kept = predictor.inference(predictor(torch.zeros(0, 4)), proposals)
+    assert [len(r) for r in results] == [0, 0] and [len(k) for k in kept] == [0, 0]
+    assert results[0].pred_boxes.tensor.shape == (0, 4)

@@ -190,6 +190,15 @@ def test_head_conv_names_and_output_shapes():
     assert [tuple(t.shape) for t in deltas] == [(2, 12, 5, 7), (2, 12, 3, 4)]
 
 
+def test_conv_dims_minus_one_is_the_previous_layers_channels():
+    """Detectron2's meaning: [8, -1] on 4 input channels is 4 -> 8 -> 8, not 4 -> 8 -> 4."""
+    head = StandardRPNHead(in_channels=4, num_anchors=3, conv_dims=[8, -1])
+    assert tuple(head.conv.conv0.weight.shape) == (8, 4, 3, 3)
+    assert tuple(head.conv.conv1.weight.shape) == (8, 8, 3, 3)
+    assert tuple(head.objectness_logits.weight.shape) == (3, 8, 1, 1)
+    assert tuple(StandardRPNHead(in_channels=4, num_anchors=3, conv_dims=[-1]).conv.weight.shape) == (4, 4, 3, 3)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["MODEL.RPN.IN_FEATURES", "['p4']"], "MODEL.RPN.IN_FEATURES"),
     (["MODEL.RPN.BBOX_REG_LOSS_TYPE", "l2"], "MODEL.RPN.BBOX_REG_LOSS_TYPE"),

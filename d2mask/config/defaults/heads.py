@@ -26,7 +26,7 @@ def add_rpn_defaults(cfg) -> None:
     define(cfg, "MODEL.RPN.POST_NMS_TOPK_TRAIN", 2000, "Proposals kept per image after NMS, in training.")
     define(cfg, "MODEL.RPN.POST_NMS_TOPK_TEST", 1000, "Proposals kept per image after NMS, in inference.")
     define(cfg, "MODEL.RPN.NMS_THRESH", 0.7, "IoU threshold of the NMS over proposals.")
-    define(cfg, "MODEL.RPN.CONV_DIMS", [-1], "Channels of the RPN head's shared convs; -1 means the input's channels.")
+    define(cfg, "MODEL.RPN.CONV_DIMS", [-1], "Channels of the RPN head's shared convs; -1 means the previous layer's channels (the input's for the first).")
 
 
 def add_roi_heads_defaults(cfg) -> None:

@@ -50,7 +50,8 @@ class StandardRPNHead(nn.Module):
             in_channels: channels of every input level.
             num_anchors: anchors per location (A).
             box_dim: numbers per box delta (B).
-            conv_dims: channels of each shared 3x3 convolution; -1 means `in_channels`.
+            conv_dims: channels of each shared 3x3 convolution; -1 means the previous layer's
+                channels (`in_channels` for the first), as in Detectron2.
         """
         super().__init__()
         if len(conv_dims) == 0:
@@ -58,7 +59,7 @@ class StandardRPNHead(nn.Module):
         channels = in_channels
         convs = []
         for dim in conv_dims:
-            out = in_channels if dim == -1 else dim
+            out = channels if dim == -1 else dim
             if out <= 0:
                 raise ValueError(f"StandardRPNHead conv_dims (MODEL.RPN.CONV_DIMS) must be positive or -1, got {list(conv_dims)}")
             convs.append(Conv2d(channels, out, kernel_size=3, padding=1, activation=nn.ReLU(inplace=True)))
