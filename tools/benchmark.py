@@ -161,14 +161,11 @@ def _process_memory(device) -> Dict[str, float]:
 # Inputs
 # ---------------------------------------------------------------------------------------------
 def _load_cfg(args):
-    from d2mask.config import get_cfg
+    from d2mask.config import load_config
+    from d2mask.data.datasets import set_datasets_root
 
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.DEVICE = args.device
-    if cfg.DATASETS.ROOT:
-        os.environ["D2MASK_DATASETS"] = cfg.DATASETS.ROOT
+    cfg = load_config(args.config_file, [*args.opts, "MODEL.DEVICE", args.device])
+    set_datasets_root(cfg.DATASETS.ROOT)
     return cfg
 
 
@@ -638,10 +635,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.case:
         print(json.dumps(_CASES[args.task](*args.case, args)))
         return
+    _load_cfg(args)  # a mistake in the config is one line here, not a failed case in a subprocess
     results = TASKS[args.task](args)
     if args.json:
         print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    from d2mask.engine import report_user_errors
+
+    report_user_errors(main)

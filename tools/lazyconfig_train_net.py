@@ -14,7 +14,6 @@ and PNG plots.
 """
 import logging
 import os
-import sys
 
 import torch
 from omegaconf import DictConfig
@@ -23,14 +22,12 @@ from d2mask.checkpoint import DetectionCheckpointer
 from d2mask.config import CfgNode, ConfigError, LazyConfig, instantiate
 from d2mask.config.instantiate import locate
 from d2mask.engine import (
-    EXIT_USER_ERROR,
-    USER_ERRORS,
     AMPTrainer,
     SimpleTrainer,
     default_argument_parser,
     hooks,
     launch,
-    user_error_message,
+    report_user_errors,
 )
 from d2mask.engine.default_trainer import _NO_BUFFER_SYNC, _fast_forward_sampler, create_ddp_model
 from d2mask.evaluation import inference_on_dataset
@@ -167,18 +164,17 @@ def main(args):
     return None
 
 
+def launch_main(args) -> None:
+    load_config(args)  # once before launching: a mistake is one line, not a traceback per process
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    try:
-        load_config(args)  # once before launching: a mistake is one line, not a traceback per process
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except USER_ERRORS as e:  # docs/reliability.md
-        print(user_error_message(e), file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+    report_user_errors(launch_main, default_argument_parser().parse_args())  # docs/reliability.md

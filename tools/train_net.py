@@ -13,27 +13,15 @@ A mistake in the input (config, flags, IMPORTS, dataset, weights: d2mask.engine.
 the run with its one-line message and exit status 2; see docs/reliability.md.
 """
 import logging
-import sys
 
 from d2mask.checkpoint import DetectionCheckpointer
-from d2mask.config import get_cfg
-from d2mask.engine import (
-    EXIT_USER_ERROR,
-    USER_ERRORS,
-    DefaultTrainer,
-    default_argument_parser,
-    default_setup,
-    launch,
-    user_error_message,
-)
+from d2mask.config import load_config
+from d2mask.engine import DefaultTrainer, default_argument_parser, default_setup, launch, report_user_errors
 
 
 def setup(args):
     """The merged, frozen config of the command line, with the process set up for it."""
-    cfg = get_cfg()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -50,28 +38,20 @@ def main(args):
     return trainer.train()
 
 
-def _check_config(args) -> None:
-    """Merges the config once before launching, so a mistake in it is one line, not a traceback
-    from every process."""
-    cfg = get_cfg()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+def launch_main(args) -> None:
+    # The config is read once before launching, so a mistake in it is one line, not a traceback
+    # from every process.
+    load_config(args.config_file, args.opts)
+    logging.getLogger("d2mask").info(f"Command line arguments: {args}")
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    try:
-        _check_config(args)
-        logging.getLogger("d2mask").info(f"Command line arguments: {args}")
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except USER_ERRORS as e:
-        print(user_error_message(e), file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+    report_user_errors(launch_main, default_argument_parser().parse_args())

@@ -12,10 +12,12 @@ import os
 import sys
 from typing import List, Optional
 
-from d2mask.config import get_cfg
+from d2mask.config import load_config
 from d2mask.data import DatasetMapper, MetadataCatalog, get_detection_dataset_dicts
 from d2mask.data.catalog import check_dataset_names
+from d2mask.data.datasets import set_datasets_root
 from d2mask.data.detection_utils import convert_image_to_rgb, read_image
+from d2mask.engine import report_user_errors
 from d2mask.utils.visualizer import Visualizer
 
 
@@ -33,12 +35,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> List[str]:
     """Returns the paths written."""
     args = parse_args(argv)
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if cfg.DATASETS.ROOT:
-        os.environ["D2MASK_DATASETS"] = cfg.DATASETS.ROOT
+    cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
+    set_datasets_root(cfg.DATASETS.ROOT)
 
     names = check_dataset_names(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
     dataset_dicts = get_detection_dataset_dicts(names, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
@@ -66,4 +65,4 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    report_user_errors(main, sys.argv[1:])

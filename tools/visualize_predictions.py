@@ -14,10 +14,12 @@ from typing import List, Optional
 import torch
 
 from d2mask.checkpoint import DetectionCheckpointer
-from d2mask.config import get_cfg
+from d2mask.config import ConfigError, load_config
 from d2mask.data import DatasetCatalog, MetadataCatalog
 from d2mask.data import transforms as T
+from d2mask.data.datasets import set_datasets_root
 from d2mask.data.detection_utils import convert_image_to_rgb, read_image
+from d2mask.engine import report_user_errors
 from d2mask.modeling import build_model
 from d2mask.utils.visualizer import Visualizer
 
@@ -36,18 +38,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> List[str]:
     """Returns the paths written."""
     args = parse_args(argv)
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if cfg.DATASETS.ROOT:
-        os.environ["D2MASK_DATASETS"] = cfg.DATASETS.ROOT
+    cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
+    set_datasets_root(cfg.DATASETS.ROOT)
 
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if cfg.DATASETS.TEST else None
     files = args.input
     if files is None:
         if not cfg.DATASETS.TEST:
-            raise SystemExit("Give --input images, or name a dataset in DATASETS.TEST")
+            raise ConfigError("Give --input images, or name a dataset in DATASETS.TEST")
         files = [d["file_name"] for d in DatasetCatalog.get(cfg.DATASETS.TEST[0])[:args.num_images]]
 
     model = build_model(cfg)
@@ -75,4 +74,4 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    report_user_errors(main, sys.argv[1:])

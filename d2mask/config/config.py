@@ -18,7 +18,7 @@ from fvcore.common.config import CfgNode as _FvcoreCfgNode
 from ..utils.registry import nearest
 from .imports import import_modules
 
-__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_yaml_with_base"]
+__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_config", "load_yaml_with_base"]
 
 BASE_KEY = "_BASE_"
 
@@ -236,3 +236,27 @@ def get_cfg() -> CfgNode:
 
         _DEFAULTS = CfgNode(build_defaults())
     return _DEFAULTS.clone()
+
+
+def load_config(config_file: str, opts: Sequence[str] = ()) -> CfgNode:
+    """The config of a tool's command line: d2mask's defaults, then `config_file` (with its
+    `_BASE_` chain, importing its IMPORTS), then the `KEY VALUE` / `KEY=VALUE` overrides `opts`.
+    Every tool reads its config through this function. The result is not frozen.
+
+    Args:
+        config_file: a YAML config; "" gives the defaults.
+        opts: command-line overrides.
+
+    Raises:
+        ConfigError: a missing or malformed file, an unknown key or a value of the wrong type.
+    """
+    if config_file.endswith(".py"):
+        raise ConfigError(
+            f"{config_file} is a Python config; this tool reads YAML configs. Train from a Python config "
+            f"with tools/lazyconfig_train_net.py"
+        )
+    cfg = get_cfg()
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
+    return cfg

@@ -1,7 +1,7 @@
 """Training: the loop and its hooks, the config-driven DefaultTrainer, and multi-process launch."""
 from . import hooks
 from .defaults import DefaultTrainer, create_ddp_model, default_argument_parser, default_setup
-from .errors import EXIT_USER_ERROR, USER_ERRORS, LaunchError, user_error_message
+from .errors import EXIT_USER_ERROR, USER_ERRORS, LaunchError, report_user_errors, user_error_message
 from .launch import launch
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
 
@@ -20,4 +20,5 @@ __all__ = [
     "EXIT_USER_ERROR",
     "LaunchError",
     "user_error_message",
+    "report_user_errors",
 ]

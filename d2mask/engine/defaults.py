@@ -16,6 +16,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from ..config import CfgNode, import_modules
+from ..data.datasets import set_datasets_root
 from ..utils import comm
 from ..utils.atomic_write import atomic_write
 from ..utils.env import seed_all_rng
@@ -129,8 +130,8 @@ def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> No
     Creates OUTPUT_DIR; sets up logging (rank 0 to the console, every rank to OUTPUT_DIR/log.txt
     or log.txt.rank<R>); logs the environment, the arguments and the config file; writes the full
     merged config to OUTPUT_DIR/config.yaml (rank 0); seeds every generator with SEED + rank (or a
-    drawn, logged seed when SEED < 0); sets cuDNN benchmarking; exports DATASETS.ROOT as
-    $D2MASK_DATASETS; imports the IMPORTS modules.
+    drawn, logged seed when SEED < 0); sets cuDNN benchmarking; passes DATASETS.ROOT to
+    `set_datasets_root`; imports the IMPORTS modules.
     """
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
@@ -155,8 +156,7 @@ def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> No
 
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
     torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
-    if cfg.DATASETS.ROOT:
-        os.environ["D2MASK_DATASETS"] = cfg.DATASETS.ROOT
+    set_datasets_root(cfg.DATASETS.ROOT)
     import_modules(cfg.IMPORTS, source="the config's IMPORTS")
 
 

@@ -6,12 +6,15 @@ file/key/value and says what was expected, so `tools/train_net.py` prints that m
 exits with `EXIT_USER_ERROR`; a traceback into d2mask's internals would only bury it. Every other
 exception is a bug or a failure of the machine and keeps its traceback.
 """
+import sys
+from typing import Any, Callable
+
 from ..checkpoint import CheckpointError
 from ..config import ConfigError
 from ..data import DatasetError
 from ..utils.registry import RegistryError
 
-__all__ = ["EXIT_USER_ERROR", "LaunchError", "USER_ERRORS", "user_error_message"]
+__all__ = ["EXIT_USER_ERROR", "LaunchError", "USER_ERRORS", "user_error_message", "report_user_errors"]
 
 # The exit status of a run stopped by a user error; argparse uses it for a bad command line too.
 EXIT_USER_ERROR = 2
@@ -41,3 +44,13 @@ def user_error_message(error: BaseException) -> str:
         # worker's own message is its last line, after the exception's name.
         text = text.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1]
     return f"{type(error).__name__}: {text}"
+
+
+def report_user_errors(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Returns `main(*args, **kwargs)`; a user error ends the process instead, with its one line on
+    stderr and exit status `EXIT_USER_ERROR`. The `__main__` block of every tool runs through this."""
+    try:
+        return main(*args, **kwargs)
+    except USER_ERRORS as e:
+        print(user_error_message(e), file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)

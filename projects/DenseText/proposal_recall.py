@@ -19,8 +19,10 @@ import torch
 from torch import Tensor
 
 from d2mask.checkpoint import DetectionCheckpointer
-from d2mask.config import get_cfg
+from d2mask.config import ConfigError, load_config
 from d2mask.data import DatasetCatalog, DatasetMapper
+from d2mask.data.datasets import set_datasets_root
+from d2mask.engine import report_user_errors
 from d2mask.modeling import build_model
 from d2mask.structures import Boxes, BoxMode, pairwise_iou
 
@@ -65,12 +67,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[int, Tensor]:
     parser.add_argument("--config-file", required=True, help="YAML config of the model; DATASETS.TEST[0] is evaluated")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs (MODEL.WEIGHTS ...)")
     args = parser.parse_args(argv)
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    # backbone and RPN; the ROI heads' weights are skipped
+    cfg = load_config(args.config_file, [*args.opts, "MODEL.META_ARCHITECTURE", "ProposalNetwork"])
     if not cfg.DATASETS.TEST:
-        raise SystemExit("DATASETS.TEST is empty: name the dataset to measure the proposals on")
-    cfg.MODEL.META_ARCHITECTURE = "ProposalNetwork"  # backbone and RPN; the ROI heads' weights are skipped
+        raise ConfigError("DATASETS.TEST is empty: name the dataset to measure the proposals on")
+    set_datasets_root(cfg.DATASETS.ROOT)
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     model.eval()
@@ -92,4 +93,4 @@ def main(argv: Optional[List[str]] = None) -> Dict[int, Tensor]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    report_user_errors(main, sys.argv[1:])

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from d2mask.config import get_cfg
+from d2mask.data.datasets import datasets_root, set_datasets_root
 from d2mask.engine import default_argument_parser, default_setup
 
 
@@ -65,7 +66,9 @@ def test_default_setup_writes_config_logs_and_seeds(tmp_path, monkeypatch):
         default_setup(cfg, args)
         draws = (random.random(), float(np.random.rand()), float(torch.rand(1)))
         logging.getLogger("d2mask.test").info("a line for the log file")
+        root = datasets_root()
     finally:
+        set_datasets_root(None)
         for name in ("d2mask", "fvcore", "projects"):
             for h in logging.getLogger(name).handlers:
                 h.flush()
@@ -75,7 +78,7 @@ def test_default_setup_writes_config_logs_and_seeds(tmp_path, monkeypatch):
     assert saved.SOLVER.MAX_ITER == 7 and saved == cfg  # the full merged config, loadable again
     log = (out / "log.txt").read_text()
     assert "a line for the log file" in log and "SOLVER:\n  MAX_ITER: 7" in log
-    assert os.environ["D2MASK_DATASETS"] == str(tmp_path / "datasets")
+    assert root == str(tmp_path / "datasets") and "D2MASK_DATASETS" not in os.environ
     random.seed(123)
     np.random.seed(123)
     torch.manual_seed(123)

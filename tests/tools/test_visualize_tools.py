@@ -1,6 +1,8 @@
 """tools/visualize_data.py and tools/visualize_predictions.py, run end to end on tiny inputs."""
 import importlib.util
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from d2mask.config import ConfigError
 from d2mask.structures import Boxes, Instances
 
 TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "tools")
@@ -66,3 +69,20 @@ def test_visualize_predictions_draws_confident_detections(config, tmp_path):
     changed = np.any(drawn != 90, axis=2)
     assert changed[100:156, 100].all()  # the confident box's left edge
     assert not changed[20, 0:40].any() and not changed[0:40, 20].any()  # the 0.1 box is below the threshold
+
+
+def test_a_config_mistake_is_one_line_and_exit_status_2(config, tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(TOOLS, ".."), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(TOOLS, "visualize_data.py"), "--config-file", config,
+         "--output", str(tmp_path / "vis"), "SOLVER.MAX_ITERS", "5"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("ConfigError: Unknown config key SOLVER.MAX_ITERS (on the command line). Did you mean SOLVER.MAX_ITER")
+
+
+def test_a_python_config_is_refused_with_the_tool_to_use():
+    with pytest.raises(ConfigError, match="lazyconfig_train_net"):
+        load_tool("visualize_data").main(["--config-file", "configs/Shapes/mask_rcnn_R_18_FPN_shapes.py", "--output", "x"])

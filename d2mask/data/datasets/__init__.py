@@ -1,6 +1,6 @@
 """Dataset loaders: COCO json files and the generated shapes dataset."""
 from .coco import convert_to_coco_dict, load_coco_json, register_coco_instances
-from .shapes import SHAPES_CLASSES, datasets_root, mask_to_polygons, register_shapes
+from .shapes import SHAPES_CLASSES, datasets_root, mask_to_polygons, register_shapes, set_datasets_root
 
 __all__ = [
     "load_coco_json",
@@ -9,5 +9,6 @@ __all__ = [
     "register_shapes",
     "SHAPES_CLASSES",
     "datasets_root",
+    "set_datasets_root",
     "mask_to_polygons",
 ]

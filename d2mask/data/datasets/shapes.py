@@ -6,8 +6,7 @@ part of its shape; its polygons trace that mask's pixel outline, so that rasteri
 pycocotools does) gives back the mask.
 
 The files (PNGs and a COCO json) are generated on first use into
-`<root>/shapes/<name>-<fingerprint>/`, where root is `$D2MASK_DATASETS` (read at call time;
-default ~/.cache/d2mask) and the fingerprint hashes the generator's parameters, so a changed
+`<root>/shapes/<name>-<fingerprint>/`, where root is `datasets_root()` (read at call time) and the fingerprint hashes the generator's parameters, so a changed
 parameter never reuses stale files. Generation writes into a temporary sibling directory and renames
 it into place with a completion marker inside: a crashed or interrupted run leaves nothing that
 looks complete and is simply redone.
@@ -28,7 +27,7 @@ from ...structures import polygons_to_bitmask
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .coco import load_coco_json
 
-__all__ = ["register_shapes", "SHAPES_CLASSES", "datasets_root", "mask_to_polygons"]
+__all__ = ["register_shapes", "SHAPES_CLASSES", "datasets_root", "set_datasets_root", "mask_to_polygons"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +46,21 @@ _MIN_POLYGON_IOU = 0.95
 _PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 
 
+# Set by `set_datasets_root` (a run's DATASETS.ROOT); None falls back to the environment.
+_root: Optional[str] = None
+
+
+def set_datasets_root(root: Optional[str]) -> None:
+    """Makes `root` the directory built-in datasets are cached in, for this process; None or ""
+    returns to `$D2MASK_DATASETS` / ~/.cache/d2mask. `default_setup` passes DATASETS.ROOT here."""
+    global _root
+    _root = root or None
+
+
 def datasets_root() -> str:
-    """The directory built-in datasets are cached in: `$D2MASK_DATASETS`, or ~/.cache/d2mask."""
-    return os.path.expanduser(os.environ.get("D2MASK_DATASETS") or "~/.cache/d2mask")
+    """The directory built-in datasets are cached in: the one given to `set_datasets_root`, else
+    `$D2MASK_DATASETS`, else ~/.cache/d2mask."""
+    return os.path.expanduser(_root or os.environ.get("D2MASK_DATASETS") or "~/.cache/d2mask")
 
 
 def mask_to_polygons(mask: np.ndarray) -> List[np.ndarray]:
@@ -229,8 +240,7 @@ def register_shapes(
 
     Args:
         name: the dataset's name.
-        root: cache directory; None reads `$D2MASK_DATASETS` (default ~/.cache/d2mask) when the
-            dataset is loaded. Files go to `<root>/shapes/<name>-<fingerprint>/`.
+        root: cache directory; None uses `datasets_root()` when the dataset is loaded. Files go to `<root>/shapes/<name>-<fingerprint>/`.
         num_images: how many images.
         seed: images are a deterministic function of (seed, image index).
         image_size: side of the square images in pixels.
