@@ -15,8 +15,10 @@ import functools
 import inspect
 from typing import Any, Callable, Dict, Optional
 
-from omegaconf import DictConfig
 from fvcore.common.config import CfgNode as _FvcoreCfgNode
+from omegaconf import DictConfig
+
+from .config import ConfigError
 
 __all__ = ["configurable"]
 
@@ -55,7 +57,15 @@ def configurable(init_func: Optional[Callable] = None, *, from_config: Optional[
                 from_cfg = getattr(type(self), "from_config", None)
                 if from_cfg is None:
                     raise AttributeError(f"{type(self).__name__} was given a config but defines no from_config")
-                return init_func(self, **_explicit_args(from_cfg, args, kwargs))
+                explicit = _explicit_args(from_cfg, args, kwargs)
+                try:
+                    return init_func(self, **explicit)
+                except ConfigError:
+                    raise
+                except ValueError as e:
+                    # Constructors validate their arguments; built from a config, those came from
+                    # its keys, so the message (which names the key) is the user's to act on.
+                    raise ConfigError(str(e)) from e
             return init_func(self, *args, **kwargs)
 
         return wrapped_init

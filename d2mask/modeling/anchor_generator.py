@@ -4,12 +4,12 @@ Shape shorthand: `L` feature levels, `A` cell anchors per location, `Hi x Wi` th
 """
 import math
 from collections.abc import Sequence as _SequenceABC
-from typing import List, Sequence
+from typing import List, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from d2mask.config import ConfigError, configurable
+from d2mask.config import configurable
 from d2mask.layers import ShapeSpec
 from d2mask.structures import Boxes
 from d2mask.utils.registry import Registry
@@ -30,17 +30,19 @@ def build_anchor_generator(cfg, input_shape: List[ShapeSpec]) -> nn.Module:
     return ANCHOR_GENERATOR_REGISTRY.get(cfg.MODEL.ANCHOR_GENERATOR.NAME)(cfg, input_shape)
 
 
-def _per_level(values: Sequence, num_levels: int, key: str) -> List[List[float]]:
-    """Expands a config list to one list per level: a flat list, or a single list, serves all levels."""
-    if len(values) == 0:
-        raise ConfigError(f"{key} is empty; give one list of values per feature level, or one for all")
+def _broadcast_per_level(values: Sequence, num_levels: int, name: str) -> List[List[float]]:
+    """Expands anchor parameters to one list per level, as Detectron2 does: a flat list, or a list
+    holding a single list, serves every level; otherwise there must be one list per level."""
+    if not isinstance(values, _SequenceABC) or isinstance(values, str) or len(values) == 0:
+        raise ValueError(f"DefaultAnchorGenerator {name} must be a non-empty list (one per level, or one for all), got {values!r}")
     if not isinstance(values[0], _SequenceABC):
         values = [values]
     if len(values) == 1:
         values = list(values) * num_levels
     if len(values) != num_levels:
-        raise ConfigError(
-            f"{key} has {len(values)} lists for {num_levels} feature levels; give one per level or a single one"
+        raise ValueError(
+            f"DefaultAnchorGenerator {name} has {len(values)} lists for {num_levels} feature levels "
+            f"(strides); give one per level or a single one"
         )
     return [list(v) for v in values]
 
@@ -61,19 +63,6 @@ class _BufferList(nn.Module):
         return iter(self._buffers.values())
 
 
-def _cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float]) -> Tensor:
-    """`Tensor[len(sizes) * len(aspect_ratios), 4]`: XYXY anchors centred at (0, 0), sizes outer and
-    aspect ratios inner. A size is the square root of the anchor's area, an aspect ratio its h / w."""
-    anchors = []
-    for size in sizes:
-        area = float(size) ** 2
-        for ratio in aspect_ratios:
-            w = math.sqrt(area / ratio)
-            h = ratio * w
-            anchors.append([-w / 2, -h / 2, w / 2, h / 2])
-    return torch.tensor(anchors, dtype=torch.float32)
-
-
 @ANCHOR_GENERATOR_REGISTRY.register()
 class DefaultAnchorGenerator(nn.Module):
     """Places every cell anchor of a level at every location of that level's feature map.
@@ -88,46 +77,63 @@ class DefaultAnchorGenerator(nn.Module):
     def __init__(
         self,
         *,
-        sizes: List[List[float]],
-        aspect_ratios: List[List[float]],
+        sizes: Union[List[List[float]], List[float]],
+        aspect_ratios: Union[List[List[float]], List[float]],
         strides: List[int],
         offset: float = 0.5,
     ):
         """
         Args:
-            sizes: per level, anchor sizes in input pixels (square roots of areas).
-            aspect_ratios: per level, anchor aspect ratios (height / width).
-            strides: per level, the feature map's stride in input pixels.
+            sizes: per level, anchor sizes in input pixels (square roots of areas); a flat list
+                (or a list holding one list) serves every level.
+            aspect_ratios: per level, anchor aspect ratios (height / width); broadcast like `sizes`.
+            strides: per level, the feature map's stride in input pixels; their number is L.
             offset: anchor centres are at (offset + index) * stride; in [0, 1).
         """
         super().__init__()
-        if not len(sizes) == len(aspect_ratios) == len(strides):
-            raise ValueError(
-                f"DefaultAnchorGenerator needs one entry per level, got {len(sizes)} size lists, "
-                f"{len(aspect_ratios)} aspect-ratio lists and {len(strides)} strides"
-            )
+        sizes = _broadcast_per_level(sizes, len(strides), "sizes (MODEL.ANCHOR_GENERATOR.SIZES)")
+        aspect_ratios = _broadcast_per_level(
+            aspect_ratios, len(strides), "aspect_ratios (MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS)"
+        )
         if not 0.0 <= offset < 1.0:
-            raise ValueError(f"DefaultAnchorGenerator offset must be in [0, 1), got {offset}")
+            raise ValueError(f"DefaultAnchorGenerator offset (MODEL.ANCHOR_GENERATOR.OFFSET) must be in [0, 1), got {offset}")
         self.strides = list(strides)
         self.offset = offset
-        self.cell_anchors = _BufferList([_cell_anchors(s, a) for s, a in zip(sizes, aspect_ratios)])
+        self.cell_anchors = _BufferList([self.generate_cell_anchors(s, a) for s, a in zip(sizes, aspect_ratios)])
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]):
-        num_levels = len(input_shape)
         return {
-            "sizes": _per_level(cfg.MODEL.ANCHOR_GENERATOR.SIZES, num_levels, "MODEL.ANCHOR_GENERATOR.SIZES"),
-            "aspect_ratios": _per_level(
-                cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS, num_levels, "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS"
-            ),
+            "sizes": cfg.MODEL.ANCHOR_GENERATOR.SIZES,
+            "aspect_ratios": cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS,
             "strides": [s.stride for s in input_shape],
             "offset": cfg.MODEL.ANCHOR_GENERATOR.OFFSET,
         }
+
+    @staticmethod
+    def generate_cell_anchors(
+        sizes: Sequence[float] = (32, 64, 128, 256, 512), aspect_ratios: Sequence[float] = (0.5, 1, 2)
+    ) -> Tensor:
+        """`Tensor[len(sizes) * len(aspect_ratios), 4]`: XYXY anchors centred at (0, 0), sizes outer and
+        aspect ratios inner. A size is the square root of the anchor's area, an aspect ratio its h / w."""
+        anchors = []
+        for size in sizes:
+            area = float(size) ** 2
+            for ratio in aspect_ratios:
+                w = math.sqrt(area / ratio)
+                h = ratio * w
+                anchors.append([-w / 2, -h / 2, w / 2, h / 2])
+        return torch.tensor(anchors, dtype=torch.float32)
 
     @property
     def num_anchors(self) -> List[int]:
         """Cell anchors per location, for each level."""
         return [len(cell) for cell in self.cell_anchors]
+
+    @property
+    def num_cell_anchors(self) -> List[int]:
+        """Detectron2's other name for `num_anchors`."""
+        return self.num_anchors
 
     def _grid_anchors(self, grid_sizes: List[Sequence[int]]) -> List[Tensor]:
         anchors = []

@@ -37,3 +37,27 @@ def test_configurable_function():
 
     assert make(lr=0.5) == 0.5
     assert make(get_cfg(), scale=10) == pytest.approx(0.01)
+
+
+class Checked:
+    @configurable
+    def __init__(self, *, beta: float):
+        if beta < 0:
+            raise ValueError(f"Checked beta (MODEL.RPN.SMOOTH_L1_BETA) must be >= 0, got {beta}")
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {"beta": cfg.MODEL.RPN.SMOOTH_L1_BETA}
+
+
+def test_constructor_validation_is_a_config_error_when_built_from_a_config():
+    """The value came from a config key, so it is the user's error (one line from train_net)."""
+    from d2mask.config import ConfigError
+
+    cfg = get_cfg()
+    cfg.MODEL.RPN.SMOOTH_L1_BETA = -1.0
+    with pytest.raises(ConfigError, match=r"MODEL.RPN.SMOOTH_L1_BETA\) must be >= 0, got -1.0"):
+        Checked(cfg)
+    with pytest.raises(ValueError) as explicit:
+        Checked(beta=-1.0)
+    assert not isinstance(explicit.value, ConfigError)

@@ -69,7 +69,7 @@ def test_from_config_broadcasts_one_list_to_every_level():
 def test_from_config_rejects_a_wrong_number_of_levels():
     cfg = get_cfg()
     cfg.merge_from_list(["MODEL.ANCHOR_GENERATOR.SIZES", "[[32], [64], [128]]"])
-    with pytest.raises(ConfigError, match="MODEL.ANCHOR_GENERATOR.SIZES has 3 lists for 2 feature levels"):
+    with pytest.raises(ConfigError, match=r"MODEL.ANCHOR_GENERATOR.SIZES\) has 3 lists for 2 feature levels"):
         build_anchor_generator(cfg, [ShapeSpec(stride=4), ShapeSpec(stride=8)])
 
 
@@ -77,3 +77,23 @@ def test_forward_rejects_a_wrong_number_of_feature_maps():
     gen = DefaultAnchorGenerator(sizes=[[8]], aspect_ratios=[[1.0]], strides=[4])
     with pytest.raises(ValueError, match="built for 1 levels, got 2"):
         gen([feature(1, 1), feature(1, 1)])
+
+
+def test_constructor_broadcasts_flat_lists_as_detectron2():
+    """Detectron2's lazy configs write DefaultAnchorGenerator(sizes=[32, 64], aspect_ratios=[0.5, 1, 2], strides=[4])."""
+    gen = DefaultAnchorGenerator(sizes=[32, 64], aspect_ratios=[0.5, 1, 2], strides=[4, 8])
+    assert gen.num_anchors == gen.num_cell_anchors == [6, 6]
+    level0, level1 = gen.cell_anchors
+    assert torch.equal(level0, level1)
+    # sizes outer, ratios inner: size 32 ratio 1 is the second, size 64 ratio 1 the fifth
+    assert level0[1].tolist() == [-16.0, -16.0, 16.0, 16.0]
+    assert level0[4].tolist() == [-32.0, -32.0, 32.0, 32.0]
+    # one list per level stays per level
+    per_level = DefaultAnchorGenerator(sizes=[[32], [64]], aspect_ratios=[1.0], strides=[4, 8])
+    assert [c.tolist() for c in per_level.cell_anchors] == [[[-16.0, -16.0, 16.0, 16.0]], [[-32.0, -32.0, 32.0, 32.0]]]
+
+
+@pytest.mark.parametrize("sizes, message", [([], "non-empty"), ([[8], [16], [32]], "3 lists for 2 feature levels")])
+def test_constructor_rejects_bad_sizes(sizes, message):
+    with pytest.raises(ValueError, match=message):
+        DefaultAnchorGenerator(sizes=sizes, aspect_ratios=[1.0], strides=[4, 8])
