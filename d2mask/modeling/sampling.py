@@ -2,7 +2,7 @@
 
 Shape shorthand: `N` anchors or proposals, `P` sampled positives, `Q` sampled negatives.
 """
-from typing import Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -11,7 +11,7 @@ from d2mask.config import configurable
 from d2mask.layers import nonzero_tuple
 from d2mask.utils.registry import Registry
 
-__all__ = ["SAMPLER_REGISTRY", "RandomSampler", "build_sampler", "subsample_labels"]
+__all__ = ["SAMPLER_REGISTRY", "RandomSampler", "build_sampler", "resolve_sampler", "subsample_labels"]
 
 SAMPLER_REGISTRY = Registry("SAMPLER")
 SAMPLER_REGISTRY.__doc__ = """
@@ -86,3 +86,34 @@ class RandomSampler:
     def __call__(self, match_labels: Tensor) -> Tuple[Tensor, Tensor]:
         """Samples `Tensor[N]` labels (1 foreground, 0 background, -1 ignored) into (pos_idx, neg_idx)."""
         return subsample_labels(match_labels, self.batch_size_per_image, self.positive_fraction, 0)
+
+
+def resolve_sampler(
+    owner: str,
+    sampler: Optional[Callable],
+    batch_size_per_image: Optional[int],
+    positive_fraction: Optional[float],
+) -> Callable:
+    """The sampler of a head constructed in d2mask's form (a sampler object) or in Detectron2's
+    (`batch_size_per_image=` and `positive_fraction=`, which mean a `RandomSampler`).
+
+    Args:
+        owner: the constructor's name, for the messages.
+        sampler: d2mask's form, or None.
+        batch_size_per_image, positive_fraction: Detectron2's form, or None.
+
+    Returns:
+        `sampler`, or the `RandomSampler` that Detectron2's arguments describe.
+    """
+    given = [name for name, value in (("batch_size_per_image", batch_size_per_image),
+                                      ("positive_fraction", positive_fraction)) if value is not None]
+    if sampler is not None:
+        if given:
+            raise ValueError(
+                f"{owner} got a sampler object and {' and '.join(given)}; give either the sampler or "
+                f"Detectron2's batch_size_per_image= and positive_fraction=, not both"
+            )
+        return sampler
+    if len(given) != 2:
+        raise ValueError(f"{owner} needs a sampler object, or both batch_size_per_image= and positive_fraction=")
+    return RandomSampler(batch_size_per_image=batch_size_per_image, positive_fraction=positive_fraction)

@@ -78,6 +78,22 @@ def test_sampling_respects_batch_size_and_positive_fraction():
     assert (sampled.gt_classes == 5).sum() == 2  # only 2 backgrounds exist
 
 
+def test_detectron2_sampler_arguments():
+    """Detectron2's ROIHeads(batch_size_per_image=, positive_fraction=) samples as the config keys do."""
+    from d2mask.modeling import Matcher, RandomSampler
+
+    args = build_roi_heads(_fpn_cfg(mask_on=False), FPN_SHAPES)  # borrow the built parts
+    parts = dict(box_in_features=["p2", "p3"], box_pooler=args.box_pooler, box_head=args.box_head,
+                 box_predictor=args.box_predictor, num_classes=5,
+                 proposal_matcher=Matcher(thresholds=[0.5], labels=[0, 1], allow_low_quality_matches=False))
+    heads = StandardROIHeads(batch_size_per_image=4, positive_fraction=0.25, **parts)
+    assert isinstance(heads.proposal_sampler, RandomSampler)
+    sampled, = heads.label_and_sample_proposals([_proposals([P_NEAR_GT0, P_FAR, P_WEAK_GT1, P_NEAR_GT1])], [_targets()])
+    assert (sampled.gt_classes != 5).sum() == 1 and (sampled.gt_classes == 5).sum() == 2
+    with pytest.raises(ValueError, match="StandardROIHeads got a sampler object and batch_size_per_image"):
+        StandardROIHeads(batch_size_per_image=4, proposal_sampler=RandomSampler(batch_size_per_image=4, positive_fraction=0.25), **parts)
+
+
 def test_without_gt_every_proposal_is_background_and_append_gt_is_optional():
     cfg = _fpn_cfg()
     cfg.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT = False

@@ -97,6 +97,16 @@ def test_boundary_thresh_ignores_anchors_reaching_outside(boundary_thresh, expec
     assert boxes[0].shape == (4, 4) and boxes[0][3].tolist() == [5, 5, 15, 15]
 
 
+def test_detectron2_sampler_arguments_build_a_random_sampler():
+    rpn, _ = labelling_rpn(sampler=None, batch_size_per_image=64, positive_fraction=0.25)
+    assert isinstance(rpn.sampler, RandomSampler)
+    assert (rpn.sampler.batch_size_per_image, rpn.sampler.positive_fraction, rpn.batch_size_per_image) == (64, 0.25, 64)
+    with pytest.raises(ValueError, match="RPN got a sampler object and positive_fraction"):
+        labelling_rpn(positive_fraction=0.25)
+    with pytest.raises(ValueError, match="RPN needs a sampler object, or both"):
+        labelling_rpn(sampler=None)
+
+
 def test_image_without_gt_is_all_negative_then_sampled():
     rpn, anchors = labelling_rpn(sampler=RandomSampler(batch_size_per_image=3, positive_fraction=0.5))
     labels, boxes = rpn.label_and_sample_anchors(anchors, [gt((20, 20), []), gt((20, 20), [5, 5, 15, 15])])

@@ -4,6 +4,7 @@ import torch
 
 from d2mask.config import get_cfg
 from d2mask.modeling import RandomSampler, build_sampler, subsample_labels
+from d2mask.modeling.sampling import resolve_sampler
 
 
 def make_labels(num_pos, num_neg, num_ignore):
@@ -79,3 +80,15 @@ def test_random_sampler_from_stage_config():
 def test_bad_settings_are_explained(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RandomSampler(**kwargs)
+
+
+def test_resolve_sampler_translates_detectron2_arguments_once():
+    sampler = resolve_sampler("ROIHeads", None, batch_size_per_image=8, positive_fraction=0.25)
+    assert isinstance(sampler, RandomSampler)
+    assert (sampler.batch_size_per_image, sampler.positive_fraction) == (8, 0.25)
+    own = RandomSampler(batch_size_per_image=4, positive_fraction=0.5)
+    assert resolve_sampler("ROIHeads", own, None, None) is own
+    with pytest.raises(ValueError, match="ROIHeads got a sampler object and positive_fraction; give either"):
+        resolve_sampler("ROIHeads", own, None, 0.5)
+    with pytest.raises(ValueError, match="needs a sampler object, or both"):
+        resolve_sampler("ROIHeads", None, 8, None)

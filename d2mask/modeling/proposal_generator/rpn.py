@@ -18,7 +18,7 @@ from d2mask.utils.registry import Registry
 from ..anchor_generator import build_anchor_generator
 from ..box_regression import BOX_REGRESSION_LOSS_TYPES, Box2BoxTransform, box_regression_loss
 from ..matcher import build_anchor_matcher
-from ..sampling import build_sampler
+from ..sampling import build_sampler, resolve_sampler
 from .build import PROPOSAL_GENERATOR_REGISTRY
 from .proposal_utils import find_top_rpn_proposals
 
@@ -120,9 +120,10 @@ class RPN(nn.Module):
         head: nn.Module,
         anchor_generator: nn.Module,
         anchor_matcher: Callable[[Boxes, Boxes], Tuple[Tensor, Tensor]],
-        sampler: Callable[[Tensor], Tuple[Tensor, Tensor]],
+        sampler: Optional[Callable[[Tensor], Tuple[Tensor, Tensor]]] = None,
         box2box_transform: Box2BoxTransform,
         batch_size_per_image: int,
+        positive_fraction: Optional[float] = None,
         pre_nms_topk: Tuple[int, int],
         post_nms_topk: Tuple[int, int],
         nms_thresh: float = 0.7,
@@ -143,6 +144,8 @@ class RPN(nn.Module):
             batch_size_per_image: the sampler's budget per image; both losses are divided by it times
                 the number of images, as in Detectron2, so their scale does not depend on how many
                 anchors happen to be sampled.
+            positive_fraction: Detectron2's form instead of `sampler`: a `RandomSampler` drawing
+                `batch_size_per_image` anchors, at most this share of them positive.
             pre_nms_topk: (training, inference) boxes kept per level and image before NMS.
             post_nms_topk: (training, inference) proposals kept per image after NMS.
             nms_thresh: IoU threshold of the NMS over proposals.
@@ -163,7 +166,10 @@ class RPN(nn.Module):
         self.rpn_head = head
         self.anchor_generator = anchor_generator
         self.anchor_matcher = anchor_matcher
-        self.sampler = sampler
+        # batch_size_per_image is the loss normaliser too, so only positive_fraction competes with a sampler.
+        self.sampler = resolve_sampler(
+            type(self).__name__, sampler, None if sampler is not None else batch_size_per_image, positive_fraction
+        )
         self.box2box_transform = box2box_transform
         self.batch_size_per_image = batch_size_per_image
         self.pre_nms_topk = {True: pre_nms_topk[0], False: pre_nms_topk[1]}

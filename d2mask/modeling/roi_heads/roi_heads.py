@@ -15,7 +15,7 @@ from d2mask.utils.registry import Registry
 
 from ..matcher import build_anchor_matcher
 from ..proposal_generator import add_ground_truth_to_proposals
-from ..sampling import build_sampler
+from ..sampling import build_sampler, resolve_sampler
 
 __all__ = ["ROI_HEADS_REGISTRY", "build_roi_heads", "ROIHeads", "select_foreground_proposals"]
 
@@ -62,23 +62,29 @@ class ROIHeads(nn.Module):
         self,
         *,
         num_classes: int,
+        batch_size_per_image: Optional[int] = None,
+        positive_fraction: Optional[float] = None,
         proposal_matcher: Callable,
-        proposal_sampler: Callable,
         proposal_append_gt: bool = True,
+        proposal_sampler: Optional[Callable] = None,
     ):
         """
         Args:
             num_classes: K, the number of foreground classes.
+            batch_size_per_image, positive_fraction: Detectron2's form instead of `proposal_sampler`:
+                a `RandomSampler` with these settings.
             proposal_matcher: called as `matcher(gt_boxes, proposal_boxes) -> (matched_idxs: Tensor[P]
                 int64, match_labels: Tensor[P] with 1 foreground, 0 background, -1 ignore)`.
+            proposal_append_gt: add each image's GT boxes to its proposals in training.
             proposal_sampler: called as `sampler(match_labels) -> (pos_idx, neg_idx)`, the proposals
                 kept to train the heads.
-            proposal_append_gt: add each image's GT boxes to its proposals in training.
         """
         super().__init__()
         self.num_classes = num_classes
         self.proposal_matcher = proposal_matcher
-        self.proposal_sampler = proposal_sampler
+        self.proposal_sampler = resolve_sampler(
+            type(self).__name__, proposal_sampler, batch_size_per_image, positive_fraction
+        )
         self.proposal_append_gt = proposal_append_gt
 
     @classmethod
