@@ -1,14 +1,18 @@
 """Neural-network layers shared by the models: convolutions with norms, ROIAlign, NMS, shape specs."""
-from .batch_norm import NORM_NAMES, FrozenBatchNorm2d, get_norm
+from .batch_norm import NORM_NAMES, CycleBatchNormList, FrozenBatchNorm2d, LayerNorm, NaiveSyncBatchNorm, get_norm
+from .mask_ops import paste_masks_in_image
 from .nms import batched_nms, nms
 from .roi_align import ROIAlign
 from .shape_spec import ShapeSpec
-from .wrappers import Conv2d, ConvTranspose2d, cat, interpolate, nonzero_tuple
+from .wrappers import Conv2d, ConvTranspose2d, cat, interpolate, nonzero_tuple, shapes_to_tensor
 
 __all__ = [
     "Conv2d",
     "ConvTranspose2d",
+    "CycleBatchNormList",
     "FrozenBatchNorm2d",
+    "LayerNorm",
+    "NaiveSyncBatchNorm",
     "NORM_NAMES",
     "ROIAlign",
     "ShapeSpec",
@@ -18,4 +22,6 @@ __all__ = [
     "interpolate",
     "nms",
     "nonzero_tuple",
+    "paste_masks_in_image",
+    "shapes_to_tensor",
 ]

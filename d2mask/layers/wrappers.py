@@ -1,11 +1,11 @@
 """Thin additions to torch's building blocks that detection code uses everywhere."""
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Conv2d", "ConvTranspose2d", "cat", "interpolate", "nonzero_tuple"]
+__all__ = ["Conv2d", "ConvTranspose2d", "cat", "interpolate", "nonzero_tuple", "shapes_to_tensor"]
 
 # Re-exported so model code ported from Detectron2 keeps importing them from `layers`.
 ConvTranspose2d = nn.ConvTranspose2d
@@ -27,6 +27,14 @@ def nonzero_tuple(x: Tensor) -> Tuple[Tensor, ...]:
     if x.dim() == 0:
         return x.unsqueeze(0).nonzero().unbind(1)
     return x.nonzero().unbind(1)
+
+
+def shapes_to_tensor(x: List[Union[int, Tensor]], device: Optional[torch.device] = None) -> Tensor:
+    """`Tensor[len(x)]` of sizes given as ints or as 0-d tensors; while tracing, 0-d tensors are
+    stacked so that the traced graph keeps them as inputs instead of recording constants."""
+    if torch.jit.is_tracing() and all(isinstance(t, Tensor) for t in x):
+        return torch.stack(x).to(device=device) if device is not None else torch.stack(x)
+    return torch.as_tensor(x, device=device)
 
 
 class Conv2d(nn.Conv2d):

@@ -1,5 +1,5 @@
 """`ImageList`: images of different sizes padded into one batch tensor, remembering each true size."""
-from typing import List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,10 @@ class ImageList:
 
     @staticmethod
     def from_tensors(
-        tensors: List[Tensor], size_divisibility: int = 0, pad_value: float = 0.0
+        tensors: List[Tensor],
+        size_divisibility: int = 0,
+        pad_value: float = 0.0,
+        padding_constraints: Optional[Dict[str, int]] = None,
     ) -> "ImageList":
         """Pads images to the largest height and width among them, rounded up to a multiple of
         `size_divisibility`, and stacks them.
@@ -53,6 +56,9 @@ class ImageList:
             size_divisibility: when > 0, the padded height and width are multiples of it (an FPN needs
                 its coarsest stride here so every level's feature maps line up).
             pad_value: the value of padded pixels.
+            padding_constraints: a backbone's `padding_constraints`, as in Detectron2:
+                {"square_size": S} pads every image to S x S (when S > 0; ViTDet's large-scale
+                jitter), and {"size_divisibility": D} replaces `size_divisibility`.
 
         Returns:
             An ImageList of `Tensor[N, C, H, W]`.
@@ -72,6 +78,16 @@ class ImageList:
         image_sizes = [(t.shape[-2], t.shape[-1]) for t in tensors]
         max_h = max(h for h, _ in image_sizes)
         max_w = max(w for _, w in image_sizes)
+        constraints = padding_constraints or {}
+        square_size = constraints.get("square_size", 0)
+        if square_size > 0:
+            if max(max_h, max_w) > square_size:
+                raise ValueError(
+                    f"ImageList.from_tensors: an image of {max_h} x {max_w} does not fit the backbone's "
+                    f"padding_constraints square_size {square_size}; resize the images to at most that"
+                )
+            max_h = max_w = square_size
+        size_divisibility = constraints.get("size_divisibility", size_divisibility)
         if size_divisibility > 1:
             max_h = -(-max_h // size_divisibility) * size_divisibility
             max_w = -(-max_w // size_divisibility) * size_divisibility

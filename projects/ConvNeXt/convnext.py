@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from d2mask.config import CfgNode, ConfigError, configurable
-from d2mask.layers import ShapeSpec
+from d2mask.layers import LayerNorm, ShapeSpec
 from d2mask.modeling import BACKBONE_REGISTRY, FPN, Backbone, LastLevelMaxPool
 
-__all__ = ["ConvNeXt", "ConvNeXtBlock", "LayerNorm2d", "add_config", "build_convnext_fpn_backbone"]
+__all__ = ["ConvNeXt", "ConvNeXtBlock", "add_config", "build_convnext_fpn_backbone"]
 
 _STAGE_NAMES = ("res2", "res3", "res4", "res5")
 
@@ -42,15 +42,6 @@ def add_config(cfg) -> None:
     for key, value in defaults.items():
         if key not in cfg.MODEL.CONVNEXT:
             cfg.MODEL.CONVNEXT[key] = value
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of each position of a `Tensor[N, C, H, W]`."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        # (N, C, H, W) -> (N, H, W, C), normalise the last dimension, and back
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -107,9 +98,9 @@ class ConvNeXt(Backbone):
         unknown = [f for f in out_features if f not in _STAGE_NAMES]
         if unknown or not out_features:
             raise ValueError(f"ConvNeXt out_features (MODEL.CONVNEXT.OUT_FEATURES) must be among {list(_STAGE_NAMES)}, got {list(out_features)}")
-        stem = nn.Sequential(nn.Conv2d(in_channels, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6))
+        stem = nn.Sequential(nn.Conv2d(in_channels, dims[0], kernel_size=4, stride=4), LayerNorm(dims[0], eps=1e-6))
         downsamples = [
-            nn.Sequential(LayerNorm2d(dims[i - 1], eps=1e-6), nn.Conv2d(dims[i - 1], dims[i], kernel_size=2, stride=2))
+            nn.Sequential(LayerNorm(dims[i - 1], eps=1e-6), nn.Conv2d(dims[i - 1], dims[i], kernel_size=2, stride=2))
             for i in range(1, 4)
         ]
         self.downsample_layers = nn.ModuleList([stem, *downsamples])

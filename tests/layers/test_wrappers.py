@@ -49,3 +49,17 @@ def test_nonzero_tuple():
 def test_shape_spec_defaults_to_unknown():
     spec = ShapeSpec(channels=256, stride=4)
     assert (spec.channels, spec.height, spec.width, spec.stride) == (256, None, None, 4)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_shapes_to_tensor_from_ints_and_while_tracing():
+    from d2mask.layers import shapes_to_tensor
+
+    assert shapes_to_tensor([3, 5]).tolist() == [3, 5]
+
+    def sizes(x):
+        return shapes_to_tensor([torch.tensor(x.shape[-2]), torch.tensor(x.shape[-1])])
+
+    # traced on one size, the sizes still follow the input (they are not recorded as constants)
+    traced = torch.jit.trace(sizes, torch.zeros(2, 3), check_trace=False)
+    assert traced(torch.zeros(4, 7)).tolist() == [4, 7]

@@ -153,6 +153,13 @@ def test_preprocessing_buffers_and_input_errors(model_and_cfg):
         model([_input()])
 
 
+def test_preprocessing_honours_the_backbones_padding_constraints(model_and_cfg, monkeypatch):
+    model, _ = model_and_cfg
+    monkeypatch.setattr(type(model.backbone), "padding_constraints", property(lambda self: {"square_size": 96}))
+    images = model.preprocess_image([_input(30, 50), _input(20, 70)])
+    assert images.tensor.shape[-2:] == (96, 96) and images.image_sizes == [(30, 50), (20, 70)]
+
+
 def test_proposal_network():
     cfg = _cfg("mask_rcnn_R_50_FPN_1x.yaml")
     cfg.MODEL.META_ARCHITECTURE = "ProposalNetwork"

@@ -38,3 +38,17 @@ def test_bad_inputs_are_rejected():
         ImageList.from_tensors([torch.zeros(3, 4, 4), torch.zeros(1, 4, 4)])
     with pytest.raises(ValueError, match="2 image sizes"):
         ImageList(torch.zeros(1, 3, 4, 4), [(4, 4), (4, 4)])
+
+
+def test_padding_constraints_as_in_detectron2():
+    a, b = torch.ones(1, 30, 45), torch.ones(1, 50, 20)
+    # square_size pads every image to S x S; size_divisibility from the constraints replaces the argument
+    square = ImageList.from_tensors([a, b], size_divisibility=32, padding_constraints={"square_size": 60})
+    assert square.tensor.shape == (2, 1, 64, 64) and square.image_sizes == [(30, 45), (50, 20)]
+    exact = ImageList.from_tensors([a, b], 32, padding_constraints={"square_size": 60, "size_divisibility": 0})
+    assert exact.tensor.shape == (2, 1, 60, 60) and exact.tensor.sum() == 30 * 45 + 50 * 20
+    divisible = ImageList.from_tensors([a], 32, padding_constraints={"size_divisibility": 7})
+    assert divisible.tensor.shape == (1, 1, 35, 49)
+    assert ImageList.from_tensors([a, b], 32, padding_constraints={}).tensor.shape == (2, 1, 64, 64)
+    with pytest.raises(ValueError, match="does not fit the backbone's padding_constraints square_size 40"):
+        ImageList.from_tensors([a, b], padding_constraints={"square_size": 40})

@@ -32,6 +32,13 @@ class Backbone(nn.Module, metaclass=ABCMeta):
         """Input height and width must be multiples of this for the features to line up (0: any size)."""
         return 0
 
+    @property
+    def padding_constraints(self) -> Dict[str, int]:
+        """How the input batch must be padded, generalising `size_divisibility` as in Detectron2:
+        {"size_divisibility": D} (replaces `size_divisibility`) and/or {"square_size": S} (pad to
+        S x S). Empty by default; read by `ImageList.from_tensors`."""
+        return {}
+
     def output_shape(self) -> Dict[str, ShapeSpec]:
         """{feature name: ShapeSpec(channels, stride)} for every feature `forward` returns."""
         return {

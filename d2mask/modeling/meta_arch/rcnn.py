@@ -28,7 +28,7 @@ __all__ = ["GeneralizedRCNN", "ProposalNetwork"]
 
 class _NormalizedInput(nn.Module):
     """The input normalisation and batching shared by the R-CNN meta-architectures; a subclass sets
-    `self.backbone` (whose `size_divisibility` the batch is padded to)."""
+    `self.backbone` (whose `size_divisibility` and `padding_constraints` the batch is padded to)."""
 
     def __init__(self, pixel_mean: Sequence[float], pixel_std: Sequence[float]):
         super().__init__()
@@ -44,7 +44,7 @@ class _NormalizedInput(nn.Module):
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         """Normalises each input's "image" with PIXEL_MEAN/STD and pads them into one batch whose
-        sides are multiples of the backbone's `size_divisibility`."""
+        sides are multiples of the backbone's `size_divisibility` (or as its `padding_constraints` say)."""
         images = []
         for i, inputs in enumerate(batched_inputs):
             image = inputs.get("image") if isinstance(inputs, dict) else None
@@ -57,7 +57,9 @@ class _NormalizedInput(nn.Module):
             # Moved before the conversion to float: a uint8 image is 4x smaller to transfer.
             image = image.to(device=self.device, non_blocking=True).float()
             images.append((image - self.pixel_mean) / self.pixel_std)
-        return ImageList.from_tensors(images, self.backbone.size_divisibility)
+        return ImageList.from_tensors(
+            images, self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
+        )
 
     def gt_instances(self, batched_inputs: List[Dict]) -> List[Instances]:
         """The "instances" of every input, on the model's device."""

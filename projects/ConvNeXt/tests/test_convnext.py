@@ -10,7 +10,7 @@ from d2mask.data.datasets import register_shapes
 from d2mask.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
 from d2mask.layers import ShapeSpec
 from d2mask.modeling import BACKBONE_REGISTRY, FPN, build_backbone, build_model
-from projects.ConvNeXt.convnext import ConvNeXt, ConvNeXtBlock, LayerNorm2d
+from projects.ConvNeXt.convnext import ConvNeXt, ConvNeXtBlock
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 CONFIG = os.path.join(REPO, "projects/ConvNeXt/configs/mask_rcnn_ConvNeXt_FPN_shapes.yaml")
@@ -24,15 +24,6 @@ def test_stage_shapes_and_strides():
     assert {k: (s.channels, s.stride) for k, s in net.output_shape().items()} == {"res3": (16, 8), "res5": (32, 32)}
     # stages after the last requested one are not run
     assert list(ConvNeXt(depths=[1] * 4, dims=[8] * 4, out_features=["res2"])(torch.zeros(1, 3, 32, 32))) == ["res2"]
-
-
-def test_layer_norm_normalises_each_position_over_channels():
-    x = torch.tensor([[1.0, 3.0], [2.0, 2.0], [6.0, 4.0]]).view(1, 3, 1, 2)  # channels (1, 2, 6) and (3, 2, 4)
-    y = LayerNorm2d(3, eps=0.0)(x)
-    # position 0: mean 3, variance (4 + 1 + 9) / 3; position 1: mean 3, variance (0 + 1 + 1) / 3
-    expected0 = torch.tensor([-2.0, -1.0, 3.0]) / (14 / 3) ** 0.5
-    expected1 = torch.tensor([0.0, -1.0, 1.0]) / (2 / 3) ** 0.5
-    assert torch.allclose(y[0, :, 0, 0], expected0) and torch.allclose(y[0, :, 0, 1], expected1)
 
 
 def test_block_with_zero_layer_scale_is_the_identity():
