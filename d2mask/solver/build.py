@@ -28,43 +28,71 @@ _NORM_TYPES = (
 
 def get_default_optimizer_params(
     model: nn.Module,
-    base_lr: float,
-    weight_decay: float,
+    base_lr: Optional[float] = None,
+    weight_decay: Optional[float] = None,
     weight_decay_norm: Optional[float] = None,
-    bias_lr_factor: float = 1.0,
+    bias_lr_factor: Optional[float] = 1.0,
     weight_decay_bias: Optional[float] = None,
+    lr_factor_func: Optional[Callable[[str], float]] = None,
+    overrides: Optional[Dict[str, Dict[str, float]]] = None,
 ) -> List[Dict[str, Any]]:
-    """Parameter groups giving normalisation layers and biases their own learning rate / decay.
+    """Parameter groups with per-parameter hyper-parameters, as Detectron2 gives them.
+
+    Each trainable parameter (a shared one once) gets `base_lr` and `weight_decay` where given (else
+    the optimiser's own); then the parameters of normalisation layers (BN, GN, LN, ...) get
+    `weight_decay_norm` where given; the learning rate is multiplied by `lr_factor_func(name)`; and
+    last the `overrides` of the parameter's own name apply. `bias_lr_factor` and `weight_decay_bias`
+    are an override of "bias": every parameter named so, a norm's too, trains with
+    `base_lr * bias_lr_factor` and `weight_decay_bias`.
 
     Args:
-        model: the model; parameters with `requires_grad=False` are left out, shared ones counted once.
-        base_lr: learning rate of every parameter but biases.
-        weight_decay: weight decay of every parameter but those below.
-        weight_decay_norm: weight decay of the parameters of normalisation layers (BN, GN, LN, ...);
-            None means `weight_decay`.
-        bias_lr_factor: biases train with `base_lr * bias_lr_factor`.
-        weight_decay_bias: weight decay of biases (of layers other than norms); None means `weight_decay`.
+        model: the model; parameters with `requires_grad=False` are left out.
+        base_lr: the learning rate of every parameter, or None for the optimiser's.
+        weight_decay: the weight decay of every parameter, or None for the optimiser's.
+        weight_decay_norm: the weight decay of normalisation layers' parameters, or None.
+        bias_lr_factor: multiplies the learning rate of biases (needs `base_lr` unless 1).
+        weight_decay_bias: the weight decay of biases, or None.
+        lr_factor_func: maps a parameter's full name ("backbone.blocks.3.attn.qkv.weight") to a
+            factor on its learning rate, e.g. ViTDet's layer-wise decay (needs `base_lr`).
+        overrides: {parameter name: {"lr": ..., "weight_decay": ...}}, by the name within its
+            module ("bias", "pos_embed").
 
     Returns:
-        One group per distinct (lr, weight_decay) pair: [{"params": [...], "lr": ..., "weight_decay": ...}].
+        One group per distinct set of hyper-parameters, in the order of first appearance:
+        [{"params": [...], "lr": ..., "weight_decay": ...}] (only the keys that were set).
     """
-    weight_decay_norm = weight_decay if weight_decay_norm is None else weight_decay_norm
-    weight_decay_bias = weight_decay if weight_decay_bias is None else weight_decay_bias
-    groups: Dict[Tuple[float, float], List[nn.Parameter]] = defaultdict(list)
+    overrides = dict(overrides or {})
+    defaults = {k: v for k, v in (("lr", base_lr), ("weight_decay", weight_decay)) if v is not None}
+    bias_overrides = {}
+    if bias_lr_factor is not None and bias_lr_factor != 1.0:
+        if base_lr is None:
+            raise ValueError("get_default_optimizer_params: bias_lr_factor needs base_lr")
+        bias_overrides["lr"] = base_lr * bias_lr_factor
+    if weight_decay_bias is not None:
+        bias_overrides["weight_decay"] = weight_decay_bias
+    if bias_overrides:
+        if "bias" in overrides:
+            raise ValueError("get_default_optimizer_params: overrides['bias'] conflicts with bias_lr_factor / weight_decay_bias")
+        overrides["bias"] = bias_overrides
+    if lr_factor_func is not None and base_lr is None:
+        raise ValueError("get_default_optimizer_params: lr_factor_func needs base_lr")
+
+    groups: Dict[Tuple, Dict[str, Any]] = {}
     seen: Set[int] = set()
-    for module in model.modules():
-        is_norm = isinstance(module, _NORM_TYPES)
+    for module_name, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad or id(param) in seen:
                 continue
             seen.add(id(param))
-            lr, decay = base_lr, weight_decay
-            if is_norm:
-                decay = weight_decay_norm
-            elif name == "bias":
-                lr, decay = base_lr * bias_lr_factor, weight_decay_bias
-            groups[(lr, decay)].append(param)
-    return [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()]
+            hyperparams = dict(defaults)
+            if isinstance(module, _NORM_TYPES) and weight_decay_norm is not None:
+                hyperparams["weight_decay"] = weight_decay_norm
+            if lr_factor_func is not None:
+                hyperparams["lr"] *= lr_factor_func(f"{module_name}.{name}" if module_name else name)
+            hyperparams.update(overrides.get(name, {}))
+            key = tuple(sorted(hyperparams.items()))
+            groups.setdefault(key, {"params": [], **hyperparams})["params"].append(param)
+    return list(groups.values())
 
 
 def _clipper(clip_type: str, clip_value: float, norm_type: float) -> Callable[[List[torch.Tensor]], None]:

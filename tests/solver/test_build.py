@@ -34,11 +34,35 @@ def test_param_groups_by_kind():
         net, base_lr=1.0, weight_decay=0.1, weight_decay_norm=0.0, bias_lr_factor=2.0, weight_decay_bias=0.5
     )
     groups = _groups(params)
+    # As in Detectron2, the bias settings are an override of every parameter named "bias", norms' too.
     assert groups == {
         (1.0, 0.1): {id(net.conv.weight), id(net.fc.weight)},
-        (2.0, 0.5): {id(net.conv.bias)},
-        (1.0, 0.0): {id(net.bn.weight), id(net.bn.bias), id(net.gn.weight), id(net.gn.bias)},
+        (2.0, 0.5): {id(net.conv.bias), id(net.bn.bias), id(net.gn.bias)},
+        (1.0, 0.0): {id(net.bn.weight), id(net.gn.weight)},
     }
+
+
+def test_param_groups_with_lr_factor_func_and_overrides_as_detectron2():
+    net = Net()
+    params = get_default_optimizer_params(
+        net, base_lr=1.0, weight_decay=0.1, lr_factor_func=lambda name: 0.5 if name.startswith("conv.") else 1.0,
+        overrides={"weight": {"weight_decay": 0.0}},
+    )
+    assert _groups(params) == {
+        (0.5, 0.0): {id(net.conv.weight)},
+        (0.5, 0.1): {id(net.conv.bias)},
+        (1.0, 0.0): {id(net.bn.weight), id(net.gn.weight), id(net.fc.weight)},
+        (1.0, 0.1): {id(net.bn.bias), id(net.gn.bias)},
+    }
+    # without base_lr / weight_decay the groups leave them to the optimiser
+    (group,) = get_default_optimizer_params(net)
+    assert set(group) == {"params"} and len(group["params"]) == 7
+    opt = torch.optim.SGD(get_default_optimizer_params(net, weight_decay_norm=0.0), lr=0.3, weight_decay=1e-4)
+    assert sorted((g["lr"], g["weight_decay"]) for g in opt.param_groups) == [(0.3, 0.0), (0.3, 1e-4)]
+    with pytest.raises(ValueError, match="lr_factor_func needs base_lr"):
+        get_default_optimizer_params(net, lr_factor_func=lambda name: 1.0)
+    with pytest.raises(ValueError, match="conflicts"):
+        get_default_optimizer_params(net, base_lr=1.0, bias_lr_factor=2.0, overrides={"bias": {"lr": 0.0}})
 
 
 def test_param_groups_defaults_merge_into_one():

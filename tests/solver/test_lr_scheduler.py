@@ -68,3 +68,28 @@ def test_restored_scheduler_continues_the_schedule():
     for g, lr in zip(opt2.param_groups, sched2.get_last_lr()):
         g["lr"] = lr
     assert [g[0] for g in _run(sched2, opt2, 6)] == pytest.approx(full[2:])
+
+
+def test_lr_multiplier_with_warmup_param_scheduler_by_hand():
+    """Detectron2's Python-config schedule: LRMultiplier(WarmupParamScheduler(MultiStepParamScheduler))."""
+    from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler
+
+    from d2mask.solver import LRMultiplier, WarmupParamScheduler
+
+    steps = MultiStepParamScheduler(values=[1.0, 0.1, 0.01], milestones=[6, 8], num_updates=10)
+    opt = _optimizer((1.0, 2.0))
+    sched = LRMultiplier(opt, WarmupParamScheduler(steps, warmup_factor=0.1, warmup_length=0.2), max_iter=10)
+    lrs = _run(sched, opt, 10)
+    # warm-up over 2 of 10 iterations from 0.1 towards 1 (where the steps are at 0.2), then the steps
+    expected = [0.1, 0.55, 1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01]
+    assert [g[0] for g in lrs] == pytest.approx(expected)
+    assert [g[1] for g in lrs] == pytest.approx([2 * e for e in expected])
+    assert set(sched.state_dict()) == {"base_lrs", "last_epoch"}
+
+    # constant warm-up over half the run, then the whole cosine rescaled to the other half
+    cosine = WarmupParamScheduler(CosineParamScheduler(1.0, 0.0), 0.5, 0.5, "constant", rescale_interval=True)
+    opt = _optimizer()
+    lrs = [g[0] for g in _run(LRMultiplier(opt, cosine, max_iter=4), opt, 4)]
+    assert lrs == pytest.approx([0.5, 0.5, 1.0, 0.5])
+    with pytest.raises(ValueError, match="'linear' or 'constant'"):
+        WarmupParamScheduler(steps, 0.1, 0.2, "cubic")
