@@ -17,6 +17,7 @@ imports a mapping from another config file gets it as a DictConfig, to edit with
 """
 import builtins
 import dataclasses
+import inspect
 import os
 import sys
 from types import ModuleType
@@ -207,7 +208,7 @@ class LazyConfig:
     """Loads, saves and overrides Python configs (and their YAML dumps)."""
 
     @staticmethod
-    def load(filename: str) -> DictConfig:
+    def load(filename: str, keys: Union[None, str, Sequence[str]] = None) -> Any:
         """Reads a `.py` config (executing it) or a `.yaml` dump written by `save`.
 
         In a `.py` file, relative imports (`from ..common.optim import SGD`) load other config files
@@ -215,9 +216,14 @@ class LazyConfig:
         path, so `import projects.X.y` works from the repository root). Every top-level name not
         starting with "_" whose value is a mapping or a list becomes a key.
 
+        Args:
+            filename: the config file.
+            keys: None for the whole config; a key name for that key's value only; a sequence of
+                names for a tuple of their values (as Detectron2's `LazyConfig.load`).
+
         Raises:
-            ConfigError: missing file or unknown extension. Errors raised by the file's own code
-            propagate with their traceback into the file.
+            ConfigError: missing file, unknown extension or unknown key. Errors raised by the file's
+            own code propagate with their traceback into the file.
         """
         if not os.path.isfile(filename):
             raise ConfigError(f"Config file not found: {filename}")
@@ -236,7 +242,22 @@ class LazyConfig:
             }
         else:
             raise ConfigError(f"{filename}: a LazyConfig is a .py file or a .yaml dump, not '{extension}'")
-        return DictConfig(_plain(data), flags=_FLAGS)
+        cfg = DictConfig(_plain(data), flags=_FLAGS)
+        if keys is None:
+            return cfg
+        for key in [keys] if isinstance(keys, str) else keys:
+            if key not in cfg:
+                raise ConfigError(f"{filename} has no key '{key}'.{did_you_mean(key, list(cfg))} Keys: {', '.join(cfg)}")
+        return cfg[keys] if isinstance(keys, str) else tuple(cfg[k] for k in keys)
+
+    @staticmethod
+    def load_rel(filename: str, keys: Union[None, str, Sequence[str]] = None) -> Any:
+        """`load` with `filename` relative to the directory of the calling file, as Detectron2's
+        `LazyConfig.load_rel` (a relative import that takes any file name)."""
+        caller = inspect.stack()[1].filename
+        if caller.startswith("<"):
+            raise ConfigError(f"LazyConfig.load_rel('{filename}') needs a calling file; it was called from {caller}")
+        return LazyConfig.load(os.path.join(os.path.dirname(caller), filename), keys)
 
     @staticmethod
     def save(cfg: DictConfig, filename: str) -> None:

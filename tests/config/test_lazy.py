@@ -148,6 +148,26 @@ def test_load_follows_relative_imports_between_config_files(tmp_path):
     assert instantiate(cfg.optimizer).right == [0.9, 1e-4]
 
 
+def test_load_keys_and_load_rel_as_detectron2(tmp_path):
+    _write(tmp_path, {**CONFIG_TREE, "exp/rel.py": """
+        from d2mask.config import LazyConfig
+        model = LazyConfig.load_rel("../common/models/toy.py", "model")
+        model.left.b = 9
+        (optimizer,) = LazyConfig.load_rel("../common/optim.py", ("SGD",))
+    """})
+    run = str(tmp_path / "exp/run.py")
+    assert LazyConfig.load(run, "model").left.b == 5
+    optimizer, train = LazyConfig.load(run, ("optimizer", "train"))
+    assert optimizer.left == 0.02 and train.max_iter == 7
+    with pytest.raises(ConfigError, match="run.py has no key 'trian'. Did you mean 'train'"):
+        LazyConfig.load(run, "trian")
+    cfg = LazyConfig.load(str(tmp_path / "exp/rel.py"))
+    assert set(cfg) == {"model", "optimizer"} and instantiate(cfg.model).left == 10
+    assert cfg.optimizer.right == [0.9, 1e-4]
+    with pytest.raises(ConfigError, match="needs a calling file"):
+        exec("from d2mask.config import LazyConfig; LazyConfig.load_rel('x.py')")
+
+
 def test_each_load_executes_the_files_afresh(tmp_path):
     _write(tmp_path, CONFIG_TREE)
     run = LazyConfig.load(str(tmp_path / "exp/run.py"))
