@@ -12,9 +12,9 @@ from torch import nn
 
 from d2mask.utils import comm
 from d2mask.utils.atomic_write import atomic_write
+from d2mask.utils.file_io import PathManager
 
 from .c2_model_loading import align_and_update_state_dicts, convert_c2_resnet_names
-from .catalog import Detectron2Handler
 from .safe_pickle import UnsafePickleError, load_numpy_pickle
 
 __all__ = ["CheckpointError", "DetectionCheckpointer"]
@@ -77,7 +77,7 @@ class DetectionCheckpointer(Checkpointer):
             **checkpointables,
         )
         self.logger = logging.getLogger(__name__)
-        self.path_manager.register_handler(Detectron2Handler(self.path_manager))
+        self.path_manager = PathManager  # d2mask's, which also resolves detectron2:// paths
 
     def save(self, name: str, **kwargs: Any) -> None:
         """Writes the model and checkpointables to `<save_dir>/<name>.pth` (with `kwargs` as extra

@@ -1,6 +1,6 @@
 """Building blocks of dataset mappers: reading images, transforming annotations, turning them into
 `Instances`, and the augmentations the INPUT.* config keys ask for."""
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -18,6 +18,7 @@ __all__ = [
     "convert_image_to_rgb",
     "check_image_size",
     "transform_instance_annotations",
+    "transform_keypoint_annotations",
     "annotations_to_instances",
     "filter_empty_instances",
     "build_augmentation",
@@ -77,18 +78,23 @@ def check_image_size(dataset_dict: Dict[str, Any], image: np.ndarray) -> None:
 
 
 def transform_instance_annotations(
-    annotation: Dict[str, Any], transforms: T.TransformList, image_size: Tuple[int, int]
+    annotation: Dict[str, Any],
+    transforms: T.TransformList,
+    image_size: Tuple[int, int],
+    *,
+    keypoint_hflip_indices: Optional[np.ndarray] = None,
 ) -> Dict[str, Any]:
-    """Applies `transforms` to one annotation's box and segmentation, in place.
+    """Applies `transforms` to one annotation's box, segmentation and keypoints, in place.
 
     Args:
-        annotation: one instance's dict ("bbox", "bbox_mode", optional "segmentation").
+        annotation: one instance's dict ("bbox", "bbox_mode", optional "segmentation" and "keypoints").
         transforms: the transforms applied to the image.
         image_size: (h, w) of the transformed image; the box is clipped to it.
+        keypoint_hflip_indices: see `transform_keypoint_annotations`.
 
     Returns:
         The annotation, with "bbox" in XYXY_ABS and polygons as flat arrays; an RLE becomes a
-        bool `ndarray[h, w]`.
+        bool `ndarray[h, w]`; keypoints become `ndarray[K, 3]`.
     """
     bbox = BoxMode.convert(list(annotation["bbox"]), annotation["bbox_mode"], BoxMode.XYXY_ABS)
     bbox = transforms.apply_box(np.asarray([bbox], dtype=np.float64))[0]
@@ -107,7 +113,49 @@ def transform_instance_annotations(
     elif segm is not None:
         raise TypeError(f"Cannot transform a segmentation of type {type(segm).__name__}; expected polygons "
                         f"(list), a COCO RLE (dict) or a bitmask (ndarray)")
+    if "keypoints" in annotation:
+        annotation["keypoints"] = transform_keypoint_annotations(
+            annotation["keypoints"], transforms, image_size, keypoint_hflip_indices
+        )
     return annotation
+
+
+def transform_keypoint_annotations(
+    keypoints: Sequence[float],
+    transforms: T.TransformList,
+    image_size: Tuple[int, int],
+    keypoint_hflip_indices: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """Applies `transforms` to one instance's keypoints, as Detectron2 does.
+
+    Args:
+        keypoints: K * 3 numbers (x, y, visibility), COCO's flat form.
+        transforms: the transforms applied to the image.
+        image_size: (h, w) of the transformed image; keypoints moved outside it become unlabelled.
+        keypoint_hflip_indices: `ndarray[K]`, the keypoint each becomes under a horizontal flip (left
+            eye <-> right eye); needed when `transforms` flip horizontally an odd number of times.
+
+    Returns:
+        `ndarray[K, 3]`; unlabelled keypoints (visibility 0) are all zeros, COCO's convention.
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3)  # (K*3,) -> (K, 3)
+    xy = transforms.apply_coords(keypoints[:, :2])
+    h, w = image_size
+    inside = ((xy >= 0) & (xy <= np.array([w, h]))).all(axis=1)
+    keypoints[:, :2] = xy
+    keypoints[~inside, 2] = 0
+    steps = transforms.transforms if isinstance(transforms, T.TransformList) else [transforms]
+    if sum(isinstance(t, T.HFlipTransform) for t in steps) % 2 == 1:
+        if keypoint_hflip_indices is None:
+            raise ValueError("transform_keypoint_annotations: the transforms flip the image; pass keypoint_hflip_indices")
+        if len(keypoint_hflip_indices) != len(keypoints):
+            raise ValueError(
+                f"transform_keypoint_annotations: {len(keypoints)} keypoints but {len(keypoint_hflip_indices)} "
+                f"keypoint_hflip_indices"
+            )
+        keypoints = keypoints[np.asarray(keypoint_hflip_indices, dtype=np.int64)]
+    keypoints[keypoints[:, 2] == 0] = 0
+    return keypoints
 
 
 def _decode_rle(rle: Dict[str, Any]) -> np.ndarray:

@@ -35,6 +35,17 @@ def test_round_trip_polygon_rle_and_crowd(coco_dir, register):
     assert meta.thing_dataset_id_to_contiguous_id == {3: 0, 7: 1}
 
 
+def test_extra_annotation_keys_are_copied_where_present(coco_dir):
+    data = coco_dir.good()
+    data["annotations"][0]["point_coords"] = [[6.0, 7.0]]
+    data["annotations"][0]["point_labels"] = [1]
+    path = coco_dir.write(data)
+    poly, rle = load_coco_json(path, coco_dir.image_root, extra_annotation_keys=["point_coords", "point_labels"])[0]["annotations"]
+    assert poly["point_coords"] == [[6.0, 7.0]] and poly["point_labels"] == [1]
+    assert "point_coords" not in rle
+    assert "point_coords" not in load_coco_json(path, coco_dir.image_root)[0]["annotations"][0]
+
+
 def test_register_coco_instances_is_lazy_and_sets_metadata(coco_dir):
     path = coco_dir.write(coco_dir.good())
     register_coco_instances("test_coco_lazy", {"extra": 1}, path, coco_dir.image_root)

@@ -73,6 +73,21 @@ def test_transform_annotations_and_build_bitmask_instances():
     torch.testing.assert_close(instances.gt_masks.get_bounding_boxes().tensor, instances.gt_boxes.tensor)
 
 
+def test_transform_keypoints_as_detectron2():
+    # three keypoints (x, y, visibility) on a 30 px wide image: left, right, and one that is unlabelled
+    anno = {"bbox": [0, 0, 10, 10], "bbox_mode": BoxMode.XYXY_ABS, "keypoints": [4, 5, 2, 8, 5, 1, 9, 9, 0]}
+    flip = T.TransformList([T.HFlipTransform(30)])
+    out = utils.transform_instance_annotations(dict(anno), flip, (20, 30), keypoint_hflip_indices=np.array([1, 0, 2]))
+    # flipped x = 30 - x, then left and right swap places; the unlabelled one is all zeros
+    np.testing.assert_allclose(out["keypoints"], [[22, 5, 1], [26, 5, 2], [0, 0, 0]])
+    with pytest.raises(ValueError, match="pass keypoint_hflip_indices"):
+        utils.transform_instance_annotations(dict(anno), flip, (20, 30))
+    # a keypoint that leaves the image becomes unlabelled
+    crop = T.TransformList([T.CropTransform(5, 0, 20, 20)])
+    np.testing.assert_allclose(utils.transform_instance_annotations(dict(anno), crop, (20, 20))["keypoints"],
+                               [[0, 0, 0], [3, 5, 1], [0, 0, 0]])
+
+
 def test_polygon_format_rejects_rle_with_advice():
     annos, _ = annotations()
     with pytest.raises(ValueError, match="MASK_FORMAT to 'bitmask'"):

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 from collections import Counter
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -148,7 +148,12 @@ def _clean_segmentation(segm: Any, height: int, width: int) -> Tuple[Any, Option
     return segm, None
 
 
-def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] = None) -> List[Dict]:
+def load_coco_json(
+    json_file: str,
+    image_root: str,
+    dataset_name: Optional[str] = None,
+    extra_annotation_keys: Optional[List[str]] = None,
+) -> List[Dict]:
     """Reads a COCO instances json into dataset dicts (the format described in `d2mask.data.catalog`).
 
     Category ids are mapped to contiguous ids 0..K-1 in the order of the sorted dataset ids.
@@ -165,6 +170,8 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
         image_root: directory the images' "file_name"s are relative to.
         dataset_name: if given, sets `thing_classes` and `thing_dataset_id_to_contiguous_id` in
             this dataset's metadata.
+        extra_annotation_keys: further keys of each json annotation to copy, where present, into
+            its dict (e.g. PointSup's "point_coords", "point_labels").
 
     Returns:
         One dict per image, in the json's order; uncompressed RLEs are converted to compressed ones.
@@ -196,7 +203,7 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
             "annotations": [],
         }
         for ann in coco.imgToAnns.get(img["id"], []):
-            obj, reason = _to_instance(ann, id_map, img["height"], img["width"])
+            obj, reason = _to_instance(ann, id_map, img["height"], img["width"], extra_annotation_keys or ())
             if reason is not None:
                 dropped[reason] += 1
                 first_dropped.setdefault(reason, ann["id"])
@@ -219,7 +226,9 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
     return dataset_dicts
 
 
-def _to_instance(ann: Dict, id_map: Dict[int, int], height: int, width: int) -> Tuple[Optional[Dict], Optional[str]]:
+def _to_instance(
+    ann: Dict, id_map: Dict[int, int], height: int, width: int, extra_keys: Sequence[str]
+) -> Tuple[Optional[Dict], Optional[str]]:
     if ann["category_id"] not in id_map:
         return None, _UNKNOWN_CATEGORY
     if ann["bbox"][2] <= 0 or ann["bbox"][3] <= 0:
@@ -235,6 +244,7 @@ def _to_instance(ann: Dict, id_map: Dict[int, int], height: int, width: int) -> 
         if reason is not None:
             return None, reason
         obj["segmentation"] = segm
+    obj.update({key: ann[key] for key in extra_keys if key in ann})
     return obj, None
 
 

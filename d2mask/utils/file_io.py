@@ -1,10 +1,14 @@
-"""`Detectron2Handler`: resolves Detectron2's `detectron2://` model-zoo paths (used by MODEL.WEIGHTS in
-Detectron2's configs) to its public download URLs."""
+"""`PathManager`: opens files by path or URL (iopath), as Detectron2's `detectron2.utils.file_io`.
+
+Besides local paths it resolves http(s) URLs (downloaded once into iopath's cache), OneDrive links
+and `detectron2://` paths, the form in which Detectron2's configs name its model-zoo weights.
+"""
 from typing import Any, List
 
-from iopath.common.file_io import PathHandler, PathManager
+from iopath.common.file_io import HTTPURLHandler, OneDrivePathHandler, PathHandler
+from iopath.common.file_io import PathManager as _PathManagerBase
 
-__all__ = ["Detectron2Handler"]
+__all__ = ["Detectron2Handler", "PathManager"]
 
 
 class Detectron2Handler(PathHandler):
@@ -13,7 +17,7 @@ class Detectron2Handler(PathHandler):
     PREFIX = "detectron2://"
     URL_ROOT = "https://dl.fbaipublicfiles.com/detectron2/"
 
-    def __init__(self, path_manager: PathManager):
+    def __init__(self, path_manager: _PathManagerBase):
         """
         Args:
             path_manager: resolves (downloads and caches) the https URL.
@@ -29,3 +33,9 @@ class Detectron2Handler(PathHandler):
 
     def _open(self, path: str, mode: str = "r", **kwargs: Any):
         return self._path_manager.open(self._get_local_path(path), mode, **kwargs)
+
+
+PathManager = _PathManagerBase()
+PathManager.register_handler(HTTPURLHandler())
+PathManager.register_handler(OneDrivePathHandler())
+PathManager.register_handler(Detectron2Handler(PathManager))
