@@ -17,6 +17,7 @@ from fvcore.common.config import CfgNode as _FvcoreCfgNode
 
 from ..utils.registry import nearest
 from .imports import import_modules
+from .safe_eval import ConfigLoader
 
 __all__ = ["CfgNode", "ConfigError", "get_cfg", "load_config", "load_yaml_with_base"]
 
@@ -30,7 +31,8 @@ class ConfigError(ValueError):
 def _read_yaml(filename: str) -> Dict[str, Any]:
     try:
         with open(filename, "r", encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            # Safe YAML; Detectron2's !!python/object/apply:eval is evaluated without running code.
+            data = yaml.load(f, Loader=ConfigLoader)
     except FileNotFoundError:
         raise ConfigError(f"Config file not found: {filename}") from None
     except yaml.YAMLError as e:

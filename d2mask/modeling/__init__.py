@@ -12,10 +12,12 @@ from .backbone import (
     BottleneckBlock,
     CNNBlockBase,
     LastLevelMaxPool,
+    LastLevelP6P7,
     ResNet,
     build_backbone,
     build_resnet_backbone,
     build_resnet_fpn_backbone,
+    build_retinanet_resnet_fpn_backbone,
     make_stage,
 )
 from .box_regression import Box2BoxTransform, box_regression_loss
@@ -47,6 +49,7 @@ __all__ = [
     "CNNBlockBase",
     "DefaultAnchorGenerator",
     "LastLevelMaxPool",
+    "LastLevelP6P7",
     "Matcher",
     "RandomSampler",
     "ResNet",
@@ -58,6 +61,7 @@ __all__ = [
     "build_proposal_generator",
     "build_resnet_backbone",
     "build_resnet_fpn_backbone",
+    "build_retinanet_resnet_fpn_backbone",
     "build_rpn_head",
     "build_sampler",
     "make_stage",
@@ -65,7 +69,7 @@ __all__ = [
 ]
 
 # Second stage, whole models and their post-processing.
-from .meta_arch import META_ARCH_REGISTRY, GeneralizedRCNN, ProposalNetwork, build_model
+from .meta_arch import META_ARCH_REGISTRY, DenseDetector, GeneralizedRCNN, ProposalNetwork, RetinaNet, RetinaNetHead, build_model
 from .poolers import ROIPooler
 from .postprocessing import detector_postprocess
 from .roi_heads import (
@@ -73,6 +77,7 @@ from .roi_heads import (
     ROI_HEADS_REGISTRY,
     ROI_MASK_HEAD_REGISTRY,
     BaseMaskRCNNHead,
+    CascadeROIHeads,
     FastRCNNConvFCHead,
     FastRCNNOutputLayers,
     MaskRCNNConvUpsampleHead,
@@ -90,6 +95,8 @@ __all__ += [
     "ROI_HEADS_REGISTRY",
     "ROI_MASK_HEAD_REGISTRY",
     "BaseMaskRCNNHead",
+    "CascadeROIHeads",
+    "DenseDetector",
     "FastRCNNConvFCHead",
     "FastRCNNOutputLayers",
     "GeneralizedRCNN",
@@ -98,6 +105,8 @@ __all__ += [
     "ROIHeads",
     "ROIPooler",
     "Res5ROIHeads",
+    "RetinaNet",
+    "RetinaNetHead",
     "StandardROIHeads",
     "build_box_head",
     "build_mask_head",

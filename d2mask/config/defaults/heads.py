@@ -1,4 +1,5 @@
-"""Defaults of the detection heads: proposal generator (RPN) and ROI heads (box and mask)."""
+"""Defaults of the detection heads: proposal generator (RPN), ROI heads (box, cascade and mask) and
+the RetinaNet head."""
 from ..key_docs import define
 
 
@@ -59,6 +60,12 @@ def add_roi_heads_defaults(cfg) -> None:
     define(cfg, "MODEL.ROI_BOX_HEAD.NORM", "", "Normalisation of the box head's convs.")
     define(cfg, "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False, "Predict one box per ROI instead of one per class.")
 
+    define(
+        cfg, "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0)),
+        "CascadeROIHeads: box delta weights (wx, wy, ww, wh) of each stage; one entry per stage, like IOUS.",
+    )
+    define(cfg, "MODEL.ROI_BOX_CASCADE_HEAD.IOUS", (0.5, 0.6, 0.7), "CascadeROIHeads: the foreground IoU threshold of each stage's matcher; IOUS[0] must equal ROI_HEADS.IOU_THRESHOLDS[0].")
+
     define(cfg, "MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead", "Name in ROI_MASK_HEAD_REGISTRY.")
     define(cfg, "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", 14, "Side of the pooled mask features.")
     define(cfg, "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO", 0, "ROIAlign samples per bin side; 0 adapts to the box.")
@@ -67,3 +74,23 @@ def add_roi_heads_defaults(cfg) -> None:
     define(cfg, "MODEL.ROI_MASK_HEAD.CONV_DIM", 256, "Channels of the mask head's convs.")
     define(cfg, "MODEL.ROI_MASK_HEAD.NORM", "", "Normalisation of the mask head's convs.")
     define(cfg, "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", False, "Predict one mask per ROI instead of one per class.")
+
+
+def add_retinanet_defaults(cfg) -> None:
+    define(cfg, "MODEL.RETINANET.NUM_CLASSES", 80, "Number of foreground classes of RetinaNet.")
+    define(cfg, "MODEL.RETINANET.IN_FEATURES", ["p3", "p4", "p5", "p6", "p7"], "Backbone features the RetinaNet head reads.")
+    define(cfg, "MODEL.RETINANET.NUM_CONVS", 4, "3x3 convs of each RetinaNet subnet (classification, box) before its output conv.")
+    define(cfg, "MODEL.RETINANET.IOU_THRESHOLDS", [0.4, 0.5], "IoU thresholds splitting anchors into IOU_LABELS intervals.")
+    define(cfg, "MODEL.RETINANET.IOU_LABELS", [0, -1, 1], "Label of each IoU interval: 0 background, -1 ignored, 1 foreground.")
+    define(cfg, "MODEL.RETINANET.MATCHER.NAME", "Matcher", "Name in ANCHOR_MATCHER_REGISTRY of RetinaNet's anchor-to-GT matcher.")
+    define(cfg, "MODEL.RETINANET.MATCHER.ALLOW_LOW_QUALITY_MATCHES", True, "Every GT box keeps its highest-IoU anchors (ties included) as foreground.")
+    define(cfg, "MODEL.RETINANET.PRIOR_PROB", 0.01, "Initial foreground probability of every anchor and class (sets the classifier's bias).")
+    define(cfg, "MODEL.RETINANET.SCORE_THRESH_TEST", 0.05, "Anchor-class scores at or below this are dropped in inference.")
+    define(cfg, "MODEL.RETINANET.TOPK_CANDIDATES_TEST", 1000, "Highest-scoring candidates kept per level before NMS.")
+    define(cfg, "MODEL.RETINANET.NMS_THRESH_TEST", 0.5, "IoU threshold of the per-class NMS in inference.")
+    define(cfg, "MODEL.RETINANET.BBOX_REG_WEIGHTS", (1.0, 1.0, 1.0, 1.0), "Weights (wx, wy, ww, wh) of the anchor box deltas.")
+    define(cfg, "MODEL.RETINANET.FOCAL_LOSS_GAMMA", 2.0, "Focusing parameter gamma of the focal loss.")
+    define(cfg, "MODEL.RETINANET.FOCAL_LOSS_ALPHA", 0.25, "Weight alpha of the positives in the focal loss.")
+    define(cfg, "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", 0.1, "Beta of the smooth-L1 box loss; 0 is exactly L1.")
+    define(cfg, "MODEL.RETINANET.BBOX_REG_LOSS_TYPE", "smooth_l1", "Box regression loss: smooth_l1, giou, diou or ciou.")
+    define(cfg, "MODEL.RETINANET.NORM", "", "Normalisation of the subnets' convs: '' or GN (shared over levels).")

@@ -1,7 +1,7 @@
 """Backbones: the registry, the `Backbone` base class, ResNet/ResNeXt and FPN."""
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY, build_backbone
-from .fpn import FPN, LastLevelMaxPool, build_resnet_fpn_backbone
+from .fpn import FPN, LastLevelMaxPool, LastLevelP6P7, build_resnet_fpn_backbone, build_retinanet_resnet_fpn_backbone
 from .resnet import (
     BasicBlock,
     BasicStem,
@@ -21,9 +21,11 @@ __all__ = [
     "CNNBlockBase",
     "FPN",
     "LastLevelMaxPool",
+    "LastLevelP6P7",
     "ResNet",
     "build_backbone",
     "build_resnet_backbone",
     "build_resnet_fpn_backbone",
+    "build_retinanet_resnet_fpn_backbone",
     "make_stage",
 ]

@@ -1,6 +1,6 @@
 """Feature Pyramid Network (Lin et al., 2017) over a bottom-up backbone."""
 import math
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch.nn.functional as F
 from fvcore.nn import weight_init
@@ -13,7 +13,7 @@ from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 from .resnet import build_resnet_backbone
 
-__all__ = ["FPN", "LastLevelMaxPool", "build_resnet_fpn_backbone"]
+__all__ = ["FPN", "LastLevelMaxPool", "LastLevelP6P7", "build_resnet_fpn_backbone", "build_retinanet_resnet_fpn_backbone"]
 
 
 class LastLevelMaxPool(nn.Module):
@@ -28,6 +28,25 @@ class LastLevelMaxPool(nn.Module):
     def forward(self, x: Tensor) -> List[Tensor]:
         """`Tensor[N, C, H, W]` -> [`Tensor[N, C, ceil(H / 2), ceil(W / 2)]`]."""
         return [F.max_pool2d(x, kernel_size=1, stride=2, padding=0)]
+
+
+class LastLevelP6P7(nn.Module):
+    """Adds two coarser levels for RetinaNet (Lin et al., 2017): "p6" is a stride-2 3x3 conv of the
+    bottom-up feature `in_feature` (res5), "p7" a stride-2 3x3 conv of ReLU(p6)."""
+
+    def __init__(self, in_channels: int, out_channels: int, in_feature: str = "res5"):
+        super().__init__()
+        self.num_levels = 2
+        self.in_feature = in_feature
+        self.p6 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1)
+        self.p7 = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=2, padding=1)
+        for conv in (self.p6, self.p7):
+            weight_init.c2_xavier_fill(conv)
+
+    def forward(self, x: Tensor) -> List[Tensor]:
+        """`Tensor[N, C_in, H, W]` -> [p6 `Tensor[N, C, ceil(H / 2), ceil(W / 2)]`, p7 at half of p6]."""
+        p6 = self.p6(x)
+        return [p6, self.p7(F.relu(p6))]
 
 
 class FPN(Backbone):
@@ -133,9 +152,8 @@ class FPN(Backbone):
         return dict(zip(self._out_features, results))
 
 
-@BACKBONE_REGISTRY.register()
-def build_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
-    """A ResNet (MODEL.RESNETS.*) under an FPN (MODEL.FPN.*) with a max-pooled extra level p6."""
+def _resnet_fpn(cfg, input_shape: ShapeSpec, top_block: Callable[[Backbone], nn.Module]) -> FPN:
+    """A ResNet (MODEL.RESNETS.*) under an FPN (MODEL.FPN.*) whose top block `top_block(bottom_up)` builds."""
     fpn_cfg = cfg.MODEL.FPN
     if not fpn_cfg.IN_FEATURES:
         raise ConfigError("MODEL.FPN.IN_FEATURES is empty; list the bottom-up features, e.g. [res2, res3, res4, res5]")
@@ -153,6 +171,27 @@ def build_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
         in_features=list(fpn_cfg.IN_FEATURES),
         out_channels=fpn_cfg.OUT_CHANNELS,
         norm=fpn_cfg.NORM,
-        top_block=LastLevelMaxPool(),
+        top_block=top_block(bottom_up),
         fuse_type=fpn_cfg.FUSE_TYPE,
     )
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
+    """A ResNet (MODEL.RESNETS.*) under an FPN (MODEL.FPN.*) with a max-pooled extra level p6."""
+    return _resnet_fpn(cfg, input_shape, lambda bottom_up: LastLevelMaxPool())
+
+
+@BACKBONE_REGISTRY.register()
+def build_retinanet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
+    """RetinaNet's backbone: a ResNet under an FPN (usually on res3-res5) with p6 and p7 computed from res5."""
+
+    def p6p7(bottom_up: Backbone) -> LastLevelP6P7:
+        if "res5" not in bottom_up.output_shape():
+            raise ConfigError(
+                f"build_retinanet_resnet_fpn_backbone computes p6 from res5; add res5 to MODEL.RESNETS.OUT_FEATURES "
+                f"{list(cfg.MODEL.RESNETS.OUT_FEATURES)}"
+            )
+        return LastLevelP6P7(bottom_up.output_shape()["res5"].channels, cfg.MODEL.FPN.OUT_CHANNELS)
+
+    return _resnet_fpn(cfg, input_shape, p6p7)

@@ -1,5 +1,6 @@
 """ROI heads: the second stage of R-CNN, which classifies, refines and segments each proposal."""
 from .box_head import ROI_BOX_HEAD_REGISTRY, FastRCNNConvFCHead, build_box_head
+from .cascade_rcnn import CascadeROIHeads
 from .fast_rcnn import FastRCNNOutputLayers, fast_rcnn_inference, fast_rcnn_inference_single_image
 from .mask_head import (
     ROI_MASK_HEAD_REGISTRY,
@@ -18,6 +19,7 @@ __all__ = [
     "ROI_HEADS_REGISTRY",
     "ROI_MASK_HEAD_REGISTRY",
     "BaseMaskRCNNHead",
+    "CascadeROIHeads",
     "FastRCNNConvFCHead",
     "FastRCNNOutputLayers",
     "MaskRCNNConvUpsampleHead",

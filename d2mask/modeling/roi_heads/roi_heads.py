@@ -106,10 +106,7 @@ class ROIHeads(nn.Module):
             targets: per image, Instances(gt_boxes, gt_classes, and any further gt_* field).
 
         Returns:
-            Per image, the S sampled proposals, foreground first, with `gt_classes` (K for background)
-            and every gt_* field of the target each is matched to. Background proposals carry the
-            fields of their nearest GT (or, in an image without GT, `gt_boxes` equal to themselves);
-            the losses read those only for foreground.
+            Per image, the S sampled proposals, foreground first, labelled by `_label_proposals`.
         """
         if targets is None or len(targets) != len(proposals):
             raise ValueError(
@@ -125,20 +122,36 @@ class ROIHeads(nn.Module):
             matched_idxs, match_labels = self.proposal_matcher(targets_i.gt_boxes, proposals_i.proposal_boxes)
             pos_idx, neg_idx = self.proposal_sampler(match_labels)
             keep = torch.cat([pos_idx, neg_idx])  # (S,)
-            result = proposals_i[keep]
-            matched = matched_idxs[keep]
-
-            gt_classes = torch.full_like(matched, self.num_classes)
-            if len(targets_i) > 0:
-                gt_classes[: len(pos_idx)] = targets_i.gt_classes[matched[: len(pos_idx)]]
-                for name, value in targets_i.get_fields().items():
-                    if name.startswith("gt_") and name != "gt_classes" and not result.has(name):
-                        result.set(name, value[matched])
-            else:
-                result.gt_boxes = Boxes(result.proposal_boxes.tensor.clone())
-            result.gt_classes = gt_classes
-            sampled.append(result)
+            sampled.append(self._label_proposals(proposals_i[keep], targets_i, matched_idxs[keep], match_labels[keep]))
         return sampled
+
+    def _label_proposals(
+        self, proposals: Instances, targets: Instances, matched_idxs: Tensor, match_labels: Tensor
+    ) -> Instances:
+        """One image's proposals with the fields the heads' losses read.
+
+        Args:
+            proposals: R proposals of one image.
+            targets: its GT instances (gt_boxes, gt_classes, and any further gt_* field).
+            matched_idxs, match_labels: `Tensor[R]`, the matcher's output for these proposals.
+
+        Returns:
+            `proposals` with `gt_classes` (K for background, -1 for ignored) and every gt_* field of
+            the target each is matched to. Background proposals carry the fields of their nearest GT
+            (or, in an image without GT, `gt_boxes` equal to themselves); the losses read those only
+            for foreground.
+        """
+        if len(targets) > 0:
+            gt_classes = targets.gt_classes[matched_idxs]
+            for name, value in targets.get_fields().items():
+                if name.startswith("gt_") and name != "gt_classes" and not proposals.has(name):
+                    proposals.set(name, value[matched_idxs])
+        else:
+            gt_classes = torch.zeros_like(matched_idxs)
+            proposals.gt_boxes = Boxes(proposals.proposal_boxes.tensor.clone())
+        gt_classes = torch.where(match_labels == 0, self.num_classes, gt_classes)
+        proposals.gt_classes = torch.where(match_labels == -1, -1, gt_classes)
+        return proposals
 
     def forward(
         self,

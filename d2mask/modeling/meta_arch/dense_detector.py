@@ -1,0 +1,101 @@
+"""`DenseDetector`: the base of one-stage detectors, whose head predicts at every location of every
+feature level (RetinaNet), without proposals or ROI heads.
+
+Shape shorthand: `N` images, `L` levels, `Hi x Wi` the size of level i, `A` anchors per location, `K`
+values per anchor (classes, or 4 box deltas), `R` anchors over all levels (sum of Hi*Wi*A).
+"""
+from typing import Dict, List, Optional, Sequence
+
+from torch import Tensor, nn
+
+from d2mask.structures import ImageList, Instances
+
+from ..backbone import Backbone
+from .rcnn import _NormalizedInput, _rescale
+
+__all__ = ["DenseDetector", "permute_to_N_HWA_K"]
+
+
+def permute_to_N_HWA_K(tensor: Tensor, K: int) -> Tensor:
+    """`Tensor[N, A*K, Hi, Wi]` -> `Tensor[N, Hi*Wi*A, K]`, the (location, cell anchor) order of the
+    anchor generator's anchors."""
+    n, _, h, w = tensor.shape
+    # (N, A*K, Hi, Wi) -> (N, A, K, Hi, Wi) -> (N, Hi, Wi, A, K) -> (N, Hi*Wi*A, K)
+    return tensor.view(n, -1, K, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, K)
+
+
+class DenseDetector(_NormalizedInput):
+    """A backbone and a head applied to chosen backbone features; a subclass defines
+    `forward_training` (the losses) and `forward_inference` (the detections)."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: nn.Module,
+        head_in_features: Optional[Sequence[str]] = None,
+        *,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+    ):
+        """
+        Args:
+            backbone: images -> {feature name: feature map}.
+            head: L feature maps -> per-level predictions (a list of outputs, each L x `Tensor[N, A*K, Hi, Wi]`).
+            head_in_features: the backbone features the head reads; None reads all, finest first.
+            pixel_mean, pixel_std: per-channel statistics the input images are normalised with.
+        """
+        super().__init__(pixel_mean, pixel_std)
+        shapes = backbone.output_shape()
+        if head_in_features is None:
+            head_in_features = sorted(shapes, key=lambda f: shapes[f].stride)
+        missing = [f for f in head_in_features if f not in shapes]
+        if missing:
+            raise ValueError(f"head_in_features {list(head_in_features)}: {missing} not among the backbone's {list(shapes)}")
+        self.backbone = backbone
+        self.head = head
+        self.head_in_features = list(head_in_features)
+
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs: N input dicts, as for `GeneralizedRCNN`.
+
+        Returns:
+            In training, {loss name: Tensor}; in inference, per image {"instances": Instances(pred_boxes,
+            scores, pred_classes)} at each input's "height"/"width".
+        """
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        features = [features[f] for f in self.head_in_features]
+        predictions = self.head(features)
+        if self.training:
+            return self.forward_training(images, features, predictions, self.gt_instances(batched_inputs))
+        results = self.forward_inference(images, features, predictions)
+        return [{"instances": r} for r in _rescale(results, batched_inputs, images.image_sizes)]
+
+    def forward_training(
+        self, images: ImageList, features: List[Tensor], predictions, gt_instances: List[Instances]
+    ) -> Dict[str, Tensor]:
+        """The losses of the head's `predictions` for `features` against the N images' GT."""
+        raise NotImplementedError
+
+    def forward_inference(self, images: ImageList, features: List[Tensor], predictions) -> List[Instances]:
+        """Per image, detections at the network's input size."""
+        raise NotImplementedError
+
+    def _transpose_dense_predictions(self, predictions: Sequence[List[Tensor]], dims_per_anchor: Sequence[int]) -> List[List[Tensor]]:
+        """Each output of the head, L x `Tensor[N, A*K, Hi, Wi]`, as L x `Tensor[N, Hi*Wi*A, K]`
+        with K its entry in `dims_per_anchor`."""
+        if len(predictions) != len(dims_per_anchor):
+            raise ValueError(f"the head gave {len(predictions)} outputs, expected {len(dims_per_anchor)}")
+        return [[permute_to_N_HWA_K(x, k) for x in per_level] for per_level, k in zip(predictions, dims_per_anchor)]
+
+    def _ema_update(self, name: str, value: float, initial_value: float, momentum: float = 0.9) -> float:
+        """Updates and returns the exponential moving average `self.<name>` (starting at `initial_value`).
+
+        A loss normalised by the foreground count of a single batch is noisy when there are few
+        images per GPU; Detectron2 divides by this average of the count instead.
+        """
+        new = getattr(self, name, initial_value) * momentum + value * (1 - momentum)
+        setattr(self, name, new)
+        return new
