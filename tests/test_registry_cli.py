@@ -31,3 +31,4 @@ def test_cli_lists_builtins_and_config_imports(tmp_path):
     assert "ANCHOR_MATCHER:" in out and "  Matcher  - " in out
     assert "CliTestMatcher  - A matcher that exists only for this test." in out
     assert "build_resnet_fpn_backbone" in out and "StandardROIHeads" in out
+    assert "build_retinanet_resnet_fpn_backbone" in out and "CascadeROIHeads" in out and "  RetinaNet  - " in out

@@ -1,5 +1,6 @@
-"""The full state dict of Mask R-CNN R50-FPN and R50-C4 has exactly Detectron2's names and shapes, so
-Detectron2 checkpoints load with nothing missing or unexpected."""
+"""The full state dict of Mask R-CNN R50-FPN and R50-C4, Cascade Mask R-CNN R50-FPN and RetinaNet
+R50-FPN has exactly Detectron2's names and shapes, so Detectron2 checkpoints load with nothing missing
+or unexpected."""
 import os
 
 import pytest
@@ -28,6 +29,8 @@ def _reference(name):
     [
         ("mask_rcnn_R_50_FPN_1x.yaml", "detectron2_mask_rcnn_R_50_FPN_state_dict.txt"),
         ("mask_rcnn_R_50_C4_1x.yaml", "detectron2_mask_rcnn_R_50_C4_state_dict.txt"),
+        ("../Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml", "detectron2_cascade_mask_rcnn_R_50_FPN_state_dict.txt"),
+        ("../COCO-Detection/retinanet_R_50_FPN_1x.yaml", "detectron2_retinanet_R_50_FPN_state_dict.txt"),
     ],
 )
 def test_state_dict_matches_detectron2(config, reference):
@@ -35,7 +38,7 @@ def test_state_dict_matches_detectron2(config, reference):
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "COCO-InstanceSegmentation", config))
     cfg.MODEL.DEVICE = "cpu"
-    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 80
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == cfg.MODEL.RETINANET.NUM_CLASSES == 80
     got = {name: tuple(t.shape) for name, t in build_model(cfg).state_dict().items()}
 
     assert sorted(set(expected) - set(got)) == []  # missing names

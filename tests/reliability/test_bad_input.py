@@ -128,6 +128,9 @@ CASES = {
     "YAML with a python tag": (
         lambda t, m, d: _merge(_write(t / "c.yaml", f"OUTPUT_DIR: !!python/object/apply:os.system ['touch {t}/pwned']\n")),
         ConfigError, ["Malformed YAML in {tmp}/c.yaml at line 1", "python/object/apply:os.system"]),
+    "YAML eval tag running code": (
+        lambda t, m, d: _merge(_write(t / "c.yaml", f"""OUTPUT_DIR: !!python/object/apply:eval ["__import__('os').system('touch {t}/pwned')"]\n""")),
+        ConfigError, ["Malformed YAML in {tmp}/c.yaml at line 1", "!!python/object/apply:eval", "Call", "is not allowed"]),
     "non-string key": (
         lambda t, m, d: _merge(_write(t / "c.yaml", "SOLVER:\n  1: 2\n")),
         ConfigError, ["SOLVER.1", "{tmp}/c.yaml", "config keys are names"]),
