@@ -44,12 +44,6 @@ def test_class_specific_deltas_decode_per_class():
     torch.testing.assert_close(out[:, 4:], TGT)
 
 
-def test_apply_deltas_to_no_boxes():
-    # e.g. RetinaNet inference on a level where no anchor passes the score threshold
-    out = Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0)).apply_deltas(torch.zeros(0, 8), torch.zeros(0, 4))
-    assert out.shape == (0, 8)
-
-
 def test_scale_clamp_bounds_huge_sizes():
     t = Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0))
     out = t.apply_deltas(torch.tensor([[0.0, 0.0, 100.0, 100.0]]), SRC)
