@@ -61,7 +61,8 @@ def add_roi_heads_defaults(cfg) -> None:
     define(cfg, "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False, "Predict one box per ROI instead of one per class.")
 
     define(
-        cfg, "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", ((10.0, 10.0, 5.0, 5.0), (20.0, 20.0, 10.0, 10.0), (30.0, 30.0, 15.0, 15.0)),
+        # lists, not Detectron2's tuples, so that a dumped config.yaml reloads to an equal config
+        cfg, "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", [[10.0, 10.0, 5.0, 5.0], [20.0, 20.0, 10.0, 10.0], [30.0, 30.0, 15.0, 15.0]],
         "CascadeROIHeads: box delta weights (wx, wy, ww, wh) of each stage; one entry per stage, like IOUS.",
     )
     define(cfg, "MODEL.ROI_BOX_CASCADE_HEAD.IOUS", (0.5, 0.6, 0.7), "CascadeROIHeads: the foreground IoU threshold of each stage's matcher; IOUS[0] must equal ROI_HEADS.IOU_THRESHOLDS[0].")
