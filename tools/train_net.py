@@ -16,7 +16,14 @@ import logging
 
 from d2mask.checkpoint import DetectionCheckpointer
 from d2mask.config import load_config
-from d2mask.engine import DefaultTrainer, default_argument_parser, default_setup, launch, report_user_errors
+from d2mask.engine import (
+    DefaultTrainer,
+    default_argument_parser,
+    default_setup,
+    launch,
+    report_user_errors,
+    validate_config,
+)
 
 
 def setup(args):
@@ -41,7 +48,7 @@ def main(args):
 def launch_main(args) -> None:
     # The config is read once before launching, so a mistake in it is one line, not a traceback
     # from every process.
-    load_config(args.config_file, args.opts)
+    validate_config(load_config(args.config_file, args.opts))
     logging.getLogger("d2mask").info(f"Command line arguments: {args}")
     launch(
         main,

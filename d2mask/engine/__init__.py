@@ -4,6 +4,7 @@ from .defaults import DefaultTrainer, create_ddp_model, default_argument_parser,
 from .errors import EXIT_USER_ERROR, USER_ERRORS, LaunchError, report_user_errors, user_error_message
 from .launch import launch
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
+from .validation import validate_config
 
 __all__ = [
     "hooks",
@@ -21,4 +22,5 @@ __all__ = [
     "LaunchError",
     "user_error_message",
     "report_user_errors",
+    "validate_config",
 ]

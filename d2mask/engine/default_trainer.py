@@ -34,6 +34,7 @@ from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, Tensorb
 from ..utils.logger import setup_logger
 from . import hooks
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
+from .validation import validate_config
 
 __all__ = ["DefaultTrainer", "create_ddp_model"]
 
@@ -85,6 +86,7 @@ class DefaultTrainer(TrainerBase):
         super().__init__()
         if not logging.getLogger("d2mask").isEnabledFor(logging.INFO):
             setup_logger()
+        validate_config(cfg)
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         # the training set is only loaded here when the schedule is given in epochs
         cfg = epochs_to_iterations(cfg, self.num_training_images(cfg) if cfg.SOLVER.MAX_EPOCHS > 0 else 0)

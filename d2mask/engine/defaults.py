@@ -21,6 +21,7 @@ from ..utils import comm
 from ..utils.atomic_write import atomic_write
 from ..utils.env import seed_all_rng
 from ..utils.logger import setup_logger
+from .validation import validate_config
 
 __all__ = ["default_argument_parser", "default_setup", "DefaultTrainer", "create_ddp_model"]
 
@@ -132,7 +133,11 @@ def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> No
     merged config to OUTPUT_DIR/config.yaml (rank 0); seeds every generator with SEED + rank (or a
     drawn, logged seed when SEED < 0); sets cuDNN benchmarking; passes DATASETS.ROOT to
     `set_datasets_root`; imports the IMPORTS modules.
+
+    Raises:
+        ConfigError: an invalid config value (`validate_config`), before anything is written.
     """
+    validate_config(cfg)
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
     if output_dir and comm.is_main_process():

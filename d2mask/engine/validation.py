@@ -1,0 +1,249 @@
+"""Start-up validation of a YAML config: every value checked before anything is built.
+
+A wrong value found here costs one line before the first iteration; found by the code that uses it,
+it costs a traceback, sometimes hours into a run, or nothing at all (a silently wrong run). The
+check collects every violation, so that one run of the command reports all of them.
+
+    validate_config(cfg)   # ConfigError: 2 invalid config values: SOLVER.BASE_LR = -0.1 (...); ...
+
+Names that a registry resolves (MODEL.BACKBONE.NAME, ...) are checked by the registry when the
+model is built; here are the values no registry sees.
+"""
+import math
+from typing import Any, Callable, List, Sequence, Tuple
+
+import torch
+
+from ..config import CfgNode, ConfigError
+from ..layers import NORM_NAMES
+
+__all__ = ["validate_config", "check_device"]
+
+# Channels of the images the model receives, per INPUT.FORMAT (d2mask.data.SUPPORTED_IMAGE_FORMATS).
+_CHANNELS = {"BGR": 3, "RGB": 3, "L": 1}
+_BOX_LOSSES = ("smooth_l1", "giou", "diou", "ciou")
+_POOLERS = ("ROIAlign", "ROIAlignV2")
+_NORMS = tuple(NORM_NAMES)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def positive(v: Any) -> bool:
+    return _number(v) and v > 0
+
+
+def non_negative(v: Any) -> bool:
+    return _number(v) and v >= 0
+
+
+def positive_int(v: Any) -> bool:
+    return _int(v) and v > 0
+
+
+def non_negative_int(v: Any) -> bool:
+    return _int(v) and v >= 0
+
+
+def fraction(v: Any) -> bool:
+    return _number(v) and 0 <= v <= 1
+
+
+def one_of(*choices: Any) -> Callable[[Any], bool]:
+    return lambda v: v in choices
+
+
+def each(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, (list, tuple)) and all(check(x) for x in v)
+
+
+def increasing(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and all(_number(x) for x in v) and all(a < b for a, b in zip(v, v[1:]))
+
+
+# (key, check, what is allowed); checked in this order, each independently of the others.
+_RULES: Sequence[Tuple[str, Callable[[Any], bool], str]] = [
+    ("MODEL.ROI_HEADS.NUM_CLASSES", positive_int, "an int > 0"),
+    ("MODEL.BACKBONE.FREEZE_AT", lambda v: _int(v) and 0 <= v <= 5, "0 (nothing frozen) to 5"),
+    ("MODEL.RESNETS.DEPTH", one_of(18, 34, 50, 101, 152), "18, 34, 50, 101 or 152"),
+    ("MODEL.RESNETS.NUM_GROUPS", positive_int, "an int > 0"),
+    ("MODEL.RESNETS.WIDTH_PER_GROUP", positive_int, "an int > 0"),
+    ("MODEL.RESNETS.RES5_DILATION", one_of(1, 2), "1 or 2"),
+    ("MODEL.RESNETS.RES2_OUT_CHANNELS", positive_int, "an int > 0"),
+    ("MODEL.RESNETS.STEM_OUT_CHANNELS", positive_int, "an int > 0"),
+    ("MODEL.RESNETS.NORM", one_of(*_NORMS), f"one of {list(_NORMS)}"),
+    ("MODEL.FPN.OUT_CHANNELS", positive_int, "an int > 0"),
+    ("MODEL.FPN.NORM", one_of(*_NORMS), f"one of {list(_NORMS)}"),
+    ("MODEL.FPN.FUSE_TYPE", one_of("sum", "avg"), "'sum' or 'avg'"),
+    ("MODEL.ANCHOR_GENERATOR.SIZES", each(each(positive)), "lists of sizes > 0"),
+    ("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", each(each(positive)), "lists of ratios > 0"),
+    ("MODEL.ANCHOR_GENERATOR.OFFSET", lambda v: _number(v) and 0 <= v < 1, "in [0, 1)"),
+    ("MODEL.PROPOSAL_GENERATOR.MIN_SIZE", non_negative, "a number >= 0"),
+    ("MODEL.RPN.BATCH_SIZE_PER_IMAGE", positive_int, "an int > 0"),
+    ("MODEL.RPN.POSITIVE_FRACTION", fraction, "in [0, 1]"),
+    ("MODEL.RPN.NMS_THRESH", fraction, "in [0, 1]"),
+    ("MODEL.RPN.PRE_NMS_TOPK_TRAIN", positive_int, "an int > 0"),
+    ("MODEL.RPN.PRE_NMS_TOPK_TEST", positive_int, "an int > 0"),
+    ("MODEL.RPN.POST_NMS_TOPK_TRAIN", positive_int, "an int > 0"),
+    ("MODEL.RPN.POST_NMS_TOPK_TEST", positive_int, "an int > 0"),
+    ("MODEL.RPN.BBOX_REG_LOSS_TYPE", one_of(*_BOX_LOSSES), f"one of {list(_BOX_LOSSES)}"),
+    ("MODEL.RPN.SMOOTH_L1_BETA", non_negative, "a number >= 0"),
+    ("MODEL.RPN.IOU_THRESHOLDS", lambda v: increasing(v) and each(fraction)(v), "increasing IoUs in [0, 1]"),
+    ("MODEL.RPN.IOU_LABELS", each(one_of(-1, 0, 1)), "labels -1, 0 or 1"),
+    ("MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", positive_int, "an int > 0"),
+    ("MODEL.ROI_HEADS.POSITIVE_FRACTION", fraction, "in [0, 1]"),
+    ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", fraction, "in [0, 1]"),
+    ("MODEL.ROI_HEADS.NMS_THRESH_TEST", fraction, "in [0, 1]"),
+    ("MODEL.ROI_HEADS.IOU_THRESHOLDS", lambda v: increasing(v) and each(fraction)(v), "increasing IoUs in [0, 1]"),
+    ("MODEL.ROI_HEADS.IOU_LABELS", each(one_of(-1, 0, 1)), "labels -1, 0 or 1"),
+    ("MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", one_of(*_BOX_LOSSES), f"one of {list(_BOX_LOSSES)}"),
+    ("MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA", non_negative, "a number >= 0"),
+    ("MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", positive_int, "an int > 0"),
+    ("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", non_negative_int, "an int >= 0"),
+    ("MODEL.ROI_BOX_HEAD.POOLER_TYPE", one_of(*_POOLERS), f"one of {list(_POOLERS)}"),
+    ("MODEL.ROI_BOX_HEAD.NUM_FC", non_negative_int, "an int >= 0"),
+    ("MODEL.ROI_BOX_HEAD.FC_DIM", positive_int, "an int > 0"),
+    ("MODEL.ROI_BOX_HEAD.NUM_CONV", non_negative_int, "an int >= 0"),
+    ("MODEL.ROI_BOX_HEAD.CONV_DIM", positive_int, "an int > 0"),
+    ("MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", positive_int, "an int > 0"),
+    ("MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO", non_negative_int, "an int >= 0"),
+    ("MODEL.ROI_MASK_HEAD.POOLER_TYPE", one_of(*_POOLERS), f"one of {list(_POOLERS)}"),
+    ("MODEL.ROI_MASK_HEAD.NUM_CONV", non_negative_int, "an int >= 0"),
+    ("MODEL.ROI_MASK_HEAD.CONV_DIM", positive_int, "an int > 0"),
+    ("MODEL.ROI_BOX_HEAD.NORM", one_of(*_NORMS), f"one of {list(_NORMS)}"),
+    ("MODEL.ROI_MASK_HEAD.NORM", one_of(*_NORMS), f"one of {list(_NORMS)}"),
+    ("INPUT.FORMAT", one_of(*_CHANNELS), f"one of {list(_CHANNELS)}"),
+    ("INPUT.MASK_FORMAT", one_of("polygon", "bitmask"), "'polygon' or 'bitmask'"),
+    ("INPUT.MIN_SIZE_TRAIN", lambda v: len(v) > 0 and each(positive_int)(v), "one or more sizes > 0"),
+    ("INPUT.MIN_SIZE_TRAIN_SAMPLING", one_of("choice", "range"), "'choice' or 'range'"),
+    ("INPUT.MAX_SIZE_TRAIN", positive_int, "an int > 0"),
+    ("INPUT.MIN_SIZE_TEST", non_negative_int, "an int >= 0"),
+    ("INPUT.MAX_SIZE_TEST", positive_int, "an int > 0"),
+    ("INPUT.RANDOM_FLIP", one_of("horizontal", "vertical", "none"), "'horizontal', 'vertical' or 'none'"),
+    ("INPUT.CROP.TYPE", one_of("relative", "relative_range", "absolute", "absolute_range"),
+     "'relative', 'relative_range', 'absolute' or 'absolute_range'"),
+    ("INPUT.CROP.SIZE", lambda v: len(v) == 2 and each(positive)(v), "two sizes (h, w) > 0"),
+    ("DATALOADER.NUM_WORKERS", non_negative_int, "an int >= 0"),
+    ("DATALOADER.SAMPLER_TRAIN", one_of("TrainingSampler", "RepeatFactorTrainingSampler"),
+     "'TrainingSampler' or 'RepeatFactorTrainingSampler'"),
+    ("DATALOADER.REPEAT_THRESHOLD", non_negative, "a number >= 0"),
+    ("SOLVER.OPTIMIZER", one_of("SGD", "AdamW"), "'SGD' or 'AdamW'"),
+    ("SOLVER.LR_SCHEDULER_NAME", one_of("WarmupMultiStepLR", "WarmupCosineLR"),
+     "'WarmupMultiStepLR' or 'WarmupCosineLR'"),
+    ("SOLVER.MAX_ITER", non_negative_int, "an int >= 0"),
+    ("SOLVER.BASE_LR", non_negative, "a number >= 0"),
+    ("SOLVER.BASE_LR_END", non_negative, "a number >= 0"),
+    ("SOLVER.MOMENTUM", lambda v: _number(v) and 0 <= v < 1, "in [0, 1)"),
+    ("SOLVER.WEIGHT_DECAY", non_negative, "a number >= 0"),
+    ("SOLVER.WEIGHT_DECAY_NORM", non_negative, "a number >= 0"),
+    ("SOLVER.WEIGHT_DECAY_BIAS", lambda v: v is None or non_negative(v), "None or a number >= 0"),
+    ("SOLVER.BIAS_LR_FACTOR", non_negative, "a number >= 0"),
+    ("SOLVER.GAMMA", positive, "a number > 0"),
+    ("SOLVER.STEPS", lambda v: increasing(v) and each(positive_int)(v), "increasing iterations > 0"),
+    ("SOLVER.WARMUP_FACTOR", fraction, "in [0, 1]"),
+    ("SOLVER.WARMUP_ITERS", non_negative_int, "an int >= 0"),
+    ("SOLVER.WARMUP_METHOD", one_of("linear", "constant"), "'linear' or 'constant'"),
+    ("SOLVER.CHECKPOINT_PERIOD", positive_int, "an int > 0"),
+    ("SOLVER.CHECKPOINTS_TO_KEEP", non_negative_int, "an int >= 0"),
+    ("SOLVER.MAX_EPOCHS", non_negative, "a number >= 0"),
+    ("SOLVER.STEPS_EPOCHS", lambda v: increasing(v) and each(positive)(v), "increasing epochs > 0"),
+    ("SOLVER.CHECKPOINT_PERIOD_EPOCHS", non_negative, "a number >= 0"),
+    ("SOLVER.MAX_NONFINITE_SKIPS", non_negative_int, "an int >= 0"),
+    ("SOLVER.IMS_PER_BATCH", positive_int, "an int > 0"),
+    ("SOLVER.REFERENCE_WORLD_SIZE", non_negative_int, "an int >= 0"),
+    ("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", one_of("value", "norm"), "'value' or 'norm'"),
+    ("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", positive, "a number > 0"),
+    ("SOLVER.CLIP_GRADIENTS.NORM_TYPE", lambda v: positive(v) or v == float("inf"), "a number > 0 or inf"),
+    ("SOLVER.AMP.PRECISION", one_of("float16", "bfloat16"), "'float16' or 'bfloat16'"),
+    ("TEST.EVAL_PERIOD", non_negative_int, "an int >= 0"),
+    ("TEST.DETECTIONS_PER_IMAGE", positive_int, "an int > 0"),
+    ("TEST.EVAL_PERIOD_EPOCHS", non_negative, "a number >= 0"),
+    ("TEST.VAL_LOSS_PERIOD", non_negative_int, "an int >= 0"),
+    ("TEST.VAL_LOSS_PERIOD_EPOCHS", non_negative, "a number >= 0"),
+    ("TEST.BEST_METRIC_MODE", one_of("max", "min"), "'max' or 'min'"),
+    ("TEST.EARLY_STOP_PATIENCE", non_negative_int, "an int >= 0"),
+    ("VIS_PERIOD", non_negative_int, "an int >= 0"),
+]
+
+
+def _get(cfg: CfgNode, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _passes(check: Callable[[Any], bool], value: Any) -> bool:
+    try:
+        return bool(check(value))
+    except (TypeError, ValueError):  # a value of a type the check does not expect
+        return False
+
+
+def check_device(device: Any, key: str = "MODEL.DEVICE") -> List[str]:
+    """Problems (none or one) with running on `device` on this machine: an unknown device name, or
+    one this machine does not have."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        return [f"{key} = {device!r} (a device such as 'cpu', 'cuda' or 'cuda:1')"]
+    if parsed.type == "cpu":
+        return []
+    backend = getattr(torch, parsed.type, None) if parsed.type != "mps" else getattr(torch.backends, "mps", None)
+    available = getattr(backend, "is_available", lambda: False)()
+    if not available:
+        return [f"{key} = {device!r} (this machine has no {parsed.type.upper()} device; use 'cpu')"]
+    count = getattr(backend, "device_count", lambda: 1)()
+    if parsed.index is not None and parsed.index >= count:
+        return [f"{key} = {device!r} (this machine has {count} {parsed.type} devices, indices 0 to {count - 1})"]
+    return []
+
+
+def _cross_key_problems(cfg: CfgNode) -> List[str]:
+    """Problems of values that must agree with each other."""
+    problems = []
+    channels = _CHANNELS.get(cfg.INPUT.FORMAT)
+    for key in ("MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD"):
+        value = _get(cfg, key)
+        if channels is not None and (not isinstance(value, (list, tuple)) or len(value) != channels):
+            problems.append(
+                f"{key} = {value!r} (one value per channel: {channels} for INPUT.FORMAT {cfg.INPUT.FORMAT})"
+            )
+        elif not _passes(each(_number), value) or (key.endswith("STD") and not _passes(each(positive), value)):
+            problems.append(f"{key} = {value!r} ({'numbers > 0' if key.endswith('STD') else 'finite numbers'})")
+    for head in ("RPN", "ROI_HEADS"):
+        thresholds, labels = cfg.MODEL[head].IOU_THRESHOLDS, cfg.MODEL[head].IOU_LABELS
+        if _passes(lambda v: len(v) != len(thresholds) + 1, labels):
+            problems.append(
+                f"MODEL.{head}.IOU_LABELS = {list(labels)!r} (one label more than MODEL.{head}.IOU_THRESHOLDS, "
+                f"which has {len(thresholds)})"
+            )
+    if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "range" and _passes(lambda v: len(v) != 2, cfg.INPUT.MIN_SIZE_TRAIN):
+        problems.append(
+            f"INPUT.MIN_SIZE_TRAIN = {cfg.INPUT.MIN_SIZE_TRAIN!r} (two sizes [min, max] with "
+            f"INPUT.MIN_SIZE_TRAIN_SAMPLING 'range')"
+        )
+    if cfg.SOLVER.MAX_EPOCHS == 0 and cfg.SOLVER.MAX_ITER == 0:
+        problems.append("SOLVER.MAX_ITER = 0 (iterations > 0, or a schedule in epochs with SOLVER.MAX_EPOCHS > 0)")
+    return problems
+
+
+def validate_config(cfg: CfgNode) -> None:
+    """Checks every value of `cfg` that d2mask reads, and the device it asks for.
+
+    Raises:
+        ConfigError: one line listing every invalid value as `KEY = value (what is allowed)`.
+    """
+    problems = [
+        f"{key} = {_get(cfg, key)!r} ({allowed})" for key, check, allowed in _RULES if not _passes(check, _get(cfg, key))
+    ]
+    problems += _cross_key_problems(cfg)
+    problems += check_device(cfg.MODEL.DEVICE)
+    if problems:
+        noun = "value" if len(problems) == 1 else f"{len(problems)} values"
+        raise ConfigError(f"Invalid config {noun}: " + "; ".join(problems))

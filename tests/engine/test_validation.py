@@ -1,0 +1,71 @@
+"""Start-up validation of the YAML config: every invalid value in one line, before anything is built."""
+import pytest
+import torch
+
+from d2mask.config import ConfigError, get_cfg
+from d2mask.engine.validation import check_device, validate_config
+
+
+def _cfg(*overrides):
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", *overrides])
+    return cfg
+
+
+def test_defaults_and_shipped_configs_are_valid():
+    validate_config(_cfg())
+    cfg = _cfg()
+    cfg.merge_from_file("configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml")
+    cfg.MODEL.DEVICE = "cpu"
+    validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        ("SOLVER.CHECKPOINT_PERIOD", "0", "an int > 0"),
+        ("SOLVER.BASE_LR", "-0.01", "a number >= 0"),
+        ("DATALOADER.NUM_WORKERS", "-1", "an int >= 0"),
+        ("SOLVER.STEPS", "(500, 300)", "increasing iterations > 0"),
+        ("MODEL.PIXEL_MEAN", "[1.0, 2.0]", "one value per channel: 3 for INPUT.FORMAT BGR"),
+        ("MODEL.PIXEL_STD", "[1.0, 0.0, 1.0]", "numbers > 0"),
+        ("MODEL.RPN.IOU_THRESHOLDS", "[0.7, 0.3]", "increasing IoUs in [0, 1]"),
+        ("MODEL.RPN.IOU_LABELS", "[0, 1]", "one label more than MODEL.RPN.IOU_THRESHOLDS"),
+        ("MODEL.RESNETS.DEPTH", "42", "18, 34, 50, 101 or 152"),
+        ("INPUT.MASK_FORMAT", "rle", "'polygon' or 'bitmask'"),
+        ("MODEL.DEVICE", "gpu0", "a device such as 'cpu', 'cuda' or 'cuda:1'"),
+    ],
+)
+def test_each_invalid_value_names_key_value_and_what_is_allowed(key, value, allowed):
+    with pytest.raises(ConfigError) as e:
+        validate_config(_cfg(key, value))
+    message = str(e.value)
+    assert "\n" not in message
+    assert key in message and allowed in message
+
+
+def test_every_violation_is_reported_at_once():
+    cfg = _cfg("SOLVER.CHECKPOINT_PERIOD", "0", "SOLVER.BASE_LR", "-1", "DATALOADER.NUM_WORKERS", "-1")
+    with pytest.raises(ConfigError, match="Invalid config 3 values") as e:
+        validate_config(cfg)
+    for key in ("SOLVER.CHECKPOINT_PERIOD = 0", "SOLVER.BASE_LR = -1.0", "DATALOADER.NUM_WORKERS = -1"):
+        assert key in str(e.value)
+
+
+def test_a_grayscale_model_needs_one_mean_and_std():
+    validate_config(_cfg("INPUT.FORMAT", "L", "MODEL.PIXEL_MEAN", "[128.0]", "MODEL.PIXEL_STD", "[1.0]"))
+    with pytest.raises(ConfigError, match=r"MODEL.PIXEL_MEAN = \[103"):
+        validate_config(_cfg("INPUT.FORMAT", "L", "MODEL.PIXEL_STD", "[1.0]"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_missing_gpu_is_a_config_error():
+    assert check_device("cpu") == []
+    assert "no CUDA device" in check_device("cuda")[0]
+    assert "no CUDA device" in check_device("cuda:3")[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_a_gpu_index_beyond_the_machine_is_a_config_error():
+    assert check_device("cuda:0") == []
+    assert "indices 0 to" in check_device(f"cuda:{torch.cuda.device_count()}")[0]
