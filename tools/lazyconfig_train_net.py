@@ -16,6 +16,7 @@ import logging
 import os
 
 import torch
+import yaml
 from omegaconf import DictConfig
 
 from d2mask.checkpoint import DetectionCheckpointer
@@ -24,6 +25,7 @@ from d2mask.config.instantiate import locate
 from d2mask.engine import (
     AMPTrainer,
     SimpleTrainer,
+    check_run_request,
     default_argument_parser,
     hooks,
     launch,
@@ -55,10 +57,18 @@ def setup(args) -> DictConfig:
     cfg = load_config(args)
     output_dir = cfg.train.output_dir
     rank = comm.get_rank()
+    moved = None
     if comm.is_main_process():
+        try:
+            saved = yaml.safe_load(LazyConfig.to_yaml(cfg))
+        except ConfigError:  # not saved either (below): nothing to compare a resumed run with
+            saved = {}
+        moved = check_run_request(cfg.train.init_checkpoint, output_dir, args, saved, lazy=True)
         os.makedirs(output_dir, exist_ok=True)
     for name in ("d2mask", "fvcore", "projects"):
         setup_logger(output_dir, distributed_rank=rank, name=name)
+    if moved:
+        logger.warning(moved)
     logger.info(f"Rank of this process: {rank}. World size: {comm.get_world_size()}. PyTorch {torch.__version__}")
     logger.info(f"Command line arguments: {args}")
     if comm.is_main_process():

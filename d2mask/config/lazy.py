@@ -267,11 +267,19 @@ class LazyConfig:
             ConfigError: a value with no YAML form (an object built in the config, a lambda target),
             naming its key.
         """
-        data = OmegaConf.to_container(cfg, resolve=False, structured_config_mode=SCMode.INSTANTIATE)
-        data = _to_yaml_container(data, "")
-        text = OmegaConf.to_yaml(DictConfig(data))
+        text = LazyConfig.to_yaml(cfg)
         with atomic_write(filename) as f:
             f.write(text)
+
+    @staticmethod
+    def to_yaml(cfg: DictConfig) -> str:
+        """The YAML text `save` writes (targets as names).
+
+        Raises:
+            ConfigError: a value with no YAML form, naming its key.
+        """
+        data = OmegaConf.to_container(cfg, resolve=False, structured_config_mode=SCMode.INSTANTIATE)
+        return OmegaConf.to_yaml(DictConfig(_to_yaml_container(data, "")))
 
     @staticmethod
     def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:

@@ -14,6 +14,7 @@ import sys
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+import yaml
 
 from ..config import CfgNode, import_modules
 from ..data.datasets import set_datasets_root
@@ -21,9 +22,10 @@ from ..utils import comm
 from ..utils.atomic_write import atomic_write
 from ..utils.env import seed_all_rng
 from ..utils.logger import setup_logger
+from .output_dir import check_eval_weights, check_output_dir, check_resumed_config
 from .validation import validate_config
 
-__all__ = ["default_argument_parser", "default_setup", "DefaultTrainer", "create_ddp_model"]
+__all__ = ["default_argument_parser", "default_setup", "check_run_request", "DefaultTrainer", "create_ddp_model"]
 
 # Loggers set up by default_setup: d2mask itself, fvcore (its checkpointer), and user projects
 # (code in projects/ logging with logging.getLogger(__name__)).
@@ -98,6 +100,11 @@ Two machines of 8 GPUs (run on each, R = 0 or 1, HOST = machine 0):
     )
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to the YAML config file")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint if it exists")
+    parser.add_argument(
+        "--start-over",
+        action="store_true",
+        help="train anew in an OUTPUT_DIR holding an earlier run, moving its files into a subdirectory",
+    )
     parser.add_argument("--eval-only", action="store_true", help="only evaluate MODEL.WEIGHTS on DATASETS.TEST")
     parser.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs) per machine")
     parser.add_argument("--num-machines", type=int, default=1, help="machines in the job")
@@ -125,6 +132,34 @@ def _environment() -> str:
     return "\n".join(lines)
 
 
+def check_run_request(
+    weights: str, output_dir: str, args: argparse.Namespace, config: dict, lazy: bool = False
+) -> Optional[str]:
+    """Refuses, before anything is written, a run that would silently do the wrong thing: an
+    evaluation without weights, a new training run into another run's OUTPUT_DIR, a resumed run
+    whose model changed (see `d2mask.engine.output_dir`).
+
+    Args:
+        config: the run's config as plain nested dicts, as saved in OUTPUT_DIR/config.yaml.
+        lazy: the config is a Python config (keys `model.*`, `train.init_checkpoint`, ...).
+
+    Returns:
+        A line to log once logging is set up (where `--start-over` moved the earlier run), or None.
+    """
+    resume = getattr(args, "resume", False)
+    keys = ("train.init_checkpoint", "train.output_dir") if lazy else ("MODEL.WEIGHTS", "OUTPUT_DIR")
+    if getattr(args, "eval_only", False):
+        check_eval_weights(weights, output_dir, resume=resume, key=keys[0])
+        return None
+    moved_to = check_output_dir(output_dir, resume=resume, start_over=getattr(args, "start_over", False), key=keys[1])
+    if resume:
+        if lazy:
+            check_resumed_config(output_dir, config, model_keys="model.", free_keys=(), weights_key=keys[0])
+        else:
+            check_resumed_config(output_dir, config)
+    return f"--start-over: moved the files of the earlier run in {output_dir} to {moved_to}" if moved_to else None
+
+
 def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> None:
     """Prepares a process for a run of `cfg`.
 
@@ -140,11 +175,16 @@ def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> No
     validate_config(cfg)
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
+    moved = None
+    if args is not None and comm.is_main_process():
+        moved = check_run_request(cfg.MODEL.WEIGHTS, output_dir, args, yaml.safe_load(cfg.dump()))
     if output_dir and comm.is_main_process():
         os.makedirs(output_dir, exist_ok=True)
     for name in _LOGGERS:
         setup_logger(output_dir or None, distributed_rank=rank, name=name)
     logger = logging.getLogger("d2mask")
+    if moved:
+        logger.warning(moved)
     logger.info(f"Rank of this process: {rank}. World size: {comm.get_world_size()}")
     logger.info(f"Environment:\n{_environment()}")
     if args is not None:

@@ -30,9 +30,9 @@ class _Payload:
 def test_weights_carrying_code_end_the_run_with_one_line_and_run_nothing(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    # an earlier run's checkpoint, which the failed run must leave as it was
-    (out / "model_0000009.pth").write_bytes(b"earlier weights")
-    (out / "last_checkpoint").write_text("model_0000009.pth")
+    # an earlier evaluation's output, which the failed run must leave as it was (a directory holding
+    # checkpoints is refused before the weights are read: test_output_dir.py)
+    (out / "metrics.json").write_text('{"iteration": 9}\n')
     weights = tmp_path / "evil.pkl"
     weights.write_bytes(pickle.dumps({"model": {"w": _Payload(tmp_path / "pwned")}}, protocol=2))
 
@@ -42,8 +42,7 @@ def test_weights_carrying_code_end_the_run_with_one_line_and_run_nothing(tmp_pat
                                                            f"'posix.system'")
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "pwned").exists()
-    assert (out / "model_0000009.pth").read_bytes() == b"earlier weights"
-    assert (out / "last_checkpoint").read_text() == "model_0000009.pth"
+    assert (out / "metrics.json").read_text() == '{"iteration": 9}\n'
 
 
 def test_a_user_error_in_every_process_of_a_job_is_one_line_each(tmp_path):
