@@ -24,6 +24,7 @@ from .samplers import InferenceSampler, RepeatFactorTrainingSampler, TrainingSam
 __all__ = [
     "get_detection_dataset_dicts",
     "check_model_fits_data",
+    "check_instance_masks",
     "build_batch_data_loader",
     "build_detection_train_loader",
     "build_detection_test_loader",
@@ -101,6 +102,25 @@ def check_model_fits_data(cfg, dataset_dicts: List[Dict], names: Sequence[str]) 
             f"MODEL.MASK_ON is True but no annotation of DATASETS.TRAIN {tuple(names)} has a 'segmentation'; "
             f"set MODEL.MASK_ON False to train boxes only, or train on a dataset with masks"
         )
+
+
+def check_instance_masks(dataset_dicts: List[Dict]) -> None:
+    """Raises DatasetError when a mask model would meet an instance without a mask: a non-crowd
+    annotation without "segmentation" (crowd annotations are dropped by the mapper). Checked when the
+    loader is built, not when the image comes up, which may be hours into the run."""
+    lacking = [
+        (record, i) for record in dataset_dicts for i, ann in enumerate(record.get("annotations", []))
+        if not ann.get("iscrowd", 0) and "segmentation" not in ann
+    ]
+    if not lacking:
+        return
+    total = sum(1 for d in dataset_dicts for ann in d.get("annotations", []) if not ann.get("iscrowd", 0))
+    record, index = lacking[0]
+    raise DatasetError(
+        f"The model predicts masks (MODEL.MASK_ON) but {len(lacking)} of the {total} instances of the training "
+        f"set have no 'segmentation', e.g. annotation {index} of image {record.get('file_name')} (image_id "
+        f"{record.get('image_id')!r}); give them masks, remove them from the dataset, or set MODEL.MASK_ON False"
+    )
 
 
 def _trivial_batch_collator(batch: List[Any]) -> List[Any]:
@@ -195,7 +215,8 @@ def build_detection_train_loader(
 
     Call as `build_detection_train_loader(cfg)` (datasets DATASETS.TRAIN, `DatasetMapper(cfg, True)`,
     sampler DATALOADER.SAMPLER_TRAIN), optionally replacing parts: `(cfg, mapper=my_mapper)`;
-    or with explicit arguments and no config.
+    or with explicit arguments and no config. With a mapper that builds masks (`use_instance_mask`),
+    dataset dicts are checked to have a mask for every instance (`check_instance_masks`).
 
     Args:
         dataset: dataset dicts, or a map-style dataset.
@@ -204,6 +225,8 @@ def build_detection_train_loader(
         total_batch_size, aspect_ratio_grouping, num_workers: see `build_batch_data_loader`.
     """
     if isinstance(dataset, list):
+        if getattr(mapper, "use_instance_mask", False):
+            check_instance_masks(dataset)
         dataset = DatasetFromList(dataset, copy=False)
     if mapper is not None:
         dataset = MapDataset(dataset, mapper)

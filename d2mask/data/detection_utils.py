@@ -45,6 +45,10 @@ def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
             data = np.frombuffer(f.read(), dtype=np.uint8)
     except FileNotFoundError:
         raise FileNotFoundError(f"Image file not found: {file_name}") from None
+    except IsADirectoryError:
+        raise DatasetError(f"Image file {file_name} is a directory, not an image") from None
+    except PermissionError:
+        raise DatasetError(f"Image file {file_name} cannot be read by this user (permission denied)") from None
     flags = cv2.IMREAD_GRAYSCALE if format == "L" else cv2.IMREAD_COLOR
     image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
@@ -172,8 +176,8 @@ def annotations_to_instances(
     Args:
         annos: annotations of one image, boxes in any absolute mode.
         image_size: (h, w).
-        mask_format: "polygon" (`PolygonMasks`; needs polygon segmentations) or "bitmask"
-            (`BitMasks`; accepts polygons, RLEs and bitmaps).
+        mask_format: "polygon" (`PolygonMasks`; an image with an RLE or bitmap among its masks gets
+            `BitMasks`) or "bitmask" (`BitMasks`). Both accept polygons, RLEs and bitmaps.
 
     Returns:
         Instances with gt_boxes (`Boxes`), gt_classes (`Tensor[N]` int64) and, when the annotations
@@ -191,21 +195,17 @@ def annotations_to_instances(
     if not any(with_segm):
         return target
     segms = [obj["segmentation"] for obj in annos]
-    if mask_format == "polygon":
-        for segm in segms:
-            if not isinstance(segm, list):
-                raise DatasetError(
-                    f"INPUT.MASK_FORMAT is 'polygon' but an annotation's segmentation is a {type(segm).__name__} "
-                    f"(an RLE or a bitmap); set INPUT.MASK_FORMAT to 'bitmask' for such datasets"
-                )
+    if mask_format not in ("polygon", "bitmask"):
+        raise ConfigError(f"Unknown mask format {mask_format!r}; INPUT.MASK_FORMAT must be 'polygon' or 'bitmask'")
+    if mask_format == "polygon" and all(isinstance(segm, list) for segm in segms):
         target.gt_masks = PolygonMasks(segms)
-    elif mask_format == "bitmask":
+    else:
+        # An image with an RLE or a bitmap among its masks (COCO marks occluded instances with an
+        # RLE) keeps them as they are: its polygons are rasterised, exactly, beside them.
         h, w = image_size
         masks = [_to_bitmask(segm, h, w) for segm in segms]
         tensor = torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, h, w, dtype=torch.bool)
         target.gt_masks = BitMasks(tensor)
-    else:
-        raise ConfigError(f"Unknown mask format {mask_format!r}; INPUT.MASK_FORMAT must be 'polygon' or 'bitmask'")
     return target
 
 

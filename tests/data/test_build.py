@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from d2mask.config import get_cfg
+from d2mask.data import DatasetError
 from d2mask.data import build as build_module
 from d2mask.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from d2mask.data.samplers import TrainingSampler
@@ -103,3 +104,25 @@ def test_test_loader_yields_each_image_once_in_order(register):
     cfg.DATALOADER.NUM_WORKERS = 0
     loader = build_detection_test_loader(cfg, name, mapper=lambda d: d["file_name"])
     assert list(loader) == [["e0"], ["e1"], ["g0"], ["g1"], ["g2"]]
+
+
+def test_mask_model_with_an_instance_without_mask_is_an_error_when_the_loader_is_built(register):
+    polygon = [[1.0, 1.0, 5.0, 1.0, 5.0, 5.0]]
+    dicts = [
+        {"file_name": "a.png", "image_id": 1, "annotations": [{"category_id": 0, "segmentation": polygon}]},
+        {"file_name": "b.png", "image_id": 2, "annotations": [
+            {"category_id": 0, "segmentation": polygon},
+            {"category_id": 0, "iscrowd": 1},  # crowd annotations are not trained on: no mask needed
+            {"category_id": 0},
+        ]},
+    ]
+    cfg = get_cfg()
+    cfg.DATASETS.TRAIN = (register(dicts, thing_classes=["a"]),)
+    cfg.MODEL.MASK_ON = True
+    cfg.DATALOADER.NUM_WORKERS = 0
+    with pytest.raises(DatasetError) as e:
+        build_detection_train_loader(cfg)
+    assert "1 of the 3 instances of the training set have no 'segmentation', e.g. annotation 2 of image b.png " \
+           "(image_id 2)" in str(e.value)
+    cfg.MODEL.MASK_ON = False
+    build_detection_train_loader(cfg)

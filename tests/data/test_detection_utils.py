@@ -1,3 +1,5 @@
+import copy
+
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
@@ -5,8 +7,10 @@ import pytest
 import torch
 
 from d2mask.config import get_cfg
+from d2mask.data import DatasetError
 from d2mask.data import detection_utils as utils
 from d2mask.data import transforms as T
+from d2mask.modeling.roi_heads.mask_head import mask_rcnn_loss
 from d2mask.structures import BitMasks, BoxMode, PolygonMasks
 
 
@@ -35,6 +39,9 @@ def test_read_image_errors_name_the_file(tmp_path):
         utils.read_image(str(tmp_path / "text.png"))
     with pytest.raises(ValueError, match="INPUT.FORMAT"):
         utils.read_image(write_image(tmp_path / "x.png"), "YUV")
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(DatasetError, match="folder.png is a directory, not an image"):
+        utils.read_image(str(tmp_path / "folder.png"))
 
 
 def test_image_size_that_differs_from_the_annotation_is_an_error():
@@ -88,12 +95,25 @@ def test_transform_keypoints_as_detectron2():
                                [[0, 0, 0], [3, 5, 1], [0, 0, 0]])
 
 
-def test_polygon_format_rejects_rle_with_advice():
-    annos, _ = annotations()
-    with pytest.raises(ValueError, match="MASK_FORMAT to 'bitmask'"):
-        utils.annotations_to_instances(annos, (20, 30), mask_format="polygon")
-    instances = utils.annotations_to_instances(annos[:1], (20, 30), mask_format="polygon")
-    assert isinstance(instances.gt_masks, PolygonMasks)
+def test_polygon_format_keeps_an_image_of_polygons_and_rles_as_exact_bitmasks():
+    annos, mask = annotations()
+    mixed = utils.annotations_to_instances(copy.deepcopy(annos), (20, 30), mask_format="polygon")
+    assert isinstance(mixed.gt_masks, BitMasks)
+    # the RLE as it was, the polygon (a 6x6 square from (3, 4)) rasterised
+    np.testing.assert_array_equal(mixed.gt_masks.tensor[1].numpy(), mask.astype(bool))
+    square = np.zeros((20, 30), dtype=bool)
+    square[4:10, 3:9] = True
+    np.testing.assert_array_equal(mixed.gt_masks.tensor[0].numpy(), square)
+    polygons_only = utils.annotations_to_instances(annos[:1], (20, 30), mask_format="polygon")
+    assert isinstance(polygons_only.gt_masks, PolygonMasks)
+
+    # a batch of both kinds trains the mask head: each image's masks are cropped on their own
+    polygons_only.proposal_boxes = polygons_only.gt_boxes
+    mixed.proposal_boxes = mixed.gt_boxes
+    logits = torch.zeros(3, 3, 4, 4, requires_grad=True)
+    loss = mask_rcnn_loss(logits, [polygons_only, mixed])
+    loss.backward()
+    assert torch.isfinite(loss) and logits.grad.abs().sum() > 0
 
 
 def test_boxes_are_clipped_and_empty_instances_filtered():
