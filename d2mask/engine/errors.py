@@ -12,6 +12,7 @@ from typing import Any, Callable
 from ..checkpoint import CheckpointError
 from ..config import ConfigError
 from ..data import DatasetError
+from ..utils.atomic_write import DiskFullError
 from ..utils.registry import RegistryError
 
 __all__ = ["EXIT_USER_ERROR", "LaunchError", "USER_ERRORS", "user_error_message", "report_user_errors"]
@@ -33,6 +34,7 @@ USER_ERRORS = (
     DatasetError,  # dataset files, records and images
     FileNotFoundError,  # a config, json, image or weights file that is not there
     LaunchError,
+    DiskFullError,  # an output that does not fit on its device; the previous file is kept
 )
 
 
