@@ -12,7 +12,7 @@ from d2mask.layers import nonzero_tuple
 from d2mask.structures import Boxes, iter_pairwise_iou_chunks
 from d2mask.utils.registry import Registry
 
-__all__ = ["ANCHOR_MATCHER_REGISTRY", "Matcher", "build_anchor_matcher"]
+__all__ = ["ANCHOR_MATCHER_REGISTRY", "Matcher", "build_anchor_matcher", "classes_of_matches"]
 
 ANCHOR_MATCHER_REGISTRY = Registry("ANCHOR_MATCHER")
 ANCHOR_MATCHER_REGISTRY.__doc__ = """
@@ -32,6 +32,23 @@ _MAX_CHUNK_ELEMENTS = 1 << 22
 def build_anchor_matcher(cfg, stage_cfg):
     """Builds the matcher named by `stage_cfg.MATCHER.NAME` (stage_cfg is cfg.MODEL.RPN or cfg.MODEL.ROI_HEADS)."""
     return ANCHOR_MATCHER_REGISTRY.get(stage_cfg.MATCHER.NAME)(cfg, stage_cfg)
+
+
+def classes_of_matches(gt_classes: Tensor, matched_idxs: Tensor, match_labels: Tensor, num_classes: int) -> Tensor:
+    """The class each matched box is trained to predict, from a matcher's output.
+
+    Args:
+        gt_classes: `Tensor[M]` int64, the classes of the GT boxes (may be empty).
+        matched_idxs, match_labels: `Tensor[N]`, the matcher's output.
+        num_classes: K; the background class is K.
+
+    Returns:
+        `Tensor[N]` int64: the matched GT's class for foreground (label 1), K for background (label 0),
+        -1 for ignored (label -1).
+    """
+    classes = gt_classes[matched_idxs] if len(gt_classes) > 0 else torch.zeros_like(matched_idxs)
+    classes = torch.where(match_labels == 0, num_classes, classes)
+    return torch.where(match_labels == -1, -1, classes)
 
 
 @ANCHOR_MATCHER_REGISTRY.register()

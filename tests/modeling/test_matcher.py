@@ -134,3 +134,14 @@ def test_build_from_stage_config():
 def test_bad_settings_are_explained(thresholds, labels, message):
     with pytest.raises(ValueError, match=message):
         Matcher(thresholds=thresholds, labels=labels)
+
+
+def test_classes_of_matches():
+    gt_classes = torch.tensor([4, 1])
+    matched_idxs = torch.tensor([1, 0, 1, 0])
+    match_labels = torch.tensor([1, 1, 0, -1], dtype=torch.int8)
+    assert matcher_module.classes_of_matches(gt_classes, matched_idxs, match_labels, num_classes=5).tolist() == [1, 4, 5, -1]
+    # no GT: background (or ignored) everywhere
+    none = torch.zeros(0, dtype=torch.int64)
+    labels = torch.tensor([0, -1], dtype=torch.int8)
+    assert matcher_module.classes_of_matches(none, torch.zeros(2, dtype=torch.int64), labels, num_classes=5).tolist() == [5, -1]

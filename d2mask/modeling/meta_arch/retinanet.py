@@ -20,7 +20,7 @@ from d2mask.utils.events import get_event_storage, has_event_storage
 from ..anchor_generator import build_anchor_generator
 from ..backbone import Backbone, build_backbone
 from ..box_regression import BOX_REGRESSION_LOSS_TYPES, Box2BoxTransform, box_regression_loss
-from ..matcher import build_anchor_matcher
+from ..matcher import build_anchor_matcher, classes_of_matches
 from .build import META_ARCH_REGISTRY
 from .dense_detector import DenseDetector, permute_to_N_HWA_K  # noqa: F401 (Detectron2 exports it here too)
 
@@ -234,14 +234,11 @@ class RetinaNet(DenseDetector):
         gt_labels, matched_gt_boxes = [], []
         for instances in gt_instances:
             matched_idxs, match_labels = self.anchor_matcher(instances.gt_boxes, anchors)
+            gt_labels.append(classes_of_matches(instances.gt_classes, matched_idxs, match_labels, self.num_classes))
             if len(instances) > 0:
-                labels = instances.gt_classes[matched_idxs]
                 matched_gt_boxes.append(instances.gt_boxes.tensor[matched_idxs])
             else:
-                labels = torch.zeros_like(matched_idxs)
                 matched_gt_boxes.append(torch.zeros_like(anchors.tensor))
-            labels = torch.where(match_labels == 0, self.num_classes, labels)
-            gt_labels.append(torch.where(match_labels == -1, -1, labels))
         return gt_labels, matched_gt_boxes
 
     def losses(

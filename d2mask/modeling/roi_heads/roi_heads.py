@@ -13,7 +13,7 @@ from d2mask.layers import ShapeSpec
 from d2mask.structures import Boxes, ImageList, Instances
 from d2mask.utils.registry import Registry
 
-from ..matcher import build_anchor_matcher
+from ..matcher import build_anchor_matcher, classes_of_matches
 from ..proposal_generator import add_ground_truth_to_proposals
 from ..sampling import build_sampler, resolve_sampler
 
@@ -142,15 +142,12 @@ class ROIHeads(nn.Module):
             for foreground.
         """
         if len(targets) > 0:
-            gt_classes = targets.gt_classes[matched_idxs]
             for name, value in targets.get_fields().items():
                 if name.startswith("gt_") and name != "gt_classes" and not proposals.has(name):
                     proposals.set(name, value[matched_idxs])
         else:
-            gt_classes = torch.zeros_like(matched_idxs)
             proposals.gt_boxes = Boxes(proposals.proposal_boxes.tensor.clone())
-        gt_classes = torch.where(match_labels == 0, self.num_classes, gt_classes)
-        proposals.gt_classes = torch.where(match_labels == -1, -1, gt_classes)
+        proposals.gt_classes = classes_of_matches(targets.gt_classes, matched_idxs, match_labels, self.num_classes)
         return proposals
 
     def forward(
