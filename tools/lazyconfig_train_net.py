@@ -7,41 +7,40 @@
     python tools/lazyconfig_train_net.py --config-file CFG --num-gpus 8 dataloader.train.total_batch_size=64
 
 The config has the keys `model`, `optimizer`, `lr_scheduler`, `dataloader` (`train`, `test`,
-`evaluator`) and `train` (see configs/common/). Training uses the trainer, hooks, checkpointer and
-launch of tools/train_net.py; the overrides are `key.path=VALUE` items (docs/configs.md). Writes into
-`train.output_dir`: config.yaml, log.txt, metrics.json, checkpoints and last_checkpoint, inference/
-and PNG plots.
+`evaluator`) and `train` (see configs/common/train.py). The run is assembled by the same functions
+of d2mask.engine as tools/train_net.py's (`default_setup`, `build_step_trainer`,
+`build_default_hooks`, `resume_training`), so it has the same features: validation loss, best
+checkpoint, early stopping, schedules in epochs, rescaling to the number of processes, TensorBoard.
+The overrides are `key.path=VALUE` items (docs/configs.md). Writes into `train.output_dir`:
+config.yaml, log.txt, metrics.json, checkpoints and last_checkpoint, inference/ and PNG plots.
 """
+import copy
 import logging
-import os
 
 import torch
 import yaml
 from omegaconf import DictConfig
 
 from d2mask.checkpoint import DetectionCheckpointer
-from d2mask.config import CfgNode, ConfigError, LazyConfig, instantiate
+from d2mask.config import ConfigError, LazyConfig, instantiate
 from d2mask.config.instantiate import locate
 from d2mask.engine import (
-    AMPTrainer,
-    SimpleTrainer,
-    check_run_request,
+    build_default_hooks,
+    build_default_writers,
+    build_step_trainer,
+    create_ddp_model,
+    create_training_ddp_model,
     default_argument_parser,
-    hooks,
+    default_setup,
     launch,
     report_user_errors,
+    resume_training,
 )
-from d2mask.engine.default_trainer import _NO_BUFFER_SYNC, _fast_forward_sampler, create_ddp_model
 from d2mask.evaluation import inference_on_dataset
-from d2mask.solver import maybe_add_gradient_clipping
+from d2mask.solver import Schedule, add_gradient_clipping, scale_schedule, schedule_from_epochs
 from d2mask.utils import comm
-from d2mask.utils.env import seed_all_rng, set_rng_state
-from d2mask.utils.events import CommonMetricPrinter, JSONWriter
-from d2mask.utils.logger import setup_logger
 
 logger = logging.getLogger("d2mask.lazyconfig_train_net")
-
-_PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def load_config(args) -> DictConfig:
@@ -52,34 +51,9 @@ def load_config(args) -> DictConfig:
 
 
 def setup(args) -> DictConfig:
-    """The config of the command line, with this process set up for it (as `default_setup` does for
-    a YAML config): output dir, logging, the config saved as YAML, seeds."""
+    """The config of the command line, with this process set up for it by `default_setup`."""
     cfg = load_config(args)
-    output_dir = cfg.train.output_dir
-    rank = comm.get_rank()
-    moved = None
-    if comm.is_main_process():
-        try:
-            saved = yaml.safe_load(LazyConfig.to_yaml(cfg))
-        except ConfigError:  # not saved either (below): nothing to compare a resumed run with
-            saved = {}
-        moved = check_run_request(cfg.train.init_checkpoint, output_dir, args, saved, lazy=True)
-        os.makedirs(output_dir, exist_ok=True)
-    for name in ("d2mask", "fvcore", "projects"):
-        setup_logger(output_dir, distributed_rank=rank, name=name)
-    if moved:
-        logger.warning(moved)
-    logger.info(f"Rank of this process: {rank}. World size: {comm.get_world_size()}. PyTorch {torch.__version__}")
-    logger.info(f"Command line arguments: {args}")
-    if comm.is_main_process():
-        path = os.path.join(output_dir, "config.yaml")
-        try:
-            LazyConfig.save(cfg, path)
-            logger.info(f"Full config saved to {path}")
-        except ConfigError as e:  # the run itself does not need the dump
-            logger.warning(f"The config cannot be saved as YAML, so {path} is not written: {e}")
-    seed_all_rng(None if cfg.train.seed < 0 else cfg.train.seed + rank)
-    torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+    default_setup(cfg, args)
     return cfg
 
 
@@ -96,69 +70,120 @@ def do_test(cfg: DictConfig, model: torch.nn.Module):
     return results
 
 
+def _schedule(cfg: DictConfig) -> Schedule:
+    scheduler, train = cfg.lr_scheduler, cfg.train
+    return Schedule(
+        ims_per_batch=cfg.dataloader.train.total_batch_size,
+        base_lr=cfg.optimizer.lr,
+        max_iter=train.max_iter,
+        steps=tuple(scheduler.get("milestones", ())),
+        warmup_iters=scheduler.get("warmup_iters", 0),
+        checkpoint_period=train.checkpointer.period,
+        eval_period=train.eval_period,
+        val_loss_period=train.val_loss_period,
+    )
+
+
+def apply_schedule(cfg: DictConfig) -> None:
+    """Rescales the schedule in place from `train.reference_world_size` processes to the actual
+    number, then converts the counts given in epochs (`train.max_epochs` > 0) to iterations, as
+    `DefaultTrainer` does for a YAML config."""
+    train = cfg.train
+    schedule = scale_schedule(_schedule(cfg), train.reference_world_size, comm.get_world_size())
+    # the training set is only loaded here when the schedule is given in epochs
+    num_images = len(instantiate(cfg.dataloader.train.dataset)) if train.max_epochs > 0 else 0
+    schedule = schedule_from_epochs(
+        schedule,
+        num_images,
+        train.max_epochs,
+        steps_epochs=train.steps_epochs,
+        checkpoint_period_epochs=train.checkpointer.period_epochs,
+        eval_period_epochs=train.eval_period_epochs,
+        val_loss_period_epochs=train.val_loss_period_epochs,
+    )
+    cfg.dataloader.train.total_batch_size = schedule.ims_per_batch
+    cfg.optimizer.lr = schedule.base_lr
+    train.max_iter = schedule.max_iter
+    if "milestones" in cfg.lr_scheduler:
+        cfg.lr_scheduler.milestones = list(schedule.steps)
+    if "warmup_iters" in cfg.lr_scheduler:
+        cfg.lr_scheduler.warmup_iters = schedule.warmup_iters
+    train.checkpointer.period = schedule.checkpoint_period
+    train.eval_period = schedule.eval_period
+    train.val_loss_period = schedule.val_loss_period
+    if train.reference_world_size:
+        train.reference_world_size = comm.get_world_size()
+
+
 def _build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """`cfg.optimizer` over `model`'s parameters, clipping gradients as `train.clip_gradients` says
-    (with the same optimizer subclass that SOLVER.CLIP_GRADIENTS gives a YAML config)."""
+    """`cfg.optimizer` over `model`'s parameters, clipping gradients as `train.clip_gradients` says."""
     # Like Detectron2's lazy training script, the run fills in what only it knows: the model.
     cfg.optimizer.params.model = model
     clip = cfg.train.clip_gradients
     if clip.enabled:
         target = cfg.optimizer._target_
-        clip_cfg = CfgNode({"SOLVER": {"CLIP_GRADIENTS": {k.upper(): v for k, v in clip.items()}}})
         optimizer_cls = locate(target) if isinstance(target, str) else target
-        cfg.optimizer._target_ = maybe_add_gradient_clipping(clip_cfg, optimizer_cls)
+        cfg.optimizer._target_ = add_gradient_clipping(optimizer_cls, clip.clip_type, clip.clip_value, clip.norm_type)
     return instantiate(cfg.optimizer)
+
+
+def _build_validation_loader(cfg: DictConfig):
+    """`dataloader.test` with annotations (as the training mapper keeps them) and its inference-time
+    resizing, for the validation loss."""
+    loader = copy.deepcopy(cfg.dataloader.test)
+    train_mapper = cfg.dataloader.train.mapper
+    loader.mapper.is_train = True
+    loader.mapper.use_instance_mask = train_mapper.get("use_instance_mask", False)
+    loader.mapper.instance_mask_format = train_mapper.get("instance_mask_format", "polygon")
+    loader.mapper.recompute_boxes = False
+    return instantiate(loader)
 
 
 def do_train(args, cfg: DictConfig):
     """Builds model, optimiser, data and schedule in the order DefaultTrainer does (so that a seed
     gives the same run as the YAML twin of the config), then trains with the engine's hooks."""
-    model = instantiate(cfg.model).to(cfg.train.device)
+    apply_schedule(cfg)
+    train = cfg.train
+    model = instantiate(cfg.model).to(train.device)
     logger.info(f"Model:\n{model}")
     optimizer = _build_optimizer(cfg, model)
     train_loader = instantiate(cfg.dataloader.train)
-    model = create_ddp_model(model, find_unused_parameters=cfg.train.ddp.find_unused_parameters, **_NO_BUFFER_SYNC)
-    step_kwargs = {"max_nonfinite_skips": cfg.train.max_nonfinite_skips}
-    if cfg.train.amp.enabled:
-        precision = cfg.train.amp.precision
-        if precision not in _PRECISIONS:
-            raise ConfigError(f"train.amp.precision must be one of {sorted(_PRECISIONS)}, got '{precision}'")
-        trainer = AMPTrainer(model, train_loader, optimizer, precision=_PRECISIONS[precision], **step_kwargs)
-    else:
-        trainer = SimpleTrainer(model, train_loader, optimizer, **step_kwargs)
+    model = create_training_ddp_model(model, find_unused_parameters=train.ddp.find_unused_parameters)
+    trainer = build_step_trainer(
+        model,
+        train_loader,
+        optimizer,
+        amp_enabled=train.amp.enabled,
+        amp_precision=train.amp.precision,
+        max_nonfinite_skips=train.max_nonfinite_skips,
+    )
     cfg.lr_scheduler.optimizer = optimizer
     scheduler = instantiate(cfg.lr_scheduler)
-    output_dir = cfg.train.output_dir
+    output_dir = train.output_dir
     checkpointer = DetectionCheckpointer(model, output_dir, trainer=trainer)
-    trainer.register_hooks([
-        hooks.IterationTimer(),
-        hooks.LRScheduler(optimizer, scheduler),
-        # before evaluation, so that a failing evaluation still leaves the checkpoint
-        hooks.PeriodicCheckpointer(
-            checkpointer, cfg.train.checkpointer.period, max_to_keep=cfg.train.checkpointer.max_to_keep
-        ),
-        hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
-    ])
-    if comm.is_main_process():
-        metrics_file = os.path.join(output_dir, "metrics.json")
-        writers = [CommonMetricPrinter(cfg.train.max_iter), JSONWriter(metrics_file)]
-        trainer.register_hooks([
-            hooks.PeriodicWriter(writers, period=cfg.train.log_period),
-            hooks.MetricsPlotter(metrics_file, output_dir),
-        ])
-
-    checkpoint = checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
-    start_iter = 0
-    if args.resume and checkpointer.has_checkpoint():
-        # as DefaultTrainer.resume_or_load: skip the images already trained on, restore the generators
-        start_iter = trainer.iter + 1
-        per_rank_batch = cfg.dataloader.train.total_batch_size // comm.get_world_size()
-        if not _fast_forward_sampler(train_loader, start_iter * per_rank_batch):
-            logger.warning("Could not find the training loader's sampler; the resumed data order differs")
-        rng_states = checkpoint.get("rng_states")
-        if rng_states is not None and len(rng_states) == comm.get_world_size():
-            set_rng_state(rng_states[comm.get_rank()])
-    trainer.train(start_iter, cfg.train.max_iter)
+    hooks = build_default_hooks(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        checkpointer=checkpointer,
+        checkpoint_period=train.checkpointer.period,
+        checkpoints_to_keep=train.checkpointer.max_to_keep,
+        eval_period=train.eval_period,
+        test_function=lambda: do_test(cfg, model),
+        val_loss_period=train.val_loss_period,
+        val_loader=_build_validation_loader(cfg) if train.val_loss_period > 0 else None,
+        best_metric=train.best_metric,
+        best_metric_mode=train.best_metric_mode,
+        early_stop_patience=train.early_stop_patience,
+        writers=build_default_writers(output_dir, train.max_iter) if comm.is_main_process() else None,
+        writer_period=train.log_period,
+        output_dir=output_dir,
+    )
+    trainer.register_hooks(hooks)
+    start_iter = resume_training(
+        checkpointer, trainer, train_loader, train.init_checkpoint, args.resume, cfg.dataloader.train.total_batch_size
+    )
+    trainer.train(start_iter, train.max_iter)
 
 
 def main(args):

@@ -4,6 +4,13 @@ from .defaults import DefaultTrainer, check_run_request, create_ddp_model, defau
 from .errors import EXIT_USER_ERROR, USER_ERRORS, LaunchError, report_user_errors, user_error_message
 from .launch import launch
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
+from .training import (
+    build_default_hooks,
+    build_default_writers,
+    build_step_trainer,
+    create_training_ddp_model,
+    resume_training,
+)
 from .validation import validate_config
 
 __all__ = [
@@ -24,4 +31,9 @@ __all__ = [
     "user_error_message",
     "report_user_errors",
     "validate_config",
+    "build_step_trainer",
+    "build_default_hooks",
+    "build_default_writers",
+    "create_training_ddp_model",
+    "resume_training",
 ]

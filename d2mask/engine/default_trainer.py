@@ -3,8 +3,6 @@
 A project changes one piece by subclassing and overriding one method (e.g. `build_evaluator`,
 `build_train_loader`, `build_hooks`); the rest stays as configured.
 """
-import inspect
-import itertools
 import logging
 import os
 import weakref
@@ -13,7 +11,6 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import DetectionCheckpointer
 from ..config import CfgNode, ConfigError
@@ -29,45 +26,23 @@ from ..evaluation import COCOEvaluator, DatasetEvaluator, inference_on_dataset
 from ..modeling import build_model
 from ..solver import auto_scale_workers, build_lr_scheduler, build_optimizer, epochs_to_iterations
 from ..utils import comm
-from ..utils.env import set_rng_state
-from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
+from ..utils.events import EventWriter
 from ..utils.logger import setup_logger
 from . import hooks
-from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
+from .train_loop import SimpleTrainer, TrainerBase
+from .training import (
+    build_default_hooks,
+    build_default_writers,
+    build_step_trainer,
+    create_ddp_model,
+    create_training_ddp_model,
+    resume_training,
+)
 from .validation import validate_config
 
 __all__ = ["DefaultTrainer", "create_ddp_model"]
 
 logger = logging.getLogger(__name__)
-
-_WRITER_PERIOD = 20  # iterations between log lines / metrics.json records
-# Batch-norm statistics stay per process, as in Detectron2; newer PyTorch renamed the switch.
-_NO_BUFFER_SYNC = (
-    {"forward_sync_buffers": False}
-    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-    else {"broadcast_buffers": False}
-)
-
-
-def create_ddp_model(model: nn.Module, **kwargs) -> nn.Module:
-    """`model` wrapped in DistributedDataParallel when there are several processes, else `model`.
-
-    Args:
-        kwargs: DistributedDataParallel's arguments (e.g. find_unused_parameters).
-    """
-    if comm.get_world_size() == 1:
-        return model
-    if next(model.parameters()).device.type == "cuda":
-        kwargs.setdefault("device_ids", [comm.get_local_rank()])
-    return DistributedDataParallel(model, **kwargs)
-
-
-def _tensorboard_available() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class DefaultTrainer(TrainerBase):
@@ -101,7 +76,7 @@ class DefaultTrainer(TrainerBase):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model(model, find_unused_parameters=cfg.DDP.FIND_UNUSED_PARAMETERS, **_NO_BUFFER_SYNC)
+        model = create_training_ddp_model(model, find_unused_parameters=cfg.DDP.FIND_UNUSED_PARAMETERS)
         self._trainer = self.build_step_trainer(cfg, model, data_loader, optimizer)
         # the step calls after_backward on the trainer running it; the hooks live on this one
         self._trainer.after_backward = self.after_backward
@@ -129,24 +104,9 @@ class DefaultTrainer(TrainerBase):
     def resume_or_load(self, resume: bool = True) -> None:
         """Loads MODEL.WEIGHTS, or with `resume` and a checkpoint in OUTPUT_DIR, continues from it:
         model, optimiser, schedule, iteration, hook states, random generators and data position."""
-        checkpoint = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
-        if not (resume and self.checkpointer.has_checkpoint()):
-            return
-        self.start_iter = self.iter + 1
-        per_rank_batch = self.cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
-        if not _fast_forward_sampler(self.data_loader, self.start_iter * per_rank_batch):
-            logger.warning(
-                "Could not find the training loader's sampler to skip the images of iterations "
-                f"0-{self.iter}; after resuming, the data order differs from the interrupted run's"
-            )
-        rng_states = checkpoint.get("rng_states")
-        if rng_states is not None and len(rng_states) == comm.get_world_size():
-            set_rng_state(rng_states[comm.get_rank()])
-        else:
-            logger.warning(
-                "The checkpoint has no random-generator states for this number of processes; "
-                "random draws will differ from the interrupted run's"
-            )
+        self.start_iter = resume_training(
+            self.checkpointer, self, self.data_loader, self.cfg.MODEL.WEIGHTS, resume, self.cfg.SOLVER.IMS_PER_BATCH
+        )
 
     def build_hooks(self) -> List[Optional[hooks.HookBase]]:
         """Timer, LR schedule, checkpoints, validation loss, evaluation, best checkpoint, early stopping,
@@ -157,55 +117,30 @@ class DefaultTrainer(TrainerBase):
             self._last_eval_results = self.test(self.cfg, self.model)
             return self._last_eval_results
 
-        ret: List[Optional[hooks.HookBase]] = [
-            hooks.IterationTimer(),
-            hooks.LRScheduler(self.optimizer, self.scheduler),
-            # before evaluation, so that a failing evaluation still leaves the checkpoint
-            hooks.PeriodicCheckpointer(
-                self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, max_to_keep=cfg.SOLVER.CHECKPOINTS_TO_KEEP
-            ),
-        ]
-        if cfg.TEST.VAL_LOSS_PERIOD > 0:
-            if not cfg.DATASETS.TEST:
-                raise ConfigError("TEST.VAL_LOSS_PERIOD > 0 needs a dataset in DATASETS.TEST")
-            loader = self.build_validation_loader(cfg, cfg.DATASETS.TEST[0])
-            ret.append(hooks.ValidationLoss(cfg.TEST.VAL_LOSS_PERIOD, self.model, loader))
-        ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
-        if cfg.TEST.BEST_METRIC:
-            ret.append(
-                hooks.BestCheckpointer(
-                    cfg.TEST.EVAL_PERIOD, self.checkpointer, cfg.TEST.BEST_METRIC, mode=cfg.TEST.BEST_METRIC_MODE
-                )
-            )
-        if cfg.TEST.EARLY_STOP_PATIENCE > 0:
-            if not cfg.TEST.BEST_METRIC or cfg.TEST.EVAL_PERIOD <= 0:
-                raise ConfigError("TEST.EARLY_STOP_PATIENCE > 0 needs TEST.BEST_METRIC and TEST.EVAL_PERIOD > 0")
-            ret.append(
-                hooks.EarlyStopping(
-                    cfg.TEST.EVAL_PERIOD,
-                    cfg.TEST.BEST_METRIC,
-                    cfg.TEST.EARLY_STOP_PATIENCE,
-                    mode=cfg.TEST.BEST_METRIC_MODE,
-                )
-            )
-        if comm.is_main_process():
-            # Writers record each scalar's latest value: they must write at least as often as
-            # evaluations happen, or an evaluation's results are replaced before they are written.
-            periods = [p for p in (_WRITER_PERIOD, cfg.TEST.EVAL_PERIOD, cfg.TEST.VAL_LOSS_PERIOD) if p > 0]
-            # last: they report what the hooks above recorded at this iteration
-            ret.append(hooks.PeriodicWriter(self.build_writers(), period=min(periods)))
-            ret.append(hooks.MetricsPlotter(os.path.join(cfg.OUTPUT_DIR, "metrics.json"), cfg.OUTPUT_DIR))
-        return ret
+        val_loader = None
+        if cfg.TEST.VAL_LOSS_PERIOD > 0 and cfg.DATASETS.TEST:
+            val_loader = self.build_validation_loader(cfg, cfg.DATASETS.TEST[0])
+        return build_default_hooks(
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            checkpointer=self.checkpointer,
+            checkpoint_period=cfg.SOLVER.CHECKPOINT_PERIOD,
+            checkpoints_to_keep=cfg.SOLVER.CHECKPOINTS_TO_KEEP,
+            eval_period=cfg.TEST.EVAL_PERIOD,
+            test_function=test_and_save_results,
+            val_loss_period=cfg.TEST.VAL_LOSS_PERIOD,
+            val_loader=val_loader,
+            best_metric=cfg.TEST.BEST_METRIC,
+            best_metric_mode=cfg.TEST.BEST_METRIC_MODE,
+            early_stop_patience=cfg.TEST.EARLY_STOP_PATIENCE,
+            writers=self.build_writers() if comm.is_main_process() else None,
+            output_dir=cfg.OUTPUT_DIR,
+        )
 
     def build_writers(self) -> List[EventWriter]:
         """Console lines, OUTPUT_DIR/metrics.json and (if tensorboard is installed) TensorBoard files."""
-        writers: List[EventWriter] = [
-            CommonMetricPrinter(self.max_iter),
-            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
-        ]
-        if _tensorboard_available():
-            writers.append(TensorboardXWriter(self.cfg.OUTPUT_DIR))
-        return writers
+        return build_default_writers(self.cfg.OUTPUT_DIR, self.max_iter)
 
     def train(self) -> Optional[Dict[str, Any]]:
         """Trains from `start_iter` to `max_iter`.
@@ -232,18 +167,12 @@ class DefaultTrainer(TrainerBase):
     @classmethod
     def build_step_trainer(cls, cfg: CfgNode, model: nn.Module, data_loader, optimizer) -> SimpleTrainer:
         """The object doing one step: SimpleTrainer, or AMPTrainer when SOLVER.AMP.ENABLED."""
-        if not cfg.SOLVER.AMP.ENABLED:
-            return SimpleTrainer(model, data_loader, optimizer, max_nonfinite_skips=cfg.SOLVER.MAX_NONFINITE_SKIPS)
-        precisions = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-        if cfg.SOLVER.AMP.PRECISION not in precisions:
-            raise ConfigError(
-                f"SOLVER.AMP.PRECISION must be one of {sorted(precisions)}, got '{cfg.SOLVER.AMP.PRECISION}'"
-            )
-        return AMPTrainer(
+        return build_step_trainer(
             model,
             data_loader,
             optimizer,
-            precision=precisions[cfg.SOLVER.AMP.PRECISION],
+            amp_enabled=cfg.SOLVER.AMP.ENABLED,
+            amp_precision=cfg.SOLVER.AMP.PRECISION,
             max_nonfinite_skips=cfg.SOLVER.MAX_NONFINITE_SKIPS,
         )
 
@@ -315,35 +244,6 @@ class DefaultTrainer(TrainerBase):
             if comm.is_main_process():
                 _log_results(name, results[name])
         return next(iter(results.values())) if len(results) == 1 else dict(results)
-
-
-class _SkipFirst(torch.utils.data.Sampler):
-    """A sampler without the first `num_skipped` indices of another."""
-
-    def __init__(self, sampler, num_skipped: int):
-        self.sampler = sampler
-        self.num_skipped = num_skipped
-
-    def __iter__(self):
-        return itertools.islice(iter(self.sampler), self.num_skipped, None)
-
-
-def _fast_forward_sampler(data_loader, num_indices: int) -> bool:
-    """Makes a not-yet-started loader built by `build_detection_train_loader` skip the first
-    `num_indices` indices of its sampler: the images of the iterations already trained. Only
-    indices are skipped, no image is read, so resuming late in a long schedule costs nothing.
-
-    Returns:
-        Whether a sampler was found (an iterable dataset with a `sampler`, inside the loader's
-        chain of `.dataset` attributes).
-    """
-    obj = data_loader
-    for _ in range(4):
-        if isinstance(obj, torch.utils.data.IterableDataset) and hasattr(obj, "sampler"):
-            obj.sampler = _SkipFirst(obj.sampler, num_indices)
-            return True
-        obj = getattr(obj, "dataset", None)
-    return False
 
 
 def _log_results(dataset_name: str, results: Mapping[str, Any]) -> None:

@@ -11,12 +11,12 @@ import logging
 import os
 import platform
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 import yaml
 
-from ..config import CfgNode, import_modules
+from ..config import CfgNode, ConfigError, LazyConfig, import_modules
 from ..data.datasets import set_datasets_root
 from ..utils import comm
 from ..utils.atomic_write import atomic_write
@@ -160,24 +160,58 @@ def check_run_request(
     return f"--start-over: moved the files of the earlier run in {output_dir} to {moved_to}" if moved_to else None
 
 
-def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> None:
-    """Prepares a process for a run of `cfg`.
+def _setting(cfg: Any, yaml_key: str, python_key: str, default: Any = None) -> Any:
+    """The value of `yaml_key` in a YAML config (CfgNode) or of `python_key` in a Python config."""
+    node = cfg
+    for name in (yaml_key if isinstance(cfg, CfgNode) else python_key).split("."):
+        if name not in node:
+            return default
+        node = node[name]
+    return node
 
-    Creates OUTPUT_DIR; sets up logging (rank 0 to the console, every rank to OUTPUT_DIR/log.txt
-    or log.txt.rank<R>); logs the environment, the arguments and the config file; writes the full
-    merged config to OUTPUT_DIR/config.yaml (rank 0); seeds every generator with SEED + rank (or a
-    drawn, logged seed when SEED < 0); sets cuDNN benchmarking; passes DATASETS.ROOT to
-    `set_datasets_root`; imports the IMPORTS modules.
+
+def _plain_config(cfg: Any) -> dict:
+    """`cfg` as the nested dicts its config.yaml holds; {} for a Python config with no YAML form."""
+    if isinstance(cfg, CfgNode):
+        return yaml.safe_load(cfg.dump())
+    try:
+        return yaml.safe_load(LazyConfig.to_yaml(cfg))
+    except ConfigError:  # not saved either: nothing to compare a resumed run with
+        return {}
+
+
+def _save_config(cfg: Any, path: str) -> None:
+    if isinstance(cfg, CfgNode):
+        with atomic_write(path) as f:
+            f.write(cfg.dump())
+    else:
+        LazyConfig.save(cfg, path)
+
+
+def default_setup(cfg: Any, args: Optional[argparse.Namespace] = None) -> None:
+    """Prepares a process for a run of `cfg`, a YAML config (CfgNode) or a Python config (whose keys
+    are given in brackets).
+
+    Creates OUTPUT_DIR (train.output_dir); sets up logging (rank 0 to the console, every rank to
+    OUTPUT_DIR/log.txt or log.txt.rank<R>); logs the environment, the arguments and the config file;
+    writes the full merged config to OUTPUT_DIR/config.yaml (rank 0); seeds every generator with
+    SEED (train.seed) + rank, or a drawn, logged seed when it is < 0; sets cuDNN benchmarking
+    (CUDNN_BENCHMARK, train.cudnn_benchmark); passes DATASETS.ROOT (train.datasets_root) to
+    `set_datasets_root`; imports the IMPORTS modules (YAML configs; a Python config imports its own).
+    With `args`, first refuses a run that `check_run_request` refuses.
 
     Raises:
-        ConfigError: an invalid config value (`validate_config`), before anything is written.
+        ConfigError: an invalid YAML config value (`validate_config`), before anything is written.
     """
-    validate_config(cfg)
-    output_dir = cfg.OUTPUT_DIR
+    lazy = not isinstance(cfg, CfgNode)
+    if not lazy:
+        validate_config(cfg)
+    output_dir = _setting(cfg, "OUTPUT_DIR", "train.output_dir", "")
     rank = comm.get_rank()
     moved = None
     if args is not None and comm.is_main_process():
-        moved = check_run_request(cfg.MODEL.WEIGHTS, output_dir, args, yaml.safe_load(cfg.dump()))
+        weights = _setting(cfg, "MODEL.WEIGHTS", "train.init_checkpoint", "")
+        moved = check_run_request(weights, output_dir, args, _plain_config(cfg), lazy=lazy)
     if output_dir and comm.is_main_process():
         os.makedirs(output_dir, exist_ok=True)
     for name in _LOGGERS:
@@ -195,14 +229,18 @@ def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> No
                 logger.info(f"Contents of config file {config_file}:\n{f.read()}")
     if output_dir and comm.is_main_process():
         path = os.path.join(output_dir, "config.yaml")
-        with atomic_write(path) as f:
-            f.write(cfg.dump())
-        logger.info(f"Full config saved to {path}")
+        try:
+            _save_config(cfg, path)
+            logger.info(f"Full config saved to {path}")
+        except ConfigError as e:  # a Python config may hold objects with no YAML form; the run does not need the dump
+            logger.warning(f"The config cannot be saved as YAML, so {path} is not written: {e}")
 
-    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
-    torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
-    set_datasets_root(cfg.DATASETS.ROOT)
-    import_modules(cfg.IMPORTS, source="the config's IMPORTS")
+    seed = _setting(cfg, "SEED", "train.seed", -1)
+    seed_all_rng(None if seed < 0 else seed + rank)
+    torch.backends.cudnn.benchmark = _setting(cfg, "CUDNN_BENCHMARK", "train.cudnn_benchmark", False)
+    set_datasets_root(_setting(cfg, "DATASETS.ROOT", "train.datasets_root", ""))
+    if isinstance(cfg, CfgNode):
+        import_modules(cfg.IMPORTS, source="the config's IMPORTS")
 
 
 from .default_trainer import DefaultTrainer, create_ddp_model  # noqa: E402  (Detectron2's import path)

@@ -1,5 +1,11 @@
 """Optimisers, learning-rate schedules and schedule rewrites (world-size scaling, epochs)."""
-from .build import build_lr_scheduler, build_optimizer, get_default_optimizer_params, maybe_add_gradient_clipping
+from .build import (
+    add_gradient_clipping,
+    build_lr_scheduler,
+    build_optimizer,
+    get_default_optimizer_params,
+    maybe_add_gradient_clipping,
+)
 from .lr_scheduler import (
     LRMultiplier,
     LRScheduler,
@@ -8,7 +14,7 @@ from .lr_scheduler import (
     WarmupParamScheduler,
     warmup_factor_at_iter,
 )
-from .schedule import auto_scale_workers, epochs_to_iterations
+from .schedule import Schedule, auto_scale_workers, epochs_to_iterations, scale_schedule, schedule_from_epochs
 
 __all__ = [
     "build_optimizer",
@@ -17,10 +23,14 @@ __all__ = [
     "maybe_add_gradient_clipping",
     "LRMultiplier",
     "LRScheduler",
+    "add_gradient_clipping",
     "WarmupMultiStepLR",
     "WarmupCosineLR",
     "WarmupParamScheduler",
     "warmup_factor_at_iter",
     "auto_scale_workers",
     "epochs_to_iterations",
+    "Schedule",
+    "scale_schedule",
+    "schedule_from_epochs",
 ]

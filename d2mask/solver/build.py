@@ -10,7 +10,13 @@ from torch import nn
 from ..config import ConfigError
 from .lr_scheduler import WarmupCosineLR, WarmupMultiStepLR
 
-__all__ = ["get_default_optimizer_params", "maybe_add_gradient_clipping", "build_optimizer", "build_lr_scheduler"]
+__all__ = [
+    "get_default_optimizer_params",
+    "maybe_add_gradient_clipping",
+    "add_gradient_clipping",
+    "build_optimizer",
+    "build_lr_scheduler",
+]
 
 _NORM_TYPES = (
     nn.BatchNorm1d,
@@ -106,17 +112,31 @@ def _clipper(clip_type: str, clip_value: float, norm_type: float) -> Callable[[L
                 torch.nn.utils.clip_grad_norm_(p, clip_value, norm_type)
 
         return clip_each
-    raise ConfigError(f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value' or 'norm', got '{clip_type}'")
+    raise ConfigError(
+        f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE / train.clip_gradients.clip_type must be 'value' or 'norm', got '{clip_type}'"
+    )
 
 
 def maybe_add_gradient_clipping(cfg, optimizer_cls: Type[torch.optim.Optimizer]) -> Type[torch.optim.Optimizer]:
-    """`optimizer_cls`, or a subclass of it that clips gradients at the start of `step()` when
-    SOLVER.CLIP_GRADIENTS.ENABLED. Clipping inside `step()` sees unscaled gradients under AMP too,
-    since GradScaler unscales them before it calls `step()`."""
+    """`optimizer_cls`, or `add_gradient_clipping` of it as SOLVER.CLIP_GRADIENTS says when enabled."""
     clip = cfg.SOLVER.CLIP_GRADIENTS
     if not clip.ENABLED:
         return optimizer_cls
-    clipper = _clipper(clip.CLIP_TYPE, clip.CLIP_VALUE, clip.NORM_TYPE)
+    return add_gradient_clipping(optimizer_cls, clip.CLIP_TYPE, clip.CLIP_VALUE, clip.NORM_TYPE)
+
+
+def add_gradient_clipping(
+    optimizer_cls: Type[torch.optim.Optimizer], clip_type: str, clip_value: float, norm_type: float = 2.0
+) -> Type[torch.optim.Optimizer]:
+    """A subclass of `optimizer_cls` that clips gradients at the start of `step()`. Clipping inside
+    `step()` sees unscaled gradients under AMP too, since GradScaler unscales them before it calls
+    `step()`.
+
+    Args:
+        clip_type: "value" clamps each gradient element to [-clip_value, clip_value]; "norm"
+            rescales each parameter's gradient to a `norm_type`-norm of at most `clip_value`.
+    """
+    clipper = _clipper(clip_type, clip_value, norm_type)
 
     def step(self, closure=None):
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]

@@ -1,6 +1,7 @@
 """tools/lazyconfig_train_net.py, and the Python shapes config against its YAML twin."""
 import contextlib
 import importlib.util
+import json
 import os
 from collections import defaultdict
 
@@ -10,9 +11,10 @@ import torch
 from d2mask.config import LazyConfig, get_cfg, instantiate
 from d2mask.data import DatasetCatalog, MetadataCatalog
 from d2mask.data.datasets.shapes import register_shapes
+from d2mask.engine import training
 from d2mask.engine.defaults import default_argument_parser
 from d2mask.modeling import build_model
-from d2mask.utils.events import EventStorage
+from d2mask.utils.events import EventStorage, EventWriter
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 YAML_CONFIG = os.path.join(REPO, "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml")
@@ -138,3 +140,45 @@ def test_resume_continues_exactly_and_eval_only_evaluates(python_run, tmp_path):
     results = _run("lazyconfig_train_net", PY_CONFIG, PY_SMALL + [checkpoint, f"train.output_dir={tmp_path}"],
                    flags=["--eval-only"])
     assert set(results) == {"bbox", "segm"} and "AP" in results["bbox"]
+
+
+class _FakeTensorboard(EventWriter):
+    """Stands in for TensorboardXWriter (tensorboard may not be installed); remembers its directory."""
+
+    log_dirs = []
+
+    def __init__(self, log_dir):
+        self.log_dirs.append(log_dir)
+
+    def write(self):
+        pass
+
+
+def test_python_config_has_the_yaml_training_features(tiny_shapes, tmp_path, monkeypatch):
+    """Schedule in epochs, evaluation, best checkpoint, early stopping, validation loss, TensorBoard."""
+    monkeypatch.setattr(training, "_tensorboard_available", lambda: True)
+    monkeypatch.setattr(training, "TensorboardXWriter", _FakeTensorboard)
+    # 4 training images at 2 per batch: 2 iterations per epoch, so 2 epochs are 4 iterations and an
+    # evaluation every half epoch is one every iteration. AP does not fall below its first value
+    # while training starts, so "min" with a patience of 1 stops at the second evaluation.
+    features = ["train.max_epochs=2", "train.eval_period_epochs=0.5", "train.best_metric=bbox/AP",
+                "train.best_metric_mode=min", "train.early_stop_patience=1", "train.val_loss_period=2",
+                "train.seed=3", f"train.output_dir={tmp_path}"]
+    _run("lazyconfig_train_net", PY_CONFIG, PY_SMALL + features)
+    records = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "bbox/AP" in r] == [0, 1]
+    assert [r["iteration"] for r in records if "val_total_loss" in r] == [1]
+    assert torch.load(tmp_path / "model_final.pth", weights_only=True)["iteration"] == 1  # stopped early
+    assert torch.load(tmp_path / "model_best.pth", weights_only=True)["iteration"] == 0
+    assert _FakeTensorboard.log_dirs == [str(tmp_path)]
+
+
+def test_python_config_schedule_is_rescaled_to_the_world_size():
+    cfg = LazyConfig.load(PY_CONFIG)
+    # written for 2 processes, run on 1: half the batch and learning rate, twice the iterations
+    cfg.train.reference_world_size = 2
+    _tool("lazyconfig_train_net").apply_schedule(cfg)
+    assert cfg.dataloader.train.total_batch_size == 2 and cfg.optimizer.lr == pytest.approx(0.01)
+    assert cfg.train.max_iter == 1400 and list(cfg.lr_scheduler.milestones) == [1000, 1260]
+    assert cfg.lr_scheduler.warmup_iters == 200 and cfg.train.checkpointer.period == 500
+    assert cfg.train.eval_period == 500 and cfg.train.reference_world_size == 1

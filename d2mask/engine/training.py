@@ -1,0 +1,241 @@
+"""The pieces of a training run, from explicit arguments: the step trainer, the default hooks and
+writers, and resuming. `DefaultTrainer` calls them with values read from a YAML config and
+tools/lazyconfig_train_net.py with values from a Python config, so both have every feature.
+
+Errors about a value name both of its keys: the YAML one and the Python config's.
+"""
+import inspect
+import itertools
+import logging
+import os
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..checkpoint import DetectionCheckpointer
+from ..config import ConfigError
+from ..utils import comm
+from ..utils.env import set_rng_state
+from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
+from . import hooks
+from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
+
+__all__ = [
+    "create_ddp_model",
+    "create_training_ddp_model",
+    "build_step_trainer",
+    "build_default_writers",
+    "build_default_hooks",
+    "resume_training",
+]
+
+logger = logging.getLogger(__name__)
+
+# Mixed-precision dtypes by name (SOLVER.AMP.PRECISION / train.amp.precision).
+PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+# Batch-norm statistics stay per process, as in Detectron2; newer PyTorch renamed the switch.
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+    else {"broadcast_buffers": False}
+)
+
+
+def create_ddp_model(model: nn.Module, **kwargs) -> nn.Module:
+    """`model` wrapped in DistributedDataParallel when there are several processes, else `model`.
+
+    Args:
+        kwargs: DistributedDataParallel's arguments (e.g. find_unused_parameters).
+    """
+    if comm.get_world_size() == 1:
+        return model
+    if next(model.parameters()).device.type == "cuda":
+        kwargs.setdefault("device_ids", [comm.get_local_rank()])
+    return DistributedDataParallel(model, **kwargs)
+
+
+def create_training_ddp_model(model: nn.Module, find_unused_parameters: bool = False) -> nn.Module:
+    """`create_ddp_model` as training uses it: batch-norm buffers are not synchronised."""
+    return create_ddp_model(model, find_unused_parameters=find_unused_parameters, **_NO_BUFFER_SYNC)
+
+
+def build_step_trainer(
+    model: nn.Module,
+    data_loader,
+    optimizer: torch.optim.Optimizer,
+    *,
+    amp_enabled: bool = False,
+    amp_precision: str = "float16",
+    max_nonfinite_skips: int = 0,
+) -> SimpleTrainer:
+    """The object doing one step: SimpleTrainer, or AMPTrainer in `amp_precision` ("float16" or
+    "bfloat16") when `amp_enabled`."""
+    if not amp_enabled:
+        return SimpleTrainer(model, data_loader, optimizer, max_nonfinite_skips=max_nonfinite_skips)
+    if amp_precision not in PRECISIONS:
+        raise ConfigError(
+            f"SOLVER.AMP.PRECISION / train.amp.precision must be one of {sorted(PRECISIONS)}, got '{amp_precision}'"
+        )
+    return AMPTrainer(
+        model, data_loader, optimizer, precision=PRECISIONS[amp_precision], max_nonfinite_skips=max_nonfinite_skips
+    )
+
+
+def _tensorboard_available() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def build_default_writers(output_dir: str, max_iter: int) -> List[EventWriter]:
+    """Console lines, `output_dir`/metrics.json and (if tensorboard is installed) TensorBoard files."""
+    writers: List[EventWriter] = [CommonMetricPrinter(max_iter), JSONWriter(os.path.join(output_dir, "metrics.json"))]
+    if _tensorboard_available():
+        writers.append(TensorboardXWriter(output_dir))
+    return writers
+
+
+def build_default_hooks(
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    checkpointer: DetectionCheckpointer,
+    checkpoint_period: int,
+    checkpoints_to_keep: int = 0,
+    eval_period: int = 0,
+    test_function: Callable[[], Dict[str, Any]],
+    val_loss_period: int = 0,
+    val_loader: Optional[Any] = None,
+    best_metric: str = "",
+    best_metric_mode: str = "max",
+    early_stop_patience: int = 0,
+    writers: Optional[List[EventWriter]] = None,
+    writer_period: int = 20,
+    output_dir: str = "",
+) -> List[hooks.HookBase]:
+    """Timer, LR schedule, checkpoints, validation loss, evaluation, best checkpoint, early stopping,
+    writers and plots, in the order they must run.
+
+    Args:
+        model: the model being trained (for the validation loss).
+        optimizer, scheduler: stepped by the LRScheduler hook.
+        checkpointer: writes periodic, final and best checkpoints.
+        checkpoint_period, checkpoints_to_keep: PeriodicCheckpointer's (0 keeps all).
+        eval_period: evaluate every this many iterations and at the end; 0: at the end only.
+        test_function: runs the evaluation, returns {task: {metric: value}}.
+        val_loss_period: compute the losses on `val_loader` every this many iterations (0: never).
+        val_loader: finite loader of annotated batches; needed when `val_loss_period` > 0.
+        best_metric: a metric ("segm/AP") whose best value is kept as model_best.pth; "" for none.
+        best_metric_mode: "max" or "min", which values of `best_metric` are better.
+        early_stop_patience: stop after this many evaluations without a better `best_metric`; 0: never.
+        writers: event writers (main process only; None elsewhere), writing every `writer_period`
+            iterations (or more often, see below); the PNG plots of their metrics.json are written
+            into `output_dir`.
+    """
+    ret: List[hooks.HookBase] = [
+        hooks.IterationTimer(),
+        hooks.LRScheduler(optimizer, scheduler),
+        # before evaluation, so that a failing evaluation still leaves the checkpoint
+        hooks.PeriodicCheckpointer(checkpointer, checkpoint_period, max_to_keep=checkpoints_to_keep),
+    ]
+    if val_loss_period > 0:
+        if val_loader is None:
+            raise ConfigError(
+                "A validation loss period (TEST.VAL_LOSS_PERIOD / train.val_loss_period) > 0 needs a test "
+                "dataset (DATASETS.TEST / dataloader.test)"
+            )
+        ret.append(hooks.ValidationLoss(val_loss_period, model, val_loader))
+    ret.append(hooks.EvalHook(eval_period, test_function))
+    if best_metric:
+        ret.append(hooks.BestCheckpointer(eval_period, checkpointer, best_metric, mode=best_metric_mode))
+    if early_stop_patience > 0:
+        if not best_metric or eval_period <= 0:
+            raise ConfigError(
+                "TEST.EARLY_STOP_PATIENCE / train.early_stop_patience > 0 needs a metric (TEST.BEST_METRIC / "
+                "train.best_metric) and an evaluation period (TEST.EVAL_PERIOD / train.eval_period) > 0"
+            )
+        ret.append(hooks.EarlyStopping(eval_period, best_metric, early_stop_patience, mode=best_metric_mode))
+    if writers is not None:
+        # Writers record each scalar's latest value: they must write at least as often as
+        # evaluations happen, or an evaluation's results are replaced before they are written.
+        periods = [p for p in (writer_period, eval_period, val_loss_period) if p > 0]
+        # last: they report what the hooks above recorded at this iteration
+        ret.append(hooks.PeriodicWriter(writers, period=min(periods)))
+        ret.append(hooks.MetricsPlotter(os.path.join(output_dir, "metrics.json"), output_dir))
+    return ret
+
+
+def resume_training(
+    checkpointer: DetectionCheckpointer,
+    trainer: TrainerBase,
+    data_loader,
+    weights: str,
+    resume: bool,
+    ims_per_batch: int,
+) -> int:
+    """Loads `weights`, or with `resume` and a checkpoint in the checkpointer's directory, continues
+    from it: model, optimiser, schedule and hook states (the checkpointer's checkpointables), the
+    iteration, the random generators and the data position.
+
+    Args:
+        trainer: the trainer whose `iter` the checkpoint restores.
+        data_loader: the not-yet-started training loader, made to skip the images already trained.
+        weights: a path or URL to start from without a checkpoint ("" starts from scratch).
+        ims_per_batch: the total batch over all processes.
+
+    Returns:
+        The iteration to start at.
+    """
+    checkpoint = checkpointer.resume_or_load(weights, resume=resume)
+    if not (resume and checkpointer.has_checkpoint()):
+        return 0
+    start_iter = trainer.iter + 1
+    per_rank_batch = ims_per_batch // comm.get_world_size()
+    if not _fast_forward_sampler(data_loader, start_iter * per_rank_batch):
+        logger.warning(
+            "Could not find the training loader's sampler to skip the images of iterations "
+            f"0-{trainer.iter}; after resuming, the data order differs from the interrupted run's"
+        )
+    rng_states = checkpoint.get("rng_states")
+    if rng_states is not None and len(rng_states) == comm.get_world_size():
+        set_rng_state(rng_states[comm.get_rank()])
+    else:
+        logger.warning(
+            "The checkpoint has no random-generator states for this number of processes; "
+            "random draws will differ from the interrupted run's"
+        )
+    return start_iter
+
+
+class _SkipFirst(torch.utils.data.Sampler):
+    """A sampler without the first `num_skipped` indices of another."""
+
+    def __init__(self, sampler, num_skipped: int):
+        self.sampler = sampler
+        self.num_skipped = num_skipped
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.num_skipped, None)
+
+
+def _fast_forward_sampler(data_loader, num_indices: int) -> bool:
+    """Makes a not-yet-started loader built by `build_detection_train_loader` skip the first
+    `num_indices` indices of its sampler: the images of the iterations already trained. Only
+    indices are skipped, no image is read, so resuming late in a long schedule costs nothing.
+
+    Returns:
+        Whether a sampler was found (an iterable dataset with a `sampler`, inside the loader's
+        chain of `.dataset` attributes).
+    """
+    obj = data_loader
+    for _ in range(4):
+        if isinstance(obj, torch.utils.data.IterableDataset) and hasattr(obj, "sampler"):
+            obj.sampler = _SkipFirst(obj.sampler, num_indices)
+            return True
+        obj = getattr(obj, "dataset", None)
+    return False
