@@ -161,6 +161,9 @@ def test_res5_dilation_keeps_stride_16():
         (["MODEL.RESNETS.DEPTH", "18"], "MODEL.RESNETS.RES2_OUT_CHANNELS"),
         (["MODEL.RESNETS.OUT_FEATURES", "['res6']"], "MODEL.RESNETS.OUT_FEATURES"),
         (["MODEL.RESNETS.RES5_DILATION", "3"], "MODEL.RESNETS.RES5_DILATION"),
+        (["MODEL.RESNETS.DEFORM_ON_PER_STAGE", "[True]"], "MODEL.RESNETS.DEFORM_ON_PER_STAGE"),
+        (["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+          "MODEL.RESNETS.DEFORM_ON_PER_STAGE", "[False, True, False, False]"], "all False for ResNet-18/34"),
     ],
 )
 def test_bad_resnet_config_names_the_key(overrides, message):
@@ -296,3 +299,51 @@ def test_build_backbone_rejects_a_non_backbone():
     cfg.merge_from_list(["MODEL.BACKBONE.NAME", "_test_only_plain_module_builder"])
     with pytest.raises(TypeError, match="must return a d2mask.modeling.Backbone"):
         build_backbone(cfg)
+
+
+@pytest.mark.parametrize("modulated, offset_channels", [(False, 18), (True, 27)])
+def test_deformable_stages_have_detectron2_names_and_shapes(modulated, offset_channels):
+    """MODEL.RESNETS.DEFORM_*: the names and shapes of Detectron2's DeformBottleneckBlock (conv2 is the
+    deformable conv without bias, conv2_offset a plain conv with bias), so its checkpoints load."""
+    from d2mask.modeling.backbone.resnet import DeformBottleneckBlock
+
+    cfg = get_cfg()
+    cfg.merge_from_list([
+        "MODEL.RESNETS.OUT_FEATURES", "['res3']", "MODEL.RESNETS.DEFORM_ON_PER_STAGE", "[False, True, False, False]",
+        "MODEL.RESNETS.DEFORM_MODULATED", str(modulated), "MODEL.RESNETS.DEFORM_NUM_GROUPS", "2",
+        "MODEL.RESNETS.NORM", "BN",
+    ])
+    net = build_backbone(cfg)
+    assert not isinstance(net.res2[0], DeformBottleneckBlock) and isinstance(net.res3[3], DeformBottleneckBlock)
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items() if k.startswith("res3.1.conv2")}
+    assert shapes == {
+        "res3.1.conv2.weight": (128, 128, 3, 3), "res3.1.conv2.norm.weight": (128,), "res3.1.conv2.norm.bias": (128,),
+        "res3.1.conv2.norm.running_mean": (128,), "res3.1.conv2.norm.running_var": (128,),
+        "res3.1.conv2.norm.num_batches_tracked": (), "res3.1.conv2_offset.weight": (2 * offset_channels, 128, 3, 3),
+        "res3.1.conv2_offset.bias": (2 * offset_channels,),
+    }
+
+
+@pytest.mark.parametrize("modulated", [False, True])
+def test_deformable_block_starts_as_the_plain_bottleneck(modulated):
+    """conv2_offset starts at zero: zero offsets (and, for DCNv2, a mask of sigmoid(0) = 1/2)."""
+    from d2mask.modeling.backbone.resnet import DeformBottleneckBlock
+
+    torch.manual_seed(0)
+    args = dict(bottleneck_channels=8, stride=2, num_groups=2, norm="", stride_in_1x1=False)
+    deform = DeformBottleneckBlock(16, 32, deform_modulated=modulated, **args)
+    plain = BottleneckBlock(16, 32, **args)
+    plain.load_state_dict({k: v for k, v in deform.state_dict().items() if "offset" not in k})
+    if modulated:
+        with torch.no_grad():
+            plain.conv2.weight.mul_(0.5)
+    x = torch.randn(2, 16, 9, 11)
+    torch.testing.assert_close(deform(x), plain(x), rtol=1e-4, atol=1e-4)
+    assert deform(x).shape == (2, 32, 5, 6) and deform.stride == 2
+
+
+def test_resnet_block_base_is_the_cnn_block_base():
+    from d2mask.layers import CNNBlockBase
+    from d2mask.modeling import ResNetBlockBase
+
+    assert ResNetBlockBase is CNNBlockBase

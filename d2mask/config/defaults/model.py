@@ -27,6 +27,9 @@ def add_model_defaults(cfg) -> None:
     define(cfg, "MODEL.RESNETS.RES5_DILATION", 1, "Dilation of res5 (1 or 2; 2 keeps res5 at stride 16).")
     define(cfg, "MODEL.RESNETS.RES2_OUT_CHANNELS", 256, "Output channels of res2 (64 for ResNet-18/34).")
     define(cfg, "MODEL.RESNETS.STEM_OUT_CHANNELS", 64, "Output channels of the stem.")
+    define(cfg, "MODEL.RESNETS.DEFORM_ON_PER_STAGE", [False, False, False, False], "Per stage res2..res5, whether its bottlenecks use deformable 3x3 convs (DeformBottleneckBlock; not for ResNet-18/34).")
+    define(cfg, "MODEL.RESNETS.DEFORM_MODULATED", False, "Modulated deformable convs (DCNv2) where DEFORM_ON_PER_STAGE is on.")
+    define(cfg, "MODEL.RESNETS.DEFORM_NUM_GROUPS", 1, "Groups of channels with their own offsets in the deformable convs.")
 
     define(cfg, "MODEL.FPN.IN_FEATURES", [], "Bottom-up features the FPN reads, e.g. [res2, res3, res4, res5].")
     define(cfg, "MODEL.FPN.OUT_CHANNELS", 256, "Channels of every FPN output.")

@@ -10,16 +10,18 @@ from fvcore.nn import weight_init
 from torch import Tensor, nn
 
 from d2mask.config import ConfigError
-from d2mask.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec, get_norm
+from d2mask.layers import CNNBlockBase, Conv2d, DeformConv, ModulatedDeformConv, ShapeSpec, get_norm
 
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 
 __all__ = [
     "CNNBlockBase",
+    "ResNetBlockBase",
     "BasicStem",
     "BasicBlock",
     "BottleneckBlock",
+    "DeformBottleneckBlock",
     "ResNet",
     "make_stage",
     "build_resnet_backbone",
@@ -29,31 +31,8 @@ __all__ = [
 _BLOCKS_PER_STAGE = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
 _FEATURE_NAMES = ("stem", "res2", "res3", "res4", "res5")
 
-
-class CNNBlockBase(nn.Module):
-    """A convolutional block that knows its channels and stride and can be frozen.
-
-    Attributes:
-        in_channels, out_channels: channels of the block's input and output.
-        stride: the factor by which the block downsamples its input.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
-        super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.stride = stride
-
-    def freeze(self) -> "CNNBlockBase":
-        """Stops training this block: no parameter gets a gradient and batch norms become frozen.
-
-        Returns:
-            the block itself.
-        """
-        for p in self.parameters():
-            p.requires_grad = False
-        FrozenBatchNorm2d.convert_frozen_batchnorm(self)
-        return self
+# Detectron2's older name for the base of ResNet blocks, which projects still subclass.
+ResNetBlockBase = CNNBlockBase
 
 
 class BasicStem(CNNBlockBase):
@@ -150,13 +129,73 @@ class BottleneckBlock(CNNBlockBase):
         for conv in (self.conv1, self.conv2, self.conv3):
             weight_init.c2_msra_fill(conv)
 
+    def _conv2(self, x: Tensor) -> Tensor:
+        """The 3x3 convolution (with its norm); `DeformBottleneckBlock` makes it deformable."""
+        return self.conv2(x)
+
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu_(self.conv1(x))
-        out = F.relu_(self.conv2(out))
+        out = F.relu_(self._conv2(out))
         out = self.conv3(out)
         # In place (no backward reads conv3's output): one activation-sized buffer less per block.
         out += x if self.shortcut is None else self.shortcut(x)
         return F.relu_(out)
+
+
+class DeformBottleneckBlock(BottleneckBlock):
+    """`BottleneckBlock` whose 3x3 convolution is deformable (Dai et al., 2017), optionally modulated
+    (Zhu et al., 2019); its offsets (and mask) come from a plain 3x3 convolution `conv2_offset`,
+    initialised to zero so that the block starts as the plain bottleneck."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        bottleneck_channels: int,
+        stride: int = 1,
+        num_groups: int = 1,
+        norm: str = "BN",
+        stride_in_1x1: bool = False,
+        dilation: int = 1,
+        deform_modulated: bool = False,
+        deform_num_groups: int = 1,
+    ):
+        """
+        Args:
+            in_channels, out_channels, bottleneck_channels, stride, num_groups, norm, stride_in_1x1,
+                dilation: as `BottleneckBlock`.
+            deform_modulated: DCNv2: each sample also scaled by a learned mask.
+            deform_num_groups: groups of channels with their own offsets.
+        """
+        super().__init__(
+            in_channels, out_channels, bottleneck_channels=bottleneck_channels, stride=stride,
+            num_groups=num_groups, norm=norm, stride_in_1x1=stride_in_1x1, dilation=dilation,
+        )
+        self.deform_modulated = deform_modulated
+        stride_3x3 = 1 if stride_in_1x1 else stride
+        # per deformable group and tap of the 3x3 kernel: (dy, dx), and for DCNv2 a mask value
+        offset_channels = (27 if deform_modulated else 18) * deform_num_groups
+        self.conv2_offset = Conv2d(
+            bottleneck_channels, offset_channels, kernel_size=3, stride=stride_3x3, padding=dilation, dilation=dilation
+        )
+        nn.init.constant_(self.conv2_offset.weight, 0)
+        nn.init.constant_(self.conv2_offset.bias, 0)
+        conv_class = ModulatedDeformConv if deform_modulated else DeformConv
+        self.conv2 = conv_class(
+            bottleneck_channels, bottleneck_channels, kernel_size=3, stride=stride_3x3, padding=dilation,
+            bias=False, groups=num_groups, dilation=dilation, deformable_groups=deform_num_groups,
+            norm=get_norm(norm, bottleneck_channels),
+        )
+        weight_init.c2_msra_fill(self.conv2)
+
+    def _conv2(self, x: Tensor) -> Tensor:
+        offset = self.conv2_offset(x)
+        if not self.deform_modulated:
+            return self.conv2(x, offset)
+        # (N, 27G, H, W): the first two thirds are the offsets, the last third the mask logits
+        offset, mask = offset.split([offset.shape[1] * 2 // 3, offset.shape[1] // 3], dim=1)
+        return self.conv2(x, offset, mask.sigmoid())
 
 
 class ResNet(Backbone):
@@ -294,12 +333,15 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     )
     _check(r.RES5_DILATION in (1, 2), "RESNETS.RES5_DILATION", r.RES5_DILATION, "1 or 2")
     _check(r.NUM_GROUPS >= 1, "RESNETS.NUM_GROUPS", r.NUM_GROUPS, "a positive number of groups")
+    _check(len(r.DEFORM_ON_PER_STAGE) == 4, "RESNETS.DEFORM_ON_PER_STAGE", r.DEFORM_ON_PER_STAGE, "4 booleans, res2..res5")
+    _check(r.DEFORM_NUM_GROUPS >= 1, "RESNETS.DEFORM_NUM_GROUPS", r.DEFORM_NUM_GROUPS, "a positive number of groups")
     basic = r.DEPTH in (18, 34)
     if basic:
         # BasicBlocks have no bottleneck: res2 keeps the stem's 64 channels and nothing is grouped or dilated.
         _check(r.RES2_OUT_CHANNELS == 64, "RESNETS.RES2_OUT_CHANNELS", r.RES2_OUT_CHANNELS, "64 for ResNet-18/34")
         _check(r.RES5_DILATION == 1, "RESNETS.RES5_DILATION", r.RES5_DILATION, "1 for ResNet-18/34")
         _check(r.NUM_GROUPS == 1, "RESNETS.NUM_GROUPS", r.NUM_GROUPS, "1 for ResNet-18/34")
+        _check(not any(r.DEFORM_ON_PER_STAGE), "RESNETS.DEFORM_ON_PER_STAGE", r.DEFORM_ON_PER_STAGE, "all False for ResNet-18/34")
 
     stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
     last_stage = max(_FEATURE_NAMES.index(f) + 1 for f in r.OUT_FEATURES)  # "res4" -> 4
@@ -327,6 +369,9 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
                 num_groups=r.NUM_GROUPS,
                 dilation=dilation,
             )
+            if r.DEFORM_ON_PER_STAGE[index - 2]:
+                block_class = DeformBottleneckBlock
+                kwargs.update(deform_modulated=r.DEFORM_MODULATED, deform_num_groups=r.DEFORM_NUM_GROUPS)
         stages.append(ResNet.make_stage(block_class, **kwargs))
         in_channels = out_channels
         out_channels *= 2
