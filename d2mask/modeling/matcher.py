@@ -1,8 +1,8 @@
 """Anchor matchers: which ground-truth box, if any, each anchor (or proposal) is trained against.
 
-Shape shorthand: `M` ground-truth boxes, `N` anchors or proposals.
+Shape shorthand: `G` ground-truth boxes, `N` anchors or proposals.
 """
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -19,7 +19,7 @@ ANCHOR_MATCHER_REGISTRY.__doc__ = """
 Matchers of anchors/proposals to ground truth, selected by `<stage>.MATCHER.NAME` where the stage is
 MODEL.RPN or MODEL.ROI_HEADS.
 
-Each is called as `cls(cfg, stage_cfg)` and the object as `matcher(gt_boxes: Boxes[M], boxes: Boxes[N])`,
+Each is called as `cls(cfg, stage_cfg)` and the object as `matcher(gt_boxes: Boxes[G], boxes: Boxes[N])`,
 returning `(matched_idxs: Tensor[N] int64, match_labels: Tensor[N] int8)` with labels 1 (foreground),
 0 (background) or -1 (ignored).
 """
@@ -65,15 +65,18 @@ class Matcher:
     low-quality matches, again for the chunks where a GT box reaches its maximum, to find the boxes
     that tie with it. Peak extra memory therefore stays bounded, and time grows about linearly, for
     thousands of GT boxes on hundreds of thousands of anchors.
+
+    Detectron2's form works too: `Matcher([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=True)`
+    called with an IoU matrix `Tensor[G, N]` gives the same result as with the boxes it came from.
     """
 
     @configurable
     def __init__(
         self,
-        *,
         thresholds: List[float],
         labels: List[int],
         allow_low_quality_matches: bool = False,
+        *,
         max_chunk_elements: int = _MAX_CHUNK_ELEMENTS,
     ):
         """
@@ -111,23 +114,28 @@ class Matcher:
             "allow_low_quality_matches": stage_cfg.MATCHER.ALLOW_LOW_QUALITY_MATCHES,
         }
 
-    def __call__(self, gt_boxes: Boxes, boxes: Boxes) -> Tuple[Tensor, Tensor]:
+    def __call__(self, gt_boxes: Union[Boxes, Tensor], boxes: Optional[Boxes] = None) -> Tuple[Tensor, Tensor]:
         """
         Args:
-            gt_boxes: the M ground-truth boxes of one image.
+            gt_boxes: the G ground-truth boxes of one image; or, alone (Detectron2's form), the IoU
+                matrix `Tensor[G, N]` of the GT boxes with the boxes.
             boxes: the N anchors or proposals of that image.
 
         Returns:
-            matched_idxs: `Tensor[N]` int64, the index of each box's highest-IoU GT box (0 when M == 0).
+            matched_idxs: `Tensor[N]` int64, the index of each box's highest-IoU GT box (0 when G == 0).
             match_labels: `Tensor[N]` int8, 1 foreground, 0 background, -1 ignored.
         """
+        if isinstance(gt_boxes, Tensor) and boxes is None:
+            return self._match_iou_matrix(gt_boxes)
+        if not isinstance(gt_boxes, Boxes) or not isinstance(boxes, Boxes):
+            raise TypeError(
+                f"Matcher takes (gt_boxes: Boxes, boxes: Boxes) or an IoU matrix Tensor[G, N]; got "
+                f"({type(gt_boxes).__name__}, {type(boxes).__name__})"
+            )
         device = boxes.device
         n = len(boxes)
         if len(gt_boxes) == 0:
-            # Without ground truth every box falls in the lowest interval (background for the RPN).
-            matched_idxs = torch.zeros(n, dtype=torch.int64, device=device)
-            match_labels = torch.full((n,), self.labels[0], dtype=torch.int8, device=device)
-            return matched_idxs, match_labels
+            return self._without_gt(n, device)
 
         # Boxes no GT box overlaps keep IoU 0 and match GT 0, as an argmax over a zero column does.
         matched_vals = torch.zeros(n, dtype=boxes.tensor.dtype, device=device)
@@ -145,13 +153,37 @@ class Matcher:
                 gt_best[rows] = torch.maximum(gt_best[rows], row_best)
                 blocks.append((start, end, rows, row_best))
 
-        thresholds = torch.tensor(self.thresholds, dtype=matched_vals.dtype, device=device)
-        labels = torch.tensor(self.labels, dtype=torch.int8, device=device)
-        # Interval i holds values v with thresholds[i - 1] <= v < thresholds[i].
-        match_labels = labels[torch.bucketize(matched_vals, thresholds, right=True)]
-
+        match_labels = self._label(matched_vals)
         if self.allow_low_quality_matches:
             match_labels.masked_fill_(self._low_quality_matches(gt_boxes, boxes, gt_best, blocks), 1)
+        return matched_idxs, match_labels
+
+    def _without_gt(self, n: int, device: torch.device) -> Tuple[Tensor, Tensor]:
+        # Without ground truth every box falls in the lowest interval (background for the RPN).
+        matched_idxs = torch.zeros(n, dtype=torch.int64, device=device)
+        return matched_idxs, torch.full((n,), self.labels[0], dtype=torch.int8, device=device)
+
+    def _label(self, matched_vals: Tensor) -> Tensor:
+        """`Tensor[N]` int8: the label of the interval of each box's best IoU."""
+        thresholds = torch.tensor(self.thresholds, dtype=matched_vals.dtype, device=matched_vals.device)
+        labels = torch.tensor(self.labels, dtype=torch.int8, device=matched_vals.device)
+        # Interval i holds values v with thresholds[i - 1] <= v < thresholds[i].
+        return labels[torch.bucketize(matched_vals, thresholds, right=True)]
+
+    def _match_iou_matrix(self, iou: Tensor) -> Tuple[Tensor, Tensor]:
+        """Detectron2's form: the same matching from a precomputed IoU matrix `Tensor[G, N]`."""
+        if iou.dim() != 2:
+            raise ValueError(f"Matcher takes an IoU matrix of shape [G, N], got {tuple(iou.shape)}")
+        if iou.shape[0] == 0:
+            return self._without_gt(iou.shape[1], iou.device)
+        if iou.shape[1] == 0:
+            return self._without_gt(0, iou.device)
+        matched_vals, matched_idxs = iou.max(dim=0)
+        match_labels = self._label(matched_vals)
+        if self.allow_low_quality_matches:
+            gt_best = iou.max(dim=1, keepdim=True).values  # (G, 1)
+            # as in the boxes form, a GT box overlapping nothing (best 0) makes no positives
+            match_labels.masked_fill_(((iou == gt_best) & (gt_best > 0)).any(dim=0), 1)
         return matched_idxs, match_labels
 
     def _overlapping_iou_blocks(self, gt_boxes: Boxes, boxes: Boxes) -> Iterator[Tuple[int, int, Tensor, Tensor]]:

@@ -65,6 +65,24 @@ def test_no_boxes_gives_empty_results():
     assert idxs.shape == (0,) and labels.shape == (0,)
 
 
+@pytest.mark.parametrize("low_quality", [False, True])
+def test_detectron2_form_positional_and_called_with_an_iou_matrix(low_quality):
+    """Matcher(thresholds, labels, allow_low_quality_matches=) called with IoU[G, N], as in Detectron2."""
+    matcher = Matcher([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=low_quality)
+    idxs, labels = matcher(pairwise_iou(GT, ANCHORS))
+    assert idxs.tolist() == [0, 0, 0, 1, 1, 0]
+    assert labels.tolist() == ([1, -1, 0, 1, 1, 0] if low_quality else [1, -1, 0, -1, -1, 0])
+    assert labels.dtype == torch.int8 and idxs.dtype == torch.int64
+    # no GT: every box in the lowest interval; no boxes: empty
+    idxs, labels = matcher(torch.zeros(0, 4))
+    assert idxs.tolist() == [0] * 4 and labels.tolist() == [0] * 4
+    assert [t.shape for t in matcher(torch.zeros(3, 0))] == [(0,), (0,)]
+    with pytest.raises(TypeError, match="or an IoU matrix"):
+        matcher(GT.tensor, ANCHORS)
+    with pytest.raises(ValueError, match=r"shape \[G, N\]"):
+        matcher(torch.zeros(6))
+
+
 def reference_match(gt, boxes, thresholds, labels, low_quality):
     """The matcher's contract written directly on the full IoU matrix."""
     iou = pairwise_iou(gt, boxes)
@@ -93,6 +111,8 @@ def test_chunked_matching_equals_the_full_matrix(low_quality):
     without_low_quality = reference_match(gt, boxes, [0.3, 0.7], [0, -1, 1], False)[1]
     # The case is only meaningful if low-quality matches change some labels.
     assert low_quality == (not torch.equal(expected_labels, without_low_quality))
+    labels = rpn_matcher(low_quality)(pairwise_iou(gt, boxes))[1]  # the IoU-matrix form
+    assert torch.equal(labels, expected_labels)
     for chunk in (1, 7, 13 * 50, 10**6):
         idxs, labels = rpn_matcher(low_quality, max_chunk_elements=chunk)(gt, boxes)
         assert torch.equal(labels, expected_labels), chunk

@@ -85,7 +85,7 @@ def test_detectron2_sampler_arguments():
     args = build_roi_heads(_fpn_cfg(mask_on=False), FPN_SHAPES)  # borrow the built parts
     parts = dict(box_in_features=["p2", "p3"], box_pooler=args.box_pooler, box_head=args.box_head,
                  box_predictor=args.box_predictor, num_classes=5,
-                 proposal_matcher=Matcher(thresholds=[0.5], labels=[0, 1], allow_low_quality_matches=False))
+                 proposal_matcher=Matcher([0.5], [0, 1], allow_low_quality_matches=False))
     heads = StandardROIHeads(batch_size_per_image=4, positive_fraction=0.25, **parts)
     assert isinstance(heads.proposal_sampler, RandomSampler)
     sampled, = heads.label_and_sample_proposals([_proposals([P_NEAR_GT0, P_FAR, P_WEAK_GT1, P_NEAR_GT1])], [_targets()])
