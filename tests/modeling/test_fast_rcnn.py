@@ -132,3 +132,17 @@ def test_inference_when_no_image_has_proposals():
     results, kept = predictor.inference(predictor(torch.zeros(0, 4)), proposals)
     assert [len(r) for r in results] == [0, 0] and [len(k) for k in kept] == [0, 0]
     assert results[0].pred_boxes.tensor.shape == (0, 4)
+
+
+def test_predict_boxes_for_gt_classes_by_hand():
+    predictor = _predictor(num_classes=2)
+    proposals = [Instances((30, 30), proposal_boxes=Boxes(torch.tensor([A, OTHER])), gt_classes=torch.tensor([1, 2]))]
+    deltas = torch.zeros(2, 8)
+    deltas[0, 4] = 10.0  # class 1 of region 0: dx = 10 / wx = 1 width to the right
+    deltas[1, 4] = 5.0  # class 1 of region 1: half a width; region 1 is background (2), read as class K - 1 = 1
+    deltas[1, 0] = 7.0  # class 0 of region 1: not used
+    (boxes,) = predictor.predict_boxes_for_gt_classes((torch.zeros(2, 3), deltas), proposals)
+    torch.testing.assert_close(boxes, torch.tensor([[10.0, 0.0, 20.0, 10.0], [35.0, 30.0, 45.0, 40.0]]))
+    agnostic = _predictor(num_classes=2, cls_agnostic_bbox_reg=True)
+    (boxes,) = agnostic.predict_boxes_for_gt_classes((torch.zeros(2, 3), torch.zeros(2, 4)), proposals)
+    torch.testing.assert_close(boxes, torch.tensor([A, OTHER]))

@@ -1,9 +1,11 @@
 import pytest
 import torch
 
-from d2mask.config import get_cfg
+from torch import nn
+
+from d2mask.config import ConfigError, get_cfg
 from d2mask.layers import ShapeSpec
-from d2mask.modeling.roi_heads import Res5ROIHeads, StandardROIHeads, build_roi_heads
+from d2mask.modeling.roi_heads import ROI_MASK_HEAD_REGISTRY, Res5ROIHeads, StandardROIHeads, build_roi_heads
 from d2mask.structures import BitMasks, Boxes, ImageList, Instances
 
 GT0 = [10.0, 10.0, 30.0, 30.0]
@@ -138,6 +140,63 @@ def test_standard_roi_heads_train_and_inference(mask_on):
         assert set(r.get_fields()) == {"pred_boxes", "scores", "pred_classes"} | ({"pred_masks"} if mask_on else set())
         if mask_on:
             assert r.pred_masks.shape == (len(r), 1, 28, 28)
+
+
+@ROI_MASK_HEAD_REGISTRY.register()
+class DictFeaturesMaskHeadOfRoiHeadsTests(nn.Module):
+    """A pooler-less mask head, as Detectron2's PointRend has: it gets the image features by name."""
+
+    def __init__(self, cfg, input_shape):
+        super().__init__()
+        self.input_shape = input_shape
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, features, instances):
+        self.seen = (sorted(features), [len(i) for i in instances])
+        if self.training:
+            return {"loss_mask": self.scale * sum(f.mean() for f in features.values())}
+        for i in instances:
+            i.pred_masks = torch.zeros(len(i), 1, 28, 28)
+        return instances
+
+
+def test_mask_head_without_pooler_gets_the_features_by_name():
+    cfg = _fpn_cfg()
+    cfg.MODEL.ROI_MASK_HEAD.NAME = "DictFeaturesMaskHeadOfRoiHeadsTests"
+    cfg.MODEL.ROI_MASK_HEAD.POOLER_TYPE = ""
+    heads = build_roi_heads(cfg, FPN_SHAPES)
+    assert heads.mask_pooler is None and heads.mask_head.input_shape == FPN_SHAPES
+    features = {"p2": torch.rand(1, 8, 16, 16), "p3": torch.rand(1, 8, 8, 8)}
+    _, losses = _run(heads, features, [_proposals([P_NEAR_GT0, P_FAR])], [_targets()])
+    assert "loss_mask" in losses and heads.mask_head.seen[0] == ["p2", "p3"]
+    assert heads.mask_head.seen[1] == [3]  # the foreground: P_NEAR_GT0 and the two appended GT boxes
+    heads.eval()
+    with torch.no_grad():
+        (result,), _ = _run(heads, features, [_proposals([P_NEAR_GT0, P_FAR])])
+    assert result.has("pred_masks") and heads.mask_head.seen[1] == [len(result)]
+
+
+def test_train_on_pred_boxes_gives_the_mask_branch_the_predicted_boxes():
+    cfg = _fpn_cfg()
+    cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES = True
+    cfg.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT = False
+    heads = build_roi_heads(cfg, FPN_SHAPES)
+    assert heads.train_on_pred_boxes
+    with torch.no_grad():
+        heads.box_predictor.bbox_pred.weight.zero_()
+        heads.box_predictor.bbox_pred.bias.zero_()
+        heads.box_predictor.bbox_pred.bias[3 * 4] = 10.0  # class 3: dx = 10 / wx, one width to the right
+    features = {"p2": torch.rand(1, 8, 16, 16), "p3": torch.rand(1, 8, 8, 8)}
+    (sampled,), losses = _run(heads, features, [_proposals([P_NEAR_GT0])], [_targets()])
+    assert "loss_mask" in losses and sampled.gt_classes.tolist() == [3]
+    assert sampled.proposal_boxes.tensor.tolist() == [[31.0, 11.0, 51.0, 31.0]]  # P_NEAR_GT0 moved 20 px
+
+
+def test_res5_roi_heads_reject_train_on_pred_boxes():
+    cfg = get_cfg()
+    cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES = True
+    with pytest.raises(ConfigError, match="TRAIN_ON_PRED_BOXES is implemented by StandardROIHeads"):
+        build_roi_heads(cfg, {"res4": ShapeSpec(channels=64, stride=16)})
 
 
 def test_res5_roi_heads_train_and_inference():

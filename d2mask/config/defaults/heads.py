@@ -59,6 +59,7 @@ def add_roi_heads_defaults(cfg) -> None:
     define(cfg, "MODEL.ROI_BOX_HEAD.CONV_DIM", 256, "Channels of the box head's convs.")
     define(cfg, "MODEL.ROI_BOX_HEAD.NORM", "", "Normalisation of the box head's convs.")
     define(cfg, "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False, "Predict one box per ROI instead of one per class.")
+    define(cfg, "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", False, "Train the mask head on the box head's predicted boxes (for each proposal's GT class) instead of the proposals.")
 
     define(
         # lists, not Detectron2's tuples, so that a dumped config.yaml reloads to an equal config
@@ -70,7 +71,7 @@ def add_roi_heads_defaults(cfg) -> None:
     define(cfg, "MODEL.ROI_MASK_HEAD.NAME", "MaskRCNNConvUpsampleHead", "Name in ROI_MASK_HEAD_REGISTRY.")
     define(cfg, "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", 14, "Side of the pooled mask features.")
     define(cfg, "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO", 0, "ROIAlign samples per bin side; 0 adapts to the box.")
-    define(cfg, "MODEL.ROI_MASK_HEAD.POOLER_TYPE", "ROIAlignV2", "ROIAlign (legacy, unaligned) or ROIAlignV2 (aligned).")
+    define(cfg, "MODEL.ROI_MASK_HEAD.POOLER_TYPE", "ROIAlignV2", "ROIAlign (legacy, unaligned), ROIAlignV2 (aligned), or '' for no pooler: the mask head gets the features of ROI_HEADS.IN_FEATURES as a dict (StandardROIHeads).")
     define(cfg, "MODEL.ROI_MASK_HEAD.NUM_CONV", 0, "3x3 convs of the mask head before its upsampling.")
     define(cfg, "MODEL.ROI_MASK_HEAD.CONV_DIM", 256, "Channels of the mask head's convs.")
     define(cfg, "MODEL.ROI_MASK_HEAD.NORM", "", "Normalisation of the mask head's convs.")

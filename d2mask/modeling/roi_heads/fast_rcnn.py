@@ -239,6 +239,19 @@ class FastRCNNOutputLayers(nn.Module):
         boxes = self.box2box_transform.apply_deltas(deltas, proposal_boxes)  # (R, B*4)
         return boxes.split([len(p) for p in proposals])
 
+    def predict_boxes_for_gt_classes(
+        self, predictions: Tuple[Tensor, Tensor], proposals: List[Instances]
+    ) -> Tuple[Tensor, ...]:
+        """Per image, `Tensor[R_i, 4]`: each proposal moved by the deltas of its GT class (of class K - 1
+        for background proposals, whose boxes no loss reads), to train later heads on predicted boxes."""
+        boxes = self.predict_boxes(predictions, proposals)
+        if not proposals or boxes[0].shape[1] == 4:  # class-agnostic: one box per region
+            return boxes
+        gt_classes = torch.cat([p.gt_classes for p in proposals]).clamp(0, self.num_classes - 1)
+        boxes = torch.cat(boxes).view(len(gt_classes), self.num_classes, 4)  # (R, K*4) -> (R, K, 4)
+        boxes = boxes[torch.arange(len(gt_classes), device=boxes.device), gt_classes]
+        return boxes.split([len(p) for p in proposals])
+
     def predict_probs(self, predictions: Tuple[Tensor, Tensor], proposals: List[Instances]) -> Tuple[Tensor, ...]:
         """Per image, `Tensor[R_i, K+1]`: softmax class probabilities, background last."""
         scores, _ = predictions

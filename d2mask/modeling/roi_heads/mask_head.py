@@ -28,8 +28,11 @@ __all__ = [
 ROI_MASK_HEAD_REGISTRY = Registry("ROI_MASK_HEAD")
 ROI_MASK_HEAD_REGISTRY.__doc__ = """
 Mask heads, named by MODEL.ROI_MASK_HEAD.NAME. An entry is called as `obj(cfg, input_shape)` with the
-ShapeSpec of the pooled features and returns a module called as `head(features, instances)`: in
-training it returns {"loss_mask": Tensor}, in inference the instances with `pred_masks` set.
+ShapeSpec of the pooled features (or, when MODEL.ROI_MASK_HEAD.POOLER_TYPE is "", the
+{name: ShapeSpec} of the image features it pools itself) and returns a module called as
+`head(features, instances)`, `features` being the pooled `Tensor[R, C, S, S]` (or the dict of image
+features): in training it returns {"loss_mask": Tensor}, in inference the instances with
+`pred_masks` set.
 """
 
 

@@ -66,6 +66,9 @@ class Res5ROIHeads(ROIHeads):
         if len(in_features) != 1:
             raise ConfigError(f"MODEL.ROI_HEADS.IN_FEATURES: Res5ROIHeads needs one feature map, got {in_features}")
         box_cfg = cfg.MODEL.ROI_BOX_HEAD
+        if box_cfg.TRAIN_ON_PRED_BOXES:
+            # Detectron2's Res5ROIHeads ignores the key; here a set key always does something or fails.
+            raise ConfigError("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES is implemented by StandardROIHeads, not Res5ROIHeads")
         ret["in_features"] = in_features
         ret["pooler"] = ROIPooler(
             output_size=box_cfg.POOLER_RESOLUTION,

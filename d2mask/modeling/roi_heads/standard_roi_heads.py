@@ -2,13 +2,14 @@
 
 Shape shorthand: `R` regions over all images, `C` channels, `S` the pooled side.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
+import torch
 from torch import Tensor, nn
 
 from d2mask.config import configurable
 from d2mask.layers import ShapeSpec
-from d2mask.structures import ImageList, Instances
+from d2mask.structures import Boxes, ImageList, Instances
 
 from ..poolers import ROIPooler
 from .box_head import build_box_head
@@ -56,6 +57,7 @@ class StandardROIHeads(ROIHeads):
         mask_in_features: Optional[List[str]] = None,
         mask_pooler: Optional[ROIPooler] = None,
         mask_head: Optional[nn.Module] = None,
+        train_on_pred_boxes: bool = False,
         **kwargs,
     ):
         """
@@ -66,6 +68,10 @@ class StandardROIHeads(ROIHeads):
             box_predictor: per-region features -> predictions, with `losses` and `inference`
                 (a `FastRCNNOutputLayers`).
             mask_in_features, mask_pooler, mask_head: the mask branch; None for a box-only model.
+                Without a pooler (None), the mask head gets {name: features} of `mask_in_features`
+                and pools them itself, as in Detectron2.
+            train_on_pred_boxes: in training, the mask branch sees the box branch's predicted boxes
+                (for each proposal's GT class) instead of the proposals.
             kwargs: passed to `ROIHeads` (num_classes, proposal_matcher, ...).
         """
         super().__init__(**kwargs)
@@ -78,10 +84,12 @@ class StandardROIHeads(ROIHeads):
             self.mask_in_features = mask_in_features
             self.mask_pooler = mask_pooler
             self.mask_head = mask_head
+        self.train_on_pred_boxes = train_on_pred_boxes
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         ret = super().from_config(cfg)
+        ret["train_on_pred_boxes"] = cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES
         ret.update(cls._init_box_head(cfg, input_shape))
         if cfg.MODEL.MASK_ON:
             ret.update(cls._init_mask_head(cfg, input_shape))
@@ -105,6 +113,9 @@ class StandardROIHeads(ROIHeads):
     def _init_mask_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
         head_cfg = cfg.MODEL.ROI_MASK_HEAD
+        if not head_cfg.POOLER_TYPE:  # the head pools for itself
+            shapes = {f: input_shape[f] for f in in_features}
+            return {"mask_in_features": in_features, "mask_pooler": None, "mask_head": build_mask_head(cfg, shapes)}
         pooler, channels = _pooler_from_config(head_cfg, in_features, input_shape)
         side = head_cfg.POOLER_RESOLUTION
         return {
@@ -149,7 +160,13 @@ class StandardROIHeads(ROIHeads):
         x = self.box_pooler([features[f] for f in self.box_in_features], [p.proposal_boxes for p in proposals])
         predictions = self.box_predictor(self.box_head(x))  # (R, C, S, S) -> (R, K+1), (R, B*4)
         if self.training:
-            return self.box_predictor.losses(predictions, proposals)
+            losses = self.box_predictor.losses(predictions, proposals)
+            if self.train_on_pred_boxes:  # after the losses, which read the proposals
+                with torch.no_grad():
+                    boxes = self.box_predictor.predict_boxes_for_gt_classes(predictions, proposals)
+                for per_image, boxes_i in zip(proposals, boxes):
+                    per_image.proposal_boxes = Boxes(boxes_i)
+            return losses
         detections, _ = self.box_predictor.inference(predictions, proposals)
         return detections
 
@@ -160,8 +177,10 @@ class StandardROIHeads(ROIHeads):
             return {} if self.training else instances
         if self.training:
             instances, _ = select_foreground_proposals(instances, self.num_classes)
-            boxes = [i.proposal_boxes for i in instances]
+        x: Union[Tensor, Dict[str, Tensor]]
+        if self.mask_pooler is None:
+            x = {f: features[f] for f in self.mask_in_features}
         else:
-            boxes = [i.pred_boxes for i in instances]
-        x = self.mask_pooler([features[f] for f in self.mask_in_features], boxes)
+            boxes = [i.proposal_boxes if self.training else i.pred_boxes for i in instances]
+            x = self.mask_pooler([features[f] for f in self.mask_in_features], boxes)
         return self.mask_head(x, instances)
