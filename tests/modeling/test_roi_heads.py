@@ -222,3 +222,9 @@ def test_res5_roi_heads_train_and_inference():
         results, _ = _run(heads, features, proposals)
     assert len(results[0]) > 0
     assert results[0].pred_masks.shape == (len(results[0]), 1, 14, 14)  # C4 masks are 14 x 14
+
+
+def test_heads_are_importable_from_detectron2s_module():
+    from d2mask.modeling.roi_heads import roi_heads
+
+    assert roi_heads.StandardROIHeads is StandardROIHeads and roi_heads.Res5ROIHeads is Res5ROIHeads

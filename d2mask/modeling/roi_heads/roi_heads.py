@@ -169,3 +169,17 @@ class ROIHeads(nn.Module):
             Instances(pred_boxes, scores, pred_classes[, pred_masks]) and {}.
         """
         raise NotImplementedError
+
+
+def __getattr__(name: str):
+    # Detectron2 defines these in this module and projects import them from here; d2mask gives each
+    # its own file, which imports this one, so they are looked up on first use instead of imported.
+    if name == "StandardROIHeads":
+        from .standard_roi_heads import StandardROIHeads
+
+        return StandardROIHeads
+    if name == "Res5ROIHeads":
+        from .res5_roi_heads import Res5ROIHeads
+
+        return Res5ROIHeads
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
