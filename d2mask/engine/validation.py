@@ -77,6 +77,8 @@ _RULES: Sequence[Tuple[str, Callable[[Any], bool], str]] = [
     ("MODEL.RESNETS.RES2_OUT_CHANNELS", positive_int, "an int > 0"),
     ("MODEL.RESNETS.STEM_OUT_CHANNELS", positive_int, "an int > 0"),
     ("MODEL.RESNETS.NORM", one_of(*_NORMS), f"one of {list(_NORMS)}"),
+    ("MODEL.RESNETS.DEFORM_ON_PER_STAGE", lambda v: each(one_of(True, False))(v) and len(v) == 4, "4 booleans, res2..res5"),
+    ("MODEL.RESNETS.DEFORM_NUM_GROUPS", positive_int, "an int > 0"),
     ("MODEL.FPN.OUT_CHANNELS", positive_int, "an int > 0"),
     ("MODEL.FPN.NORM", one_of(*_NORMS), f"one of {list(_NORMS)}"),
     ("MODEL.FPN.FUSE_TYPE", one_of("sum", "avg"), "'sum' or 'avg'"),
@@ -112,7 +114,8 @@ _RULES: Sequence[Tuple[str, Callable[[Any], bool], str]] = [
     ("MODEL.ROI_BOX_HEAD.CONV_DIM", positive_int, "an int > 0"),
     ("MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", positive_int, "an int > 0"),
     ("MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO", non_negative_int, "an int >= 0"),
-    ("MODEL.ROI_MASK_HEAD.POOLER_TYPE", one_of(*_POOLERS), f"one of {list(_POOLERS)}"),
+    # "": no pooler, the mask head pools the features itself (StandardROIHeads)
+    ("MODEL.ROI_MASK_HEAD.POOLER_TYPE", one_of("", *_POOLERS), f"one of {['', *_POOLERS]}"),
     ("MODEL.ROI_MASK_HEAD.NUM_CONV", non_negative_int, "an int >= 0"),
     ("MODEL.ROI_MASK_HEAD.CONV_DIM", positive_int, "an int > 0"),
     ("MODEL.ROI_BOX_HEAD.NORM", one_of(*_NORMS), f"one of {list(_NORMS)}"),

@@ -32,6 +32,8 @@ def test_defaults_and_shipped_configs_are_valid():
         ("MODEL.RPN.IOU_THRESHOLDS", "[0.7, 0.3]", "increasing IoUs in [0, 1]"),
         ("MODEL.RPN.IOU_LABELS", "[0, 1]", "one label more than MODEL.RPN.IOU_THRESHOLDS"),
         ("MODEL.RESNETS.DEPTH", "42", "18, 34, 50, 101 or 152"),
+        ("MODEL.RESNETS.DEFORM_ON_PER_STAGE", "[True]", "4 booleans, res2..res5"),
+        ("MODEL.ROI_MASK_HEAD.POOLER_TYPE", "ROIPool", "one of ['', 'ROIAlign', 'ROIAlignV2']"),
         ("INPUT.MASK_FORMAT", "rle", "'polygon' or 'bitmask'"),
         ("MODEL.DEVICE", "gpu0", "a device such as 'cpu', 'cuda' or 'cuda:1'"),
     ],
@@ -42,6 +44,10 @@ def test_each_invalid_value_names_key_value_and_what_is_allowed(key, value, allo
     message = str(e.value)
     assert "\n" not in message
     assert key in message and allowed in message
+
+
+def test_a_mask_head_without_pooler_is_valid():
+    validate_config(_cfg("MODEL.ROI_MASK_HEAD.POOLER_TYPE", "''"))
 
 
 def test_every_violation_is_reported_at_once():
