@@ -156,17 +156,14 @@ class DetectionCheckpointer(Checkpointer):
             with open(filename, "rb") as f:
                 data = load_numpy_pickle(f, filename)
         except UnsafePickleError as e:
-            raise CheckpointError(str(e)) from e
-        except Exception as e:
-            raise CheckpointError(
-                f"Cannot read checkpoint {filename}: the file is corrupt or truncated, or not a pickle "
-                f"({type(e).__name__}: {e})"
-            ) from e
+            raise CheckpointError(str(e)) from None
         if not isinstance(data, dict):
             raise CheckpointError(f"{filename}: expected a dict of arrays, got {type(data).__name__}")
         if isinstance(data.get("model"), dict):
             # Detectron2 model-zoo format; converted backbones also set "matching_heuristics".
-            self.logger.info(f"Reading {filename}, a file from '{data.get('__author__', 'unknown')}'")
+            author = data.get("__author__")
+            author = author if isinstance(author, str) and len(author) <= 100 else "unknown"
+            self.logger.info(f"Reading {filename}, a file from '{author}'")
             return data
         # A bare dict of arrays (Caffe2 detection models keep them under "blobs"). Names may lack the
         # model's prefix, so they are matched by suffix; momenta of the Caffe2 optimizer are dropped.
