@@ -37,7 +37,10 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional
 
+# This repository's configs import its projects (`IMPORTS: [projects.DenseText.atss_matcher]`). d2mask
+# never adds a directory to the import path (not even the current one); its tools add the repository root.
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.append(_REPO)
 _R50 = "configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
 # Per task when not given: config file, image size, GT counts, iterations, warm-up iterations.
 _TASK_DEFAULTS = {

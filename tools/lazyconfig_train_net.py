@@ -40,6 +40,10 @@ from d2mask.evaluation import inference_on_dataset
 from d2mask.solver import Schedule, add_gradient_clipping, scale_schedule, schedule_from_epochs
 from d2mask.utils import comm
 
+# This repository's configs import its projects (`IMPORTS: [projects.DenseText.atss_matcher]`). d2mask
+# never adds a directory to the import path (not even the current one); its tools add the repository root.
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 logger = logging.getLogger("d2mask.lazyconfig_train_net")
 
 

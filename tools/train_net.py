@@ -13,6 +13,8 @@ A mistake in the input (config, flags, IMPORTS, dataset, weights: d2mask.engine.
 the run with its one-line message and exit status 2; see docs/reliability.md.
 """
 import logging
+import os
+import sys
 
 from d2mask.checkpoint import DetectionCheckpointer
 from d2mask.config import load_config
@@ -24,6 +26,10 @@ from d2mask.engine import (
     report_user_errors,
     validate_config,
 )
+
+# This repository's configs import its projects (`IMPORTS: [projects.DenseText.atss_matcher]`). d2mask
+# never adds a directory to the import path (not even the current one); its tools add the repository root.
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def setup(args):

@@ -20,6 +20,10 @@ from d2mask.data.detection_utils import convert_image_to_rgb, read_image
 from d2mask.engine import report_user_errors
 from d2mask.utils.visualizer import Visualizer
 
+# This repository's configs import its projects (`IMPORTS: [projects.DenseText.atss_matcher]`). d2mask
+# never adds a directory to the import path (not even the current one); its tools add the repository root.
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

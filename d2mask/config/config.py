@@ -10,6 +10,7 @@ Differences from a plain yacs merge, all in the user's favour:
 """
 import ast
 import os
+import reprlib
 from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
@@ -28,13 +29,67 @@ class ConfigError(ValueError):
     """A config file, key or value that d2mask cannot accept; the message says which and why."""
 
 
-def _read_yaml(filename: str) -> Dict[str, Any]:
+# YAML aliases let a few lines stand for billions of values (each `*name` repeats a whole earlier
+# subtree), which would exhaust memory when merged, saved or printed: they may add this many values
+# to those the file spells out (omegaconf bounds its own YAML loading at the same number).
+MAX_YAML_ALIAS_VALUES = 10_000
+
+
+def _aliases_expand_too_far(root: yaml.Node) -> bool:
+    """Whether expanding every alias under `root` would add more than MAX_YAML_ALIAS_VALUES nodes
+    to those in the file (also true for a node that contains itself), counted without expanding."""
+    distinct, stack = set(), [root]
+    while stack:
+        node = stack.pop()
+        if id(node) not in distinct:
+            distinct.add(id(node))
+            stack.extend(_children(node))
+    limit = len(distinct) + MAX_YAML_ALIAS_VALUES + 1
+    sizes: Dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = limit  # a node reached again while being counted contains itself
+        total = 1
+        for child in _children(node):
+            total = min(total + size(child), limit)
+            if total == limit:
+                break
+        sizes[id(node)] = total
+        return total
+
+    return size(root) == limit
+
+
+def _children(node: yaml.Node) -> List[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    return node.value if isinstance(node, yaml.SequenceNode) else []
+
+
+def load_yaml_document(stream: Any, filename: str) -> Any:
+    """The YAML document in `stream` (text or a text file), read with `ConfigLoader`: plain
+    mappings, lists, strings and numbers, and Detectron2's eval tag evaluated by `restricted_eval`;
+    no tag creates an object or runs code.
+
+    Raises:
+        ConfigError: malformed YAML (with line and column), nested too deeply, or aliases that would
+            add more than MAX_YAML_ALIAS_VALUES values to the file's own, naming `filename`.
+    """
     try:
-        with open(filename, "r", encoding="utf-8") as f:
-            # Safe YAML; Detectron2's !!python/object/apply:eval is evaluated without running code.
-            data = yaml.load(f, Loader=ConfigLoader)
-    except FileNotFoundError:
-        raise ConfigError(f"Config file not found: {filename}") from None
+        # Safe YAML; Detectron2's !!python/object/apply:eval is evaluated without running code.
+        loader = ConfigLoader(stream)  # reads the first characters already
+        try:
+            node = loader.get_single_node()
+            if node is not None and _aliases_expand_too_far(node):
+                raise ConfigError(
+                    f"{filename}: its YAML aliases (*name) expand to more than {MAX_YAML_ALIAS_VALUES} "
+                    f"values, or refer to themselves; a config is far smaller, so the file is refused"
+                )
+            return None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -42,11 +97,31 @@ def _read_yaml(filename: str) -> Dict[str, Any]:
         raise ConfigError(f"Malformed YAML in {filename}{where}: {problem}") from None
     except RecursionError:
         raise ConfigError(f"Malformed YAML in {filename}: nested too deeply to be a config") from None
+
+
+def _read_yaml(filename: str) -> Dict[str, Any]:
+    try:
+        with open(filename, "r", encoding="utf-8") as f:
+            data = load_yaml_document(f, filename)
+    except FileNotFoundError:
+        raise ConfigError(f"Config file not found: {filename}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{filename} must hold a mapping of config keys, got {type(data).__name__}")
     return data
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = _BRIEF.maxother = 80
+_BRIEF.maxlevel = 2
+_BRIEF.maxlist = _BRIEF.maxtuple = _BRIEF.maxdict = _BRIEF.maxset = 4
+
+
+def brief(value: Any) -> str:
+    """`repr(value)`, shortened (to at most a few hundred characters, however large or deep the value)
+    so that an error message never prints a huge value from a file."""
+    return _BRIEF.repr(value)
 
 
 def _merge_dicts(base: Dict[str, Any], child: Dict[str, Any]) -> Dict[str, Any]:
@@ -71,12 +146,12 @@ def load_yaml_with_base(filename: str, _chain: Sequence[str] = ()) -> Dict[str, 
         raise ConfigError(f"Cyclic _BASE_ chain: {cycle}")
     data = _read_yaml(filename)
     if not isinstance(data.get("IMPORTS", []), list):
-        raise ConfigError(f"{filename}: IMPORTS must be a list of module names, got {data['IMPORTS']!r}")
+        raise ConfigError(f"{filename}: IMPORTS must be a list of module names, got {brief(data['IMPORTS'])}")
     base_name = data.pop(BASE_KEY, None)
     if base_name is None:
         return data
     if not isinstance(base_name, str):
-        raise ConfigError(f"{filename}: _BASE_ must be a file path, got {base_name!r}")
+        raise ConfigError(f"{filename}: _BASE_ must be a file path, got {brief(base_name)}")
     base_path = os.path.join(os.path.dirname(filename), os.path.expanduser(base_name))
     if not os.path.isfile(base_path):
         raise ConfigError(f"{filename}: _BASE_ file '{base_name}' not found (looked for {base_path})")
@@ -120,7 +195,7 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
         return value
     raise ConfigError(
         f"{key}{source}: expected a {_type_name(default)} (like the default {default!r}), "
-        f"got {_type_name(value)} {value!r}"
+        f"got {_type_name(value)} {brief(value)}"
     )
 
 
@@ -136,10 +211,25 @@ def _all_keys(node: _FvcoreCfgNode, prefix: str = "") -> List[str]:
 class CfgNode(_FvcoreCfgNode):
     """A config tree of d2mask's keys. Create one with `get_cfg()`; see docs/configs.md."""
 
-    def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
-        """Merges a YAML file and its `_BASE_` chain; `IMPORTS` are imported first."""
-        del allow_unsafe  # YAML is always loaded safely; the argument exists for Detectron2 callers
+    def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False, *, allow_imports: bool = True) -> None:
+        """Merges a YAML file and its `_BASE_` chain; `IMPORTS` are imported first.
+
+        Reading the YAML never runs code; importing the IMPORTS modules runs theirs.
+
+        Args:
+            cfg_filename: the file.
+            allow_unsafe: ignored (the YAML is always loaded safely); accepted for Detectron2 callers.
+            allow_imports: False refuses a file whose chain lists IMPORTS, with a ConfigError naming
+                the modules, before anything is imported: to inspect a config from a stranger
+                (`python -m d2mask.config FILE --no-imports`).
+        """
+        del allow_unsafe
         data = load_yaml_with_base(cfg_filename)
+        if data.get("IMPORTS") and not allow_imports:
+            raise ConfigError(
+                f"{cfg_filename} (or a _BASE_ of it) lists IMPORTS {brief(data['IMPORTS'])}; importing them "
+                f"would run their code, which was not allowed (allow_imports=False, --no-imports)"
+            )
         self._import_and_extend(data.get("IMPORTS", []), source=cfg_filename)
         self._merge_dict(data, prefix="", source=f" (in {cfg_filename})")
 
@@ -162,7 +252,7 @@ class CfgNode(_FvcoreCfgNode):
 
     def _import_and_extend(self, modules: Sequence[str], source: str) -> None:
         if not isinstance(modules, (list, tuple)):
-            raise ConfigError(f"IMPORTS in {source} must be a list of module names, got {modules!r}")
+            raise ConfigError(f"IMPORTS in {source} must be a list of module names, got {brief(modules)}")
         for module in import_modules(modules, source=source):
             add_config = getattr(module, "add_config", None)
             if callable(add_config):
@@ -171,12 +261,12 @@ class CfgNode(_FvcoreCfgNode):
     def _merge_dict(self, data: Dict[str, Any], prefix: str, source: str) -> None:
         for key, value in data.items():
             if not isinstance(key, str):
-                raise ConfigError(f"{prefix}{key!r}{source}: config keys are names, got the {_type_name(key)} {key!r}")
+                raise ConfigError(f"{prefix}{brief(key)}{source}: config keys are names, got the {_type_name(key)} {brief(key)}")
             full = prefix + key
             node, leaf = self._resolve(full, source)
             if isinstance(node[leaf], _FvcoreCfgNode):
                 if not isinstance(value, dict):
-                    raise ConfigError(f"{full}{source}: expected a mapping of sub-keys, got {value!r}")
+                    raise ConfigError(f"{full}{source}: expected a mapping of sub-keys, got {brief(value)}")
                 self._merge_dict(value, prefix=full + ".", source=source)
             else:
                 node[leaf] = _coerce(full, value, node[leaf], source)

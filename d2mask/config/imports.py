@@ -1,8 +1,6 @@
 """Imports the modules a config lists in IMPORTS, with errors that say what could be meant."""
 import importlib
-import os
 import pkgutil
-import sys
 from types import ModuleType
 from typing import List, Sequence
 
@@ -30,12 +28,13 @@ def _siblings(name: str) -> List[str]:
 def import_modules(names: Sequence[str], source: str = "the config") -> List[ModuleType]:
     """Imports each module in `names` (e.g. "projects.DenseText.atss_matcher") and returns them.
 
-    The current directory is searched too, so `python tools/train_net.py` run from the repository
-    root finds `projects.*`. A module that fails to import raises ImportError naming the IMPORTS
-    entry, where it was listed, and the module's own error.
+    Importing a module runs its code: IMPORTS are as trusted as the code they name. Modules are
+    found on `sys.path` only; the current directory is not added to it (a config or a file that
+    happens to sit in the directory a command runs from would otherwise be importable by any
+    config). d2mask's tools add the repository root, where `projects/` is; for a project elsewhere,
+    install it or put its directory on PYTHONPATH. A module that fails to import raises ImportError
+    naming the IMPORTS entry, where it was listed, and the module's own error.
     """
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
     modules = []
     for name in names:
         if not isinstance(name, str) or not name:

@@ -18,8 +18,8 @@ imports a mapping from another config file gets it as a DictConfig, to edit with
 import builtins
 import dataclasses
 import inspect
+import io
 import os
-import sys
 from types import ModuleType
 from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 
@@ -27,7 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, SCMode
 
 from ..utils.atomic_write import atomic_write
 from ..utils.registry import did_you_mean, nearest
-from .config import ConfigError, _parse_literal
+from .config import ConfigError, _parse_literal, load_yaml_document
 from .instantiate import TARGET_KEY, target_name
 
 __all__ = ["LazyCall", "LazyConfig"]
@@ -211,9 +211,11 @@ class LazyConfig:
     def load(filename: str, keys: Union[None, str, Sequence[str]] = None) -> Any:
         """Reads a `.py` config (executing it) or a `.yaml` dump written by `save`.
 
-        In a `.py` file, relative imports (`from ..common.optim import SGD`) load other config files
-        relative to this one; absolute imports are ordinary imports (the current directory is on the
-        path, so `import projects.X.y` works from the repository root). Every top-level name not
+        A `.py` config is a program: loading it runs its code, so load only files you trust (a
+        `.yaml` dump runs nothing until `instantiate`, which calls each `_target_`). In a `.py` file,
+        relative imports (`from ..common.optim import SGD`) load other config files relative to this
+        one; absolute imports are ordinary imports from `sys.path`, to which nothing is added (d2mask's
+        tools add the repository root, so `import projects.X.y` works there). Every top-level name not
         starting with "_" whose value is a mapping or a list becomes a key.
 
         Args:
@@ -229,12 +231,13 @@ class LazyConfig:
             raise ConfigError(f"Config file not found: {filename}")
         extension = os.path.splitext(filename)[1]
         if extension in (".yaml", ".yml"):
-            data = OmegaConf.to_container(OmegaConf.load(filename), resolve=False)
+            with open(filename, "r", encoding="utf-8") as f:
+                text = f.read()
+            load_yaml_document(text, filename)  # refuses what omegaconf would expand without bound
+            data = OmegaConf.to_container(OmegaConf.load(io.StringIO(text)), resolve=False)
             if not isinstance(data, dict):
                 raise ConfigError(f"{filename} must hold a mapping, got {type(data).__name__}")
         elif extension == ".py":
-            if os.getcwd() not in sys.path:
-                sys.path.append(os.getcwd())  # as for a YAML config's IMPORTS
             namespace = vars(_ConfigFileLoader().run(filename))
             data = {
                 name: value for name, value in namespace.items()

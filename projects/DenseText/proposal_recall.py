@@ -12,6 +12,7 @@ and prints, for K in 100, 300 and 1000, the recall at IoU 0.5 and 0.7 and the av
 """
 import argparse
 import copy
+import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -25,6 +26,10 @@ from d2mask.data.datasets import set_datasets_root
 from d2mask.engine import report_user_errors
 from d2mask.modeling import build_model
 from d2mask.structures import Boxes, BoxMode, pairwise_iou
+
+# This repository's configs import its projects (`IMPORTS: [projects.DenseText.atss_matcher]`). d2mask
+# never adds a directory to the import path (not even the current one); its tools add the repository root.
+sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 __all__ = ["proposal_recall", "main"]
 

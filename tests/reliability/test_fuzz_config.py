@@ -1,5 +1,7 @@
 """Property tests of config merging on random YAML files and command-line overrides: the config
 is merged, or ConfigError (ImportError for IMPORTS) says why; no other exception ever escapes."""
+import tracemalloc
+
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -109,3 +111,35 @@ def test_a_merged_value_has_the_type_of_its_default(key, value):
     if default is not None and merged is not None and not isinstance(default, dict):
         expected = (int, float) if isinstance(default, float) else (type(default),)
         assert isinstance(merged, expected) and (not isinstance(merged, bool) or isinstance(default, bool))
+
+
+_yaml_pieces = st.sampled_from([
+    "&a ", "&b ", "*a", "*b", "[", "]", "{", "}", ", ", ": ", "\n", "  ", "- ", "x", "1", "2.5", "VERSION",
+    "MODEL", "PIXEL_MEAN", "IMPORTS", "<<: *a", "? ", "'", '"', "!!python/object/apply:os.system ['true']", "!!str ",
+])
+
+
+@st.composite
+def alias_documents(draw):
+    """Lists of aliases of lists: up to fanout**(levels + 1) values in a few hundred bytes."""
+    levels, fanout = draw(st.integers(1, 7)), draw(st.integers(1, 12))
+    lists = ["&a0 [" + ", ".join(["1"] * fanout) + "]"]
+    lists += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * fanout) + "]" for i in range(1, levels + 1)]
+    key = draw(st.sampled_from(["VERSION", "MODEL.PIXEL_MEAN", "SOLVER.STEPS", "UNKNOWN"]))
+    return f"{key}: [" + ", ".join(lists) + "]\n" if "." not in key else f"{key.split('.')[0]}:\n  {key.split('.')[1]}: [" + ", ".join(lists) + "]\n"
+
+
+def _merge_in_bounded_memory(path, text):
+    tracemalloc.start()
+    try:
+        _merge_file(path, text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20
+
+
+@SETTINGS
+@given(text=st.one_of(alias_documents(), st.lists(_yaml_pieces, max_size=60).map("".join)))
+def test_yaml_with_anchors_and_aliases_merges_or_raises_in_bounded_memory(tmp_path, text):
+    _merge_in_bounded_memory(tmp_path / "fuzz.yaml", text)
