@@ -261,10 +261,10 @@ def load_numpy_pickle(file: IO[bytes], filename: str) -> Any:
         raise UnsafePickleError(f"Refusing to load {filename}: it holds {e}; a weights .pkl may contain only "
                                 f"numeric numpy arrays and plain containers. Nothing from it was run.") from None
     except RecursionError:
-        raise UnsafePickleError(f"Cannot read {filename}: its containers are nested too deeply to be weights") from None
+        raise UnsafePickleError(f"Cannot read checkpoint {filename}: its containers are nested too deeply to be weights") from None
     except (pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError, EOFError, AttributeError,
             MemoryError, OverflowError, UnicodeDecodeError) as e:
         raise UnsafePickleError(
-            f"Cannot read {filename}: the file is corrupt or truncated, or not a pickle of weights "
+            f"Cannot read checkpoint {filename}: the file is corrupt or truncated, or not a pickle of weights "
             f"({type(e).__name__}: {_short(str(e))})"
         ) from None
