@@ -15,6 +15,7 @@ setup(
         "omegaconf>=2.3",
         "pycocotools>=2.0.7",
         "opencv-python-headless>=4.8",
+        "Pillow>=9.1",  # reads image headers before decoding (d2mask.data.detection_utils)
         "termcolor>=2.0",
         "matplotlib>=3.7",
         "numpy",

@@ -60,7 +60,8 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
             masks = instances.gt_masks if instances.has("gt_masks") else None
             vis = Visualizer(image, metadata).overlay_instances(boxes=instances.gt_boxes, labels=labels, masks=masks)
         else:
-            vis = Visualizer(read_image(dic["file_name"], "RGB"), metadata).draw_dataset_dict(dic)
+            image = read_image(dic["file_name"], "RGB", max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS)
+            vis = Visualizer(image, metadata).draw_dataset_dict(dic)
         path = os.path.join(args.output, os.path.splitext(os.path.basename(dic["file_name"]))[0] + ".png")
         vis.save(path)
         written.append(path)

@@ -61,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
 
     written = []
     for file_name in files:
-        image = read_image(file_name, cfg.INPUT.FORMAT)
+        image = read_image(file_name, cfg.INPUT.FORMAT, max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS)
         height, width = image.shape[:2]
         resized = resize.get_transform(image).apply_image(image)
         # (H, W, C) -> (C, H, W); "height"/"width" make the model rescale its outputs to the original image.

@@ -36,6 +36,7 @@ class DatasetMapper:
         use_instance_mask: bool = False,
         instance_mask_format: str = "polygon",
         recompute_boxes: bool = False,
+        max_image_pixels: int = utils.MAX_IMAGE_PIXELS,
     ):
         """
         Args:
@@ -46,6 +47,8 @@ class DatasetMapper:
             instance_mask_format: "polygon" or "bitmask".
             recompute_boxes: replace boxes by the tight boxes of the transformed masks (after
                 a crop, a box clipped to the window is looser than its cropped mask).
+            max_image_pixels: images whose header declares more pixels (width x height) are a
+                DatasetError naming the file, before they are decoded.
         """
         if recompute_boxes and not use_instance_mask:
             raise ValueError("DatasetMapper: recompute_boxes needs use_instance_mask, the boxes come from the masks")
@@ -55,6 +58,9 @@ class DatasetMapper:
         self.use_instance_mask = use_instance_mask
         self.instance_mask_format = instance_mask_format
         self.recompute_boxes = recompute_boxes
+        if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels <= 0:
+            raise ValueError(f"DatasetMapper: max_image_pixels must be a positive int, got {max_image_pixels!r}")
+        self.max_image_pixels = max_image_pixels
         mode = "training" if is_train else "inference"
         logger.info(f"DatasetMapper for {mode} with augmentations: {augmentations}")
 
@@ -71,11 +77,12 @@ class DatasetMapper:
             "use_instance_mask": cfg.MODEL.MASK_ON,
             "instance_mask_format": cfg.INPUT.MASK_FORMAT,
             "recompute_boxes": crop and cfg.MODEL.MASK_ON,
+            "max_image_pixels": cfg.INPUT.MAX_IMAGE_PIXELS,
         }
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         dataset_dict = copy.deepcopy(dataset_dict)  # the caller's copy stays untouched
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        image = utils.read_image(dataset_dict["file_name"], format=self.image_format, max_pixels=self.max_image_pixels)
         utils.check_image_size(dataset_dict, image)
 
         aug_input = T.AugInput(image)

@@ -1,11 +1,14 @@
 """Building blocks of dataset mappers: reading images, transforming annotations, turning them into
 `Instances`, and the augmentations the INPUT.* config keys ask for."""
+import io
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
+from PIL import Image
 
 from ..structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks, polygons_to_bitmask
 from . import transforms as T
@@ -26,36 +29,71 @@ __all__ = [
 ]
 
 SUPPORTED_IMAGE_FORMATS = ("BGR", "RGB", "L")
+# Default of INPUT.MAX_IMAGE_PIXELS (the same number is declared in d2mask/config/defaults/data.py).
+MAX_IMAGE_PIXELS = 100_000_000
 
 
-def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
-    """Reads an image file with OpenCV (EXIF orientation applied).
+def read_image(file_name: str, format: str = "BGR", *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Reads an image file with OpenCV (EXIF orientation applied), after checking the size its header
+    declares: a compressed image of a few kilobytes can decode to gigabytes.
 
     Args:
         file_name: path of the image.
         format: "BGR", "RGB" or "L" (grayscale).
+        max_pixels: the largest width x height read (INPUT.MAX_IMAGE_PIXELS).
 
     Returns:
         `ndarray[H, W, 3]` uint8 in the requested channel order, or `ndarray[H, W, 1]` for "L".
+
+    Raises:
+        FileNotFoundError: no such file.
+        DatasetError: naming the file: more than `max_pixels` pixels (nothing is decoded), a format
+            whose size cannot be read from its header, or a file that does not decode.
     """
     if format not in SUPPORTED_IMAGE_FORMATS:
         raise ConfigError(f"Unsupported image format {format!r}; INPUT.FORMAT must be one of {SUPPORTED_IMAGE_FORMATS}")
     try:
         with open(file_name, "rb") as f:
-            data = np.frombuffer(f.read(), dtype=np.uint8)
+            encoded = f.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"Image file not found: {file_name}") from None
     except IsADirectoryError:
         raise DatasetError(f"Image file {file_name} is a directory, not an image") from None
     except PermissionError:
         raise DatasetError(f"Image file {file_name} cannot be read by this user (permission denied)") from None
+    _check_pixels(file_name, encoded, max_pixels)
     flags = cv2.IMREAD_GRAYSCALE if format == "L" else cv2.IMREAD_COLOR
-    image = cv2.imdecode(data, flags) if data.size else None
+    image = cv2.imdecode(np.frombuffer(encoded, dtype=np.uint8), flags)
     if image is None:
         raise DatasetError(f"Cannot decode image file {file_name}: not an image format OpenCV can read, or corrupt")
     if format == "L":
         return image[:, :, None]
     return image[:, :, ::-1].copy() if format == "RGB" else image
+
+
+def _check_pixels(file_name: str, encoded: bytes, max_pixels: int) -> None:
+    """Refuses an image whose header declares more than `max_pixels` pixels; only the header is read
+    (by Pillow, which identifies every format a detection dataset uses)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit is ours
+            with Image.open(io.BytesIO(encoded)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:  # Pillow's own limit, which hides the size
+        pillow_limit = 2 * Image.MAX_IMAGE_PIXELS
+        hint = (f"more than INPUT.MAX_IMAGE_PIXELS = {max_pixels}" if max_pixels < pillow_limit
+                else "more than Pillow reads (2 x PIL.Image.MAX_IMAGE_PIXELS; raise it to read such images)")
+        raise DatasetError(f"Image {file_name} declares more than {pillow_limit} pixels, {hint}; it was not decoded") from None
+    except Exception:  # Pillow raises many types for files it cannot parse
+        raise DatasetError(
+            f"Cannot decode image file {file_name}: not an image format whose size can be read from its header "
+            f"(JPEG, PNG, BMP, TIFF, WebP, ...), or corrupt"
+        ) from None
+    if width * height > max_pixels:
+        raise DatasetError(
+            f"Image {file_name} is {width}x{height} (width x height), more than INPUT.MAX_IMAGE_PIXELS = "
+            f"{max_pixels} pixels; it was not decoded"
+        )
 
 
 def convert_image_to_rgb(image: np.ndarray, format: str) -> np.ndarray:

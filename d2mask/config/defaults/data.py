@@ -14,6 +14,9 @@ def add_data_defaults(cfg) -> None:
     define(cfg, "INPUT.CROP.SIZE", [0.9, 0.9], "Crop size (h, w), read according to INPUT.CROP.TYPE.")
     define(cfg, "INPUT.FORMAT", "BGR", "Channel order the model receives: BGR, RGB or L.")
     define(cfg, "INPUT.MASK_FORMAT", "polygon", "How GT masks are kept: polygon or bitmask.")
+    define(cfg, "INPUT.MAX_IMAGE_PIXELS", 100_000_000, "Largest image read (width x height, checked in its header before "
+           "decoding); a larger one is an error naming the file. Bounds the memory of a decompression bomb (a 100 KB PNG "
+           "can declare 30000x30000 pixels, 2.7 GB decoded).")
 
     define(cfg, "DATASETS.TRAIN", (), "Registered dataset names to train on.")
     define(cfg, "DATASETS.TEST", (), "Registered dataset names to evaluate on.")

@@ -38,6 +38,9 @@ _UNKNOWN_IMAGE = "refer to an image id not in 'images'"
 _UNKNOWN_CATEGORY = "refer to a category id not in 'categories'"
 _BAD_BOX = "have a box of non-positive width or height"
 _BAD_POLYGON = "have no valid polygon (every polygon has < 3 points)"
+# Far above any annotator's polygon; each one is transformed and rasterised every time it is sampled.
+MAX_POLYGON_POINTS = 50_000
+_BIG_POLYGON = f"have a polygon of more than {MAX_POLYGON_POINTS} points"
 _RLE_SIZE = "have an RLE whose size differs from its image's"
 _RLE_COUNTS = "have an uncompressed RLE whose counts do not add up to height x width"
 
@@ -136,6 +139,8 @@ def _is_count(value: Any) -> bool:
 def _clean_segmentation(segm: Any, height: int, width: int) -> Tuple[Any, Optional[str]]:
     """Returns (usable segmentation, None) or (None, reason to drop the annotation)."""
     if isinstance(segm, list):
+        if any(len(p) > 2 * MAX_POLYGON_POINTS for p in segm):
+            return None, _BIG_POLYGON
         polygons = [p for p in segm if len(p) >= 6 and len(p) % 2 == 0]
         return (polygons, None) if polygons else (None, _BAD_POLYGON)
     if list(segm["size"]) != [height, width]:
