@@ -16,6 +16,8 @@ config.yaml, log.txt, metrics.json, checkpoints and last_checkpoint, inference/ 
 """
 import copy
 import logging
+import os
+import sys
 
 import torch
 import yaml
