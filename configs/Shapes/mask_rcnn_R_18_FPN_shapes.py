@@ -5,7 +5,7 @@ model, data, schedule and seed, so it trains to the same losses.
 """
 from ..common.data.shapes import dataloader
 from ..common.models.mask_rcnn_fpn import model
-from ..common.models.resnet import basic_stages
+from ..common.models.resnet import resnet_stages
 from ..common.optim import SGD as optimizer
 from ..common.schedules import multistep as lr_scheduler
 from ..common.train import train
@@ -16,7 +16,7 @@ model.pixel_std = [64.0, 64.0, 64.0]
 # ResNet-18 with GroupNorm, from scratch: batch statistics of 4 images are too noisy to train BN
 bottom_up = model.backbone.bottom_up
 bottom_up.stem.norm = "GN"
-bottom_up.stages = basic_stages([2, 2, 2, 2], norm="GN")
+bottom_up.stages = resnet_stages(18, norm="GN")
 bottom_up.freeze_at = 0  # nothing pretrained to keep
 model.backbone.out_channels = 64  # and so the RPN head's and ROI heads' input channels
 model.backbone.norm = "GN"

@@ -92,6 +92,19 @@ def test_c4_res5_built_by_make_stage_has_detectron2_names():
     assert blocks[0].stride == 2 and [b.stride for b in blocks[1:]] == [1, 1]
 
 
+def test_make_default_stages_is_detectron2s_r50_and_r18():
+    stages = ResNet.make_default_stages(50, norm="FrozenBN", stride_in_1x1=True)
+    assert [len(s) for s in stages] == [3, 4, 6, 3]
+    assert [(s[0].in_channels, s[-1].out_channels) for s in stages] == [(64, 256), (256, 512), (512, 1024), (1024, 2048)]
+    assert [[b.stride for b in s] for s in stages] == [[1, 1, 1], [2, 1, 1, 1], [2] + [1] * 5, [2, 1, 1]]
+    assert [s[0].conv1.out_channels for s in stages] == [64, 128, 256, 512]  # bottlenecks: a quarter of the output
+    basic = ResNet.make_default_stages(18)
+    assert [type(b).__name__ for b in basic[0]] == ["BasicBlock", "BasicBlock"]
+    assert [(s[0].in_channels, s[0].out_channels, s[0].stride) for s in basic] == [
+        (64, 64, 1), (64, 128, 2), (128, 256, 2), (256, 512, 2)
+    ]
+
+
 def test_r18_feature_shapes_and_strides():
     cfg = r18_cfg("MODEL.RESNETS.OUT_FEATURES", "['stem', 'res2', 'res3', 'res4', 'res5']")
     backbone = build_backbone(cfg)

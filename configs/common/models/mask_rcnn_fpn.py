@@ -25,13 +25,13 @@ from d2mask.modeling import (
     StandardRPNHead,
 )
 
-from .resnet import bottleneck_stages
+from .resnet import resnet_stages
 
 model = L(GeneralizedRCNN)(
     backbone=L(FPN)(
         bottom_up=L(ResNet)(
             stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
-            stages=bottleneck_stages([3, 4, 6, 3], norm="FrozenBN", stride_in_1x1=True),
+            stages=resnet_stages(50, norm="FrozenBN", stride_in_1x1=True),
             out_features=["res2", "res3", "res4", "res5"],
             freeze_at=2,
         ),

@@ -24,6 +24,7 @@ __all__ = [
     "DeformBottleneckBlock",
     "ResNet",
     "make_stage",
+    "default_stage_specs",
     "build_resnet_backbone",
 ]
 
@@ -310,8 +311,78 @@ class ResNet(Backbone):
             in_channels = out_channels
         return blocks
 
+    @staticmethod
+    def make_default_stages(depth: int, block_class: Optional[Type[CNNBlockBase]] = None, **kwargs) -> List[List]:
+        """The four stages res2..res5 of a standard ResNet-`depth` (18, 34, 50, 101 or 152), with
+        the strides and channels of `default_stage_specs`; `make_stage` for anything else.
+
+        Args:
+            depth: the ResNet's depth.
+            block_class: the block; default `BasicBlock` below depth 50, else `BottleneckBlock`
+                (which must take `bottleneck_channels`, set to a quarter of each stage's output).
+                Any callable taking the blocks' keyword arguments will do: `LazyCall(BottleneckBlock)`
+                gives a config node per block.
+            kwargs: further arguments of every block (norm, stride_in_1x1, ...), not strides or channels.
+
+        Returns:
+            per stage, its blocks (the `stages` argument of `ResNet`).
+        """
+        if block_class is None:
+            block_class = BasicBlock if depth < 50 else BottleneckBlock
+        return [ResNet.make_stage(block_class, **spec, **kwargs) for spec in default_stage_specs(depth)]
+
 
 make_stage = ResNet.make_stage
+
+
+def default_stage_specs(
+    depth: int,
+    *,
+    stem_out_channels: int = 64,
+    res2_out_channels: Optional[int] = None,
+    bottleneck_channels: int = 64,
+    res5_dilation: int = 1,
+) -> List[Dict]:
+    """The stage arithmetic of a ResNet: the `make_stage` arguments of res2..res5.
+
+    Each stage doubles the channels (and, for bottleneck blocks, the bottleneck width) of the one
+    before and halves the resolution in its first block, except res2, which follows the stem's
+    pooling, and a dilated res5, which trades its stride for dilation.
+
+    Args:
+        depth: 18, 34 (BasicBlocks) or 50, 101, 152 (BottleneckBlocks).
+        stem_out_channels: the input channels of res2.
+        res2_out_channels: res2's output channels; default 64 below depth 50, else 256.
+        bottleneck_channels: res2's bottleneck width (num_groups * width_per_group); depth >= 50 only.
+        res5_dilation: 1 or 2; depth >= 50 only.
+
+    Returns:
+        per stage, {num_blocks, stride_per_block, in_channels, out_channels} and, for depth >= 50,
+        bottleneck_channels (and dilation, when res5 is dilated).
+    """
+    if depth not in _BLOCKS_PER_STAGE:
+        raise ValueError(f"ResNet depth must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth}")
+    bottleneck = depth >= 50
+    in_channels = stem_out_channels
+    out_channels = res2_out_channels or (256 if bottleneck else 64)
+    specs = []
+    for index, num_blocks in enumerate(_BLOCKS_PER_STAGE[depth], start=2):
+        dilation = res5_dilation if index == 5 else 1
+        first_stride = 1 if index == 2 or dilation == 2 else 2
+        spec = dict(
+            num_blocks=num_blocks,
+            stride_per_block=[first_stride] + [1] * (num_blocks - 1),
+            in_channels=in_channels,
+            out_channels=out_channels,
+        )
+        if bottleneck:
+            spec["bottleneck_channels"] = bottleneck_channels
+            bottleneck_channels *= 2
+            if dilation != 1:
+                spec["dilation"] = dilation
+        specs.append(spec)
+        in_channels, out_channels = out_channels, out_channels * 2
+    return specs
 
 
 def _check(ok: bool, key: str, value, expected: str) -> None:
@@ -344,36 +415,24 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         _check(not any(r.DEFORM_ON_PER_STAGE), "RESNETS.DEFORM_ON_PER_STAGE", r.DEFORM_ON_PER_STAGE, "all False for ResNet-18/34")
 
     stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
+    specs = default_stage_specs(
+        r.DEPTH,
+        stem_out_channels=r.STEM_OUT_CHANNELS,
+        res2_out_channels=r.RES2_OUT_CHANNELS,
+        bottleneck_channels=r.NUM_GROUPS * r.WIDTH_PER_GROUP,
+        res5_dilation=r.RES5_DILATION,
+    )
+    if basic:
+        block_class, block_kwargs = BasicBlock, dict(norm=r.NORM)
+    else:
+        block_class = BottleneckBlock
+        block_kwargs = dict(norm=r.NORM, stride_in_1x1=r.STRIDE_IN_1X1, num_groups=r.NUM_GROUPS)
     last_stage = max(_FEATURE_NAMES.index(f) + 1 for f in r.OUT_FEATURES)  # "res4" -> 4
-    in_channels, out_channels = r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS
-    bottleneck_channels = r.NUM_GROUPS * r.WIDTH_PER_GROUP
     stages = []
-    for index, num_blocks in zip(range(2, last_stage + 1), _BLOCKS_PER_STAGE[r.DEPTH]):
-        dilation = r.RES5_DILATION if index == 5 else 1
-        # res2 follows the stem's pooling; a dilated res5 trades its stride for dilation.
-        first_stride = 1 if index == 2 or dilation == 2 else 2
-        kwargs = dict(
-            num_blocks=num_blocks,
-            stride_per_block=[first_stride] + [1] * (num_blocks - 1),
-            in_channels=in_channels,
-            out_channels=out_channels,
-            norm=r.NORM,
-        )
-        if basic:
-            block_class = BasicBlock
+    for index, spec in enumerate(specs[: last_stage - 1], start=2):
+        if not basic and r.DEFORM_ON_PER_STAGE[index - 2]:
+            deform = dict(deform_modulated=r.DEFORM_MODULATED, deform_num_groups=r.DEFORM_NUM_GROUPS)
+            stages.append(ResNet.make_stage(DeformBottleneckBlock, **spec, **block_kwargs, **deform))
         else:
-            block_class = BottleneckBlock
-            kwargs.update(
-                bottleneck_channels=bottleneck_channels,
-                stride_in_1x1=r.STRIDE_IN_1X1,
-                num_groups=r.NUM_GROUPS,
-                dilation=dilation,
-            )
-            if r.DEFORM_ON_PER_STAGE[index - 2]:
-                block_class = DeformBottleneckBlock
-                kwargs.update(deform_modulated=r.DEFORM_MODULATED, deform_num_groups=r.DEFORM_NUM_GROUPS)
-        stages.append(ResNet.make_stage(block_class, **kwargs))
-        in_channels = out_channels
-        out_channels *= 2
-        bottleneck_channels *= 2
+            stages.append(ResNet.make_stage(block_class, **spec, **block_kwargs))
     return ResNet(stem, stages, out_features=list(r.OUT_FEATURES), freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)

@@ -11,7 +11,7 @@ from d2mask.config import ConfigError, configurable
 from d2mask.layers import ShapeSpec
 from d2mask.structures import Boxes, ImageList, Instances
 
-from ..backbone.resnet import BottleneckBlock, ResNet
+from ..backbone.resnet import BottleneckBlock, ResNet, default_stage_specs
 from ..poolers import ROIPooler
 from .fast_rcnn import FastRCNNOutputLayers
 from .mask_head import build_mask_head
@@ -90,19 +90,17 @@ class Res5ROIHeads(ROIHeads):
         r = cfg.MODEL.RESNETS
         if r.RES5_DILATION != 1:
             raise ConfigError(f"MODEL.RESNETS.RES5_DILATION must be 1 with Res5ROIHeads, got {r.RES5_DILATION}")
-        # res5 has 8x res2's channels and bottleneck width.
-        out_channels = r.RES2_OUT_CHANNELS * 8
+        # the res5 of a bottleneck ResNet, 3 blocks at every depth, as in Detectron2's C4 heads
+        res5 = default_stage_specs(
+            50,
+            stem_out_channels=r.STEM_OUT_CHANNELS,
+            res2_out_channels=r.RES2_OUT_CHANNELS,
+            bottleneck_channels=r.NUM_GROUPS * r.WIDTH_PER_GROUP,
+        )[-1]
         blocks = ResNet.make_stage(
-            BottleneckBlock,
-            3,
-            stride_per_block=[2, 1, 1],
-            in_channels=out_channels // 2,
-            out_channels=out_channels,
-            bottleneck_channels=r.NUM_GROUPS * r.WIDTH_PER_GROUP * 8,
-            num_groups=r.NUM_GROUPS,
-            norm=r.NORM,
-            stride_in_1x1=r.STRIDE_IN_1X1,
+            BottleneckBlock, **res5, num_groups=r.NUM_GROUPS, norm=r.NORM, stride_in_1x1=r.STRIDE_IN_1X1
         )
+        out_channels = res5["out_channels"]
         return nn.Sequential(*blocks), out_channels
 
     def _shared_roi_transform(self, features: Dict[str, Tensor], boxes: List[Boxes]) -> Tensor:
