@@ -174,6 +174,7 @@ def do_train(args, cfg: DictConfig):
         checkpointer=checkpointer,
         checkpoint_period=train.checkpointer.period,
         checkpoints_to_keep=train.checkpointer.max_to_keep,
+        checkpoint_signals=train.checkpointer.signals,
         eval_period=train.eval_period,
         test_function=lambda: do_test(cfg, model),
         val_loss_period=train.val_loss_period,

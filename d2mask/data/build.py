@@ -5,6 +5,7 @@ mapped dicts per process; the test loader yields this process's shard of a datas
 """
 import itertools
 import logging
+import signal
 from collections import Counter
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
@@ -131,7 +132,17 @@ def _identity(item: Any) -> Any:
     return item
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    # The training process decides what a SIGTERM/SIGINT/requeue signal does: it finishes its step
+    # and saves a checkpoint (engine.hooks.SignalCheckpointer). A cluster signals every process of a
+    # job; a worker dying of it would end the run with "DataLoader worker killed" instead. Workers
+    # still end with the training process (torch's watchdog).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def _worker_init_reset_seed(worker_id: int) -> None:
+    _ignore_stop_signals(worker_id)
     # torch gives each worker its own initial seed; numpy and `random` (used by augmentations) must
     # follow it, or all workers would draw the same augmentations.
     seed_all_rng(torch.initial_seed() % 2**31)
@@ -270,5 +281,5 @@ def build_detection_test_loader(
         sampler = InferenceSampler(len(dataset))
     return torchdata.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, drop_last=False, num_workers=num_workers,
-        collate_fn=_trivial_batch_collator,
+        collate_fn=_trivial_batch_collator, worker_init_fn=_ignore_stop_signals,
     )

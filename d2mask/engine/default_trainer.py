@@ -127,6 +127,7 @@ class DefaultTrainer(TrainerBase):
             checkpointer=self.checkpointer,
             checkpoint_period=cfg.SOLVER.CHECKPOINT_PERIOD,
             checkpoints_to_keep=cfg.SOLVER.CHECKPOINTS_TO_KEEP,
+            checkpoint_signals=cfg.SOLVER.CHECKPOINT_SIGNALS,
             eval_period=cfg.TEST.EVAL_PERIOD,
             test_function=test_and_save_results,
             val_loss_period=cfg.TEST.VAL_LOSS_PERIOD,

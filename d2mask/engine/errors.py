@@ -15,7 +15,14 @@ from ..data import DatasetError
 from ..utils.atomic_write import DiskFullError
 from ..utils.registry import RegistryError
 
-__all__ = ["EXIT_USER_ERROR", "LaunchError", "USER_ERRORS", "user_error_message", "report_user_errors"]
+__all__ = [
+    "EXIT_USER_ERROR",
+    "LaunchError",
+    "TrainingInterrupted",
+    "USER_ERRORS",
+    "user_error_message",
+    "report_user_errors",
+]
 
 # The exit status of a run stopped by a user error; argparse uses it for a bad command line too.
 EXIT_USER_ERROR = 2
@@ -24,6 +31,17 @@ EXIT_USER_ERROR = 2
 class LaunchError(ValueError, RuntimeError):
     """A job that cannot start as asked on this machine (--num-gpus, --num-machines, --dist-url),
     or one of whose processes stopped on a user error (reported by that process)."""
+
+
+class TrainingInterrupted(SystemExit):
+    """Training stopped by a signal (SIGTERM, SIGINT, a cluster's requeue signal) after it saved a
+    checkpoint of its last iteration. Exits like a process killed by that signal, with status
+    128 + its number (SIGTERM 143, SIGINT 130, SIGUSR1 138), so that job scripts and shells see the
+    usual code; `--resume` continues the run."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signum = signum
 
 
 USER_ERRORS = (

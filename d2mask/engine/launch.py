@@ -8,6 +8,7 @@ NCCL is used on GPUs, gloo on CPU (where several processes are allowed, e.g. for
 process raises or dies, the others are ended and `launch` raises with that process's traceback;
 a process stopped by a user error (`USER_ERRORS`) prints its message alone instead.
 """
+import contextlib
 import ctypes
 import datetime
 import errno
@@ -17,7 +18,7 @@ import signal
 import socket
 import sys
 import traceback
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -25,7 +26,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..utils import comm
-from .errors import EXIT_USER_ERROR, USER_ERRORS, LaunchError, user_error_message
+from .errors import EXIT_USER_ERROR, USER_ERRORS, LaunchError, TrainingInterrupted, user_error_message
 
 __all__ = ["DEFAULT_TIMEOUT", "launch"]
 
@@ -167,18 +168,45 @@ def launch(
     elif machine_rank == 0:
         _check_port_free(dist_url)
 
+    context = mp.start_processes(
+        _worker,
+        nprocs=num_gpus_per_machine,
+        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, tuple(args), timeout),
+        daemon=False,
+        start_method="spawn",
+        join=False,
+    )
     try:
-        mp.start_processes(
-            _worker,
-            nprocs=num_gpus_per_machine,
-            args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, tuple(args), timeout),
-            daemon=False,
-            start_method="spawn",
-        )
+        with _forwarding_signals(context.processes):
+            while not context.join():
+                pass
     except mp.ProcessExitedException as e:
-        if e.exit_code != EXIT_USER_ERROR:
-            raise
-        raise LaunchError(f"Process {e.error_index} of the job stopped on the error it printed above") from None
+        if e.exit_code == EXIT_USER_ERROR:
+            raise LaunchError(f"Process {e.error_index} of the job stopped on the error it printed above") from None
+        if e.exit_code is not None and e.exit_code > 128:  # a rank's TrainingInterrupted: all stopped so
+            raise TrainingInterrupted(e.exit_code - 128) from None
+        raise
+
+
+# Signals a cluster sends to the launching process only (Kubernetes signals a container's first
+# process), forwarded to the ranks, which checkpoint and stop (hooks.SignalCheckpointer). Not
+# SIGINT: Ctrl-C reaches every process of the terminal's process group already.
+_FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@contextlib.contextmanager
+def _forwarding_signals(processes: Sequence[Any]) -> Iterator[None]:
+    def forward(signum: int, frame) -> None:
+        for process in processes:
+            if process.is_alive():
+                os.kill(process.pid, signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _die_with_parent() -> None:
@@ -220,6 +248,8 @@ def _worker(
         sys.stderr.write(f"Rank {rank}: {user_error_message(e)}\n")
         sys.stderr.flush()
         raise SystemExit(EXIT_USER_ERROR) from None
+    except TrainingInterrupted:
+        raise  # stopped by a signal after its checkpoint, which it logged
     except BaseException:
         # The launching process re-raises one failure, which may be another rank's consequence of
         # this one (a broken collective); printed here, the first failure is always in the output.

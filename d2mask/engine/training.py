@@ -8,7 +8,7 @@ import inspect
 import itertools
 import logging
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -107,6 +107,7 @@ def build_default_hooks(
     checkpointer: DetectionCheckpointer,
     checkpoint_period: int,
     checkpoints_to_keep: int = 0,
+    checkpoint_signals: Sequence[str] = ("SIGTERM", "SIGINT"),
     eval_period: int = 0,
     test_function: Callable[[], Dict[str, Any]],
     val_loss_period: int = 0,
@@ -119,13 +120,14 @@ def build_default_hooks(
     output_dir: str = "",
 ) -> List[hooks.HookBase]:
     """Timer, LR schedule, checkpoints, validation loss, evaluation, best checkpoint, early stopping,
-    writers and plots, in the order they must run.
+    writers and plots, and the checkpoint on a stop signal, in the order they must run.
 
     Args:
         model: the model being trained (for the validation loss).
         optimizer, scheduler: stepped by the LRScheduler hook.
         checkpointer: writes periodic, final and best checkpoints.
         checkpoint_period, checkpoints_to_keep: PeriodicCheckpointer's (0 keeps all).
+        checkpoint_signals: signals that end training with a checkpoint (SignalCheckpointer).
         eval_period: evaluate every this many iterations and at the end; 0: at the end only.
         test_function: runs the evaluation, returns {task: {metric: value}}.
         val_loss_period: compute the losses on `val_loader` every this many iterations (0: never).
@@ -137,11 +139,11 @@ def build_default_hooks(
             iterations (or more often, see below); the PNG plots of their metrics.json are written
             into `output_dir`.
     """
+    periodic = hooks.PeriodicCheckpointer(checkpointer, checkpoint_period, max_to_keep=checkpoints_to_keep)
     ret: List[hooks.HookBase] = [
         hooks.IterationTimer(),
         hooks.LRScheduler(optimizer, scheduler),
-        # before evaluation, so that a failing evaluation still leaves the checkpoint
-        hooks.PeriodicCheckpointer(checkpointer, checkpoint_period, max_to_keep=checkpoints_to_keep),
+        periodic,  # before evaluation, so that a failing evaluation still leaves the checkpoint
     ]
     if val_loss_period > 0:
         if val_loader is None:
@@ -167,6 +169,8 @@ def build_default_hooks(
         # last: they report what the hooks above recorded at this iteration
         ret.append(hooks.PeriodicWriter(writers, period=min(periods)))
         ret.append(hooks.MetricsPlotter(os.path.join(output_dir, "metrics.json"), output_dir))
+    # after everything of an iteration, so that the checkpoint it saves is of a complete one
+    ret.append(hooks.SignalCheckpointer(periodic, checkpoint_signals))
     return ret
 
 

@@ -10,6 +10,7 @@ Names that a registry resolves (MODEL.BACKBONE.NAME, ...) are checked by the reg
 model is built; here are the values no registry sees.
 """
 import math
+import signal
 from typing import Any, Callable, List, Sequence, Tuple
 
 import torch
@@ -24,6 +25,8 @@ _CHANNELS = {"BGR": 3, "RGB": 3, "L": 1}
 _BOX_LOSSES = ("smooth_l1", "giou", "diou", "ciou")
 _POOLERS = ("ROIAlign", "ROIAlignV2")
 _NORMS = tuple(NORM_NAMES)
+# Signals a process can handle (not SIGKILL, SIGSTOP), for SOLVER.CHECKPOINT_SIGNALS.
+_SIGNALS = tuple(s for s in signal.Signals.__members__ if s not in ("SIGKILL", "SIGSTOP"))
 
 
 def _number(v: Any) -> bool:
@@ -153,6 +156,7 @@ _RULES: Sequence[Tuple[str, Callable[[Any], bool], str]] = [
     ("SOLVER.WARMUP_METHOD", one_of("linear", "constant"), "'linear' or 'constant'"),
     ("SOLVER.CHECKPOINT_PERIOD", positive_int, "an int > 0"),
     ("SOLVER.CHECKPOINTS_TO_KEEP", non_negative_int, "an int >= 0"),
+    ("SOLVER.CHECKPOINT_SIGNALS", each(one_of(*_SIGNALS)), "signal names such as 'SIGTERM' or 'SIGUSR1'"),
     ("SOLVER.MAX_EPOCHS", non_negative, "a number >= 0"),
     ("SOLVER.STEPS_EPOCHS", lambda v: increasing(v) and each(positive)(v), "increasing epochs > 0"),
     ("SOLVER.CHECKPOINT_PERIOD_EPOCHS", non_negative, "a number >= 0"),

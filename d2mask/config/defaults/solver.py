@@ -20,6 +20,7 @@ def add_solver_defaults(cfg) -> None:
     define(cfg, "SOLVER.WARMUP_ITERS", 1000, "Warm-up iterations.")
     define(cfg, "SOLVER.WARMUP_METHOD", "linear", "Warm-up shape: linear or constant.")
     define(cfg, "SOLVER.CHECKPOINT_PERIOD", 5000, "Save a checkpoint every this many iterations.")
+    define(cfg, "SOLVER.CHECKPOINT_SIGNALS", ["SIGTERM", "SIGINT"], "Signals that end training after the current iteration with a checkpoint of it (exit status 128 + the signal's number; --resume continues); add e.g. SIGUSR1, a cluster's requeue signal.")
     define(cfg, "SOLVER.CHECKPOINTS_TO_KEEP", 0, "Periodic checkpoints kept on disk, the newest; 0 keeps all (model_final and model_best are never deleted).")
     define(cfg, "SOLVER.MAX_EPOCHS", 0.0, "> 0: train this many epochs; MAX_ITER is computed from the training set's size and IMS_PER_BATCH (docs/training.md).")
     define(cfg, "SOLVER.STEPS_EPOCHS", (), "With MAX_EPOCHS: the learning-rate steps in epochs, replacing SOLVER.STEPS.")

@@ -1,5 +1,5 @@
 """Hooks: the pieces of training around the step (`d2mask.engine.hooks.X`, as in Detectron2)."""
-from .checkpointing import BestCheckpointer, PeriodicCheckpointer
+from .checkpointing import BestCheckpointer, PeriodicCheckpointer, SignalCheckpointer
 from .common import CallbackHook, IterationTimer, LRScheduler, MetricsPlotter, PeriodicWriter
 from .early_stopping import EarlyStopping
 from .evaluation import EvalHook, ValidationLoss
@@ -14,6 +14,7 @@ __all__ = [
     "MetricsPlotter",
     "PeriodicCheckpointer",
     "BestCheckpointer",
+    "SignalCheckpointer",
     "EvalHook",
     "ValidationLoss",
     "EarlyStopping",

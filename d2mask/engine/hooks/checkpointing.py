@@ -1,17 +1,21 @@
-"""Hooks that save checkpoints: periodically (keeping the newest few) and of the best model."""
+"""Hooks that save checkpoints: periodically (keeping the newest few), of the best model, and when
+the job is told to stop."""
 import logging
 import os
 import re
-from typing import Optional
+import signal
+import threading
+from typing import Dict, Optional, Sequence
 
 from fvcore.common.checkpoint import Checkpointer
 
 from ...utils import comm
 from ...utils.env import get_rng_state
+from ..errors import TrainingInterrupted
 from ..train_loop import HookBase
 from .evaluation import fresh_metric, is_better, period_ends
 
-__all__ = ["PeriodicCheckpointer", "BestCheckpointer"]
+__all__ = ["PeriodicCheckpointer", "BestCheckpointer", "SignalCheckpointer"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,3 +157,79 @@ class BestCheckpointer(HookBase):
     def load_state_dict(self, state) -> None:
         self.best_metric = state["best_metric"]
         self.best_iter = state["best_iter"]
+
+
+class SignalCheckpointer(HookBase):
+    """Ends training cleanly when the process receives one of `signals`: what SLURM and Kubernetes
+    send before preempting a job (SIGTERM), Ctrl-C (SIGINT), or a cluster's requeue signal (e.g.
+    SIGUSR1, sent by `sbatch --signal`).
+
+    The current iteration is finished (with its hooks: an evaluation that is running completes),
+    then a checkpoint of it is saved atomically, one line logged, and `TrainingInterrupted` raised:
+    the process exits with status 128 + the signal's number and `--resume` continues exactly where
+    it stopped. A save in progress when the signal arrives completes, so no temporary file is left.
+    A second SIGINT abandons the iteration at once (KeyboardInterrupt), without a checkpoint.
+
+    Register it last (after the writers), on every process: the processes agree on stopping at the
+    same iteration. The handlers are installed for the steps of training only (from `before_train`
+    to the last iteration), so forked DataLoader workers inherit them and do not die of the signal
+    while the training process finishes its step.
+    """
+
+    def __init__(self, periodic_checkpointer: PeriodicCheckpointer, signals: Sequence[str] = ("SIGTERM", "SIGINT")):
+        """
+        Args:
+            periodic_checkpointer: saves the checkpoint (with every process's random states), under
+                the name of a periodic one, `<prefix>_<iteration:07d>`.
+            signals: signal names, e.g. ("SIGTERM", "SIGINT", "SIGUSR1").
+        """
+        unknown = [s for s in signals if s not in signal.Signals.__members__ or s in ("SIGKILL", "SIGSTOP")]
+        if unknown:
+            raise ValueError(f"SignalCheckpointer: {unknown} cannot be handled; signals are names such as 'SIGUSR1'")
+        self._checkpointer = periodic_checkpointer
+        self._signals = [signal.Signals[s] for s in signals]
+        self._previous: Dict[signal.Signals, object] = {}
+        self._received: Optional[int] = None
+
+    def _handle(self, signum: int, frame) -> None:
+        if self._received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        # SIGTERM may arrive twice (a cluster signals every process, and the launcher forwards it)
+        self._received = signum
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def before_train(self) -> None:
+        self._received = None
+        if threading.current_thread() is not threading.main_thread():
+            logger.warning("Training runs outside the main thread, where signals cannot be handled: a SIGTERM "
+                           "ends it without a checkpoint")
+            return
+        for signum in self._signals:
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def after_step(self) -> None:
+        iteration = self.trainer.iter
+        received = self._received
+        if comm.get_world_size() > 1:  # every process stops at the same iteration
+            received = max((r for r in comm.all_gather(received) if r is not None), default=None)
+        if iteration >= self.trainer.max_iter - 1:
+            self._restore()  # the run is complete: nothing left to save for
+            return
+        if received is None:
+            return
+        name = f"{self._checkpointer.file_prefix}_{iteration:07d}"
+        self._checkpointer.save(name, iteration)
+        comm.synchronize()  # no process exits while the main one is still writing
+        save_dir = self._checkpointer.checkpointer.save_dir
+        logger.warning(
+            f"Stopped by {signal.Signals(received).name} after iteration {iteration}: saved "
+            f"{os.path.join(save_dir, name + '.pth')}; continue with --resume"
+        )
+        raise TrainingInterrupted(received)
+
+    def after_train(self) -> None:
+        self._restore()
