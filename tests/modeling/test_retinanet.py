@@ -2,6 +2,7 @@
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ from d2mask.modeling import (
 )
 from d2mask.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from d2mask.structures import Boxes, Instances
+from d2mask.utils.events import EventStorage
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K = 2  # foreground classes; label 2 is background
@@ -154,6 +156,22 @@ def test_forward_trains_and_detects_at_the_input_size():
         out = model([{"image": image, "height": 128, "width": 96}])[0]["instances"]
     assert out.image_size == (128, 96) and len(out) > 0
     assert (out.pred_boxes.tensor[:, 2:] <= torch.tensor([96.0, 128.0])).all()
+
+
+def test_training_visualisation_shows_detections_every_vis_period():
+    model = _retinanet(vis_period=2, input_format="BGR", test_score_thresh=0.0)
+    gt = Instances((64, 48), gt_boxes=Boxes(torch.tensor([[8.0, 8.0, 30.0, 40.0]])), gt_classes=torch.tensor([0]))
+    inputs = [{"image": torch.randint(0, 255, (3, 64, 48), dtype=torch.uint8), "instances": gt}]
+    with EventStorage(start_iter=3) as storage:
+        model(inputs)  # iteration 3: nothing
+        assert storage.images == []
+        storage.iter = 4
+        model(inputs)
+        (name, image, iteration), = storage.images
+    assert "20 highest-scoring detections" in name and iteration == 4
+    assert image.shape == (3, 64, 96) and image.dtype == np.uint8
+    with pytest.raises(ValueError, match="input_format"):
+        _retinanet(vis_period=2)
 
 
 def test_p6p7_top_block_and_retinanet_backbone_levels():

@@ -6,12 +6,14 @@ values per anchor (classes, or 4 box deltas), `R` anchors over all levels (sum o
 """
 from typing import Dict, List, Optional, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from d2mask.structures import ImageList, Instances
+from d2mask.utils.events import get_event_storage, has_event_storage
 
 from ..backbone import Backbone
-from .rcnn import _NormalizedInput, _rescale
+from .rcnn import _gt_beside_boxes, _NormalizedInput, _rescale
 
 __all__ = ["DenseDetector", "permute_to_N_HWA_K"]
 
@@ -36,6 +38,8 @@ class DenseDetector(_NormalizedInput):
         *,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
+        vis_period: int = 0,
+        input_format: Optional[str] = None,
     ):
         """
         Args:
@@ -43,8 +47,15 @@ class DenseDetector(_NormalizedInput):
             head: L feature maps -> per-level predictions (a list of outputs, each L x `Tensor[N, A*K, Hi, Wi]`).
             head_in_features: the backbone features the head reads; None reads all, finest first.
             pixel_mean, pixel_std: per-channel statistics the input images are normalised with.
+            vis_period: in training, every this many iterations of an active event storage, log an
+                image of the GT boxes beside the current top detections; 0 never.
+            input_format: channel order of the input images ("BGR", "RGB", "L"); needed to draw them.
         """
         super().__init__(pixel_mean, pixel_std)
+        if vis_period > 0 and input_format is None:
+            raise ValueError(f"{type(self).__name__} needs input_format (INPUT.FORMAT) to visualise training (VIS_PERIOD > 0)")
+        self.vis_period = vis_period
+        self.input_format = input_format
         shapes = backbone.output_shape()
         if head_in_features is None:
             head_in_features = sorted(shapes, key=lambda f: shapes[f].stride)
@@ -69,9 +80,19 @@ class DenseDetector(_NormalizedInput):
         features = [features[f] for f in self.head_in_features]
         predictions = self.head(features)
         if self.training:
-            return self.forward_training(images, features, predictions, self.gt_instances(batched_inputs))
+            losses = self.forward_training(images, features, predictions, self.gt_instances(batched_inputs))
+            if self.vis_period > 0 and has_event_storage() and get_event_storage().iter % self.vis_period == 0:
+                with torch.no_grad():
+                    self.visualize_training(batched_inputs, self.forward_inference(images, features, predictions))
+            return losses
         results = self.forward_inference(images, features, predictions)
         return [{"instances": r} for r in _rescale(results, batched_inputs, images.image_sizes)]
+
+    def visualize_training(self, batched_inputs: List[Dict], results: List[Instances], max_boxes: int = 20) -> None:
+        """Puts in the active event storage an image of the first input: its GT boxes (left) beside its
+        `max_boxes` highest-scoring detections (right)."""
+        both = _gt_beside_boxes(batched_inputs[0], results[0].pred_boxes[:max_boxes], self.input_format)
+        get_event_storage().put_image(f"Left: GT bounding boxes;  Right: {max_boxes} highest-scoring detections", both)
 
     def forward_training(
         self, images: ImageList, features: List[Tensor], predictions, gt_instances: List[Instances]

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from d2mask.config import configurable
 from d2mask.data.detection_utils import convert_image_to_rgb
-from d2mask.structures import ImageList, Instances
+from d2mask.structures import Boxes, ImageList, Instances
 from d2mask.utils.events import get_event_storage, has_event_storage
 from d2mask.utils.visualizer import Visualizer
 
@@ -148,13 +148,7 @@ class GeneralizedRCNN(_NormalizedInput):
     def visualize_training(self, batched_inputs: List[Dict], proposals: List[Instances], max_proposals: int = 20) -> None:
         """Puts in the active event storage an image of the first input: its GT boxes (left) beside its
         `max_proposals` most confident proposals (right), to check what the RPN learns."""
-        inputs = batched_inputs[0]
-        image = inputs["image"].permute(1, 2, 0).cpu().numpy()  # (C, H, W) -> (H, W, C)
-        image = convert_image_to_rgb(image, self.input_format).clip(0, 255).astype(np.uint8)
-        gt = Visualizer(image).overlay_instances(boxes=inputs["instances"].gt_boxes).get_image()
-        top = proposals[0].proposal_boxes[:max_proposals]
-        predicted = Visualizer(image).overlay_instances(boxes=top).get_image()
-        both = np.concatenate([gt, predicted], axis=1).transpose(2, 0, 1)  # (H, 2W, 3) -> (3, H, 2W)
+        both = _gt_beside_boxes(batched_inputs[0], proposals[0].proposal_boxes[:max_proposals], self.input_format)
         get_event_storage().put_image("Left: GT bounding boxes;  Right: Predicted proposals", both)
 
     def inference(
@@ -231,6 +225,16 @@ class ProposalNetwork(_NormalizedInput):
         if self.training:
             return losses
         return [{"proposals": p} for p in _rescale(proposals, batched_inputs, images.image_sizes)]
+
+
+def _gt_beside_boxes(inputs: Dict, boxes: Boxes, input_format: str) -> np.ndarray:
+    """`(3, H, 2W)` uint8: an input's image with its GT boxes (left) beside `boxes` (right), for the
+    event storage's training images."""
+    image = inputs["image"].permute(1, 2, 0).cpu().numpy()  # (C, H, W) -> (H, W, C)
+    image = convert_image_to_rgb(image, input_format).clip(0, 255).astype(np.uint8)
+    gt = Visualizer(image).overlay_instances(boxes=inputs["instances"].gt_boxes).get_image()
+    predicted = Visualizer(image).overlay_instances(boxes=boxes).get_image()
+    return np.concatenate([gt, predicted], axis=1).transpose(2, 0, 1)  # (H, 2W, 3) -> (3, H, 2W)
 
 
 def _rescale(

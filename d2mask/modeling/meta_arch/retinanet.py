@@ -5,7 +5,7 @@ Shape shorthand: `N` images, `L` levels, `Hi x Wi` the size of level i, `A` anch
 foreground classes (label `K` is background), `R` anchors over all levels (sum of Hi*Wi*A), `C` channels.
 """
 import math
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -138,6 +138,8 @@ class RetinaNet(DenseDetector):
         max_detections_per_image: int = 100,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
+        vis_period: int = 0,
+        input_format: Optional[str] = None,
     ):
         """
         Args:
@@ -155,9 +157,12 @@ class RetinaNet(DenseDetector):
             test_topk_candidates: the most candidates per level kept before NMS.
             test_nms_thresh: IoU above which a lower-scoring box of the same class is suppressed.
             max_detections_per_image: the most detections returned per image.
-            pixel_mean, pixel_std: per-channel statistics the input images are normalised with.
+            pixel_mean, pixel_std, vis_period, input_format: see `DenseDetector`.
         """
-        super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std)
+        super().__init__(
+            backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std, vis_period=vis_period,
+            input_format=input_format,
+        )
         if box_reg_loss_type not in BOX_REGRESSION_LOSS_TYPES:
             raise ValueError(
                 f"RetinaNet box_reg_loss_type (MODEL.RETINANET.BBOX_REG_LOSS_TYPE) must be one of "
@@ -206,6 +211,8 @@ class RetinaNet(DenseDetector):
             "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
+            "vis_period": cfg.VIS_PERIOD,
+            "input_format": cfg.INPUT.FORMAT,
         }
 
     def forward_training(
