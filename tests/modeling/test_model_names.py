@@ -1,11 +1,11 @@
 """The full state dict of Mask R-CNN R50-FPN and R50-C4, Cascade Mask R-CNN R50-FPN and RetinaNet
 R50-FPN has exactly Detectron2's names and shapes, so Detectron2 checkpoints load with nothing missing
-or unexpected."""
+or unexpected, whether built from the YAML configs or from the Python (LazyConfig) model files."""
 import os
 
 import pytest
 
-from d2mask.config import get_cfg
+from d2mask.config import LazyConfig, get_cfg, instantiate
 from d2mask.modeling import build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,3 +46,17 @@ def test_state_dict_matches_detectron2(config, reference):
     assert {k: v for k, v in got.items() if v != expected[k]} == {}
     # The input statistics come from the config and are not saved, as in Detectron2.
     assert not any("pixel_" in name for name in got)
+
+
+@pytest.mark.parametrize(
+    "config, reference",
+    [
+        ("cascade_rcnn.py", "detectron2_cascade_mask_rcnn_R_50_FPN_state_dict.txt"),
+        ("retinanet.py", "detectron2_retinanet_R_50_FPN_state_dict.txt"),
+    ],
+)
+def test_lazy_config_models_match_detectron2(config, reference):
+    expected = _reference(reference)
+    model = instantiate(LazyConfig.load(os.path.join(REPO, "configs", "common", "models", config), "model"))
+    got = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    assert got == expected
