@@ -189,6 +189,7 @@ def test_mask_branch_runs_on_the_cascades_detections():
         ("MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False, "CLS_AGNOSTIC_BBOX_REG: True"),
         ("MODEL.ROI_BOX_CASCADE_HEAD.IOUS", (0.5, 0.6), "one entry per cascade stage"),
         ("MODEL.ROI_HEADS.IOU_THRESHOLDS", [0.4], "must equal MODEL.ROI_HEADS.IOU_THRESHOLDS[0] (0.4)"),
+        ("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", True, "not CascadeROIHeads"),
     ],
 )
 def test_inconsistent_config_is_one_config_error(key, value, message):
