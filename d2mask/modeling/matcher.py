@@ -19,9 +19,12 @@ ANCHOR_MATCHER_REGISTRY.__doc__ = """
 Matchers of anchors/proposals to ground truth, selected by `<stage>.MATCHER.NAME` where the stage is
 MODEL.RPN or MODEL.ROI_HEADS.
 
-Each is called as `cls(cfg, stage_cfg)` and the object as `matcher(gt_boxes: Boxes[G], boxes: Boxes[N])`,
-returning `(matched_idxs: Tensor[N] int64, match_labels: Tensor[N] int8)` with labels 1 (foreground),
-0 (background) or -1 (ignored).
+Each is called as `cls(cfg, stage_cfg)` and the object as
+`matcher(gt_boxes: Boxes[G], boxes: Boxes[N], num_per_level: Optional[List[int]] = None)`, returning
+`(matched_idxs: Tensor[N] int64, match_labels: Tensor[N] int8)` with labels 1 (foreground),
+0 (background) or -1 (ignored). Anchors come with `num_per_level`, the L per-level counts of the
+concatenated boxes (level by level, as the anchor generator makes them), for a level-aware matcher;
+proposals, which have no levels, come without.
 """
 
 # Each IoU chunk holds at most this many elements: 16 MB in float32, so the chunk and the few
@@ -114,12 +117,15 @@ class Matcher:
             "allow_low_quality_matches": stage_cfg.MATCHER.ALLOW_LOW_QUALITY_MATCHES,
         }
 
-    def __call__(self, gt_boxes: Union[Boxes, Tensor], boxes: Optional[Boxes] = None) -> Tuple[Tensor, Tensor]:
+    def __call__(
+        self, gt_boxes: Union[Boxes, Tensor], boxes: Optional[Boxes] = None, num_per_level: Optional[List[int]] = None
+    ) -> Tuple[Tensor, Tensor]:
         """
         Args:
             gt_boxes: the G ground-truth boxes of one image; or, alone (Detectron2's form), the IoU
                 matrix `Tensor[G, N]` of the GT boxes with the boxes.
             boxes: the N anchors or proposals of that image.
+            num_per_level: the registry contract's anchor counts per level; IoU matching does not use them.
 
         Returns:
             matched_idxs: `Tensor[N]` int64, the index of each box's highest-IoU GT box (0 when G == 0).

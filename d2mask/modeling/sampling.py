@@ -20,7 +20,8 @@ MODEL.RPN or MODEL.ROI_HEADS.
 
 Each is called as `cls(cfg, stage_cfg)` and the object as `sampler(match_labels: Tensor[N])` with
 labels 1 (foreground), 0 (background) and -1 (ignored), returning
-`(pos_idx: Tensor[P] int64, neg_idx: Tensor[Q] int64)`.
+`(pos_idx: Tensor[P] int64, neg_idx: Tensor[Q] int64)`. A sampler that draws at random and differs
+only in how many it draws subclasses `RandomSampler` and overrides `num_samples`.
 """
 
 
@@ -53,6 +54,11 @@ def subsample_labels(
     negative = nonzero_tuple(labels == bg_label)[0]
     num_pos = min(positive.numel(), int(num_samples * positive_fraction))
     num_neg = min(negative.numel(), num_samples - num_pos)
+    return _draw(positive, negative, num_pos, num_neg)
+
+
+def _draw(positive: Tensor, negative: Tensor, num_pos: int, num_neg: int) -> Tuple[Tensor, Tensor]:
+    """`num_pos` of the indices `positive` and `num_neg` of `negative`, uniformly at random."""
     pos_pick = torch.randperm(positive.numel(), device=positive.device)[:num_pos]
     neg_pick = torch.randperm(negative.numel(), device=negative.device)[:num_neg]
     return positive[pos_pick], negative[neg_pick]
@@ -60,7 +66,10 @@ def subsample_labels(
 
 @SAMPLER_REGISTRY.register()
 class RandomSampler:
-    """Uniform random sampling of a fixed budget per image with a cap on the share of positives."""
+    """Uniform random sampling of a fixed budget per image with a cap on the share of positives.
+
+    How many positives and negatives are drawn is `num_samples`, which a subclass may override.
+    """
 
     @configurable
     def __init__(self, *, batch_size_per_image: int, positive_fraction: float):
@@ -69,10 +78,11 @@ class RandomSampler:
             batch_size_per_image: the most elements sampled per image.
             positive_fraction: the largest share of positives among them, in [0, 1].
         """
+        name = type(self).__name__
         if batch_size_per_image < 1:
-            raise ValueError(f"RandomSampler batch_size_per_image (BATCH_SIZE_PER_IMAGE) must be >= 1, got {batch_size_per_image}")
+            raise ValueError(f"{name} batch_size_per_image (BATCH_SIZE_PER_IMAGE) must be >= 1, got {batch_size_per_image}")
         if not 0.0 <= positive_fraction <= 1.0:
-            raise ValueError(f"RandomSampler positive_fraction (POSITIVE_FRACTION) must be in [0, 1], got {positive_fraction}")
+            raise ValueError(f"{name} positive_fraction (POSITIVE_FRACTION) must be in [0, 1], got {positive_fraction}")
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
 
@@ -83,9 +93,17 @@ class RandomSampler:
             "positive_fraction": stage_cfg.POSITIVE_FRACTION,
         }
 
+    def num_samples(self, num_positive: int, num_negative: int) -> Tuple[int, int]:
+        """(positives, negatives) to draw from an image with that many of each: as many positives as
+        the cap allows, then negatives up to the budget."""
+        num_pos = min(num_positive, int(self.batch_size_per_image * self.positive_fraction))
+        return num_pos, min(num_negative, self.batch_size_per_image - num_pos)
+
     def __call__(self, match_labels: Tensor) -> Tuple[Tensor, Tensor]:
         """Samples `Tensor[N]` labels (1 foreground, 0 background, -1 ignored) into (pos_idx, neg_idx)."""
-        return subsample_labels(match_labels, self.batch_size_per_image, self.positive_fraction, 0)
+        positive = nonzero_tuple(match_labels == 1)[0]
+        negative = nonzero_tuple(match_labels == 0)[0]
+        return _draw(positive, negative, *self.num_samples(positive.numel(), negative.numel()))
 
 
 def resolve_sampler(

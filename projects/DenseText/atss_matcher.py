@@ -10,10 +10,9 @@ for each GT box, the `topk` anchors of each level whose centres are nearest to t
 those whose IoU reaches the mean plus the standard deviation of these candidates' IoUs: every object
 gets positives whatever its size, in numbers that follow how well the anchors fit it.
 
-Shape shorthand: `M` ground-truth boxes, `N` anchors, `L` anchor levels, `K` candidates per GT box.
+Shape shorthand: `G` ground-truth boxes, `N` anchors, `L` anchor levels, `C` candidates per GT box.
 """
-import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -42,14 +41,6 @@ def add_config(cfg) -> None:
             stage.MATCHER.TOPK = 9
 
 
-def _level_sizes(sizes: Sequence, num_levels: int) -> List[List[float]]:
-    """MODEL.ANCHOR_GENERATOR.SIZES as one list per level, the way the anchor generator reads it."""
-    per_level = [list(s) for s in sizes] if sizes and isinstance(sizes[0], (list, tuple)) else [list(sizes)]
-    if len(per_level) == 1:
-        per_level *= num_levels
-    return per_level
-
-
 @ANCHOR_MATCHER_REGISTRY.register()
 class ATSSMatcher:
     """Adaptive training sample selection for anchors spread over levels of different sizes.
@@ -59,45 +50,23 @@ class ATSSMatcher:
     whose centre lies inside the box. An anchor chosen by several GT boxes goes to the one it overlaps
     most. Every other anchor is background; none is ignored.
 
-    An anchor's level is found from its size (the square root of its area): it belongs to the level
-    whose anchor sizes are closest in log scale. This lets the matcher keep the registry contract
-    `matcher(gt_boxes, anchors)`, which gives the anchors of all levels concatenated without their
-    per-level counts, and it requires each level to have sizes of its own.
+    The levels are those of the registry contract's `num_per_level` (which the RPN passes): the
+    anchors of level 0 first, then those of level 1, and so on.
 
-    Distances are reduced chunk by chunk (at most `max_chunk_elements` per chunk), so the M x N
+    Distances are reduced chunk by chunk (at most `max_chunk_elements` per chunk), so the G x N
     distance matrix is never held (3,000 GT boxes on 250,000 anchors stay within ~100 MB); the
-    candidates' IoUs are an M x K matrix with K = topk * L.
-    The per-level anchor counts are read back to the host once per call, to slice the levels.
+    candidates' IoUs are a G x C matrix with C = topk * L.
     """
 
     @configurable
-    def __init__(
-        self,
-        *,
-        level_sizes: List[List[float]],
-        topk: int = 9,
-        max_chunk_elements: int = _MAX_CHUNK_ELEMENTS,
-    ):
+    def __init__(self, *, topk: int = 9, max_chunk_elements: int = _MAX_CHUNK_ELEMENTS):
         """
         Args:
-            level_sizes: per anchor level, the sizes (square roots of areas) of its anchors; no size
-                may appear on two levels.
             topk: candidates per level and GT box, chosen by centre distance.
             max_chunk_elements: the most distances computed at once; bounds the memory used.
         """
-        if not level_sizes or any(len(sizes) == 0 for sizes in level_sizes):
-            raise ValueError(f"ATSSMatcher needs at least one anchor size per level, got {level_sizes}")
-        flat = [float(s) for sizes in level_sizes for s in sizes]
-        if len(set(flat)) != len(flat):
-            raise ValueError(
-                f"ATSSMatcher finds an anchor's level from its size, so each level needs sizes of its own; "
-                f"got {level_sizes} (MODEL.ANCHOR_GENERATOR.SIZES)"
-            )
         if topk < 1:
             raise ValueError(f"ATSSMatcher topk (MATCHER.TOPK) must be >= 1, got {topk}")
-        self.num_levels = len(level_sizes)
-        self.log_sizes = [math.log(s) for s in flat]
-        self.size_levels = [level for level, sizes in enumerate(level_sizes) for _ in sizes]
         self.topk = topk
         self.max_chunk_elements = max_chunk_elements
 
@@ -108,30 +77,28 @@ class ATSSMatcher:
                 "ATSSMatcher reads MATCHER.TOPK, which this config lacks: list 'projects.DenseText.atss_matcher' "
                 "in IMPORTS (its add_config adds the key)"
             )
-        return {
-            "level_sizes": _level_sizes(cfg.MODEL.ANCHOR_GENERATOR.SIZES, len(cfg.MODEL.RPN.IN_FEATURES)),
-            "topk": stage_cfg.MATCHER.TOPK,
-        }
+        return {"topk": stage_cfg.MATCHER.TOPK}
 
-    def anchor_levels(self, anchors: Boxes) -> Tensor:
-        """`Tensor[N]` int64: the level of each anchor, by its size."""
-        log_sizes = torch.tensor(self.log_sizes, device=anchors.device)
-        size_levels = torch.tensor(self.size_levels, device=anchors.device)
-        anchor_log_sizes = 0.5 * anchors.area().clamp(min=1e-6).log()
-        # (N, 1) - (1, S) -> (N, S): distance in log scale to every configured size
-        nearest_size = (anchor_log_sizes[:, None] - log_sizes[None, :]).abs().argmin(dim=1)
-        return size_levels[nearest_size]
-
-    def __call__(self, gt_boxes: Boxes, anchors: Boxes) -> Tuple[Tensor, Tensor]:
+    def __call__(
+        self, gt_boxes: Boxes, anchors: Boxes, num_per_level: Optional[List[int]] = None
+    ) -> Tuple[Tensor, Tensor]:
         """
         Args:
-            gt_boxes: the M ground-truth boxes of one image.
-            anchors: the N anchors of that image, all levels together.
+            gt_boxes: the G ground-truth boxes of one image.
+            anchors: the N anchors of that image, all levels together, level by level.
+            num_per_level: the L per-level anchor counts (summing to N).
 
         Returns:
             matched_idxs: `Tensor[N]` int64, the GT box of each foreground anchor (0 for the others).
             match_labels: `Tensor[N]` int8, 1 foreground, 0 background.
         """
+        if num_per_level is None:
+            raise ValueError(
+                "ATSSMatcher picks candidates level by level and needs num_per_level, the anchors of each "
+                "level; it matches anchors (MODEL.RPN.MATCHER.NAME), not proposals"
+            )
+        if sum(num_per_level) != len(anchors):
+            raise ValueError(f"ATSSMatcher: num_per_level {list(num_per_level)} does not add up to the {len(anchors)} anchors")
         device = anchors.device
         n, m = len(anchors), len(gt_boxes)
         matched_idxs = torch.zeros(n, dtype=torch.int64, device=device)
@@ -139,7 +106,7 @@ class ATSSMatcher:
         if m == 0 or n == 0:
             return matched_idxs, match_labels
 
-        candidates = self._nearest_candidates(gt_boxes, anchors)  # (M, K) anchor indices
+        candidates = self._nearest_candidates(gt_boxes, anchors, num_per_level)  # (G, C) anchor indices
         k = candidates.shape[1]
         candidate_boxes = Boxes(anchors.tensor[candidates.reshape(-1)])
         gt_repeated = Boxes(gt_boxes.tensor[:, None, :].expand(m, k, 4).reshape(-1, 4))
@@ -148,8 +115,8 @@ class ATSSMatcher:
         spread = ious.std(dim=1, keepdim=True) if k > 1 else torch.zeros_like(ious[:, :1])
         threshold = ious.mean(dim=1, keepdim=True) + spread
         centers = candidate_boxes.get_centers().view(m, k, 2)
-        gt = gt_boxes.tensor[:, None, :]  # (M, 1, 4)
-        # (M, K, 4): distances from each candidate centre to the four sides of its GT box
+        gt = gt_boxes.tensor[:, None, :]  # (G, 1, 4)
+        # (G, C, 4): distances from each candidate centre to the four sides of its GT box
         margins = torch.cat([centers - gt[..., :2], gt[..., 2:] - centers], dim=2)
         positive = (ious >= threshold) & (margins.min(dim=2).values > _INSIDE_EPS)
 
@@ -166,26 +133,23 @@ class ATSSMatcher:
         match_labels[foreground] = 1
         return matched_idxs, match_labels
 
-    def _nearest_candidates(self, gt_boxes: Boxes, anchors: Boxes) -> Tensor:
-        """`Tensor[M, K]` int64: for each GT box, the indices of the `topk` anchors of each level
+    def _nearest_candidates(self, gt_boxes: Boxes, anchors: Boxes, num_per_level: List[int]) -> Tensor:
+        """`Tensor[G, C]` int64: for each GT box, the indices of the `topk` anchors of each level
         nearest to its centre (fewer on a level with fewer anchors)."""
-        levels = self.anchor_levels(anchors)
-        order = torch.argsort(levels, stable=True)
-        counts = torch.bincount(levels, minlength=self.num_levels).tolist()
-        gt_centers = gt_boxes.get_centers()  # (M, 2)
-        anchor_centers = anchors.get_centers()[order]  # (N, 2), grouped by level
+        gt_centers = gt_boxes.get_centers()  # (G, 2)
+        anchor_centers = anchors.get_centers()  # (N, 2), level by level
         step = max(1, self.max_chunk_elements // len(gt_boxes))
         candidates = []
         start = 0
-        for count in counts:
+        for count in num_per_level:
             end = start + count
             best_dist = best_idx = None
-            # A running top-k over chunks of this level's anchors, so only (M, step) distances exist.
+            # A running top-k over chunks of this level's anchors, so only (G, step) distances exist.
             # Each step sorts [previous best, chunk] stably: ties then go to the lower anchor index
             # (anchors sharing a centre tie exactly), and the result does not depend on the chunking.
             for chunk in range(start, end, step):
                 chunk_end = min(chunk + step, end)
-                # (M, C); computed directly rather than by matrix products, whose rounding would
+                # (G, chunk); computed directly rather than by matrix products, whose rounding would
                 # reorder near-equal distances
                 dist = torch.cdist(
                     gt_centers, anchor_centers[chunk:chunk_end], compute_mode="donot_use_mm_for_euclid_dist"
@@ -203,5 +167,4 @@ class ATSSMatcher:
             if best_idx is not None:
                 candidates.append(best_idx)
             start = end
-        # Positions in the level-grouped order -> indices into `anchors`.
-        return order[torch.cat(candidates, dim=1)]
+        return torch.cat(candidates, dim=1)

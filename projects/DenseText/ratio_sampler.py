@@ -14,12 +14,8 @@ Shape shorthand: `N` anchors or proposals, `P` sampled positives, `Q` sampled ne
 import math
 from typing import Tuple
 
-import torch
-from torch import Tensor
-
 from d2mask.config import ConfigError, configurable
-from d2mask.layers import nonzero_tuple
-from d2mask.modeling import SAMPLER_REGISTRY
+from d2mask.modeling import SAMPLER_REGISTRY, RandomSampler
 
 __all__ = ["NegPosRatioSampler", "add_config"]
 
@@ -37,10 +33,11 @@ def add_config(cfg) -> None:
 
 
 @SAMPLER_REGISTRY.register()
-class NegPosRatioSampler:
+class NegPosRatioSampler(RandomSampler):
     """Draws up to `batch_size_per_image * positive_fraction` positives, then
     `max(min_negatives, ceil(neg_pos_ratio * positives))` negatives, all within
-    `batch_size_per_image` and as far as the image has them, uniformly at random."""
+    `batch_size_per_image` and as far as the image has them, uniformly at random (`RandomSampler`
+    with another `num_samples`)."""
 
     @configurable
     def __init__(
@@ -58,16 +55,11 @@ class NegPosRatioSampler:
             neg_pos_ratio: negatives drawn per positive drawn.
             min_negatives: negatives drawn however few positives there are.
         """
-        if batch_size_per_image < 1:
-            raise ValueError(f"NegPosRatioSampler batch_size_per_image (BATCH_SIZE_PER_IMAGE) must be >= 1, got {batch_size_per_image}")
-        if not 0.0 <= positive_fraction <= 1.0:
-            raise ValueError(f"NegPosRatioSampler positive_fraction (POSITIVE_FRACTION) must be in [0, 1], got {positive_fraction}")
+        super().__init__(batch_size_per_image=batch_size_per_image, positive_fraction=positive_fraction)
         if neg_pos_ratio < 0:
             raise ValueError(f"NegPosRatioSampler neg_pos_ratio (SAMPLER.NEG_POS_RATIO) must be >= 0, got {neg_pos_ratio}")
         if min_negatives < 0:
             raise ValueError(f"NegPosRatioSampler min_negatives (SAMPLER.MIN_NEGATIVES) must be >= 0, got {min_negatives}")
-        self.batch_size_per_image = batch_size_per_image
-        self.positive_fraction = positive_fraction
         self.neg_pos_ratio = neg_pos_ratio
         self.min_negatives = min_negatives
 
@@ -79,24 +71,13 @@ class NegPosRatioSampler:
                 "lacks: list 'projects.DenseText.ratio_sampler' in IMPORTS (its add_config adds them)"
             )
         return {
-            "batch_size_per_image": stage_cfg.BATCH_SIZE_PER_IMAGE,
-            "positive_fraction": stage_cfg.POSITIVE_FRACTION,
+            **super().from_config(cfg, stage_cfg),
             "neg_pos_ratio": stage_cfg.SAMPLER.NEG_POS_RATIO,
             "min_negatives": stage_cfg.SAMPLER.MIN_NEGATIVES,
         }
 
     def num_samples(self, num_positive: int, num_negative: int) -> Tuple[int, int]:
-        """(positives, negatives) drawn from an image with that many of each."""
-        num_pos = min(num_positive, int(self.batch_size_per_image * self.positive_fraction))
-        wanted = max(self.min_negatives, math.ceil(self.neg_pos_ratio * num_pos))
-        return num_pos, min(num_negative, self.batch_size_per_image - num_pos, wanted)
-
-    def __call__(self, match_labels: Tensor) -> Tuple[Tensor, Tensor]:
-        """Samples `Tensor[N]` labels (1 foreground, 0 background, -1 ignored) into
-        (pos_idx: `Tensor[P]` int64, neg_idx: `Tensor[Q]` int64)."""
-        positive = nonzero_tuple(match_labels == 1)[0]
-        negative = nonzero_tuple(match_labels == 0)[0]
-        num_pos, num_neg = self.num_samples(positive.numel(), negative.numel())
-        pos_pick = torch.randperm(positive.numel(), device=positive.device)[:num_pos]
-        neg_pick = torch.randperm(negative.numel(), device=negative.device)[:num_neg]
-        return positive[pos_pick], negative[neg_pick]
+        """(positives, negatives) drawn from an image with that many of each: `RandomSampler`'s, with
+        the negatives limited to the ratio (or the minimum)."""
+        num_pos, num_neg = super().num_samples(num_positive, num_negative)
+        return num_pos, min(num_neg, max(self.min_negatives, math.ceil(self.neg_pos_ratio * num_pos)))

@@ -279,7 +279,7 @@ class TestRPNCentreInsideMatcher:
     def __init__(self, cfg, stage_cfg):
         self.stage = stage_cfg
 
-    def __call__(self, gt_boxes, boxes):
+    def __call__(self, gt_boxes, boxes, num_per_level=None):
         centres = boxes.get_centers()  # (N, 2)
         g = gt_boxes.tensor  # (M, 4)
         inside = ((centres[None] > g[:, None, :2]) & (centres[None] < g[:, None, 2:])).all(dim=2)  # (M, N)

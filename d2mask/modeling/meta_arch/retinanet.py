@@ -126,7 +126,7 @@ class RetinaNet(DenseDetector):
         head_in_features: Sequence[str],
         anchor_generator: nn.Module,
         box2box_transform: Box2BoxTransform,
-        anchor_matcher: Callable[[Boxes, Boxes], Tuple[Tensor, Tensor]],
+        anchor_matcher: Callable[..., Tuple[Tensor, Tensor]],
         num_classes: int,
         focal_loss_alpha: float = 0.25,
         focal_loss_gamma: float = 2.0,
@@ -148,7 +148,7 @@ class RetinaNet(DenseDetector):
             head_in_features: the backbone features the head reads, finest first.
             anchor_generator: L feature maps -> L `Boxes` of Hi*Wi*A anchors.
             box2box_transform: the coding of the anchor deltas.
-            anchor_matcher: `(gt_boxes, anchors) -> (matched_idxs, match_labels)` (see Matcher).
+            anchor_matcher: `(gt_boxes, anchors, num_per_level) -> (matched_idxs, match_labels)` (see Matcher).
             num_classes: K.
             focal_loss_alpha, focal_loss_gamma: the focal loss's weight of positives and focusing power.
             smooth_l1_beta: the smooth-L1 transition point; 0 is L1.
@@ -237,10 +237,11 @@ class RetinaNet(DenseDetector):
             matched_gt_boxes: N tensors `Tensor[R, 4]`, each anchor's matched GT box (meaningful for
                 the foreground only; zeros in an image without GT).
         """
+        num_per_level = [len(a) for a in anchors]
         anchors = Boxes.cat(anchors)
         gt_labels, matched_gt_boxes = [], []
         for instances in gt_instances:
-            matched_idxs, match_labels = self.anchor_matcher(instances.gt_boxes, anchors)
+            matched_idxs, match_labels = self.anchor_matcher(instances.gt_boxes, anchors, num_per_level=num_per_level)
             gt_labels.append(classes_of_matches(instances.gt_classes, matched_idxs, match_labels, self.num_classes))
             if len(instances) > 0:
                 matched_gt_boxes.append(instances.gt_boxes.tensor[matched_idxs])

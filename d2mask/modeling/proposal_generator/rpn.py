@@ -119,7 +119,7 @@ class RPN(nn.Module):
         in_features: List[str],
         head: nn.Module,
         anchor_generator: nn.Module,
-        anchor_matcher: Callable[[Boxes, Boxes], Tuple[Tensor, Tensor]],
+        anchor_matcher: Callable[..., Tuple[Tensor, Tensor]],
         sampler: Optional[Callable[[Tensor], Tuple[Tensor, Tensor]]] = None,
         box2box_transform: Box2BoxTransform,
         batch_size_per_image: int,
@@ -138,7 +138,7 @@ class RPN(nn.Module):
             in_features: names of the backbone features the RPN reads, finest first.
             head: maps the L features to objectness logits and anchor deltas (see StandardRPNHead).
             anchor_generator: maps the L features to L `Boxes` of anchors.
-            anchor_matcher: `(gt_boxes, anchors) -> (matched_idxs, match_labels)` (see Matcher).
+            anchor_matcher: `(gt_boxes, anchors, num_per_level) -> (matched_idxs, match_labels)` (see Matcher).
             sampler: `match_labels -> (pos_idx, neg_idx)` (see RandomSampler).
             box2box_transform: the coding of anchor deltas.
             batch_size_per_image: the sampler's budget per image; both losses are divided by it times
@@ -231,11 +231,12 @@ class RPN(nn.Module):
             matched_gt_boxes: N tensors `Tensor[R, 4]`, each anchor's matched GT box (meaningful for
                 positives only; zeros for an image without GT boxes).
         """
+        num_per_level = [len(a) for a in anchors]
         anchors = Boxes.cat(anchors)
         gt_labels, matched_gt_boxes = [], []
         for instances in gt_instances:
             gt_boxes = instances.gt_boxes
-            matched_idxs, match_labels = self.anchor_matcher(gt_boxes, anchors)
+            matched_idxs, match_labels = self.anchor_matcher(gt_boxes, anchors, num_per_level=num_per_level)
             if self.anchor_boundary_thresh >= 0:
                 inside = anchors.inside_box(instances.image_size, self.anchor_boundary_thresh)
                 match_labels = match_labels.masked_fill(~inside, -1)

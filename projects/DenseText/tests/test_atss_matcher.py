@@ -13,16 +13,17 @@ ATSS_CONFIG = "projects/DenseText/configs/faster_rcnn_R_18_FPN_dense_atss.yaml"
 
 # Level 0: three 2x2 anchors in a row; level 1: two 4x4 anchors.
 ANCHORS = Boxes([[0, 0, 2, 2], [2, 0, 4, 2], [4, 0, 6, 2], [0, 0, 4, 4], [4, 0, 8, 4]])
+LEVELS = [3, 2]
 
 
 def test_two_gt_boxes_by_hand():
-    matcher = ATSSMatcher(level_sizes=[[2], [4]], topk=2)
+    matcher = ATSSMatcher(topk=2)
     # GT 0 [0,0,3,2], centre (1.5, 1). Nearest: level 0 anchors 0, 1; level 1 anchors 3, 4.
     #   IoUs 4/6, 2/8, 6/16, 0: mean 0.3229, std 0.2772, threshold 0.6001 -> anchor 0 only.
     # GT 1 [3,0,8,4], centre (5.5, 2). Nearest: level 0 anchors 2, 1; level 1 anchors 4, 3.
     #   IoUs 4/20, 2/22, 16/20, 4/32: mean 0.3040, std 0.3338, threshold 0.6378 -> anchor 4 only.
     gt = Boxes([[0, 0, 3, 2], [3, 0, 8, 4]])
-    matched_idxs, match_labels = matcher(gt, ANCHORS)
+    matched_idxs, match_labels = matcher(gt, ANCHORS, num_per_level=LEVELS)
     assert match_labels.dtype == torch.int8 and matched_idxs.dtype == torch.int64
     assert match_labels.tolist() == [1, 0, 0, 0, 1]
     assert matched_idxs.tolist() == [0, 0, 0, 0, 1]
@@ -30,25 +31,25 @@ def test_two_gt_boxes_by_hand():
 
 def test_centre_outside_the_gt_box_is_not_positive():
     # One level, one candidate: its own IoU is the threshold, so only the centre test decides.
-    matcher = ATSSMatcher(level_sizes=[[4]], topk=1)
+    matcher = ATSSMatcher(topk=1)
     anchors = Boxes([[0, 0, 4, 4], [8, 0, 12, 4]])
     # Both GT boxes are nearest to anchor 0, centre (2, 2): left of the first box, inside the second.
-    _, match_labels = matcher(Boxes([[2.5, 0, 6, 4]]), anchors)
+    _, match_labels = matcher(Boxes([[2.5, 0, 6, 4]]), anchors, num_per_level=[2])
     assert match_labels.tolist() == [0, 0]
-    _, match_labels = matcher(Boxes([[1.5, 0, 6, 4]]), anchors)
+    _, match_labels = matcher(Boxes([[1.5, 0, 6, 4]]), anchors, num_per_level=[2])
     assert match_labels.tolist() == [1, 0]
 
 
 def test_an_anchor_chosen_twice_goes_to_the_higher_iou():
-    matcher = ATSSMatcher(level_sizes=[[4]], topk=1)
+    matcher = ATSSMatcher(topk=1)
     anchors = Boxes([[0, 0, 4, 4], [8, 0, 12, 4]])
     exact, shifted = [0, 0, 4, 4], [1, 0, 5, 4]  # IoU with anchor 0: 1 and 12/20
     for gt, winner in (([exact, shifted], 0), ([shifted, exact], 1)):
-        matched_idxs, match_labels = matcher(Boxes(gt), anchors)
+        matched_idxs, match_labels = matcher(Boxes(gt), anchors, num_per_level=[2])
         assert match_labels.tolist() == [1, 0]
         assert matched_idxs[0].item() == winner
     # equal IoUs: the lower GT index
-    matched_idxs, _ = matcher(Boxes([exact, exact]), anchors)
+    matched_idxs, _ = matcher(Boxes([exact, exact]), anchors, num_per_level=[2])
     assert matched_idxs[0].item() == 0
 
 
@@ -57,19 +58,27 @@ def test_small_object_gets_positives_where_iou_thresholds_give_none():
     anchors = Boxes([[x, y, x + 16, y + 16] for y in range(-8, 40, 4) for x in range(-8, 40, 4)])
     gt = Boxes([[13, 13, 19, 19]])
     assert pairwise_iou(gt, anchors).max().item() == pytest.approx(36 / 256)
-    _, match_labels = ATSSMatcher(level_sizes=[[16]], topk=9)(gt, anchors)
+    _, match_labels = ATSSMatcher(topk=9)(gt, anchors, num_per_level=[len(anchors)])
     assert (match_labels == 1).sum().item() > 0
 
 
-def test_anchor_levels_from_sizes_whatever_the_aspect_ratio():
-    matcher = ATSSMatcher(level_sizes=[[12, 16], [24]], topk=1)
-    w = 12 / math.sqrt(2)  # 12 px anchors at aspect ratios 2, 1, 0.5; then 16 and 24 px squares
-    anchors = Boxes([[0, 0, w, 2 * w], [0, 0, 12, 12], [0, 0, 2 * w, w], [0, 0, 16, 16], [0, 0, 24, 24]])
-    assert matcher.anchor_levels(anchors).tolist() == [0, 0, 0, 0, 1]
+def test_levels_are_the_given_counts():
+    # The five anchors as one level: GT 1 of the first test (centre (5.5, 2)) then has the two nearest
+    # of all as candidates, anchors 4 (IoU 16/20) and 2 (4/20): mean 0.5 + std 0.4243 = 0.9243,
+    # which neither reaches, where the two levels [3, 2] made anchor 4 positive.
+    matcher = ATSSMatcher(topk=2)
+    _, match_labels = matcher(Boxes([[3, 0, 8, 4]]), ANCHORS, num_per_level=[5])
+    assert match_labels.tolist() == [0, 0, 0, 0, 0]
+    _, match_labels = matcher(Boxes([[3, 0, 8, 4]]), ANCHORS, num_per_level=LEVELS)
+    assert match_labels.tolist() == [0, 0, 0, 0, 1]
+    with pytest.raises(ValueError, match="num_per_level"):
+        matcher(Boxes([[3, 0, 8, 4]]), ANCHORS)
+    with pytest.raises(ValueError, match="does not add up to the 5 anchors"):
+        matcher(Boxes([[3, 0, 8, 4]]), ANCHORS, num_per_level=[3, 3])
 
 
 def test_no_gt_boxes_makes_everything_background():
-    matched_idxs, match_labels = ATSSMatcher(level_sizes=[[2], [4]])(Boxes([]), ANCHORS)
+    matched_idxs, match_labels = ATSSMatcher()(Boxes([]), ANCHORS, num_per_level=LEVELS)
     assert match_labels.tolist() == [0] * 5 and matched_idxs.tolist() == [0] * 5
 
 
@@ -106,27 +115,27 @@ def test_matches_a_direct_implementation_and_does_not_depend_on_chunking():
         for ratio in (0.5, 1.0, 2.0):
             w, h = size / math.sqrt(ratio), size * math.sqrt(ratio)
             anchors.append(torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1).reshape(-1, 4))
+    num_per_level = [sum(len(a) for a in anchors[3 * i: 3 * i + 3]) for i in range(3)]
     anchors = Boxes(torch.cat(anchors))
     xy = torch.rand(20, 2) * 56
     gt = Boxes(torch.cat([xy, xy + 4 + torch.rand(20, 2) * 20], dim=1))
 
-    whole = ATSSMatcher(level_sizes=sizes, topk=5)
-    chunked = ATSSMatcher(level_sizes=sizes, topk=5, max_chunk_elements=7)
-    matched_idxs, match_labels = whole(gt, anchors)
-    ref_idxs, ref_labels = _reference(gt, anchors, whole.anchor_levels(anchors), topk=5)
+    whole = ATSSMatcher(topk=5)
+    chunked = ATSSMatcher(topk=5, max_chunk_elements=7)
+    matched_idxs, match_labels = whole(gt, anchors, num_per_level=num_per_level)
+    levels = torch.repeat_interleave(torch.arange(3), torch.tensor(num_per_level))
+    ref_idxs, ref_labels = _reference(gt, anchors, levels, topk=5)
     assert match_labels.tolist() == ref_labels.tolist()
     positive = match_labels == 1
     assert matched_idxs[positive].tolist() == ref_idxs[positive].tolist()
     assert positive.sum() >= len(gt)  # these boxes are all larger than 4 px: each gets a positive
-    chunked_idxs, chunked_labels = chunked(gt, anchors)
+    chunked_idxs, chunked_labels = chunked(gt, anchors, num_per_level=num_per_level)
     assert torch.equal(chunked_labels, match_labels) and torch.equal(chunked_idxs, matched_idxs)
 
 
 def test_invalid_arguments_are_named():
-    with pytest.raises(ValueError, match="sizes of its own"):
-        ATSSMatcher(level_sizes=[[32], [32]])
     with pytest.raises(ValueError, match="TOPK"):
-        ATSSMatcher(level_sizes=[[32]], topk=0)
+        ATSSMatcher(topk=0)
 
 
 def test_built_from_the_project_config():
@@ -136,8 +145,6 @@ def test_built_from_the_project_config():
     assert ANCHOR_MATCHER_REGISTRY.get("ATSSMatcher") is ATSSMatcher
     assert isinstance(matcher, ATSSMatcher)
     assert matcher.topk == cfg.MODEL.RPN.MATCHER.TOPK == 9
-    assert matcher.num_levels == 5
-    assert matcher.anchor_levels(Boxes([[0, 0, 12, 12], [0, 0, 192, 192]])).tolist() == [0, 4]
 
 
 def test_config_without_the_import_says_what_to_import():
