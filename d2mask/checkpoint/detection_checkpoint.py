@@ -103,13 +103,15 @@ class DetectionCheckpointer(Checkpointer):
 
     def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
         """Loads the model (and the named checkpointables, default all) from `path`, a file or URL
-        (including Detectron2's `detectron2://`); "" loads nothing.
+        (including Detectron2's `detectron2://`); "" loads nothing. A URL is downloaded once, with a
+        logged line, by `d2mask.utils.download.get_local_path` (https only).
 
         Returns:
             The checkpoint's entries not consumed (e.g. {"iteration": ...}).
 
         Raises:
             FileNotFoundError: `path` does not exist.
+            DownloadError: a URL that is not https or cannot be downloaded.
             CheckpointError: the file is corrupt, truncated, or not a set of named tensors, or not
                 one of its tensors fits the model (a checkpoint of another architecture).
         """

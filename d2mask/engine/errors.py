@@ -13,6 +13,7 @@ from ..checkpoint import CheckpointError
 from ..config import ConfigError
 from ..data import DatasetError
 from ..utils.atomic_write import DiskFullError
+from ..utils.download import DownloadError
 from ..utils.registry import RegistryError
 
 __all__ = [
@@ -51,6 +52,7 @@ USER_ERRORS = (
     CheckpointError,  # weights that are corrupt, truncated or carry code
     DatasetError,  # dataset files, records and images
     FileNotFoundError,  # a config, json, image or weights file that is not there
+    DownloadError,  # a weights URL that is not https, cannot be reached, or fails its checksum
     LaunchError,
     DiskFullError,  # an output that does not fit on its device; the previous file is kept
 )
