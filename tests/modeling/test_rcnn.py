@@ -1,5 +1,7 @@
 """Model I/O of the meta-architectures: Detectron2's input dicts in, losses or rescaled Instances out."""
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -189,3 +191,10 @@ def test_training_visualisation_goes_to_the_event_storage(model_and_cfg):
         model.vis_period = 0
     assert "proposals" in name and iteration == 4
     assert image.shape == (3, 64, 160) and image.dtype == np.uint8
+
+
+def test_the_model_package_imports_neither_data_nor_drawing():
+    # VIS_PERIOD's drawing imports them where it runs; a model alone loads neither.
+    code = "import sys, d2mask.modeling; print([m for m in sys.modules if m.startswith(('d2mask.data', 'd2mask.utils.visualizer'))])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -12,10 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from d2mask.config import configurable
-from d2mask.data.detection_utils import convert_image_to_rgb
 from d2mask.structures import Boxes, ImageList, Instances
 from d2mask.utils.events import get_event_storage, has_event_storage
-from d2mask.utils.visualizer import Visualizer
 
 from ..backbone import Backbone, build_backbone
 from ..postprocessing import detector_postprocess
@@ -230,6 +228,10 @@ class ProposalNetwork(_NormalizedInput):
 def _gt_beside_boxes(inputs: Dict, boxes: Boxes, input_format: str) -> np.ndarray:
     """`(3, H, 2W)` uint8: an input's image with its GT boxes (left) beside `boxes` (right), for the
     event storage's training images."""
+    # Imported here, for VIS_PERIOD only: the model needs neither the data package nor drawing.
+    from d2mask.data.detection_utils import convert_image_to_rgb
+    from d2mask.utils.visualizer import Visualizer
+
     image = inputs["image"].permute(1, 2, 0).cpu().numpy()  # (C, H, W) -> (H, W, C)
     image = convert_image_to_rgb(image, input_format).clip(0, 255).astype(np.uint8)
     gt = Visualizer(image).overlay_instances(boxes=inputs["instances"].gt_boxes).get_image()
