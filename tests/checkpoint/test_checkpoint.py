@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from d2mask.checkpoint import CheckpointError, DetectionCheckpointer
+from d2mask.checkpoint import CheckpointError, DetectionCheckpointer, convert_torchvision_resnet
 from d2mask.config import get_cfg
 from d2mask.modeling import build_model
 
@@ -217,21 +217,11 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_final.pth"]
 
 
-def _torchvision_converter():
-    import importlib.util
-
-    path = os.path.join(REPO, "tools", "convert-torchvision-to-d2mask.py")
-    spec = importlib.util.spec_from_file_location("convert_torchvision", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("layout", ["", "fpn"])
 def test_converted_torchvision_resnet_loads_into_the_backbone(tmp_path, caplog, layout):
     torchvision = pytest.importorskip("torchvision")
     resnet = torchvision.models.resnet18(weights=None)
-    converted = _torchvision_converter().convert_torchvision_resnet(resnet.state_dict(), layout)
+    converted = convert_torchvision_resnet(resnet.state_dict(), layout)
     path = tmp_path / "R-18.pkl"
     with open(path, "wb") as f:
         pickle.dump({"model": {k: v.numpy() for k, v in converted.items()}, "__author__": "torchvision",

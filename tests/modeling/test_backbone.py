@@ -280,11 +280,8 @@ def test_torchvision_resnet18_converts_and_computes_the_same_features(tmp_path):
 
 
 def test_converter_model_layouts_prefix_names():
-    import importlib.util
+    from d2mask.checkpoint import torchvision_model_loading as convert
 
-    spec = importlib.util.spec_from_file_location("convert", os.path.join(REPO, "tools", "convert-torchvision-to-d2mask.py"))
-    convert = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(convert)
     sd = {"conv1.weight": 0, "bn1.running_var": 1, "layer4.0.downsample.1.weight": 2, "fc.bias": 3,
           "layer1.0.bn2.num_batches_tracked": 4}
     assert convert.convert_torchvision_resnet(sd, "c4") == {

@@ -1,7 +1,7 @@
 """ResNet and ResNeXt backbones (He et al., 2016; Xie et al., 2017) with Detectron2's module names.
 
 Module names follow Detectron2 (`stem.conv1`, `res2.0.shortcut`, `res2.0.conv1.norm`, ...) so that its
-checkpoints, and torchvision's after `tools/convert-torchvision-to-d2mask.py`, load key for key.
+checkpoints, and torchvision's after `d2mask.checkpoint.convert_torchvision_checkpoint`, load key for key.
 """
 from typing import Dict, List, Optional, Sequence, Type
 
