@@ -2,6 +2,7 @@
 Caffe2-era weights safely."""
 import logging
 import os
+import zipfile
 from collections import defaultdict
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -141,6 +142,7 @@ class DetectionCheckpointer(Checkpointer):
         return checkpoint
 
     def _load_pth(self, filename: str) -> Dict[str, Any]:
+        _check_zip_records(filename)
         try:
             with open(filename, "rb") as f:
                 loaded = torch.load(f, map_location=torch.device("cpu"), weights_only=True)
@@ -214,6 +216,29 @@ class DetectionCheckpointer(Checkpointer):
                 f"{len(incompatible.unexpected_keys)} checkpoint tensors are not used by the model:\n"
                 f"{_group_names(incompatible.unexpected_keys)}"
             )
+
+
+def _check_zip_records(filename: str) -> None:
+    """Refuses a zip-format `.pth` whose records could expand beyond the file: `torch.save` stores
+    them uncompressed, but `torch.load` also inflates compressed ones (a 66 KB file can hold 64 MB of
+    zeros), and records that share their bytes are read once each. Legacy (non-zip) files check
+    each storage's size against the bytes that follow it."""
+    if not zipfile.is_zipfile(filename):
+        return
+    try:
+        with zipfile.ZipFile(filename) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"Cannot read checkpoint {filename}: a damaged zip archive ({e})") from None
+    compressed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise CheckpointError(
+            f"Refusing to load {filename}: its record {compressed[0]!r} is compressed, which torch.save never "
+            f"does; a compressed record can expand far beyond the file's size"
+        )
+    if sum(r.file_size for r in records) > os.path.getsize(filename):
+        raise CheckpointError(f"Refusing to load {filename}: its zip records claim more bytes than the file holds "
+                              f"(records sharing their bytes)")
 
 
 def _torch_load_reason(error: Exception) -> str:

@@ -1,10 +1,12 @@
 import logging
 import os
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from d2mask.checkpoint import CheckpointError, DetectionCheckpointer, convert_torchvision_resnet
 from d2mask.config import get_cfg
@@ -241,3 +243,15 @@ def test_converted_torchvision_resnet_loads_into_the_backbone(tmp_path, caplog, 
     assert torch.equal(state["backbone.bottom_up.res5.1.conv2.weight"], resnet.layer4[1].conv2.weight)
     assert "not used by the model" not in caplog.text and "shapes differ" not in caplog.text
     assert "bottom_up" not in caplog.text  # nothing of the backbone is missing
+
+
+def test_a_pth_whose_records_are_compressed_is_refused(tmp_path):
+    # torch.load inflates a deflated record: 64 MB of weights from a 66 KB file
+    plain, deflated = tmp_path / "plain.pth", tmp_path / "deflated.pth"
+    torch.save({"model": {"w": torch.zeros(2**24)}}, plain)
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as target:
+        for record in source.infolist():
+            target.writestr(record.filename, source.read(record.filename))
+    assert deflated.stat().st_size < plain.stat().st_size / 500
+    with pytest.raises(CheckpointError, match=r"Refusing to load .*deflated.pth: its record '.*' is compressed"):
+        DetectionCheckpointer(nn.Linear(1, 1)).load(str(deflated))
