@@ -28,7 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, SCMode
 from ..utils.atomic_write import atomic_write
 from ..utils.registry import did_you_mean, nearest
 from .config import ConfigError, _parse_literal, load_yaml_document
-from .instantiate import TARGET_KEY, target_name
+from .instantiate import TARGET_KEY, locate, target_name
 
 __all__ = ["LazyCall", "LazyConfig"]
 
@@ -85,6 +85,8 @@ class _ConfigFileLoader:
     def __init__(self):
         self._done: Dict[str, ModuleType] = {}
         self._running: List[str] = []
+        # id -> (node, its keys, where it is) of every mapping node of the executed files' configs
+        self._known: Dict[int, Tuple[DictConfig, frozenset, str, str, str]] = {}
 
     def run(self, path: str) -> ModuleType:
         path = os.path.abspath(path)
@@ -93,8 +95,9 @@ class _ConfigFileLoader:
         if path in self._running:
             cycle = " -> ".join(self._running[self._running.index(path):] + [path])
             raise ImportError(f"Config files import each other in a cycle: {cycle}")
-        with open(path, "r", encoding="utf-8") as f:
-            code = compile(f.read(), path, "exec")
+        code = _compile(path)
+        if self._running:  # what the importing file changed so far
+            self._check_no_key_added(self._running[-1])
         stem = "".join(c if c.isalnum() else "_" for c in os.path.splitext(os.path.basename(path))[0])
         module = ModuleType(f"{_CONFIG_PACKAGE}.{stem}")
         module.__file__ = path
@@ -106,12 +109,45 @@ class _ConfigFileLoader:
             exec(code, module.__dict__)
         finally:
             self._running.pop()
+        self._check_no_key_added(path)
         for name, value in list(vars(module).items()):
             # so that a file importing `train = dict(...)` from this one can write `train.max_iter = ...`
             if not name.startswith("_") and isinstance(value, dict):
                 setattr(module, name, DictConfig(_plain(value), flags=_FLAGS))
+            if not name.startswith("_") and isinstance(value := getattr(module, name), (DictConfig, ListConfig)):
+                self._remember(value, name, path)
         self._done[path] = module
         return module
+
+    def _remember(self, node: Any, top: str, file: str, path: str = "") -> None:
+        """Records the keys of every mapping in `node` (the config `top` of `file`), to find keys
+        another file adds to them."""
+        if id(node) in self._known:  # re-exported by an importing file: keep where it is from
+            return
+        if isinstance(node, DictConfig):
+            self._known[id(node)] = (node, frozenset(node.keys()), path or top, top, file)
+            children = [(f"{path or top}.{k}", node._get_node(k)) for k in node.keys()]
+        elif isinstance(node, ListConfig):
+            children = [(f"{path or top}.{i}", node._get_node(i)) for i in range(len(node))]
+        else:
+            return
+        for child_path, child in children:
+            self._remember(child, top, file, child_path)
+
+    def _check_no_key_added(self, culprit: str) -> None:
+        """Raises when code of `culprit` added a key to a mapping of another config file: a
+        misspelt key (`train.max_iterr = 3`) would otherwise be ignored, silently. Arguments that a
+        LazyCall's target accepts may be added."""
+        for node, keys, path, top, file in list(self._known.values()):
+            for key in set(node.keys()) - keys:
+                if not _target_accepts(node, key):
+                    raise ConfigError(
+                        f"{culprit} sets '{path}.{key}', a key that '{path}' (from {file}) does not have."
+                        f"{did_you_mean(str(key), [str(k) for k in keys])} A config file may change the "
+                        f"keys of the configs it imports, not add keys to them; to add one on purpose, "
+                        f"make a new mapping, e.g. `{top} = dict({top}, ...)`"
+                    )
+            self._known[id(node)] = (node, frozenset(node.keys()), path, top, file)
 
     def _importer(self, importer_path: str) -> Callable:
         def hook(name, globals=None, locals=None, fromlist=(), level=0):
@@ -145,6 +181,30 @@ class _ConfigFileLoader:
         raise ImportError(
             f"{where}: no config file {target}.py.{did_you_mean(os.path.basename(target), siblings)}"
         )
+
+
+def _compile(path: str):
+    """The code of the config file `path`; a file that is not UTF-8 Python is a ConfigError."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return compile(f.read(), path, "exec")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+    except SyntaxError as e:
+        raise ConfigError(f"Syntax error in {path}, line {e.lineno}: {e.msg}: {(e.text or '').strip()!r}") from None
+
+
+def _target_accepts(node: DictConfig, key: Any) -> bool:
+    """Whether `node` is a LazyCall whose target takes `key` as an argument (or any, **kwargs)."""
+    if TARGET_KEY not in node or key == TARGET_KEY:
+        return False
+    target = node._get_node(TARGET_KEY)._value()
+    try:
+        target = locate(target) if isinstance(target, str) else target
+        parameters = inspect.signature(target).parameters.values()
+    except (ConfigError, TypeError, ValueError):
+        return True  # a target that cannot be inspected here is reported by `instantiate`
+    return any(p.kind == p.VAR_KEYWORD or p.name == key for p in parameters)
 
 
 def _key_paths(node: Any, prefix: str = "") -> List[str]:

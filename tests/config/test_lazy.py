@@ -26,6 +26,10 @@ def explode(*, why):
     raise ValueError(why)
 
 
+def collect(**kwargs):
+    return kwargs
+
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = __name__  # how pytest imported this file, so that config strings can name its callables
 
@@ -327,3 +331,60 @@ def test_docs_snippets_run(tmp_path, monkeypatch):
     assert namespace["model"].roi_heads.num_classes == 5
     again = LazyConfig.load("shapes_config.yaml")
     assert again.train.max_iter == 500 and again.model.backbone.out_channels == 128
+
+
+def test_a_key_misspelt_in_a_file_is_an_error_naming_file_key_and_nearest(tmp_path):
+    _write(tmp_path, {**CONFIG_TREE, "exp/typo.py": """
+        from .run import train, model
+        train.max_iterr = 3
+    """})
+    with pytest.raises(ConfigError) as e:
+        LazyConfig.load(str(tmp_path / "exp/typo.py"))
+    assert str(e.value).startswith(
+        f"{tmp_path / 'exp/typo.py'} sets 'train.max_iterr', a key that 'train' (from "
+        f"{tmp_path / 'common/train.py'}) does not have. Did you mean 'max_iter'?"
+    )
+    # also a nested mapping, also before the file imports another one
+    _write(tmp_path, {"exp/nested.py": """
+        from ..common.train import train
+        train.amp.enabeld = True
+        from ..common.optim import SGD
+    """})
+    with pytest.raises(ConfigError, match=r"sets 'train.amp.enabeld'.* Did you mean 'enabled'\?"):
+        LazyConfig.load(str(tmp_path / "exp/nested.py"))
+
+
+def test_a_file_may_add_arguments_its_lazycall_accepts_and_mappings_of_its_own(tmp_path):
+    _write(tmp_path, {**CONFIG_TREE, "exp/extend.py": """
+        from ..common.train import train
+        from ..common.models.toy import model
+        model.left.c = 1       # `add` has no argument c
+    """, "exp/fine.py": """
+        from d2mask.config import LazyCall as L
+        from HERE import add
+        from ..common.train import train
+        from ..common.models.toy import model
+        model.left = L(add)(a=1)
+        model.left.b = 2       # a node this file made
+        model.right = L("HERE.collect")()
+        model.right.anything = 1   # collect takes **kwargs
+        train = dict(train, my_setting=2)
+        mine = dict(a=1)
+        mine["b"] = 2
+        call = L(add)(a=1)
+        call.b = 2
+    """})
+    with pytest.raises(ConfigError, match=r"sets 'model.left.c'"):
+        LazyConfig.load(str(tmp_path / "exp/extend.py"))
+    cfg = LazyConfig.load(str(tmp_path / "exp/fine.py"))
+    assert cfg.train.my_setting == 2 and cfg.mine.b == 2 and instantiate(cfg.call) == 3
+    assert instantiate(cfg.model.right) == {"anything": 1} and instantiate(cfg.model.left) == 3
+
+
+def test_syntax_errors_and_non_utf8_files_are_config_errors_naming_file_and_line(tmp_path):
+    (tmp_path / "broken.py").write_text("train = dict(\n    max_iter=(3,\n")
+    with pytest.raises(ConfigError, match=r"Syntax error in .*broken.py, line 2: '\(' was never closed"):
+        LazyConfig.load(str(tmp_path / "broken.py"))
+    (tmp_path / "latin.py").write_bytes("# café\ntrain = dict(a=1)\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin.py is not UTF-8 text \(byte 5"):
+        LazyConfig.load(str(tmp_path / "latin.py"))
