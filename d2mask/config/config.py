@@ -105,6 +105,10 @@ def _read_yaml(filename: str) -> Dict[str, Any]:
             data = load_yaml_document(f, filename)
     except FileNotFoundError:
         raise ConfigError(f"Config file not found: {filename}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"Config file {filename} is a directory") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{filename} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

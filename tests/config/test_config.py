@@ -119,6 +119,15 @@ def test_malformed_yaml_reports_the_line(tmp_path):
         get_cfg().merge_from_file(f)
 
 
+def test_a_non_utf8_file_or_a_directory_is_a_config_error(tmp_path):
+    (tmp_path / "latin.yaml").write_bytes("SOLVER:\n  BASE_LR: 0.1  # café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin.yaml is not UTF-8 text \(byte 27: invalid continuation byte\)"):
+        get_cfg().merge_from_file(str(tmp_path / "latin.yaml"))
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(ConfigError, match="folder.yaml is a directory"):
+        get_cfg().merge_from_file(str(tmp_path / "folder.yaml"))
+
+
 def test_dump_reloads_to_an_equal_config(tmp_path):
     cfg = get_cfg()
     cfg.merge_from_file("configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
