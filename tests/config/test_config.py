@@ -121,7 +121,7 @@ def test_malformed_yaml_reports_the_line(tmp_path):
 
 def test_a_non_utf8_file_or_a_directory_is_a_config_error(tmp_path):
     (tmp_path / "latin.yaml").write_bytes("SOLVER:\n  BASE_LR: 0.1  # café\n".encode("latin-1"))
-    with pytest.raises(ConfigError, match=r"latin.yaml is not UTF-8 text \(byte 27: invalid continuation byte\)"):
+    with pytest.raises(ConfigError, match=r"latin.yaml is not UTF-8 text \(byte 29: invalid continuation byte\)"):
         get_cfg().merge_from_file(str(tmp_path / "latin.yaml"))
     (tmp_path / "folder.yaml").mkdir()
     with pytest.raises(ConfigError, match="folder.yaml is a directory"):
