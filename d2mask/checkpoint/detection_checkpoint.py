@@ -113,8 +113,9 @@ class DetectionCheckpointer(Checkpointer):
         Raises:
             FileNotFoundError: `path` does not exist.
             DownloadError: a URL that is not https or cannot be downloaded.
-            CheckpointError: the file is corrupt, truncated, or not a set of named tensors, or not
-                one of its tensors fits the model (a checkpoint of another architecture).
+            CheckpointError: the file is corrupt, truncated, not a set of named tensors, holds NaN
+                values, or not one of its tensors fits the model (a checkpoint of another
+                architecture).
         """
         if path:
             local_path = self.path_manager.get_local_path(path)
@@ -139,6 +140,13 @@ class DetectionCheckpointer(Checkpointer):
                 raise CheckpointError(
                     f"{filename}: model entry {key!r} is a {type(value).__name__}; expected a tensor or numpy array"
                 )
+        # weights of a run that diverged: training from them would only give NaN losses, much later
+        with_nan = [key for key, value in model.items() if _has_nan(value)]
+        if with_nan:
+            raise CheckpointError(
+                f"{filename}: {len(with_nan)} of its {len(model)} tensors hold NaN values (e.g. {with_nan[:3]}); the "
+                f"run that saved it diverged or the file is damaged; load an earlier checkpoint"
+            )
         return checkpoint
 
     def _load_pth(self, filename: str) -> Dict[str, Any]:
@@ -239,6 +247,12 @@ def _check_zip_records(filename: str) -> None:
     if sum(r.file_size for r in records) > os.path.getsize(filename):
         raise CheckpointError(f"Refusing to load {filename}: its zip records claim more bytes than the file holds "
                               f"(records sharing their bytes)")
+
+
+def _has_nan(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return np.issubdtype(value.dtype, np.floating) and bool(np.isnan(value).any())
+    return value.is_floating_point() and bool(value.isnan().any())
 
 
 def _torch_load_reason(error: Exception) -> str:

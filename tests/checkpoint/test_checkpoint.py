@@ -199,6 +199,23 @@ def test_missing_and_corrupt_files_are_explained(tmp_path):
         checkpointer.load(str(tmp_path / "strings.pkl"))
 
 
+def test_weights_with_nan_are_refused_at_load_naming_the_file(tmp_path):
+    model = _model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    DetectionCheckpointer(model, str(tmp_path)).save("diverged")
+    fresh = _model()
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"diverged.pth: \d+ of its \d+ tensors hold NaN values"):
+        DetectionCheckpointer(fresh).load(str(tmp_path / "diverged.pth"))
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
+    with open(tmp_path / "nan.pkl", "wb") as f:
+        pickle.dump({"model": {"w": np.full(3, np.nan), "steps": np.arange(3)}}, f)
+    with pytest.raises(CheckpointError, match=r"nan.pkl: 1 of its 2 tensors hold NaN values \(e.g. \['w'\]\)"):
+        DetectionCheckpointer(fresh).load(str(tmp_path / "nan.pkl"))
+
+
 def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     model = _model()
     checkpointer = DetectionCheckpointer(model, str(tmp_path))
