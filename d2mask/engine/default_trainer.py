@@ -219,7 +219,7 @@ class DefaultTrainer(TrainerBase):
         if evaluator_type == "coco":
             return COCOEvaluator(
                 dataset_name,
-                output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"),
+                output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"),
                 max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
             )
         raise NotImplementedError(

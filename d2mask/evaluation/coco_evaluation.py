@@ -44,22 +44,22 @@ class COCOEvaluator(DatasetEvaluator):
     def __init__(
         self,
         dataset_name: str,
+        tasks: Optional[Sequence[str]] = None,
+        distributed: bool = True,
         output_dir: Optional[str] = None,
         *,
-        distributed: bool = True,
-        tasks: Optional[Sequence[str]] = None,
         max_dets_per_image: int = 100,
     ):
         """
-        Args:
+        Args (in Detectron2's order):
             dataset_name: a registered dataset whose metadata has thing_classes.
-            output_dir: where to write the predictions as `coco_instances_results.json`; None writes nothing.
-            distributed: gather predictions from all processes and evaluate on the main one.
             tasks: subset of ("bbox", "segm"); None picks from the predictions (segm if they have masks).
+            distributed: gather predictions from all processes and evaluate on the main one.
+            output_dir: where to write the predictions as `coco_instances_results.json`; None writes nothing.
             max_dets_per_image: detections per image considered (COCO's standard is 100; dense
                 datasets need more).
         """
-        if tasks is not None and not set(tasks) <= set(_TASKS):
+        if tasks is not None and (isinstance(tasks, str) or not set(tasks) <= set(_TASKS)):
             raise ValueError(f"COCOEvaluator tasks must be among {_TASKS}, got {tasks}")
         self._dataset_name = dataset_name
         self._output_dir = output_dir

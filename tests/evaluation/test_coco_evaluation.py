@@ -141,7 +141,11 @@ def test_uses_the_json_file_when_the_metadata_has_one(dataset, tmp_path):
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(gt))
     name = dataset([], thing_classes=["thing"], thing_dataset_id_to_contiguous_id={2: 0}, json_file=str(path))
-    evaluator = COCOEvaluator(name, distributed=False, tasks=["bbox"])
+    # Detectron2's positional order: dataset_name, tasks, distributed, output_dir
+    evaluator = COCOEvaluator(name, ("bbox",), False, str(tmp_path / "out"))
     evaluator.reset()
     evaluator.process([{"image_id": 5}], [predictions([[0, 0, 10, 10]], [0.9], [0])])
     assert evaluator.evaluate()["bbox"]["AP"] == pytest.approx(100.0)
+    assert (tmp_path / "out" / "coco_instances_results.json").is_file()
+    with pytest.raises(ValueError, match="tasks must be among"):
+        COCOEvaluator(name, str(tmp_path))  # a folder where the tasks go
