@@ -215,6 +215,12 @@ def test_r18_fpn_outputs_and_size_divisibility():
     assert [tuple(t.shape[-2:]) for t in out.values()] == [(16, 24), (8, 12), (4, 6), (2, 3), (1, 2)]
 
 
+def test_fpn_positional_arguments_and_square_pad_as_detectron2():
+    fpn = FPN(_ConstantFeatures(), ["res4", "res5"], 4, "", LastLevelMaxPool(), "sum", 96)
+    assert fpn.padding_constraints == {"square_size": 96} and fpn.size_divisibility == 32
+    assert FPN(_ConstantFeatures(), ["res4", "res5"], 4).padding_constraints == {}
+
+
 class _ConstantFeatures(Backbone):
     """Two 1-channel levels: res4 (4x4, all 1) and res5 (2x2, all 2)."""
 

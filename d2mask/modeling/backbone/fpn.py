@@ -58,13 +58,13 @@ class FPN(Backbone):
 
     def __init__(
         self,
-        *,
         bottom_up: Backbone,
         in_features: List[str],
         out_channels: int,
         norm: str = "",
         top_block: Optional[nn.Module] = None,
         fuse_type: str = "sum",
+        square_pad: int = 0,
     ):
         """
         Args:
@@ -76,6 +76,7 @@ class FPN(Backbone):
             top_block: a module with attributes `num_levels` and `in_feature` (a bottom-up feature or
                 an FPN output name) mapping that feature to `num_levels` further, coarser levels.
             fuse_type: "sum" or "avg" of a lateral connection and the upsampled coarser level.
+            square_pad: when > 0, input batches are padded to this square size (`padding_constraints`).
         """
         super().__init__()
         if fuse_type not in ("sum", "avg"):
@@ -113,6 +114,7 @@ class FPN(Backbone):
         self.in_features = tuple(in_features)
         self.bottom_up = bottom_up
         self._fuse_type = fuse_type
+        self._square_pad = square_pad
 
         self._out_feature_strides = {f"p{st}": 2**st for st in stages}
         if top_block is not None:
@@ -126,6 +128,10 @@ class FPN(Backbone):
     @property
     def size_divisibility(self) -> int:
         return self._size_divisibility
+
+    @property
+    def padding_constraints(self) -> Dict[str, int]:
+        return {"square_size": self._square_pad} if self._square_pad > 0 else {}
 
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
         """`Tensor[N, C, H, W]` -> {"p2": `Tensor[N, out_channels, H / 4, W / 4]`, ...}."""
