@@ -20,7 +20,7 @@ from ..utils.registry import nearest
 from .imports import import_modules
 from .safe_eval import ConfigLoader
 
-__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_config", "load_yaml_with_base"]
+__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_config", "load_yaml_document", "load_yaml_with_base"]
 
 BASE_KEY = "_BASE_"
 
@@ -122,7 +122,7 @@ _BRIEF.maxlevel = 2
 _BRIEF.maxlist = _BRIEF.maxtuple = _BRIEF.maxdict = _BRIEF.maxset = 4
 
 
-def brief(value: Any) -> str:
+def _brief(value: Any) -> str:
     """`repr(value)`, shortened (to at most a few hundred characters, however large or deep the value)
     so that an error message never prints a huge value from a file."""
     return _BRIEF.repr(value)
@@ -150,12 +150,12 @@ def load_yaml_with_base(filename: str, _chain: Sequence[str] = ()) -> Dict[str, 
         raise ConfigError(f"Cyclic _BASE_ chain: {cycle}")
     data = _read_yaml(filename)
     if not isinstance(data.get("IMPORTS", []), list):
-        raise ConfigError(f"{filename}: IMPORTS must be a list of module names, got {brief(data['IMPORTS'])}")
+        raise ConfigError(f"{filename}: IMPORTS must be a list of module names, got {_brief(data['IMPORTS'])}")
     base_name = data.pop(BASE_KEY, None)
     if base_name is None:
         return data
     if not isinstance(base_name, str):
-        raise ConfigError(f"{filename}: _BASE_ must be a file path, got {brief(base_name)}")
+        raise ConfigError(f"{filename}: _BASE_ must be a file path, got {_brief(base_name)}")
     base_path = os.path.join(os.path.dirname(filename), os.path.expanduser(base_name))
     if not os.path.isfile(base_path):
         raise ConfigError(f"{filename}: _BASE_ file '{base_name}' not found (looked for {base_path})")
@@ -199,7 +199,7 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
         return value
     raise ConfigError(
         f"{key}{source}: expected a {_type_name(default)} (like the default {default!r}), "
-        f"got {_type_name(value)} {brief(value)}"
+        f"got {_type_name(value)} {_brief(value)}"
     )
 
 
@@ -231,7 +231,7 @@ class CfgNode(_FvcoreCfgNode):
         data = load_yaml_with_base(cfg_filename)
         if data.get("IMPORTS") and not allow_imports:
             raise ConfigError(
-                f"{cfg_filename} (or a _BASE_ of it) lists IMPORTS {brief(data['IMPORTS'])}; importing them "
+                f"{cfg_filename} (or a _BASE_ of it) lists IMPORTS {_brief(data['IMPORTS'])}; importing them "
                 f"would run their code, which was not allowed (allow_imports=False, --no-imports)"
             )
         self._import_and_extend(data.get("IMPORTS", []), source=cfg_filename)
@@ -256,7 +256,7 @@ class CfgNode(_FvcoreCfgNode):
 
     def _import_and_extend(self, modules: Sequence[str], source: str) -> None:
         if not isinstance(modules, (list, tuple)):
-            raise ConfigError(f"IMPORTS in {source} must be a list of module names, got {brief(modules)}")
+            raise ConfigError(f"IMPORTS in {source} must be a list of module names, got {_brief(modules)}")
         for module in import_modules(modules, source=source):
             add_config = getattr(module, "add_config", None)
             if callable(add_config):
@@ -265,12 +265,12 @@ class CfgNode(_FvcoreCfgNode):
     def _merge_dict(self, data: Dict[str, Any], prefix: str, source: str) -> None:
         for key, value in data.items():
             if not isinstance(key, str):
-                raise ConfigError(f"{prefix}{brief(key)}{source}: config keys are names, got the {_type_name(key)} {brief(key)}")
+                raise ConfigError(f"{prefix}{_brief(key)}{source}: config keys are names, got the {_type_name(key)} {_brief(key)}")
             full = prefix + key
             node, leaf = self._resolve(full, source)
             if isinstance(node[leaf], _FvcoreCfgNode):
                 if not isinstance(value, dict):
-                    raise ConfigError(f"{full}{source}: expected a mapping of sub-keys, got {brief(value)}")
+                    raise ConfigError(f"{full}{source}: expected a mapping of sub-keys, got {_brief(value)}")
                 self._merge_dict(value, prefix=full + ".", source=source)
             else:
                 node[leaf] = _coerce(full, value, node[leaf], source)
