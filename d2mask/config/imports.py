@@ -1,12 +1,15 @@
 """Imports the modules a config lists in IMPORTS, with errors that say what could be meant."""
 import importlib
 import pkgutil
+import reprlib
 from types import ModuleType
 from typing import List, Sequence
 
 from ..utils.registry import did_you_mean
 
 __all__ = ["import_modules"]
+
+_MAX_NAME_CHARS = 200  # longer is no module name; an error message must not print it whole
 
 
 def _siblings(name: str) -> List[str]:
@@ -37,8 +40,8 @@ def import_modules(names: Sequence[str], source: str = "the config") -> List[Mod
     """
     modules = []
     for name in names:
-        if not isinstance(name, str) or not name:
-            raise ImportError(f"IMPORTS in {source} must hold module names, got {name!r}")
+        if not isinstance(name, str) or not name or len(name) > _MAX_NAME_CHARS:
+            raise ImportError(f"IMPORTS in {source} must hold module names, got {reprlib.repr(name)}")
         try:
             modules.append(importlib.import_module(name))
         except ModuleNotFoundError as e:

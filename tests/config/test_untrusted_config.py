@@ -60,6 +60,10 @@ def test_an_error_never_prints_a_huge_value(tmp_path):
     with pytest.raises(ConfigError, match="SOLVER.MAX_ITER") as info:
         get_cfg().merge_from_file(str(path))
     assert len(str(info.value)) < 400
+    path.write_text(f"IMPORTS: [{'m' * 100_000}]\n")
+    with pytest.raises(ImportError, match="must hold module names") as info:
+        get_cfg().merge_from_file(str(path))
+    assert len(str(info.value)) < 400
     path.write_text(f"VERSION: {[[1] * 50] * 50}\n")
     with pytest.raises(ConfigError, match="VERSION") as info:
         get_cfg().merge_from_file(str(path))
