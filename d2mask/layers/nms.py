@@ -1,4 +1,5 @@
 """Non-maximum suppression, from torchvision."""
+import torch
 from torch import Tensor
 from torchvision.ops import batched_nms as _tv_batched_nms
 from torchvision.ops import nms
@@ -27,4 +28,11 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
             f"batched_nms got {len(boxes)} boxes, {len(scores)} scores and {len(idxs)} category ids"
         )
     # Under mixed precision boxes and scores may arrive as float16; overlaps are compared in float32.
-    return _tv_batched_nms(boxes.float(), scores.float(), idxs, iou_threshold)
+    boxes, scores = boxes.float(), scores.float()
+    if torch.compiler.is_exporting():
+        # torchvision chooses its algorithm by the number of boxes, which torch.export cannot branch
+        # on; offsetting each category's boxes beyond all others' lets one NMS serve every size.
+        # (The appended 0 gives the maximum of no boxes.)
+        offsets = idxs.to(boxes.dtype) * (torch.cat([boxes.flatten(), boxes.new_zeros(1)]).max() + 1)
+        return nms(boxes + offsets[:, None], scores, iou_threshold)
+    return _tv_batched_nms(boxes, scores, idxs, iou_threshold)

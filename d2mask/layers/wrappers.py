@@ -30,11 +30,18 @@ def nonzero_tuple(x: Tensor) -> Tuple[Tensor, ...]:
 
 
 def shapes_to_tensor(x: List[Union[int, Tensor]], device: Optional[torch.device] = None) -> Tensor:
-    """`Tensor[len(x)]` of sizes given as ints or as 0-d tensors; while tracing, 0-d tensors are
-    stacked so that the traced graph keeps them as inputs instead of recording constants."""
-    if torch.jit.is_tracing() and all(isinstance(t, Tensor) for t in x):
-        return torch.stack(x).to(device=device) if device is not None else torch.stack(x)
-    return torch.as_tensor(x, device=device)
+    """`Tensor[len(x)]` int64 of the sizes `x`, built so that it follows the input of a traced or
+    exported model instead of being recorded as a constant of the sample's sizes.
+
+    Sizes are ints in eager mode, 0-d tensors under `torch.jit.trace` (where `x.shape[i]` is one) and
+    symbolic ints under `torch.export`.
+    """
+    if torch.jit.is_tracing() and all(isinstance(v, Tensor) for v in x):
+        return torch.stack(x).to(device=device)
+    if torch.compiler.is_exporting():
+        # torch.as_tensor would specialise symbolic sizes to the sample's.
+        return torch.stack([torch.scalar_tensor(v, dtype=torch.int64, device=device) for v in x])
+    return torch.as_tensor(x, dtype=torch.int64, device=device)
 
 
 class Conv2d(nn.Conv2d):

@@ -9,7 +9,7 @@ from typing import List, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from d2mask.layers import ROIAlign
+from d2mask.layers import ROIAlign, nonzero_tuple
 from d2mask.structures import Boxes
 
 __all__ = ["ROIPooler", "assign_boxes_to_levels", "convert_boxes_to_pooler_format"]
@@ -47,11 +47,11 @@ def assign_boxes_to_levels(
 def convert_boxes_to_pooler_format(box_lists: List[Boxes]) -> Tensor:
     """`Tensor[R, 5]` rows (image index, x0, y0, x1, y1): the box lists of N images in ROIAlign's layout."""
     boxes = torch.cat([b.tensor for b in box_lists], dim=0)
-    image_index = torch.repeat_interleave(
-        torch.arange(len(box_lists), device=boxes.device, dtype=boxes.dtype),
-        torch.tensor([len(b) for b in box_lists], device=boxes.device),
+    # `torch.full` sized by len(b), not a tensor of the lengths: a traced model then counts its boxes.
+    image_index = torch.cat(
+        [torch.full((len(b), 1), i, device=boxes.device, dtype=boxes.dtype) for i, b in enumerate(box_lists)]
     )
-    return torch.cat([image_index[:, None], boxes], dim=1)
+    return torch.cat([image_index, boxes], dim=1)
 
 
 class ROIPooler(nn.Module):
@@ -132,13 +132,20 @@ class ROIPooler(nn.Module):
         levels = assign_boxes_to_levels(
             box_lists, self.min_level, self.max_level, self.canonical_box_size, self.canonical_level
         )
-        # Grouping the boxes by level costs a single host sync (the per-level counts), not one per level.
-        order = torch.argsort(levels, stable=True)
-        counts = torch.bincount(levels, minlength=len(self.level_poolers)).tolist()
         output = torch.empty(
             (len(rois), x[0].shape[1], *self.output_size), dtype=x[0].dtype, device=x[0].device
         )
-        for pooler, features, idx in zip(self.level_poolers, x, order.split(counts)):
+        for pooler, features, idx in zip(self.level_poolers, x, _indices_per_level(levels, len(x))):
             # Each level's (R_l, C, S, S) goes straight to its boxes' rows: no concatenated copy.
             output.index_copy_(0, idx, pooler(features, rois[idx]).to(output.dtype))
         return output
+
+
+def _indices_per_level(levels: Tensor, num_levels: int) -> List[Tensor]:
+    """For each level, `Tensor[R_l]` the indices of the boxes assigned to it, in increasing order."""
+    if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        # Split sizes would be recorded as the sample's counts; a mask per level is traced as an operation.
+        return [nonzero_tuple(levels == level)[0] for level in range(num_levels)]
+    # Grouping the boxes by level costs a single host sync (the per-level counts), not one per level.
+    order = torch.argsort(levels, stable=True)
+    return list(order.split(torch.bincount(levels, minlength=num_levels).tolist()))

@@ -24,7 +24,12 @@ class ImageList:
                 f"ImageList got a batch of {tensor.shape[0]} images but {len(image_sizes)} image sizes"
             )
         self.tensor = tensor
-        self.image_sizes: List[Tuple[int, int]] = [(int(h), int(w)) for h, w in image_sizes]
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():
+            # Sizes read from a traced input are 0-d tensors (symbolic ints in torch.export); kept so, an
+            # exported model clips its boxes to its input's size, where ints would fix the sample's.
+            self.image_sizes = [(h, w) for h, w in image_sizes]
+        else:
+            self.image_sizes: List[Tuple[int, int]] = [(int(h), int(w)) for h, w in image_sizes]
 
     def __len__(self) -> int:
         return len(self.image_sizes)
@@ -89,8 +94,9 @@ class ImageList:
             max_h = max_w = square_size
         size_divisibility = constraints.get("size_divisibility", size_divisibility)
         if size_divisibility > 1:
-            max_h = -(-max_h // size_divisibility) * size_divisibility
-            max_w = -(-max_w // size_divisibility) * size_divisibility
+            # Rounding up with non-negative operands only: exported to ONNX, integer division truncates.
+            max_h = (max_h + size_divisibility - 1) // size_divisibility * size_divisibility
+            max_w = (max_w + size_divisibility - 1) // size_divisibility * size_divisibility
 
         if len(tensors) == 1:
             h, w = image_sizes[0]

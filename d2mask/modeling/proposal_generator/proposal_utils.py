@@ -9,7 +9,7 @@ from typing import List, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from d2mask.layers import batched_nms, cat, nonzero_tuple
+from d2mask.layers import batched_nms, cat, nonzero_tuple, shapes_to_tensor
 from d2mask.structures import Boxes, Instances
 
 __all__ = ["find_top_rpn_proposals", "add_ground_truth_to_proposals"]
@@ -51,7 +51,9 @@ def find_top_rpn_proposals(
     device = proposals[0].device
     top_boxes, top_scores, level_ids = [], [], []
     for level, (boxes_i, logits_i) in enumerate(zip(proposals, pred_objectness_logits)):
-        k = min(pre_nms_topk, logits_i.shape[1])
+        num_anchors = logits_i.shape[1]
+        # Under tracing the size is a 0-d tensor: clamped, k stays traced; min() would fix its branch.
+        k = num_anchors.clamp(max=pre_nms_topk) if isinstance(num_anchors, Tensor) else min(pre_nms_topk, num_anchors)
         scores, idx = logits_i.topk(k, dim=1)  # (N, k), sorted
         # (N, Hi*Wi*A, 4) -> (N, k, 4)
         top_boxes.append(boxes_i.gather(1, idx[:, :, None].expand(-1, -1, 4)))
@@ -64,7 +66,8 @@ def find_top_rpn_proposals(
 
     finite = torch.isfinite(boxes).all(dim=2) & torch.isfinite(scores)
     # (w, h, w, h) per image -> (N, 1, 4), to clip x to [0, w] and y to [0, h].
-    limits = torch.tensor([[w, h, w, h] for h, w in image_sizes], dtype=boxes.dtype, device=device)[:, None, :]
+    limits = shapes_to_tensor([s for h, w in image_sizes for s in (w, h, w, h)], device)
+    limits = limits.view(-1, 1, 4).to(boxes.dtype)
     boxes = torch.minimum(boxes.clamp(min=0), limits)
     sides = boxes[:, :, 2:] - boxes[:, :, :2]
     valid = finite & (sides > min_box_size).all(dim=2)
@@ -76,18 +79,27 @@ def find_top_rpn_proposals(
     candidates = nonzero_tuple(valid.reshape(-1))[0]
     kept = candidates[batched_nms(flat_boxes[candidates], flat_scores[candidates], groups[candidates], nms_thresh)]
 
-    # NMS output is by decreasing score; a stable sort by image keeps that order within each image.
-    kept_images = kept // k_total
+    if num_images == 1:
+        # NMS output is by decreasing score. Without grouping by image, a traced model keeps its
+        # proposal count dynamic (split sizes are Python ints, recorded as the sample's).
+        per_image = [kept[:post_nms_topk]]
+    else:
+        per_image = _top_per_image(kept, kept // k_total, num_images, post_nms_topk)
+    results = []
+    for size, idx in zip(image_sizes, per_image):
+        results.append(Instances(size, proposal_boxes=Boxes(flat_boxes[idx]), objectness_logits=flat_scores[idx]))
+    return results
+
+
+def _top_per_image(kept: Tensor, kept_images: Tensor, num_images: int, post_nms_topk: int) -> List[Tensor]:
+    """Splits NMS survivors `kept` (by decreasing score, of images `kept_images`) into N tensors, each
+    image's `post_nms_topk` best."""
+    # A stable sort by image keeps the order by score within each image.
     kept_images, order = torch.sort(kept_images, stable=True)
     kept = kept[order]
     counts = torch.bincount(kept_images, minlength=num_images)
-    rank = torch.arange(len(kept), device=device) - (counts.cumsum(0) - counts)[kept_images]
-    kept = kept[rank < post_nms_topk]
-
-    results = []
-    for size, idx in zip(image_sizes, kept.split(counts.clamp(max=post_nms_topk).tolist())):
-        results.append(Instances(size, proposal_boxes=Boxes(flat_boxes[idx]), objectness_logits=flat_scores[idx]))
-    return results
+    rank = torch.arange(len(kept), device=kept.device) - (counts.cumsum(0) - counts)[kept_images]
+    return list(kept[rank < post_nms_topk].split(counts.clamp(max=post_nms_topk).tolist()))
 
 
 def add_ground_truth_to_proposals(

@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""Exports a trained Faster/Mask R-CNN for deployment, to run without d2mask (see docs/deployment.md).
+
+    python tools/deploy/export_model.py --config-file CFG --export-method tracing --format torchscript \
+        --sample-image img.jpg --output exported/ MODEL.WEIGHTS output/model_final.pth
+    python tools/deploy/export_model.py ... --export-method tracing --format onnx ...
+    python tools/deploy/export_model.py ... --export-method torch_export ...        # model.pt2
+
+Writes into --output the artefact (model.ts, model.onnx or model.pt2) and deploy.json, what the sample
+tools/deploy/run_exported_model.py needs to run it (input format and test resize, output names).
+Without --sample-image, the first image of DATASETS.TEST[0] is the sample. Config and flag mistakes,
+and models that cannot be exported, end with one line and exit status 2.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import List, Optional
+
+import torch
+
+from d2mask.checkpoint import DetectionCheckpointer
+from d2mask.config import get_cfg
+from d2mask.data import build_detection_test_loader
+from d2mask.data import transforms as T
+from d2mask.data.detection_utils import read_image
+from d2mask.engine import EXIT_USER_ERROR, USER_ERRORS, user_error_message
+from d2mask.export import (
+    ExportError,
+    dump_torchscript_IR,
+    export_onnx,
+    export_torch_export,
+    export_torchscript,
+    input_size_range,
+    output_names,
+)
+from d2mask.modeling import build_model
+from d2mask.utils.logger import setup_logger
+
+# The file each (method, format) writes; other pairs are refused.
+ARTEFACTS = {
+    ("tracing", "torchscript"): "model.ts",
+    ("tracing", "onnx"): "model.onnx",
+    ("torch_export", "pt2"): "model.pt2",
+}
+logger = logging.getLogger("d2mask.export")
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="YAML config of the model")
+    parser.add_argument(
+        "--export-method", choices=["tracing", "torch_export"], default="tracing",
+        help="torch.jit.trace (for TorchScript and ONNX) or torch.export",
+    )
+    parser.add_argument(
+        "--format", choices=["torchscript", "onnx", "pt2"], default=None,
+        help="artefact format; default torchscript for tracing, pt2 for torch_export",
+    )
+    parser.add_argument("--sample-image", default=None, help="image to trace with; default: first of DATASETS.TEST[0]")
+    parser.add_argument("--output", required=True, help="directory for the artefact and deploy.json")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs (MODEL.WEIGHTS ...)")
+    args = parser.parse_args(argv)
+    if args.format is None:
+        args.format = "pt2" if args.export_method == "torch_export" else "torchscript"
+    if (args.export_method, args.format) not in ARTEFACTS:
+        pairs = ", ".join(f"--export-method {m} --format {f}" for m, f in ARTEFACTS)
+        parser.error(f"--export-method {args.export_method} cannot write --format {args.format}; one of: {pairs}")
+    return args
+
+
+def sample_image(cfg, file_name: Optional[str]) -> torch.Tensor:
+    """`Tensor[C, H, W]` float: the sample image, read and resized as the test loader does."""
+    if file_name is None:
+        if not cfg.DATASETS.TEST:
+            raise ExportError("Give --sample-image, or name a dataset in DATASETS.TEST to take the sample from")
+        return next(iter(build_detection_test_loader(cfg, cfg.DATASETS.TEST[0])))[0]["image"].float()
+    image = read_image(file_name, format=cfg.INPUT.FORMAT)
+    resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
+    image = resize.get_transform(image).apply_image(image)
+    return torch.as_tensor(image.astype("float32").transpose(2, 0, 1))  # (H, W, C) -> (C, H, W)
+
+
+def export(cfg, args: argparse.Namespace) -> str:
+    """Exports the model of `cfg` as `args` ask; returns the artefact's path."""
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    model.eval()
+    image = sample_image(cfg, args.sample_image)
+    os.makedirs(args.output, exist_ok=True)
+    path = os.path.join(args.output, ARTEFACTS[(args.export_method, args.format)])
+    info = {"export_method": args.export_method, "format": args.format, "file": os.path.basename(path)}
+    if args.format == "torchscript":
+        traced, adapter = export_torchscript(model, image)
+        torch.jit.save(traced, path)
+        dump_torchscript_IR(traced, args.output)
+    elif args.format == "onnx":
+        adapter = export_onnx(model, image, path)
+    else:
+        program, adapter = export_torch_export(model, image)
+        torch.export.save(program, path)
+        info["input_size_range"] = [[low, None if high == float("inf") else high] for low, high in input_size_range(program)]
+    info.update(
+        outputs=output_names(adapter),
+        input_format=cfg.INPUT.FORMAT,
+        min_size_test=cfg.INPUT.MIN_SIZE_TEST,
+        max_size_test=cfg.INPUT.MAX_SIZE_TEST,
+    )
+    with open(os.path.join(args.output, "deploy.json"), "w") as f:
+        json.dump(info, f, indent=2)
+    logger.info(f"Outputs schema: {adapter.outputs_schema}")
+    return path
+
+
+def main(argv: Optional[List[str]] = None) -> str:
+    args = parse_args(argv)
+    setup_logger(name="d2mask")
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.freeze()
+    path = export(cfg, args)
+    print(f"Wrote {path} and {os.path.join(args.output, 'deploy.json')}. Run it without d2mask:")
+    print(f"    python tools/deploy/run_exported_model.py {path} --input IMAGE [IMAGE ...]")
+    return path
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except USER_ERRORS + (ExportError,) as e:
+        print(user_error_message(e), file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
