@@ -1,0 +1,92 @@
+"""tools/deploy/export_model.py run as a user runs it, and the artefacts it writes run by
+tools/deploy/run_exported_model.py in a process where d2mask cannot be imported: the detections on the
+original image equal the eager model's."""
+import os
+import runpy
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from d2mask.checkpoint import DetectionCheckpointer
+from d2mask.data import transforms as T
+from d2mask.data.detection_utils import read_image
+
+from .tiny_models import COMMON, REPO, TINY_R50, mask_iou, tiny_cfg, tiny_model
+
+CONFIG = "configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
+EXPORT = os.path.join(REPO, "tools/deploy/export_model.py")
+SAMPLE = os.path.join(REPO, "tools/deploy/run_exported_model.py")
+# The sample runs with `import d2mask` made to fail.
+WITHOUT_D2MASK = "import runpy, sys; sys.modules['d2mask'] = None; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+
+
+def _run(args, **kwargs):
+    env = dict(os.environ, PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO, env=env, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny Mask R-CNN's weights file, the overrides that describe it, an image, and the eager
+    model's detections on that image at its original size."""
+    root = tmp_path_factory.mktemp("export_tool")
+    model = tiny_model(tiny_cfg(CONFIG))
+    DetectionCheckpointer(model, save_dir=str(root)).save("model")
+    image_file = str(root / "image.png")
+    cv2.imwrite(image_file, np.random.RandomState(0).randint(0, 256, (90, 140, 3)).astype(np.uint8))
+    opts = COMMON + TINY_R50 + ["MODEL.WEIGHTS", str(root / "model.pth")]
+
+    cfg = tiny_cfg(CONFIG)
+    original = read_image(image_file, cfg.INPUT.FORMAT)
+    resized = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice").get_transform(original).apply_image(original)
+    inputs = {"image": torch.as_tensor(resized.transpose(2, 0, 1).copy()), "height": 90, "width": 140}
+    with torch.no_grad():
+        expected = model([inputs])[0]["instances"]
+    return root, opts, image_file, expected
+
+
+@pytest.mark.parametrize("method_and_format", [("tracing", "torchscript"), ("tracing", "onnx")])
+def test_exported_model_runs_without_d2mask_and_matches_eager(trained, method_and_format):
+    method, fmt = method_and_format
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime", reason="ONNX export is tested with the 'export' extra")
+        pytest.importorskip("onnx", reason="ONNX export is tested with the 'export' extra")
+    root, opts, image_file, expected = trained
+    out = root / fmt
+    export = _run([EXPORT, "--config-file", CONFIG, "--export-method", method, "--format", fmt,
+                   "--sample-image", image_file, "--output", str(out), *opts])
+    assert export.returncode == 0, export.stderr
+    artefact = out / ("model.ts" if fmt == "torchscript" else "model.onnx")
+    assert f"run_exported_model.py {artefact}" in export.stdout
+
+    run = _run(["-c", WITHOUT_D2MASK, SAMPLE, str(artefact), "--input", image_file, "--output", str(root / f"{fmt}.npz")])
+    assert run.returncode == 0, run.stderr
+    assert len(run.stdout.splitlines()) == len(expected) > 0
+    actual = np.load(root / f"{fmt}.npz")
+    assert np.array_equal(actual["0_classes"], expected.pred_classes.numpy())
+    np.testing.assert_allclose(actual["0_boxes"], expected.pred_boxes.tensor.numpy(), atol=1e-2, rtol=0)
+    np.testing.assert_allclose(actual["0_scores"], expected.scores.numpy(), atol=1e-4, rtol=0)
+    masks = torch.from_numpy(actual["0_masks"])
+    assert masks.shape == expected.pred_masks.shape and expected.pred_masks.any()
+    assert (mask_iou(masks, expected.pred_masks) > 0.99).all()
+
+
+def test_unsupported_model_is_one_line(trained):
+    root, opts, image_file, _ = trained
+    result = _run([EXPORT, "--config-file", CONFIG, "--sample-image", image_file, "--output", str(root / "rpn"),
+                   *opts, "MODEL.META_ARCHITECTURE", "ProposalNetwork"])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ExportError: Exporting ProposalNetwork is not supported"), result.stderr
+
+
+def test_format_the_method_cannot_write_is_refused(capsys):
+    export_model = runpy.run_path(EXPORT)  # the module's functions, without running main
+    with pytest.raises(SystemExit) as e:
+        export_model["parse_args"](["--config-file", CONFIG, "--export-method", "torch_export", "--format", "onnx", "--output", "x"])
+    assert e.value.code == 2
+    assert "--export-method torch_export cannot write --format onnx" in capsys.readouterr().err
