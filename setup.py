@@ -1,4 +1,4 @@
-"""Installs d2mask; `pip install -e ".[dev]"` is the whole set-up."""
+"""Installs d2mask; `pip install -e ".[dev,export]"` is the whole set-up."""
 from setuptools import find_packages, setup
 
 setup(
@@ -26,5 +26,7 @@ setup(
     extras_require={
         "dev": ["pytest>=7", "hypothesis>=6.80"],
         "tensorboard": ["tensorboard>=2.12"],
+        # ONNX export and running ONNX artefacts (docs/deployment.md)
+        "export": ["onnx>=1.15", "onnxruntime>=1.17"],
     },
 )
