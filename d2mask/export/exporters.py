@@ -89,7 +89,9 @@ def output_names(adapter: TracingAdapter) -> List[str]:
     order, then "image_size"."""
     schema = adapter.outputs_schema
     if not isinstance(schema, InstancesSchema):
-        raise ExportError(f"output_names needs an adapter of detector_inference, whose outputs are Instances; got {schema}")
+        raise ExportError(
+            f"output_names needs an adapter of detector_inference, whose outputs are Instances; got {schema}"
+        )
     return [*schema.keys, "image_size"]
 
 

@@ -21,7 +21,10 @@ CONFIG = "configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
 EXPORT = os.path.join(REPO, "tools/deploy/export_model.py")
 SAMPLE = os.path.join(REPO, "tools/deploy/run_exported_model.py")
 # The sample runs with `import d2mask` made to fail.
-WITHOUT_D2MASK = "import runpy, sys; sys.modules['d2mask'] = None; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+WITHOUT_D2MASK = (
+    "import runpy, sys; sys.modules['d2mask'] = None; sys.argv = sys.argv[1:]; "
+    "runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 
 def _run(args, **kwargs):
@@ -42,7 +45,8 @@ def trained(tmp_path_factory):
 
     cfg = tiny_cfg(CONFIG)
     original = read_image(image_file, cfg.INPUT.FORMAT)
-    resized = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice").get_transform(original).apply_image(original)
+    resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
+    resized = resize.get_transform(original).apply_image(original)
     inputs = {"image": torch.as_tensor(resized.transpose(2, 0, 1).copy()), "height": 90, "width": 140}
     with torch.no_grad():
         expected = model([inputs])[0]["instances"]
@@ -57,16 +61,19 @@ def test_exported_model_runs_without_d2mask_and_matches_eager(trained, method_an
         pytest.importorskip("onnx", reason="ONNX export is tested with the 'export' extra")
     root, opts, image_file, expected = trained
     out = root / fmt
-    export = _run([EXPORT, "--config-file", CONFIG, "--export-method", method, "--format", fmt,
-                   "--sample-image", image_file, "--output", str(out), *opts])
+    export = _run([
+        EXPORT, "--config-file", CONFIG, "--export-method", method, "--format", fmt,
+        "--sample-image", image_file, "--output", str(out), *opts,
+    ])
     assert export.returncode == 0, export.stderr
     artefact = out / ("model.ts" if fmt == "torchscript" else "model.onnx")
     assert f"run_exported_model.py {artefact}" in export.stdout
 
-    run = _run(["-c", WITHOUT_D2MASK, SAMPLE, str(artefact), "--input", image_file, "--output", str(root / f"{fmt}.npz")])
+    npz = root / f"{fmt}.npz"
+    run = _run(["-c", WITHOUT_D2MASK, SAMPLE, str(artefact), "--input", image_file, "--output", str(npz)])
     assert run.returncode == 0, run.stderr
     assert len(run.stdout.splitlines()) == len(expected) > 0
-    actual = np.load(root / f"{fmt}.npz")
+    actual = np.load(npz)
     assert np.array_equal(actual["0_classes"], expected.pred_classes.numpy())
     np.testing.assert_allclose(actual["0_boxes"], expected.pred_boxes.tensor.numpy(), atol=1e-2, rtol=0)
     np.testing.assert_allclose(actual["0_scores"], expected.scores.numpy(), atol=1e-4, rtol=0)
@@ -75,18 +82,23 @@ def test_exported_model_runs_without_d2mask_and_matches_eager(trained, method_an
     assert (mask_iou(masks, expected.pred_masks) > 0.99).all()
 
 
-def test_unsupported_model_is_one_line(trained):
+def test_unsupported_model_is_one_line(trained, monkeypatch, capsys):
     root, opts, image_file, _ = trained
-    result = _run([EXPORT, "--config-file", CONFIG, "--sample-image", image_file, "--output", str(root / "rpn"),
-                   *opts, "MODEL.META_ARCHITECTURE", "ProposalNetwork"])
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("ExportError: Exporting ProposalNetwork is not supported"), result.stderr
+    argv = [EXPORT, "--config-file", CONFIG, "--sample-image", image_file, "--output", str(root / "rpn"),
+            *opts, "MODEL.META_ARCHITECTURE", "ProposalNetwork"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(EXPORT, run_name="__main__")
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ExportError: Exporting ProposalNetwork is not supported"), lines
 
 
 def test_format_the_method_cannot_write_is_refused(capsys):
     export_model = runpy.run_path(EXPORT)  # the module's functions, without running main
     with pytest.raises(SystemExit) as e:
-        export_model["parse_args"](["--config-file", CONFIG, "--export-method", "torch_export", "--format", "onnx", "--output", "x"])
+        export_model["parse_args"](
+            ["--config-file", CONFIG, "--export-method", "torch_export", "--format", "onnx", "--output", "x"]
+        )
     assert e.value.code == 2
     assert "--export-method torch_export cannot write --format onnx" in capsys.readouterr().err

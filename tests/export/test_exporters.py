@@ -95,7 +95,8 @@ def test_project_backbone_exports():
     """A Mask R-CNN whose backbone is the ConvNeXt project's registered module (named in IMPORTS)."""
     cfg = tiny_cfg(
         "projects/ConvNeXt/configs/mask_rcnn_ConvNeXt_FPN_shapes.yaml",
-        ["MODEL.CONVNEXT.DEPTHS", "[1, 1, 1, 1]", "MODEL.CONVNEXT.DIMS", "[8, 16, 24, 32]", "MODEL.FPN.OUT_CHANNELS", "32"],
+        ["MODEL.CONVNEXT.DEPTHS", "[1, 1, 1, 1]", "MODEL.CONVNEXT.DIMS", "[8, 16, 24, 32]",
+         "MODEL.FPN.OUT_CHANNELS", "32"],
     )
     model = tiny_model(cfg)
     assert type(model.backbone.bottom_up).__module__ == "projects.ConvNeXt.convnext"

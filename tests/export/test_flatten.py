@@ -27,7 +27,11 @@ def test_nested_structure_round_trip():
     assert values[3].tolist() == [6, 8] and values[4] == "a" and values[5].item() == 3
     assert isinstance(schema, ListSchema) and isinstance(schema.schemas[0], DictSchema)
     assert schema.schemas[0].schemas[0] == InstancesSchema(
-        [TensorWrapSchema("d2mask.structures.boxes.Boxes"), TensorWrapSchema("d2mask.structures.masks.BitMasks"), IdentitySchema()],
+        [
+            TensorWrapSchema("d2mask.structures.boxes.Boxes"),
+            TensorWrapSchema("d2mask.structures.masks.BitMasks"),
+            IdentitySchema(),
+        ],
         [1, 1, 1],
         ["pred_boxes", "pred_masks", "scores"],
     )
@@ -104,7 +108,10 @@ def test_tracing_adapter_refuses_non_tensor_inputs_and_outputs():
 
 def test_tracing_adapter_allow_non_tensor_keeps_only_tensors():
     x = torch.ones(2)
-    adapter = TracingAdapter(nn.Identity(), (x, "text"), inference_func=lambda m, x, s: (m(x) * 2, s), allow_non_tensor=True)
+    def double(model, x, text):
+        return model(x) * 2, text
+
+    adapter = TracingAdapter(nn.Identity(), (x, "text"), inference_func=double, allow_non_tensor=True)
     assert adapter.inputs_schema is None and adapter.flattened_inputs == (x,)
     (out,) = adapter(x)
     assert torch.equal(out, x * 2) and adapter.outputs_schema is None

@@ -14,6 +14,7 @@ and models that cannot be exported, end with one line and exit status 2.
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from typing import List, Optional
@@ -100,7 +101,8 @@ def export(cfg, args: argparse.Namespace) -> str:
     else:
         program, adapter = export_torch_export(model, image)
         torch.export.save(program, path)
-        info["input_size_range"] = [[low, None if high == float("inf") else high] for low, high in input_size_range(program)]
+        # JSON has no infinity: an unbounded side is null.
+        info["input_size_range"] = [[low, None if math.isinf(high) else high] for low, high in input_size_range(program)]
     info.update(
         outputs=output_names(adapter),
         input_format=cfg.INPUT.FORMAT,
