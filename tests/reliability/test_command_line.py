@@ -45,6 +45,19 @@ def test_weights_carrying_code_end_the_run_with_one_line_and_run_nothing(tmp_pat
     assert (out / "metrics.json").read_text() == '{"iteration": 9}\n'
 
 
+def test_weights_that_cannot_be_downloaded_end_the_run_with_one_line(tmp_path, monkeypatch):
+    # nothing listens on port 9 of this machine: the connection is refused, as offline (no network used)
+    monkeypatch.setenv("D2MASK_CACHE", str(tmp_path / "cache"))
+    url = "https://127.0.0.1:9/model_final.pkl"
+    proc = _train_net(*TOY, f"OUTPUT_DIR={tmp_path / 'out'}", f"DATASETS.ROOT={tmp_path / 'datasets'}", f"MODEL.WEIGHTS={url}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert f"Downloading {url} to {tmp_path / 'cache' / 'downloads'}" in output and "Traceback" not in output
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"DownloadError: Cannot download {url} (URLError: ") and "MODEL.WEIGHTS /path/to/model_final.pkl" in last
+    assert not any(files for _, _, files in os.walk(tmp_path / "cache"))
+
+
 def test_a_user_error_in_every_process_of_a_job_is_one_line_each(tmp_path):
     proc = _train_net("--num-gpus", "2", *TOY, "MODEL.META_ARCHITECTURE=ReliabilityToyModle", f"OUTPUT_DIR={tmp_path}")
     assert proc.returncode == 2, proc.stderr[-3000:]
