@@ -115,6 +115,23 @@ _RULES: Sequence[Tuple[str, Callable[[Any], bool], str]] = [
     ("MODEL.ROI_BOX_HEAD.FC_DIM", positive_int, "an int > 0"),
     ("MODEL.ROI_BOX_HEAD.NUM_CONV", non_negative_int, "an int >= 0"),
     ("MODEL.ROI_BOX_HEAD.CONV_DIM", positive_int, "an int > 0"),
+    ("MODEL.ROI_BOX_CASCADE_HEAD.IOUS", lambda v: len(v) > 0 and each(fraction)(v), "one IoU in [0, 1] per stage"),
+    ("MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", each(lambda w: len(w) == 4 and each(positive)(w)),
+     "4 weights > 0 (wx, wy, ww, wh) per stage"),
+    ("MODEL.RETINANET.NUM_CLASSES", positive_int, "an int > 0"),
+    ("MODEL.RETINANET.NUM_CONVS", positive_int, "an int > 0"),
+    ("MODEL.RETINANET.IOU_THRESHOLDS", lambda v: increasing(v) and each(fraction)(v), "increasing IoUs in [0, 1]"),
+    ("MODEL.RETINANET.IOU_LABELS", each(one_of(-1, 0, 1)), "labels -1, 0 or 1"),
+    ("MODEL.RETINANET.PRIOR_PROB", lambda v: _number(v) and 0 < v < 1, "in (0, 1)"),
+    ("MODEL.RETINANET.SCORE_THRESH_TEST", fraction, "in [0, 1]"),
+    ("MODEL.RETINANET.TOPK_CANDIDATES_TEST", positive_int, "an int > 0"),
+    ("MODEL.RETINANET.NMS_THRESH_TEST", fraction, "in [0, 1]"),
+    ("MODEL.RETINANET.BBOX_REG_WEIGHTS", lambda v: len(v) == 4 and each(positive)(v), "4 weights > 0 (wx, wy, ww, wh)"),
+    ("MODEL.RETINANET.FOCAL_LOSS_GAMMA", non_negative, "a number >= 0"),
+    ("MODEL.RETINANET.FOCAL_LOSS_ALPHA", fraction, "in [0, 1]"),
+    ("MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", non_negative, "a number >= 0"),
+    ("MODEL.RETINANET.BBOX_REG_LOSS_TYPE", one_of(*_BOX_LOSSES), f"one of {list(_BOX_LOSSES)}"),
+    ("MODEL.RETINANET.NORM", one_of("", "GN"), "'' or 'GN'"),
     ("MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", positive_int, "an int > 0"),
     ("MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO", non_negative_int, "an int >= 0"),
     # "": no pooler, the mask head pools the features itself (StandardROIHeads)
@@ -223,13 +240,19 @@ def _cross_key_problems(cfg: CfgNode) -> List[str]:
             )
         elif not _passes(each(_number), value) or (key.endswith("STD") and not _passes(each(positive), value)):
             problems.append(f"{key} = {value!r} ({'numbers > 0' if key.endswith('STD') else 'finite numbers'})")
-    for head in ("RPN", "ROI_HEADS"):
+    for head in ("RPN", "ROI_HEADS", "RETINANET"):
         thresholds, labels = cfg.MODEL[head].IOU_THRESHOLDS, cfg.MODEL[head].IOU_LABELS
         if _passes(lambda v: len(v) != len(thresholds) + 1, labels):
             problems.append(
                 f"MODEL.{head}.IOU_LABELS = {list(labels)!r} (one label more than MODEL.{head}.IOU_THRESHOLDS, "
                 f"which has {len(thresholds)})"
             )
+    ious, weights = cfg.MODEL.ROI_BOX_CASCADE_HEAD.IOUS, cfg.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS
+    if _passes(lambda v: len(v) != len(ious), weights):
+        problems.append(
+            f"MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS = {weights!r} (one entry per cascade stage, as many as "
+            f"MODEL.ROI_BOX_CASCADE_HEAD.IOUS, which has {len(ious)})"
+        )
     if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "range" and _passes(lambda v: len(v) != 2, cfg.INPUT.MIN_SIZE_TRAIN):
         problems.append(
             f"INPUT.MIN_SIZE_TRAIN = {cfg.INPUT.MIN_SIZE_TRAIN!r} (two sizes [min, max] with "

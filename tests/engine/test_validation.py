@@ -18,6 +18,12 @@ def test_defaults_and_shipped_configs_are_valid():
     cfg.merge_from_file("configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml")
     cfg.MODEL.DEVICE = "cpu"
     validate_config(cfg)
+    for config in ("Shapes/cascade_mask_rcnn_R_18_FPN_shapes.yaml", "Shapes/retinanet_R_18_FPN_shapes.yaml",
+                   "Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml", "COCO-Detection/retinanet_R_50_FPN_1x.yaml"):
+        cfg = _cfg()
+        cfg.merge_from_file(f"configs/{config}")
+        cfg.MODEL.DEVICE = "cpu"
+        validate_config(cfg)
 
 
 @pytest.mark.parametrize(
@@ -34,6 +40,12 @@ def test_defaults_and_shipped_configs_are_valid():
         ("MODEL.RESNETS.DEPTH", "42", "18, 34, 50, 101 or 152"),
         ("MODEL.RESNETS.DEFORM_ON_PER_STAGE", "[True]", "4 booleans, res2..res5"),
         ("MODEL.ROI_MASK_HEAD.POOLER_TYPE", "ROIPool", "one of ['', 'ROIAlign', 'ROIAlignV2']"),
+        ("MODEL.RETINANET.IOU_LABELS", "[0, 1]", "one label more than MODEL.RETINANET.IOU_THRESHOLDS"),
+        ("MODEL.RETINANET.PRIOR_PROB", "0.0", "in (0, 1)"),
+        ("MODEL.RETINANET.NORM", "BN", "'' or 'GN'"),
+        ("MODEL.ROI_BOX_CASCADE_HEAD.IOUS", "(0.5, 1.5)", "one IoU in [0, 1] per stage"),
+        ("MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", "[[10, 10, 5, 5]]", "as many as MODEL.ROI_BOX_CASCADE_HEAD.IOUS"),
+        ("MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", "[[10, 10, 5], [1, 1, 1, 1], [1, 1, 1, 1]]", "4 weights > 0"),
         ("INPUT.MASK_FORMAT", "rle", "'polygon' or 'bitmask'"),
         ("MODEL.DEVICE", "gpu0", "a device such as 'cpu', 'cuda' or 'cuda:1'"),
     ],
