@@ -44,6 +44,12 @@ def _explicit_args(from_config: Callable, args, kwargs) -> Dict[str, Any]:
     return explicit
 
 
+def _from_config_message(class_name: str, error: ValueError) -> str:
+    """The message of a constructor's ValueError, led by the class built from the config."""
+    message = str(error)
+    return message if message.startswith(class_name) else f"{class_name} (from the config): {message}"
+
+
 def configurable(init_func: Optional[Callable] = None, *, from_config: Optional[Callable] = None):
     """Decorates `__init__` (uses the class's `from_config`) or a function (`from_config=` given)."""
     if init_func is not None:
@@ -57,15 +63,15 @@ def configurable(init_func: Optional[Callable] = None, *, from_config: Optional[
                 from_cfg = getattr(type(self), "from_config", None)
                 if from_cfg is None:
                     raise AttributeError(f"{type(self).__name__} was given a config but defines no from_config")
-                explicit = _explicit_args(from_cfg, args, kwargs)
                 try:
-                    return init_func(self, **explicit)
+                    return init_func(self, **_explicit_args(from_cfg, args, kwargs))
                 except ConfigError:
                     raise
                 except ValueError as e:
-                    # Constructors validate their arguments; built from a config, those came from
-                    # its keys, so the message (which names the key) is the user's to act on.
-                    raise ConfigError(str(e)) from e
+                    # Constructors validate their arguments (also those of the parts from_config
+                    # builds); built from a config, the arguments came from its keys, which the
+                    # message names, so it is the user's to act on.
+                    raise ConfigError(_from_config_message(type(self).__name__, e)) from e
             return init_func(self, *args, **kwargs)
 
         return wrapped_init

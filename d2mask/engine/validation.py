@@ -17,12 +17,12 @@ import torch
 
 from ..config import CfgNode, ConfigError
 from ..layers import NORM_NAMES
+from ..modeling.box_regression import BOX_REGRESSION_LOSS_TYPES
 
 __all__ = ["validate_config", "check_device"]
 
 # Channels of the images the model receives, per INPUT.FORMAT (d2mask.data.SUPPORTED_IMAGE_FORMATS).
 _CHANNELS = {"BGR": 3, "RGB": 3, "L": 1}
-_BOX_LOSSES = ("smooth_l1", "giou", "diou", "ciou")
 _POOLERS = ("ROIAlign", "ROIAlignV2")
 _NORMS = tuple(NORM_NAMES)
 # Signals a process can handle (not SIGKILL, SIGSTOP), for SOLVER.CHECKPOINT_SIGNALS.
@@ -96,7 +96,7 @@ _RULES: Sequence[Tuple[str, Callable[[Any], bool], str]] = [
     ("MODEL.RPN.PRE_NMS_TOPK_TEST", positive_int, "an int > 0"),
     ("MODEL.RPN.POST_NMS_TOPK_TRAIN", positive_int, "an int > 0"),
     ("MODEL.RPN.POST_NMS_TOPK_TEST", positive_int, "an int > 0"),
-    ("MODEL.RPN.BBOX_REG_LOSS_TYPE", one_of(*_BOX_LOSSES), f"one of {list(_BOX_LOSSES)}"),
+    ("MODEL.RPN.BBOX_REG_LOSS_TYPE", one_of(*BOX_REGRESSION_LOSS_TYPES), f"one of {list(BOX_REGRESSION_LOSS_TYPES)}"),
     ("MODEL.RPN.SMOOTH_L1_BETA", non_negative, "a number >= 0"),
     ("MODEL.RPN.IOU_THRESHOLDS", lambda v: increasing(v) and each(fraction)(v), "increasing IoUs in [0, 1]"),
     ("MODEL.RPN.IOU_LABELS", each(one_of(-1, 0, 1)), "labels -1, 0 or 1"),
@@ -106,7 +106,7 @@ _RULES: Sequence[Tuple[str, Callable[[Any], bool], str]] = [
     ("MODEL.ROI_HEADS.NMS_THRESH_TEST", fraction, "in [0, 1]"),
     ("MODEL.ROI_HEADS.IOU_THRESHOLDS", lambda v: increasing(v) and each(fraction)(v), "increasing IoUs in [0, 1]"),
     ("MODEL.ROI_HEADS.IOU_LABELS", each(one_of(-1, 0, 1)), "labels -1, 0 or 1"),
-    ("MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", one_of(*_BOX_LOSSES), f"one of {list(_BOX_LOSSES)}"),
+    ("MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", one_of(*BOX_REGRESSION_LOSS_TYPES), f"one of {list(BOX_REGRESSION_LOSS_TYPES)}"),
     ("MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA", non_negative, "a number >= 0"),
     ("MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", positive_int, "an int > 0"),
     ("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", non_negative_int, "an int >= 0"),

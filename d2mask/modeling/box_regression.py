@@ -10,13 +10,23 @@ from fvcore.nn import smooth_l1_loss
 from torch import Tensor
 from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 
-__all__ = ["Box2BoxTransform", "box_regression_loss", "BOX_REGRESSION_LOSS_TYPES"]
+__all__ = ["Box2BoxTransform", "box_regression_loss", "check_box_reg_loss_type", "BOX_REGRESSION_LOSS_TYPES"]
 
 # Bounds exp(dw), exp(dh): a predicted box is at most 1000/16 times wider or taller than its reference.
 _DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
 
 BOX_REGRESSION_LOSS_TYPES = ("smooth_l1", "giou", "diou", "ciou")
 _IOU_LOSSES = {"giou": generalized_box_iou_loss, "diou": distance_box_iou_loss, "ciou": complete_box_iou_loss}
+
+
+def check_box_reg_loss_type(loss_type: str, owner: str, key: str) -> None:
+    """Raises ValueError unless `loss_type` is one of BOX_REGRESSION_LOSS_TYPES; the message names
+    the constructor `owner` and the config `key` the value comes from. Heads check in __init__, so
+    a wrong type is found when the model is built, not at the first loss."""
+    if loss_type not in BOX_REGRESSION_LOSS_TYPES:
+        raise ValueError(
+            f"{owner} box_reg_loss_type ({key}) must be one of {list(BOX_REGRESSION_LOSS_TYPES)}, got {loss_type!r}"
+        )
 
 
 class Box2BoxTransform:

@@ -146,18 +146,4 @@ class ConvNeXt(Backbone):
 @BACKBONE_REGISTRY.register()
 def build_convnext_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     """A ConvNeXt (MODEL.CONVNEXT.*) under an FPN (MODEL.FPN.*) with a max-pooled extra level p6."""
-    bottom_up = ConvNeXt(cfg, input_shape)
-    missing = [f for f in cfg.MODEL.FPN.IN_FEATURES if f not in bottom_up.output_shape()]
-    if missing or not cfg.MODEL.FPN.IN_FEATURES:
-        raise ConfigError(
-            f"MODEL.FPN.IN_FEATURES {list(cfg.MODEL.FPN.IN_FEATURES)}: each must be among "
-            f"MODEL.CONVNEXT.OUT_FEATURES {list(cfg.MODEL.CONVNEXT.OUT_FEATURES)}"
-        )
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=list(cfg.MODEL.FPN.IN_FEATURES),
-        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelMaxPool(),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
+    return FPN(cfg, bottom_up=ConvNeXt(cfg, input_shape), top_block=LastLevelMaxPool())

@@ -61,3 +61,25 @@ def test_constructor_validation_is_a_config_error_when_built_from_a_config():
     with pytest.raises(ValueError) as explicit:
         Checked(beta=-1.0)
     assert not isinstance(explicit.value, ConfigError)
+
+
+class Outer:
+    """Builds a `Checked` in its from_config, as a head builds its parts."""
+
+    @configurable
+    def __init__(self, *, part):
+        self.part = part
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {"part": Checked(beta=cfg.MODEL.RPN.SMOOTH_L1_BETA)}
+
+
+def test_a_part_built_in_from_config_is_a_config_error_naming_the_class():
+    from d2mask.config import ConfigError
+
+    cfg = get_cfg()
+    cfg.MODEL.RPN.SMOOTH_L1_BETA = -1.0
+    with pytest.raises(ConfigError) as error:
+        Outer(cfg)
+    assert str(error.value) == "Outer (from the config): Checked beta (MODEL.RPN.SMOOTH_L1_BETA) must be >= 0, got -1.0"

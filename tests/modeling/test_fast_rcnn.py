@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from d2mask.config import ConfigError, get_cfg
 from d2mask.layers import ShapeSpec
 from d2mask.modeling.box_regression import Box2BoxTransform
 from d2mask.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, fast_rcnn_inference_single_image
@@ -146,3 +147,10 @@ def test_predict_boxes_for_gt_classes_by_hand():
     agnostic = _predictor(num_classes=2, cls_agnostic_bbox_reg=True)
     (boxes,) = agnostic.predict_boxes_for_gt_classes((torch.zeros(2, 3), torch.zeros(2, 4)), proposals)
     torch.testing.assert_close(boxes, torch.tensor([A, OTHER]))
+
+
+def test_unknown_box_loss_type_is_refused_when_built():
+    cfg = get_cfg()
+    cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = "iou"
+    with pytest.raises(ConfigError, match=r"FastRCNNOutputLayers box_reg_loss_type \(MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE\)"):
+        FastRCNNOutputLayers(cfg, ShapeSpec(channels=8))

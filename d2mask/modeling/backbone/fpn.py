@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from fvcore.nn import weight_init
 from torch import Tensor, nn
 
-from d2mask.config import ConfigError
+from d2mask.config import ConfigError, configurable
 from d2mask.layers import Conv2d, ShapeSpec, get_norm
 
 from .backbone import Backbone
@@ -56,6 +56,7 @@ class FPN(Backbone):
     coarser levels after the last one.
     """
 
+    @configurable
     def __init__(
         self,
         bottom_up: Backbone,
@@ -80,13 +81,13 @@ class FPN(Backbone):
         """
         super().__init__()
         if fuse_type not in ("sum", "avg"):
-            raise ValueError(f"FPN fuse_type must be 'sum' or 'avg', got {fuse_type!r}")
+            raise ValueError(f"FPN fuse_type (MODEL.FPN.FUSE_TYPE) must be 'sum' or 'avg', got {fuse_type!r}")
         input_shapes = bottom_up.output_shape()
         missing = [f for f in in_features if f not in input_shapes]
         if missing or not in_features:
             raise ValueError(
-                f"FPN in_features {list(in_features)}: each must be a feature of the bottom-up backbone, "
-                f"which produces {list(input_shapes)}"
+                f"FPN in_features (MODEL.FPN.IN_FEATURES) {list(in_features)}: each must be a feature of the "
+                f"bottom-up backbone, which produces {list(input_shapes)}"
             )
         strides = [input_shapes[f].stride for f in in_features]
         stages = [int(math.log2(s)) for s in strides]
@@ -125,6 +126,20 @@ class FPN(Backbone):
         self._out_feature_channels = {name: out_channels for name in self._out_features}
         self._size_divisibility = strides[-1]
 
+    @classmethod
+    def from_config(cls, cfg, bottom_up: Backbone, top_block: Optional[nn.Module] = None):
+        """The FPN of MODEL.FPN.* over any bottom-up backbone: `FPN(cfg, bottom_up=..., top_block=...)`
+        is how a backbone builder (ResNet's here, a project's own) puts its pyramid on top."""
+        fpn = cfg.MODEL.FPN
+        return {
+            "bottom_up": bottom_up,
+            "in_features": list(fpn.IN_FEATURES),
+            "out_channels": fpn.OUT_CHANNELS,
+            "norm": fpn.NORM,
+            "top_block": top_block,
+            "fuse_type": fpn.FUSE_TYPE,
+        }
+
     @property
     def size_divisibility(self) -> int:
         return self._size_divisibility
@@ -160,26 +175,8 @@ class FPN(Backbone):
 
 def _resnet_fpn(cfg, input_shape: ShapeSpec, top_block: Callable[[Backbone], nn.Module]) -> FPN:
     """A ResNet (MODEL.RESNETS.*) under an FPN (MODEL.FPN.*) whose top block `top_block(bottom_up)` builds."""
-    fpn_cfg = cfg.MODEL.FPN
-    if not fpn_cfg.IN_FEATURES:
-        raise ConfigError("MODEL.FPN.IN_FEATURES is empty; list the bottom-up features, e.g. [res2, res3, res4, res5]")
-    if fpn_cfg.FUSE_TYPE not in ("sum", "avg"):
-        raise ConfigError(f"MODEL.FPN.FUSE_TYPE: expected 'sum' or 'avg', got {fpn_cfg.FUSE_TYPE!r}")
     bottom_up = build_resnet_backbone(cfg, input_shape)
-    missing = [f for f in fpn_cfg.IN_FEATURES if f not in bottom_up.output_shape()]
-    if missing:
-        raise ConfigError(
-            f"MODEL.FPN.IN_FEATURES names {missing}, which MODEL.RESNETS.OUT_FEATURES "
-            f"{list(cfg.MODEL.RESNETS.OUT_FEATURES)} does not produce"
-        )
-    return FPN(
-        bottom_up=bottom_up,
-        in_features=list(fpn_cfg.IN_FEATURES),
-        out_channels=fpn_cfg.OUT_CHANNELS,
-        norm=fpn_cfg.NORM,
-        top_block=top_block(bottom_up),
-        fuse_type=fpn_cfg.FUSE_TYPE,
-    )
+    return FPN(cfg, bottom_up=bottom_up, top_block=top_block(bottom_up))
 
 
 @BACKBONE_REGISTRY.register()

@@ -19,7 +19,7 @@ from d2mask.utils.events import get_event_storage, has_event_storage
 
 from ..anchor_generator import build_anchor_generator
 from ..backbone import Backbone, build_backbone
-from ..box_regression import BOX_REGRESSION_LOSS_TYPES, Box2BoxTransform, box_regression_loss
+from ..box_regression import Box2BoxTransform, box_regression_loss, check_box_reg_loss_type
 from ..matcher import build_anchor_matcher, classes_of_matches
 from .build import META_ARCH_REGISTRY
 from .dense_detector import DenseDetector, permute_to_N_HWA_K  # noqa: F401 (Detectron2 exports it here too)
@@ -163,11 +163,7 @@ class RetinaNet(DenseDetector):
             backbone, head, head_in_features, pixel_mean=pixel_mean, pixel_std=pixel_std, vis_period=vis_period,
             input_format=input_format,
         )
-        if box_reg_loss_type not in BOX_REGRESSION_LOSS_TYPES:
-            raise ValueError(
-                f"RetinaNet box_reg_loss_type (MODEL.RETINANET.BBOX_REG_LOSS_TYPE) must be one of "
-                f"{list(BOX_REGRESSION_LOSS_TYPES)}, got {box_reg_loss_type!r}"
-            )
+        check_box_reg_loss_type(box_reg_loss_type, "RetinaNet", "MODEL.RETINANET.BBOX_REG_LOSS_TYPE")
         self.anchor_generator = anchor_generator
         self.box2box_transform = box2box_transform
         self.anchor_matcher = anchor_matcher

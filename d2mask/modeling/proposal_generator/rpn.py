@@ -16,7 +16,7 @@ from d2mask.structures import Boxes, ImageList, Instances
 from d2mask.utils.registry import Registry
 
 from ..anchor_generator import build_anchor_generator
-from ..box_regression import BOX_REGRESSION_LOSS_TYPES, Box2BoxTransform, box_regression_loss
+from ..box_regression import Box2BoxTransform, box_regression_loss, check_box_reg_loss_type
 from ..matcher import build_anchor_matcher
 from ..sampling import build_sampler, resolve_sampler
 from .build import PROPOSAL_GENERATOR_REGISTRY
@@ -157,11 +157,7 @@ class RPN(nn.Module):
             smooth_l1_beta: the smooth-L1 transition point; 0 is L1.
         """
         super().__init__()
-        if box_reg_loss_type not in BOX_REGRESSION_LOSS_TYPES:
-            raise ValueError(
-                f"RPN box_reg_loss_type (MODEL.RPN.BBOX_REG_LOSS_TYPE) must be one of "
-                f"{list(BOX_REGRESSION_LOSS_TYPES)}, got {box_reg_loss_type!r}"
-            )
+        check_box_reg_loss_type(box_reg_loss_type, "RPN", "MODEL.RPN.BBOX_REG_LOSS_TYPE")
         self.in_features = list(in_features)
         self.rpn_head = head
         self.anchor_generator = anchor_generator

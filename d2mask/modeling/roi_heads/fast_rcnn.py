@@ -15,7 +15,7 @@ from d2mask.config import configurable
 from d2mask.layers import ShapeSpec, batched_nms
 from d2mask.structures import Boxes, Instances
 
-from ..box_regression import Box2BoxTransform, box_regression_loss
+from ..box_regression import Box2BoxTransform, box_regression_loss, check_box_reg_loss_type
 
 __all__ = ["FastRCNNOutputLayers", "fast_rcnn_inference", "fast_rcnn_inference_single_image"]
 
@@ -128,6 +128,7 @@ class FastRCNNOutputLayers(nn.Module):
                 (missing keys weigh 1).
         """
         super().__init__()
+        check_box_reg_loss_type(box_reg_loss_type, "FastRCNNOutputLayers", "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE")
         input_size = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
         num_box_classes = 1 if cls_agnostic_bbox_reg else num_classes
         self.cls_score = nn.Linear(input_size, num_classes + 1)

@@ -50,7 +50,10 @@ class Res5ROIHeads(ROIHeads):
         """
         super().__init__(**kwargs)
         if len(in_features) != 1:
-            raise ValueError(f"Res5ROIHeads pools from exactly one feature map, got in_features={in_features}")
+            raise ValueError(
+                f"Res5ROIHeads pools from exactly one feature map, got in_features (MODEL.ROI_HEADS.IN_FEATURES) "
+                f"{in_features}"
+            )
         self.in_features = in_features
         self.pooler = pooler
         self.res5 = res5
@@ -63,8 +66,6 @@ class Res5ROIHeads(ROIHeads):
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         ret = super().from_config(cfg)
         in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
-        if len(in_features) != 1:
-            raise ConfigError(f"MODEL.ROI_HEADS.IN_FEATURES: Res5ROIHeads needs one feature map, got {in_features}")
         box_cfg = cfg.MODEL.ROI_BOX_HEAD
         if box_cfg.TRAIN_ON_PRED_BOXES:
             # Detectron2's Res5ROIHeads ignores the key; here a set key always does something or fails.
@@ -72,7 +73,7 @@ class Res5ROIHeads(ROIHeads):
         ret["in_features"] = in_features
         ret["pooler"] = ROIPooler(
             output_size=box_cfg.POOLER_RESOLUTION,
-            scales=[1.0 / input_shape[in_features[0]].stride],
+            scales=[1.0 / input_shape[f].stride for f in in_features[:1]],  # more than one: __init__ says so
             sampling_ratio=box_cfg.POOLER_SAMPLING_RATIO,
             pooler_type=box_cfg.POOLER_TYPE,
         )
