@@ -39,6 +39,10 @@ from d2mask.export import (
 from d2mask.modeling import build_model
 from d2mask.utils.logger import setup_logger
 
+# This repository's configs import its projects (`IMPORTS: [projects.DenseText.atss_matcher]`). d2mask
+# never adds a directory to the import path (not even the current one); its tools add the repository root.
+sys.path.append(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
 # The file each (method, format) writes; other pairs are refused.
 ARTEFACTS = {
     ("tracing", "torchscript"): "model.ts",
@@ -77,7 +81,7 @@ def sample_image(cfg, file_name: Optional[str]) -> torch.Tensor:
         if not cfg.DATASETS.TEST:
             raise ExportError("Give --sample-image, or name a dataset in DATASETS.TEST to take the sample from")
         return next(iter(build_detection_test_loader(cfg, cfg.DATASETS.TEST[0])))[0]["image"].float()
-    image = read_image(file_name, format=cfg.INPUT.FORMAT)
+    image = read_image(file_name, format=cfg.INPUT.FORMAT, max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS)
     resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
     image = resize.get_transform(image).apply_image(image)
     return torch.as_tensor(image.astype("float32").transpose(2, 0, 1))  # (H, W, C) -> (C, H, W)
