@@ -14,7 +14,7 @@ from d2mask.layers import ShapeSpec
 from d2mask.structures import Boxes
 from d2mask.utils.registry import Registry
 
-__all__ = ["ANCHOR_GENERATOR_REGISTRY", "DefaultAnchorGenerator", "build_anchor_generator"]
+__all__ = ["ANCHOR_GENERATOR_REGISTRY", "DefaultAnchorGenerator", "build_anchor_generator", "permute_to_N_HWA_K"]
 
 ANCHOR_GENERATOR_REGISTRY = Registry("ANCHOR_GENERATOR")
 ANCHOR_GENERATOR_REGISTRY.__doc__ = """
@@ -28,6 +28,14 @@ returns an nn.Module mapping a list of L feature maps to a list of L `Boxes`.
 def build_anchor_generator(cfg, input_shape: List[ShapeSpec]) -> nn.Module:
     """Builds the anchor generator named by MODEL.ANCHOR_GENERATOR.NAME for the given feature levels."""
     return ANCHOR_GENERATOR_REGISTRY.get(cfg.MODEL.ANCHOR_GENERATOR.NAME)(cfg, input_shape)
+
+
+def permute_to_N_HWA_K(tensor: Tensor, K: int) -> Tensor:
+    """A dense head's output for one level, `Tensor[N, A*K, Hi, Wi]`, as `Tensor[N, Hi*Wi*A, K]`: K values
+    per anchor in the anchors' (location, cell anchor) order of `DefaultAnchorGenerator`."""
+    n, _, h, w = tensor.shape
+    # (N, A*K, Hi, Wi) -> (N, A, K, Hi, Wi) -> (N, Hi, Wi, A, K) -> (N, Hi*Wi*A, K)
+    return tensor.view(n, -1, K, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, K)
 
 
 def _broadcast_per_level(values: Sequence, num_levels: int, name: str) -> List[List[float]]:

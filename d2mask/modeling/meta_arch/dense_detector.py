@@ -12,18 +12,11 @@ from torch import Tensor, nn
 from d2mask.structures import ImageList, Instances
 from d2mask.utils.events import get_event_storage, has_event_storage
 
+from ..anchor_generator import permute_to_N_HWA_K  # Detectron2 exports it from this module
 from ..backbone import Backbone
 from .rcnn import _gt_beside_boxes, _NormalizedInput, _rescale
 
 __all__ = ["DenseDetector", "permute_to_N_HWA_K"]
-
-
-def permute_to_N_HWA_K(tensor: Tensor, K: int) -> Tensor:
-    """`Tensor[N, A*K, Hi, Wi]` -> `Tensor[N, Hi*Wi*A, K]`, the (location, cell anchor) order of the
-    anchor generator's anchors."""
-    n, _, h, w = tensor.shape
-    # (N, A*K, Hi, Wi) -> (N, A, K, Hi, Wi) -> (N, Hi, Wi, A, K) -> (N, Hi*Wi*A, K)
-    return tensor.view(n, -1, K, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, K)
 
 
 class DenseDetector(_NormalizedInput):

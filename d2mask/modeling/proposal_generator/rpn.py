@@ -15,7 +15,7 @@ from d2mask.layers import Conv2d, ShapeSpec, cat
 from d2mask.structures import Boxes, ImageList, Instances
 from d2mask.utils.registry import Registry
 
-from ..anchor_generator import build_anchor_generator
+from ..anchor_generator import build_anchor_generator, permute_to_N_HWA_K
 from ..box_regression import Box2BoxTransform, box_regression_loss, check_box_reg_loss_type
 from ..matcher import build_anchor_matcher
 from ..sampling import build_sampler, resolve_sampler
@@ -313,14 +313,10 @@ class RPN(nn.Module):
         features = [features[f] for f in self.in_features]
         anchors = self.anchor_generator(features)
         pred_logits, pred_deltas = self.rpn_head(features)
-        # (N, A, Hi, Wi) -> (N, Hi, Wi, A) -> (N, Hi*Wi*A), the anchors' (location, cell anchor) order
-        pred_logits = [x.permute(0, 2, 3, 1).flatten(1) for x in pred_logits]
+        # in the anchors' order: (N, A, Hi, Wi) -> (N, Hi*Wi*A), (N, A*B, Hi, Wi) -> (N, Hi*Wi*A, B)
+        pred_logits = [permute_to_N_HWA_K(x, 1)[..., 0] for x in pred_logits]
         box_dim = anchors[0].tensor.shape[1]
-        # (N, A*B, Hi, Wi) -> (N, A, B, Hi, Wi) -> (N, Hi, Wi, A, B) -> (N, Hi*Wi*A, B)
-        pred_deltas = [
-            x.view(x.shape[0], -1, box_dim, x.shape[-2], x.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2)
-            for x in pred_deltas
-        ]
+        pred_deltas = [permute_to_N_HWA_K(x, box_dim) for x in pred_deltas]
 
         losses = {}
         if self.training:
