@@ -147,6 +147,7 @@ _RULES: Sequence[Tuple[str, Callable[[Any], bool], str]] = [
     ("INPUT.MAX_SIZE_TRAIN", positive_int, "an int > 0"),
     ("INPUT.MIN_SIZE_TEST", non_negative_int, "an int >= 0"),
     ("INPUT.MAX_SIZE_TEST", positive_int, "an int > 0"),
+    ("INPUT.MAX_IMAGE_PIXELS", positive_int, "an int > 0"),
     ("INPUT.RANDOM_FLIP", one_of("horizontal", "vertical", "none"), "'horizontal', 'vertical' or 'none'"),
     ("INPUT.CROP.TYPE", one_of("relative", "relative_range", "absolute", "absolute_range"),
      "'relative', 'relative_range', 'absolute' or 'absolute_range'"),

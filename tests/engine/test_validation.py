@@ -47,6 +47,7 @@ def test_defaults_and_shipped_configs_are_valid():
         ("MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", "[[10, 10, 5, 5]]", "as many as MODEL.ROI_BOX_CASCADE_HEAD.IOUS"),
         ("MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", "[[10, 10, 5], [1, 1, 1, 1], [1, 1, 1, 1]]", "4 weights > 0"),
         ("INPUT.MASK_FORMAT", "rle", "'polygon' or 'bitmask'"),
+        ("INPUT.MAX_IMAGE_PIXELS", "0", "an int > 0"),
         ("MODEL.DEVICE", "gpu0", "a device such as 'cpu', 'cuda' or 'cuda:1'"),
     ],
 )
