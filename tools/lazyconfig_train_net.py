@@ -15,6 +15,7 @@ The overrides are `key.path=VALUE` items (docs/configs.md). Writes into `train.o
 config.yaml, log.txt, metrics.json, checkpoints and last_checkpoint, inference/ and PNG plots.
 """
 import copy
+import datetime
 import logging
 import os
 import sys
@@ -214,6 +215,7 @@ def launch_main(args) -> None:
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
+        join_timeout=datetime.timedelta(seconds=args.join_timeout),
         args=(args,),
     )
 

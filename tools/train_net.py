@@ -12,6 +12,7 @@ inference/ (predictions), PNG plots of losses, learning rate and AP. See docs/tr
 A mistake in the input (config, flags, IMPORTS, dataset, weights: d2mask.engine.USER_ERRORS) ends
 the run with its one-line message and exit status 2; see docs/reliability.md.
 """
+import datetime
 import logging
 import os
 import sys
@@ -62,6 +63,7 @@ def launch_main(args) -> None:
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
+        join_timeout=datetime.timedelta(seconds=args.join_timeout),
         args=(args,),
     )
 

@@ -23,6 +23,7 @@ from ..utils.atomic_write import atomic_write
 from ..utils.env import seed_all_rng
 from ..utils.logger import setup_logger
 from .output_dir import check_eval_weights, check_output_dir, check_resumed_config
+from .rendezvous import DEFAULT_JOIN_TIMEOUT
 from .validation import validate_config
 
 __all__ = ["default_argument_parser", "default_setup", "check_run_request", "DefaultTrainer", "create_ddp_model"]
@@ -113,6 +114,14 @@ Two machines of 8 GPUs (run on each, R = 0 or 1, HOST = machine 0):
         "--dist-url",
         default="auto",
         help="rendezvous of the processes: tcp://HOST:PORT of machine 0, or 'auto' (a free port, one machine)",
+    )
+    parser.add_argument(
+        "--join-timeout",
+        type=float,
+        default=DEFAULT_JOIN_TIMEOUT.total_seconds(),
+        metavar="SECONDS",
+        help="how long the processes of a job wait for each other to join at --dist-url (each logs whom it "
+        "waits for every minute)",
     )
     parser.add_argument(
         "opts",

@@ -27,6 +27,7 @@ import torch.multiprocessing as mp
 
 from ..utils import comm
 from .errors import EXIT_USER_ERROR, USER_ERRORS, LaunchError, TrainingInterrupted, user_error_message
+from .rendezvous import DEFAULT_JOIN_TIMEOUT, check_dist_url, join_process_group
 
 __all__ = ["DEFAULT_TIMEOUT", "launch"]
 
@@ -84,7 +85,9 @@ def _launcher_env(num_gpus_per_machine: int, num_machines: int) -> Optional[dict
     return None
 
 
-def _join_launched_job(info: dict, dist_url: Optional[str], timeout: datetime.timedelta) -> None:
+def _join_launched_job(
+    info: dict, dist_url: Optional[str], timeout: datetime.timedelta, join_timeout: datetime.timedelta
+) -> None:
     """Initialises torch.distributed for a process started by torchrun or srun."""
     if torch.cuda.is_available():
         torch.cuda.set_device(info["local_rank"])
@@ -96,8 +99,9 @@ def _join_launched_job(info: dict, dist_url: Optional[str], timeout: datetime.ti
             )
         dist_url = "env://"
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(
-        backend, init_method=dist_url, world_size=info["world_size"], rank=info["rank"], timeout=timeout
+    join_process_group(
+        backend, dist_url, world_size=info["world_size"], rank=info["rank"], ranks_per_machine=info["local_size"],
+        timeout=timeout, join_timeout=join_timeout,
     )
     comm.create_local_process_group(info["local_size"])
 
@@ -110,6 +114,7 @@ def launch(
     dist_url: Optional[str] = None,
     args: Sequence[Any] = (),
     timeout: datetime.timedelta = DEFAULT_TIMEOUT,
+    join_timeout: datetime.timedelta = DEFAULT_JOIN_TIMEOUT,
 ) -> None:
     """Runs `main_func(*args)` on every process of a (possibly) distributed job.
 
@@ -124,11 +129,15 @@ def launch(
             local port; one machine only).
         args: arguments of `main_func`.
         timeout: how long collective operations may wait for each other.
+        join_timeout: how long the processes wait for each other to join the job; meanwhile each
+            logs, every minute, the ranks and machines it waits for and at which address.
 
     Raises:
         LaunchError: no processes or machines, a machine rank outside the machines, more processes
-            per machine than GPUs, "auto" with several machines, a rendezvous port in use; or a
-            process stopped on a user error, which it printed.
+            per machine than GPUs, "auto" with several machines, a `dist_url` that is not an
+            address, a rendezvous port in use, processes that did not join within `join_timeout`;
+            or a process stopped on a user error, which it printed.
+        TrainingInterrupted: the processes stopped on a signal, after a checkpoint.
         torch.multiprocessing.ProcessRaisedException / ProcessExitedException: a process raised
             (its traceback is in the message) or died; the others were ended.
     """
@@ -140,10 +149,11 @@ def launch(
         raise LaunchError(
             f"--machine-rank {machine_rank} with --num-machines {num_machines}: the rank must be 0 to {num_machines - 1}"
         )
+    check_dist_url(dist_url)
     launched = _launcher_env(num_gpus_per_machine, num_machines)
     if launched is not None:
         if not dist.is_initialized():
-            _join_launched_job(launched, dist_url, timeout)
+            _join_launched_job(launched, dist_url, timeout, join_timeout)
         main_func(*args)
         return
 
@@ -171,7 +181,7 @@ def launch(
     context = mp.start_processes(
         _worker,
         nprocs=num_gpus_per_machine,
-        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, tuple(args), timeout),
+        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, tuple(args), timeout, join_timeout),
         daemon=False,
         start_method="spawn",
         join=False,
@@ -229,6 +239,7 @@ def _worker(
     dist_url: str,
     args: tuple,
     timeout: datetime.timedelta,
+    join_timeout: datetime.timedelta,
 ) -> None:
     _die_with_parent()
     has_gpu = torch.cuda.is_available()
@@ -236,10 +247,11 @@ def _worker(
         # before init_process_group, so that NCCL binds this process to its own GPU
         torch.cuda.set_device(local_rank)
     rank = machine_rank * num_gpus_per_machine + local_rank
-    dist.init_process_group(
-        "nccl" if has_gpu else "gloo", init_method=dist_url, world_size=world_size, rank=rank, timeout=timeout
-    )
     try:
+        join_process_group(
+            "nccl" if has_gpu else "gloo", dist_url, world_size=world_size, rank=rank,
+            ranks_per_machine=num_gpus_per_machine, timeout=timeout, join_timeout=join_timeout,
+        )
         comm.create_local_process_group(num_gpus_per_machine)
         comm.synchronize()
         main_func(*args)
