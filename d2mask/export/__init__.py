@@ -9,6 +9,7 @@ from .exporters import (
     export_torchscript,
     input_size_range,
     output_names,
+    verify_export,
 )
 from .flatten import TracingAdapter, flatten_to_tuple
 from .torchscript import dump_torchscript_IR
@@ -28,4 +29,5 @@ __all__ = [
     "input_size_range",
     "output_names",
     "patch_builtin_len",
+    "verify_export",
 ]

@@ -12,7 +12,7 @@ original image and pasting the masks (`d2mask.modeling.detector_postprocess`, or
 `tools/deploy/run_exported_model.py` without d2mask) stay outside the artefact.
 """
 import math
-from typing import Any, List, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,7 @@ __all__ = [
     "export_onnx",
     "export_torch_export",
     "input_size_range",
+    "verify_export",
 ]
 
 # The ONNX opset the ONNX export uses: 16 is the first with ROIAlign's `aligned` (half-pixel) mode.
@@ -93,6 +94,42 @@ def output_names(adapter: TracingAdapter) -> List[str]:
             f"output_names needs an adapter of detector_inference, whose outputs are Instances; got {schema}"
         )
     return [*schema.keys, "image_size"]
+
+
+def verify_export(
+    outputs: Sequence[Tensor], adapter: TracingAdapter, box_atol: float = 1e-2, score_atol: float = 1e-4
+) -> int:
+    """Checks an artefact's flat outputs on the adapter's sample image against the eager model's
+    detections there: the same classes, boxes within `box_atol` pixels and scores within `score_atol`.
+
+    Returns:
+        The number of detections.
+
+    Raises:
+        ExportError: naming the first difference.
+    """
+    with torch.no_grad():
+        expected = detector_inference(adapter.model, *adapter.flattened_inputs)
+    actual = adapter.outputs_schema([torch.as_tensor(o) for o in outputs])
+    if len(actual) != len(expected):
+        raise ExportError(
+            f"The exported model finds {len(actual)} detections on the sample, the eager model {len(expected)}"
+        )
+    differences = {
+        "classes": (actual.pred_classes != expected.pred_classes).any().item(),
+        f"boxes (by more than {box_atol} px)": not torch.allclose(
+            actual.pred_boxes.tensor, expected.pred_boxes.tensor, atol=box_atol, rtol=0
+        ),
+        f"scores (by more than {score_atol})": not torch.allclose(
+            actual.scores, expected.scores, atol=score_atol, rtol=0
+        ),
+    }
+    differing = [name for name, differs in differences.items() if differs]
+    if differing:
+        raise ExportError(
+            f"The exported model's detections on the sample differ from the eager model's in {', '.join(differing)}"
+        )
+    return len(expected)
 
 
 def export_torchscript(model: nn.Module, image: Tensor) -> Tuple[torch.jit.ScriptModule, TracingAdapter]:

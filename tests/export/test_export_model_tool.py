@@ -68,6 +68,7 @@ def test_exported_model_runs_without_d2mask_and_matches_eager(trained, method_an
     assert export.returncode == 0, export.stderr
     artefact = out / ("model.ts" if fmt == "torchscript" else "model.onnx")
     assert f"run_exported_model.py {artefact}" in export.stdout
+    assert f"Checked: {artefact} reproduces the eager model's" in export.stdout
 
     npz = root / f"{fmt}.npz"
     run = _run(["-c", WITHOUT_D2MASK, SAMPLE, str(artefact), "--input", image_file, "--output", str(npz)])

@@ -20,6 +20,7 @@ from d2mask.export import (
     export_torchscript,
     input_size_range,
     output_names,
+    verify_export,
 )
 from d2mask.modeling import build_model
 
@@ -112,6 +113,20 @@ def test_dump_torchscript_ir(tmp_path):
     assert sorted(files) == ["model.txt", "model_ts_IR.txt", "model_ts_IR_inlined.txt", "model_ts_code.txt"]
     assert "torchvision::nms" in files["model_ts_IR_inlined.txt"]
     assert "Code for model.roi_heads.box_predictor" in files["model_ts_code.txt"]
+
+
+def test_verify_export_names_the_difference():
+    traced, adapter = export_torchscript(tiny_model(tiny_cfg(MODELS["faster_C4"])), SAMPLE)
+    outputs = list(traced(SAMPLE))
+    names = output_names(adapter)
+    assert verify_export(outputs, adapter) == len(outputs[names.index("scores")]) > 0
+    moved = list(outputs)
+    moved[names.index("pred_boxes")] = outputs[names.index("pred_boxes")] + torch.tensor([0.0, 0.0, 0.0, 0.05])
+    with pytest.raises(ExportError, match=r"differ from the eager model's in boxes \(by more than 0.01 px\)$"):
+        verify_export(moved, adapter)
+    fewer = [o[1:] if name != "image_size" else o for o, name in zip(outputs, names)]
+    with pytest.raises(ExportError, match=r"finds \d+ detections on the sample, the eager model \d+"):
+        verify_export(fewer, adapter)
 
 
 def test_unsupported_model_is_named_in_one_line():

@@ -7,7 +7,8 @@
     python tools/deploy/export_model.py ... --export-method torch_export ...        # model.pt2
 
 Writes into --output the artefact (model.ts, model.onnx or model.pt2) and deploy.json, what the sample
-tools/deploy/run_exported_model.py needs to run it (input format and test resize, output names).
+tools/deploy/run_exported_model.py needs to run it (input format and test resize, output names), then
+runs the saved artefact on the sample and checks that it reproduces the eager model's detections.
 Without --sample-image, the first image of DATASETS.TEST[0] is the sample. Config and flag mistakes,
 and models that cannot be exported, end with one line and exit status 2.
 """
@@ -17,6 +18,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from typing import List, Optional
 
 import torch
@@ -35,6 +37,7 @@ from d2mask.export import (
     export_torchscript,
     input_size_range,
     output_names,
+    verify_export,
 )
 from d2mask.modeling import build_model
 from d2mask.utils.logger import setup_logger
@@ -116,7 +119,27 @@ def export(cfg, args: argparse.Namespace) -> str:
     with open(os.path.join(args.output, "deploy.json"), "w") as f:
         json.dump(info, f, indent=2)
     logger.info(f"Outputs schema: {adapter.outputs_schema}")
+    check(path, adapter)
     return path
+
+
+def check(path: str, adapter) -> None:
+    """Runs the saved artefact on the sample and compares its detections with the eager model's."""
+    image = adapter.flattened_inputs[0]
+    if path.endswith(".onnx"):
+        try:
+            import onnxruntime
+        except ImportError:
+            logger.warning("onnxruntime is not installed (the 'export' extra): the ONNX model was not checked")
+            return
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        outputs = session.run(output_names(adapter), {"image": image.numpy()})
+    else:
+        module = torch.export.load(path).module() if path.endswith(".pt2") else torch.jit.load(path)
+        with torch.no_grad():
+            outputs = module(image)
+    count = verify_export(outputs, adapter)
+    print(f"Checked: {path} reproduces the eager model's {count} detections on the sample.")
 
 
 def main(argv: Optional[List[str]] = None) -> str:
@@ -127,6 +150,9 @@ def main(argv: Optional[List[str]] = None) -> str:
     cfg.merge_from_list(args.opts)
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.freeze()
+    # Tracing warns at every size check it records as a constant; the comparison with the eager model
+    # on the sample (`check`) is the test that matters, and reports a difference as one line.
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     path = export(cfg, args)
     print(f"Wrote {path} and {os.path.join(args.output, 'deploy.json')}. Run it without d2mask:")
     print(f"    python tools/deploy/run_exported_model.py {path} --input IMAGE [IMAGE ...]")
