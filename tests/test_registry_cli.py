@@ -10,7 +10,7 @@ def test_every_extension_point_has_a_registry():
     names = set(all_registries())
     assert names == {
         "ANCHOR_GENERATOR", "ANCHOR_MATCHER", "BACKBONE", "META_ARCH", "PROPOSAL_GENERATOR",
-        "ROI_BOX_HEAD", "ROI_HEADS", "ROI_MASK_HEAD", "RPN_HEAD", "SAMPLER",
+        "ROI_BOX_HEAD", "ROI_HEADS", "ROI_MASK_HEAD", "RPN_HEAD", "SAMPLER", "SEM_SEG_HEADS",
     }
 
 

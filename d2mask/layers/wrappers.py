@@ -29,6 +29,20 @@ def nonzero_tuple(x: Tensor) -> Tuple[Tensor, ...]:
     return x.nonzero().unbind(1)
 
 
+class _NewEmptyTensorOp(torch.autograd.Function):
+    """An empty tensor of a given shape that stays in the autograd graph of `x` (Detectron2's helper
+    for layers whose input has no elements; its backward gives `x` an empty gradient)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, new_shape: List[int]) -> Tensor:
+        ctx.shape = x.shape
+        return x.new_empty(new_shape)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return _NewEmptyTensorOp.apply(grad, ctx.shape), None
+
+
 def shapes_to_tensor(x: List[Union[int, Tensor]], device: Optional[torch.device] = None) -> Tensor:
     """`Tensor[len(x)]` int64 of the sizes `x`, built so that it follows the input of a traced or
     exported model instead of being recorded as a constant of the sample's sizes.

@@ -71,7 +71,17 @@ __all__ = [
 ]
 
 # Second stage, whole models and their post-processing.
-from .meta_arch import META_ARCH_REGISTRY, DenseDetector, GeneralizedRCNN, ProposalNetwork, RetinaNet, RetinaNetHead, build_model
+from .meta_arch import (
+    META_ARCH_REGISTRY,
+    SEM_SEG_HEADS_REGISTRY,
+    DenseDetector,
+    GeneralizedRCNN,
+    ProposalNetwork,
+    RetinaNet,
+    RetinaNetHead,
+    build_model,
+    build_sem_seg_head,
+)
 from .poolers import ROIPooler
 from .postprocessing import detector_postprocess
 from .roi_heads import (
@@ -96,6 +106,7 @@ __all__ += [
     "ROI_BOX_HEAD_REGISTRY",
     "ROI_HEADS_REGISTRY",
     "ROI_MASK_HEAD_REGISTRY",
+    "SEM_SEG_HEADS_REGISTRY",
     "BaseMaskRCNNHead",
     "CascadeROIHeads",
     "DenseDetector",
@@ -113,6 +124,7 @@ __all__ += [
     "build_box_head",
     "build_mask_head",
     "build_model",
+    "build_sem_seg_head",
     "build_roi_heads",
     "detector_postprocess",
 ]

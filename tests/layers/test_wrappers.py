@@ -63,3 +63,13 @@ def test_shapes_to_tensor_from_ints_and_while_tracing():
     # traced on one size, the sizes still follow the input (they are not recorded as constants)
     traced = torch.jit.trace(sizes, torch.zeros(2, 3), check_trace=False)
     assert traced(torch.zeros(4, 7)).tolist() == [4, 7]
+
+
+def test_new_empty_tensor_op_keeps_the_graph():
+    from d2mask.layers.wrappers import _NewEmptyTensorOp
+
+    x = torch.zeros(0, 3, 5, 5, requires_grad=True)
+    out = _NewEmptyTensorOp.apply(x, [0, 8, 3, 3])
+    assert out.shape == (0, 8, 3, 3) and out.requires_grad
+    out.sum().backward()
+    assert x.grad.shape == (0, 3, 5, 5)

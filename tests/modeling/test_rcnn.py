@@ -198,3 +198,20 @@ def test_the_model_package_imports_neither_data_nor_drawing():
     code = "import sys, d2mask.modeling; print([m for m in sys.modules if m.startswith(('d2mask.data', 'd2mask.utils.visualizer'))])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_semantic_segmentation_heads_registry_builds_by_name():
+    from d2mask.layers import ShapeSpec
+    from d2mask.modeling import SEM_SEG_HEADS_REGISTRY, build_sem_seg_head
+    from d2mask.config import CfgNode
+
+    @SEM_SEG_HEADS_REGISTRY.register()
+    class RcnnTestSemSegHead(torch.nn.Module):
+        def __init__(self, cfg, input_shape):
+            super().__init__()
+            self.input_shape = input_shape
+
+    cfg = get_cfg()
+    cfg.MODEL.SEM_SEG_HEAD = CfgNode({"NAME": "RcnnTestSemSegHead"})  # the key a project's config function adds
+    head = build_sem_seg_head(cfg, {"p2": ShapeSpec(channels=8, stride=4)})
+    assert isinstance(head, RcnnTestSemSegHead) and head.input_shape["p2"].channels == 8

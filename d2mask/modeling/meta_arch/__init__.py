@@ -3,7 +3,9 @@ from .build import META_ARCH_REGISTRY, build_model
 from .dense_detector import DenseDetector
 from .rcnn import GeneralizedRCNN, ProposalNetwork
 from .retinanet import RetinaNet, RetinaNetHead
+from .semantic_seg import SEM_SEG_HEADS_REGISTRY, build_sem_seg_head
 
 __all__ = [
     "META_ARCH_REGISTRY", "build_model", "DenseDetector", "GeneralizedRCNN", "ProposalNetwork", "RetinaNet", "RetinaNetHead",
+    "SEM_SEG_HEADS_REGISTRY", "build_sem_seg_head",
 ]
