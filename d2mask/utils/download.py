@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -108,7 +109,7 @@ def _download(url: str, target: str, sha256: Optional[str]) -> None:
             if sha256 is not None and hasher.hexdigest() != sha256.lower():
                 raise DownloadError(f"The download of {url} has SHA-256 {hasher.hexdigest()}, not the expected "
                                     f"{sha256}; it was not kept")
-    except (urllib.error.URLError, http.client.HTTPException, socket.timeout, ConnectionError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, ssl.SSLError, socket.timeout, ConnectionError) as e:
         reason = getattr(e, "reason", None) or e
         raise DownloadError(
             f"Cannot download {url} ({type(e).__name__}: {reason}). Without network access, download it on "
