@@ -81,7 +81,10 @@ class CascadeROIHeads(StandardROIHeads):
                 f"box heads, {len(box_predictors)} predictors and {len(proposal_matchers)} matchers"
             )
         if kwargs.get("train_on_pred_boxes"):
-            raise ValueError("CascadeROIHeads does not train the mask head on predicted boxes (train_on_pred_boxes)")
+            raise ValueError(
+                "train_on_pred_boxes (MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES) is implemented by StandardROIHeads, "
+                "not CascadeROIHeads"
+            )
         super().__init__(
             box_in_features=box_in_features,
             box_pooler=box_pooler,
@@ -113,8 +116,6 @@ class CascadeROIHeads(StandardROIHeads):
                 "CascadeROIHeads needs MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG: True (each stage passes one box "
                 "per region to the next)"
             )
-        if cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES:
-            raise ConfigError("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES is implemented by StandardROIHeads, not CascadeROIHeads")
         if ious[0] != cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS[0]:
             raise ConfigError(
                 f"MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] ({ious[0]}) is the first stage's threshold and must equal "
