@@ -27,6 +27,8 @@ from d2mask.engine import (
     report_user_errors,
     validate_config,
 )
+from d2mask.evaluation import verify_results
+from d2mask.utils import comm
 
 # This repository's configs import its projects (`IMPORTS: [projects.DenseText.atss_matcher]`). d2mask
 # never adds a directory to the import path (not even the current one); its tools add the repository root.
@@ -46,7 +48,10 @@ def main(args):
     if args.eval_only:
         model = DefaultTrainer.build_model(cfg)
         DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        return DefaultTrainer.test(cfg, model)
+        results = DefaultTrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        return results
     trainer = DefaultTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

@@ -22,7 +22,7 @@ from ..data import (
     get_detection_dataset_dicts,
 )
 from ..data.detection_utils import build_augmentation
-from ..evaluation import COCOEvaluator, DatasetEvaluator, inference_on_dataset
+from ..evaluation import COCOEvaluator, DatasetEvaluator, inference_on_dataset, verify_results
 from ..modeling import build_model
 from ..solver import auto_scale_workers, build_lr_scheduler, build_optimizer, epochs_to_iterations
 from ..utils import comm
@@ -147,10 +147,14 @@ class DefaultTrainer(TrainerBase):
         """Trains from `start_iter` to `max_iter`.
 
         Returns:
-            The last evaluation's results on the main process (None if there was none).
+            The last evaluation's results on the main process (None if there was none), checked
+            against TEST.EXPECTED_RESULTS (see `verify_results`).
         """
         super().train(self.start_iter, self.max_iter)
-        return self._last_eval_results if comm.is_main_process() else None
+        if not comm.is_main_process():
+            return None
+        verify_results(self.cfg, self._last_eval_results or {})
+        return self._last_eval_results
 
     def run_step(self) -> None:
         self._trainer.iter = self.iter

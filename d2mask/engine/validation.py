@@ -141,6 +141,9 @@ _RULES: Sequence[Tuple[str, Callable[[Any], bool], str]] = [
     ("MODEL.ROI_BOX_HEAD.NORM", one_of(*_NORMS), f"one of {list(_NORMS)}"),
     ("MODEL.ROI_MASK_HEAD.NORM", one_of(*_NORMS), f"one of {list(_NORMS)}"),
     ("INPUT.FORMAT", one_of(*_CHANNELS), f"one of {list(_CHANNELS)}"),
+    ("TEST.EXPECTED_RESULTS", each(lambda e: isinstance(e, (list, tuple)) and len(e) == 4 and isinstance(e[0], str)
+                                   and isinstance(e[1], str) and _number(e[2]) and non_negative(e[3])),
+     "[[task, metric, expected, tolerance >= 0], ...]"),
     ("INPUT.MASK_FORMAT", one_of("polygon", "bitmask"), "'polygon' or 'bitmask'"),
     ("INPUT.MIN_SIZE_TRAIN", lambda v: len(v) > 0 and each(positive_int)(v), "one or more sizes > 0"),
     ("INPUT.MIN_SIZE_TRAIN_SAMPLING", one_of("choice", "range"), "'choice' or 'range'"),

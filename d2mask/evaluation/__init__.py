@@ -1,6 +1,7 @@
 """Evaluating a model over a dataset: the evaluator protocol, the inference loop and COCO AP."""
 from .coco_evaluation import COCOEvaluator, instances_to_coco_json
 from .evaluator import DatasetEvaluator, DatasetEvaluators, inference_context, inference_on_dataset
+from .testing import verify_results
 
 __all__ = [
     "DatasetEvaluator",
@@ -9,4 +10,5 @@ __all__ = [
     "inference_context",
     "COCOEvaluator",
     "instances_to_coco_json",
+    "verify_results",
 ]

@@ -50,6 +50,16 @@ def test_eval_only_on_saved_checkpoint_gives_the_final_results(tmp_path):
     assert ToyTrainer.test(cfg, model) == results
 
 
+def test_expected_results_are_verified_after_training(tmp_path):
+    """TEST.EXPECTED_RESULTS, as in Detectron2: a final result off by more than its tolerance ends the
+    run with status 1."""
+    cfg = toy_cfg(str(tmp_path), "SOLVER.MAX_ITER=2", "SOLVER.CHECKPOINT_PERIOD=10")
+    cfg.TEST.EXPECTED_RESULTS = [["toy", "AP", -5.0, 1.0]]  # AP is in [0, 100]
+    with pytest.raises(SystemExit) as exit_info:
+        _new_trainer(cfg).train()
+    assert exit_info.value.code == 1
+
+
 def _interrupt_at(iteration):
     def stop(trainer):
         if trainer.iter == iteration:
