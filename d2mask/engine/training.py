@@ -18,7 +18,7 @@ from ..checkpoint import DetectionCheckpointer
 from ..config import ConfigError
 from ..utils import comm
 from ..utils.env import set_rng_state
-from ..utils.events import CommonMetricPrinter, EventWriter, JSONWriter, TensorboardXWriter
+from ..utils.events import CommonMetricPrinter, EventWriter, ImageWriter, JSONWriter, TensorboardXWriter
 from . import hooks
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
@@ -92,10 +92,13 @@ def _tensorboard_available() -> bool:
 
 
 def build_default_writers(output_dir: str, max_iter: int) -> List[EventWriter]:
-    """Console lines, `output_dir`/metrics.json and (if tensorboard is installed) TensorBoard files."""
+    """Console lines, `output_dir`/metrics.json and, if tensorboard is installed, TensorBoard files;
+    else the images of VIS_PERIOD as PNG files in `output_dir`/vis."""
     writers: List[EventWriter] = [CommonMetricPrinter(max_iter), JSONWriter(os.path.join(output_dir, "metrics.json"))]
     if _tensorboard_available():
         writers.append(TensorboardXWriter(output_dir))
+    else:
+        writers.append(ImageWriter(os.path.join(output_dir, "vis")))
     return writers
 
 

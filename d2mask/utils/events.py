@@ -14,9 +14,12 @@ import time
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple, Union
 
+import cv2
 import numpy as np
 import torch
 from fvcore.common.history_buffer import HistoryBuffer
+
+from .atomic_write import atomic_write
 
 __all__ = [
     "EventStorage",
@@ -26,6 +29,7 @@ __all__ = [
     "JSONWriter",
     "CommonMetricPrinter",
     "TensorboardXWriter",
+    "ImageWriter",
 ]
 
 _STORAGE_STACK: List["EventStorage"] = []
@@ -278,6 +282,30 @@ class CommonMetricPrinter(EventWriter):
         parts += [f"data_time: {data_time:.4f}" if data_time is not None else ""]
         parts += [f"lr: {lr}", f"max_mem: {memory:.0f}M" if memory is not None else ""]
         self.logger.info("  ".join(p for p in parts if p))
+
+
+class ImageWriter(EventWriter):
+    """Writes the queued images (`EventStorage.put_image`, e.g. of VIS_PERIOD) as PNG files
+    `<iteration:07d>_<name>.png` in `output_dir`: what TensorBoard would show, where it is not
+    installed, instead of letting them pile up in memory."""
+
+    def __init__(self, output_dir: str):
+        self._output_dir = output_dir
+
+    def write(self) -> None:
+        storage = get_event_storage()
+        for name, img, itr in storage.images:
+            # (3, H, W) RGB, float in [0, 1] or uint8 -> (H, W, 3) uint8 BGR for OpenCV
+            hwc = img.transpose(1, 2, 0)
+            if hwc.dtype != np.uint8:
+                hwc = (np.clip(hwc, 0, 1) * 255).round().astype(np.uint8)
+            safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")[:80]
+            path = os.path.join(self._output_dir, f"{itr:07d}_{safe}.png")
+            ok, png = cv2.imencode(".png", np.ascontiguousarray(hwc[:, :, ::-1]))
+            if ok:
+                with atomic_write(path, "wb") as f:
+                    f.write(png.tobytes())
+        storage.clear_images()
 
 
 class TensorboardXWriter(EventWriter):

@@ -2,13 +2,16 @@ import json
 import logging
 import os
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
+from d2mask.engine import training
 from d2mask.utils.events import (
     CommonMetricPrinter,
     EventStorage,
+    ImageWriter,
     JSONWriter,
     TensorboardXWriter,
     get_event_storage,
@@ -123,3 +126,23 @@ def test_tensorboard_writer_writes_event_file(tmp_path):
     writer.close()
     files = [f for f in os.listdir(tmp_path) if f.startswith("events.out.tfevents")]
     assert files and os.path.getsize(tmp_path / files[0]) > 0
+
+
+def test_image_writer_writes_queued_images_as_png_and_frees_them(tmp_path, monkeypatch):
+    red = np.zeros((3, 4, 5), dtype=np.float32)
+    red[0] = 1.0  # RGB in [0, 1]
+    gray = np.full((3, 2, 2), 128, dtype=np.uint8)
+    with EventStorage(7) as storage:
+        storage.put_image("Left: GT;  Right: proposals", red)
+        storage.put_image("gray", gray)
+        ImageWriter(str(tmp_path / "vis")).write()
+        assert storage.images == []
+    written = sorted(os.listdir(tmp_path / "vis"))
+    assert written == ["0000007_Left__GT___Right__proposals.png", "0000007_gray.png"]
+    bgr = cv2.imread(str(tmp_path / "vis" / written[0]))
+    assert bgr.shape == (4, 5, 3) and (bgr[..., 2] == 255).all() and (bgr[..., :2] == 0).all()
+    assert (cv2.imread(str(tmp_path / "vis" / written[1])) == 128).all()
+
+    # without TensorBoard, the default writers keep VIS_PERIOD's images as these files
+    monkeypatch.setattr(training, "_tensorboard_available", lambda: False)
+    assert any(isinstance(w, ImageWriter) for w in training.build_default_writers(str(tmp_path), 10))
