@@ -20,7 +20,7 @@ def add_data_defaults(cfg) -> None:
 
     define(cfg, "DATASETS.TRAIN", (), "Registered dataset names to train on.")
     define(cfg, "DATASETS.TEST", (), "Registered dataset names to evaluate on.")
-    define(cfg, "DATASETS.ROOT", "", "Cache directory of built-in datasets; empty means $D2MASK_DATASETS or ~/.cache/d2mask.")
+    define(cfg, "DATASETS.ROOT", "", "Directory of built-in datasets (generated shapes; COCO, LVIS, VOC in Detectron2's layout); empty means $D2MASK_DATASETS, else $DETECTRON2_DATASETS, else ~/.cache/d2mask.")
 
     define(cfg, "DATALOADER.NUM_WORKERS", 4, "Data loading worker processes per training process.")
     define(cfg, "DATALOADER.ASPECT_RATIO_GROUPING", True, "Batch landscape and portrait images separately.")

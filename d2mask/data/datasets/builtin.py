@@ -1,14 +1,116 @@
-"""Registers the datasets that come with d2mask; imported by `d2mask.data`.
+"""Registers the datasets that come with d2mask, and Detectron2's built-in dataset names; imported
+by `d2mask.data`.
 
 "shapes_train" and "shapes_val" are sized for the quick start: a small R18-FPN Mask R-CNN trained for
 about ten minutes on a laptop CPU reaches box and mask AP above 50 on them, and generating both takes
 a few seconds.
-"""
-from .shapes import register_shapes
 
-__all__ = ["register_all_builtins"]
+COCO ("coco_2017_train", ...), LVIS v1 and PASCAL VOC are registered under Detectron2's names and
+relative paths below `datasets_root()` (DATASETS.ROOT, else `$D2MASK_DATASETS`, else
+`$DETECTRON2_DATASETS`, else ~/.cache/d2mask), with their metadata, so that a model trained on them
+can be run and drawn without their files. Their files are only needed when a dataset is loaded; a
+missing one then stops the run with its expected path and the settings that move it.
+"""
+import os
+from typing import Callable, Dict, List
+
+from ..catalog import DatasetCatalog, DatasetError, MetadataCatalog
+from .builtin_meta import get_builtin_metadata
+from .coco import register_coco_instances
+from .lvis import register_lvis_instances
+from .pascal_voc import register_pascal_voc
+from .shapes import datasets_root, register_shapes
+
+__all__ = ["register_all_builtins", "register_all_coco", "register_all_lvis", "register_all_pascal_voc"]
+
+# name -> (image directory, annotation json), relative to the datasets root (Detectron2's layout).
+_PREDEFINED_SPLITS_COCO = {
+    "coco_2014_train": ("coco/train2014", "coco/annotations/instances_train2014.json"),
+    "coco_2014_val": ("coco/val2014", "coco/annotations/instances_val2014.json"),
+    "coco_2014_minival": ("coco/val2014", "coco/annotations/instances_minival2014.json"),
+    "coco_2014_valminusminival": ("coco/val2014", "coco/annotations/instances_valminusminival2014.json"),
+    "coco_2017_train": ("coco/train2017", "coco/annotations/instances_train2017.json"),
+    "coco_2017_val": ("coco/val2017", "coco/annotations/instances_val2017.json"),
+    "coco_2017_test": ("coco/test2017", "coco/annotations/image_info_test2017.json"),
+    "coco_2017_test-dev": ("coco/test2017", "coco/annotations/image_info_test-dev2017.json"),
+    "coco_2017_val_100": ("coco/val2017", "coco/annotations/instances_val2017_100.json"),
+}
+
+_PREDEFINED_SPLITS_LVIS = {
+    "lvis_v1_train": ("coco/", "lvis/lvis_v1_train.json"),
+    "lvis_v1_val": ("coco/", "lvis/lvis_v1_val.json"),
+    "lvis_v1_test_dev": ("coco/", "lvis/lvis_v1_image_info_test_dev.json"),
+    "lvis_v1_test_challenge": ("coco/", "lvis/lvis_v1_image_info_test_challenge.json"),
+}
+
+# name -> (directory, split, year)
+_PREDEFINED_SPLITS_VOC = {
+    f"voc_{year}_{split}": (f"VOC{year}", split, year)
+    for year in (2007, 2012)
+    for split in ("trainval", "train", "val", "test")
+    if not (year == 2012 and split == "test")  # VOC2012's test annotations were never released
+}
+
+# The names registered below a root; they are registered again when the root changes.
+_FILE_DATASETS: List[str] = []
+
+
+def _require_file(name: str, path: str, load: Callable[[], List[Dict]]) -> Callable[[], List[Dict]]:
+    def checked() -> List[Dict]:
+        if not os.path.exists(path):
+            raise DatasetError(
+                f"Built-in dataset '{name}' expects {path}, which does not exist: put the dataset there "
+                f"(Detectron2's layout), or set DATASETS.ROOT, $D2MASK_DATASETS or $DETECTRON2_DATASETS "
+                f"to the directory that holds it"
+            )
+        return load()
+
+    return checked
+
+
+def _guard(name: str, path: str) -> None:
+    """Makes loading the just-registered dataset `name` stop with one line when `path` is missing."""
+    load = DatasetCatalog[name]
+    DatasetCatalog.remove(name)
+    DatasetCatalog.register(name, _require_file(name, path, load))
+    _FILE_DATASETS.append(name)
+
+
+def register_all_coco(root: str) -> None:
+    for name, (image_root, json_file) in _PREDEFINED_SPLITS_COCO.items():
+        json_file = os.path.join(root, json_file)
+        register_coco_instances(name, get_builtin_metadata("coco"), json_file, os.path.join(root, image_root))
+        _guard(name, json_file)
+
+
+def register_all_lvis(root: str) -> None:
+    for name, (image_root, json_file) in _PREDEFINED_SPLITS_LVIS.items():
+        json_file = os.path.join(root, json_file)
+        register_lvis_instances(name, {}, json_file, os.path.join(root, image_root))
+        _guard(name, json_file)
+
+
+def register_all_pascal_voc(root: str) -> None:
+    for name, (dirname, split, year) in _PREDEFINED_SPLITS_VOC.items():
+        dirname = os.path.join(root, dirname)
+        register_pascal_voc(name, dirname, split, year)
+        MetadataCatalog.get(name).set(thing_colors=get_builtin_metadata("pascal_voc")["thing_colors"])
+        _guard(name, os.path.join(dirname, "ImageSets", "Main", f"{split}.txt"))
+
+
+def register_file_datasets() -> None:
+    """(Re-)registers COCO, LVIS and VOC below the current `datasets_root()`."""
+    for name in _FILE_DATASETS:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    _FILE_DATASETS.clear()
+    root = datasets_root()
+    register_all_coco(root)
+    register_all_lvis(root)
+    register_all_pascal_voc(root)
 
 
 def register_all_builtins() -> None:
     register_shapes("shapes_train", num_images=500, seed=1)
     register_shapes("shapes_val", num_images=50, seed=2)
+    register_file_datasets()

@@ -52,15 +52,20 @@ _root: Optional[str] = None
 
 def set_datasets_root(root: Optional[str]) -> None:
     """Makes `root` the directory built-in datasets are cached in, for this process; None or ""
-    returns to `$D2MASK_DATASETS` / ~/.cache/d2mask. `default_setup` passes DATASETS.ROOT here."""
+    returns to the environment (see `datasets_root`). `default_setup` passes DATASETS.ROOT here.
+    Detectron2's datasets (COCO, LVIS, VOC) are registered again below the new root."""
     global _root
     _root = root or None
+    from .builtin import register_file_datasets  # builtin imports this module
+
+    register_file_datasets()
 
 
 def datasets_root() -> str:
     """The directory built-in datasets are cached in: the one given to `set_datasets_root`, else
-    `$D2MASK_DATASETS`, else ~/.cache/d2mask."""
-    return os.path.expanduser(_root or os.environ.get("D2MASK_DATASETS") or "~/.cache/d2mask")
+    `$D2MASK_DATASETS`, else Detectron2's `$DETECTRON2_DATASETS`, else ~/.cache/d2mask."""
+    env = os.environ.get("D2MASK_DATASETS") or os.environ.get("DETECTRON2_DATASETS")
+    return os.path.expanduser(_root or env or "~/.cache/d2mask")
 
 
 def mask_to_polygons(mask: np.ndarray) -> List[np.ndarray]:
