@@ -5,7 +5,7 @@ The offsets are computed by the caller (a separate convolution, as in `DeformBot
 laid out as torchvision and Detectron2's kernels both read them: for each deformable group and each
 kernel position (row-major), the (dy, dx) pair.
 
-Shape shorthand: `N` images, `C` channels, `H x W` the output, `G` deformable groups, `k` the kernel side.
+Shape shorthand: `N` images, `C` channels, `H x W` the output, `g` deformable groups, `k` the kernel side.
 """
 from typing import Callable, Optional, Tuple, Union
 
@@ -81,7 +81,7 @@ class DeformConv(_DeformConvBase):
         super().__init__(*args, bias=False, **kwargs)
 
     def forward(self, x: Tensor, offset: Tensor) -> Tensor:
-        """`Tensor[N, C, H_in, W_in]` and offsets `Tensor[N, 2 * G * k * k, H, W]` -> `Tensor[N, C_out, H, W]`."""
+        """`Tensor[N, C, H_in, W_in]` and offsets `Tensor[N, 2 * g * k * k, H, W]` -> `Tensor[N, C_out, H, W]`."""
         return self._convolve(x, offset, None)
 
 
@@ -93,5 +93,5 @@ class ModulatedDeformConv(_DeformConvBase):
         super().__init__(*args, bias=bias, **kwargs)
 
     def forward(self, x: Tensor, offset: Tensor, mask: Tensor) -> Tensor:
-        """As `DeformConv`, with `mask`: `Tensor[N, G * k * k, H, W]`, usually in [0, 1]."""
+        """As `DeformConv`, with `mask`: `Tensor[N, g * k * k, H, W]`, usually in [0, 1]."""
         return self._convolve(x, offset, mask)

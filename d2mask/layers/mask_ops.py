@@ -1,6 +1,6 @@
 """`paste_masks_in_image`: fixed-size mask predictions resampled into their boxes on the full image.
 
-Shape shorthand: `N` masks, `M` the mask side, `H, W` the image.
+Shape shorthand: `R` masks, `M` the mask side, `H, W` the image.
 """
 from typing import Tuple, Union
 
@@ -14,7 +14,7 @@ _MAX_CHUNK_ELEMENTS = 1 << 26
 
 
 def _bilinear_weights(lo: Tensor, hi: Tensor, mask_side: int, length: int) -> Tensor:
-    """`Tensor[N, length, M]`: the weight of mask cell j in image pixel i along one axis, for boxes
+    """`Tensor[R, length, M]`: the weight of mask cell j in image pixel i along one axis, for boxes
     spanning [lo, hi) of that axis.
 
     Pixel i's centre (i + 0.5) lies at continuous mask coordinate u = (i + 0.5 - lo) / (hi - lo) * M;
@@ -24,7 +24,7 @@ def _bilinear_weights(lo: Tensor, hi: Tensor, mask_side: int, length: int) -> Te
     """
     pixels = torch.arange(length, device=lo.device, dtype=torch.float32) + 0.5
     size = (hi - lo).clamp(min=1e-6)
-    u = (pixels[None, :] - lo[:, None]) / size[:, None] * mask_side - 0.5  # (N, length)
+    u = (pixels[None, :] - lo[:, None]) / size[:, None] * mask_side - 0.5  # (R, length)
     cells = torch.arange(mask_side, device=lo.device, dtype=torch.float32)
     return (1 - (u[:, :, None] - cells[None, None, :]).abs()).clamp(min=0)
 
@@ -44,15 +44,15 @@ def paste_masks_in_image(
     so that the float intermediate holds at most `max_chunk_elements` values.
 
     Args:
-        masks: `Tensor[N, M, M]` mask probabilities in [0, 1], mask i covering box i.
-        boxes: `Boxes` or `Tensor[N, 4]` (x0, y0, x1, y1) in pixels of the image.
+        masks: `Tensor[R, M, M]` mask probabilities in [0, 1], mask i covering box i.
+        boxes: `Boxes` or `Tensor[R, 4]` (x0, y0, x1, y1) in pixels of the image.
         image_shape: (H, W) of the image.
         threshold: a pixel belongs to the mask when its resampled value is >= this; a negative
             threshold returns the soft masks instead.
         max_chunk_elements: bound on chunk * H * W.
 
     Returns:
-        `Tensor[N, H, W]` on the masks' device: bool, or with `threshold < 0` uint8 holding the
+        `Tensor[R, H, W]` on the masks' device: bool, or with `threshold < 0` uint8 holding the
         resampled probability times 255 (truncated, as in Detectron2).
     """
     if not isinstance(boxes, Tensor):

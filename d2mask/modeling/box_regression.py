@@ -1,6 +1,7 @@
 """Box coding (boxes as deltas from reference boxes) and the box-regression loss shared by the heads.
 
-Shape shorthand: `R` reference boxes (anchors or proposals), `K` boxes predicted per reference.
+Shape shorthand: `R` reference boxes (anchors or proposals), `K` classes (a class-specific head predicts a
+box per class, so `K` boxes per reference; a class-agnostic one, 1).
 """
 import math
 from typing import Tuple

@@ -1,6 +1,6 @@
 """Anchor matchers: which ground-truth box, if any, each anchor (or proposal) is trained against.
 
-Shape shorthand: `G` ground-truth boxes, `N` anchors or proposals.
+Shape shorthand: `G` ground-truth boxes, `R` anchors or proposals.
 """
 from typing import Iterator, List, Optional, Tuple, Union
 
@@ -20,8 +20,8 @@ Matchers of anchors/proposals to ground truth, selected by `<stage>.MATCHER.NAME
 MODEL.RPN or MODEL.ROI_HEADS.
 
 Each is called as `cls(cfg, stage_cfg)` and the object as
-`matcher(gt_boxes: Boxes[G], boxes: Boxes[N], num_per_level: Optional[List[int]] = None)`, returning
-`(matched_idxs: Tensor[N] int64, match_labels: Tensor[N] int8)` with labels 1 (foreground),
+`matcher(gt_boxes: Boxes[G], boxes: Boxes[R], num_per_level: Optional[List[int]] = None)`, returning
+`(matched_idxs: Tensor[R] int64, match_labels: Tensor[R] int8)` with labels 1 (foreground),
 0 (background) or -1 (ignored). Anchors come with `num_per_level`, the L per-level counts of the
 concatenated boxes (level by level, as the anchor generator makes them), for a level-aware matcher;
 proposals, which have no levels, come without.
@@ -41,12 +41,12 @@ def classes_of_matches(gt_classes: Tensor, matched_idxs: Tensor, match_labels: T
     """The class each matched box is trained to predict, from a matcher's output.
 
     Args:
-        gt_classes: `Tensor[M]` int64, the classes of the GT boxes (may be empty).
-        matched_idxs, match_labels: `Tensor[N]`, the matcher's output.
+        gt_classes: `Tensor[G]` int64, the classes of the GT boxes (may be empty).
+        matched_idxs, match_labels: `Tensor[R]`, the matcher's output.
         num_classes: K; the background class is K.
 
     Returns:
-        `Tensor[N]` int64: the matched GT's class for foreground (label 1), K for background (label 0),
+        `Tensor[R]` int64: the matched GT's class for foreground (label 1), K for background (label 0),
         -1 for ignored (label -1).
     """
     classes = gt_classes[matched_idxs] if len(gt_classes) > 0 else torch.zeros_like(matched_idxs)
@@ -70,7 +70,7 @@ class Matcher:
     thousands of GT boxes on hundreds of thousands of anchors.
 
     Detectron2's form works too: `Matcher([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=True)`
-    called with an IoU matrix `Tensor[G, N]` gives the same result as with the boxes it came from.
+    called with an IoU matrix `Tensor[G, R]` gives the same result as with the boxes it came from.
     """
 
     @configurable
@@ -123,13 +123,13 @@ class Matcher:
         """
         Args:
             gt_boxes: the G ground-truth boxes of one image; or, alone (Detectron2's form), the IoU
-                matrix `Tensor[G, N]` of the GT boxes with the boxes.
-            boxes: the N anchors or proposals of that image.
+                matrix `Tensor[G, R]` of the GT boxes with the boxes.
+            boxes: the R anchors or proposals of that image.
             num_per_level: the registry contract's anchor counts per level; IoU matching does not use them.
 
         Returns:
-            matched_idxs: `Tensor[N]` int64, the index of each box's highest-IoU GT box (0 when G == 0).
-            match_labels: `Tensor[N]` int8, 1 foreground, 0 background, -1 ignored.
+            matched_idxs: `Tensor[R]` int64, the index of each box's highest-IoU GT box (0 when G == 0).
+            match_labels: `Tensor[R]` int8, 1 foreground, 0 background, -1 ignored.
         """
         if isinstance(gt_boxes, Tensor) and boxes is None:
             return self._match_iou_matrix(gt_boxes)
@@ -170,14 +170,14 @@ class Matcher:
         return matched_idxs, torch.full((n,), self.labels[0], dtype=torch.int8, device=device)
 
     def _label(self, matched_vals: Tensor) -> Tensor:
-        """`Tensor[N]` int8: the label of the interval of each box's best IoU."""
+        """`Tensor[R]` int8: the label of the interval of each box's best IoU."""
         thresholds = torch.tensor(self.thresholds, dtype=matched_vals.dtype, device=matched_vals.device)
         labels = torch.tensor(self.labels, dtype=torch.int8, device=matched_vals.device)
         # Interval i holds values v with thresholds[i - 1] <= v < thresholds[i].
         return labels[torch.bucketize(matched_vals, thresholds, right=True)]
 
     def _match_iou_matrix(self, iou: Tensor) -> Tuple[Tensor, Tensor]:
-        """Detectron2's form: the same matching from a precomputed IoU matrix `Tensor[G, N]`."""
+        """Detectron2's form: the same matching from a precomputed IoU matrix `Tensor[G, R]`."""
         if iou.dim() != 2:
             raise ValueError(f"Matcher takes an IoU matrix of shape [G, N], got {tuple(iou.shape)}")
         if iou.shape[0] == 0:
@@ -216,7 +216,7 @@ class Matcher:
     def _low_quality_matches(
         self, gt_boxes: Boxes, boxes: Boxes, gt_best: Tensor, blocks: List[Tuple[int, int, Tensor, Tensor]]
     ) -> Tensor:
-        """`Tensor[N]` bool: the boxes whose IoU with some GT box equals that GT's best IoU `gt_best`.
+        """`Tensor[R]` bool: the boxes whose IoU with some GT box equals that GT's best IoU `gt_best`.
 
         Only the blocks of the first pass in which a GT box reached its best IoU are recomputed, and
         only for those GT boxes: each GT box's best usually lies in one block, so this costs about one

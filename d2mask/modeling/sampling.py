@@ -1,6 +1,6 @@
 """Samplers: which matched anchors or proposals contribute to a head's losses.
 
-Shape shorthand: `N` anchors or proposals, `P` sampled positives, `Q` sampled negatives.
+Shape shorthand: `R` anchors or proposals, `P` sampled positives, `Q` sampled negatives.
 """
 from typing import Callable, Optional, Tuple
 
@@ -18,7 +18,7 @@ SAMPLER_REGISTRY.__doc__ = """
 Samplers of matched anchors/proposals, selected by `<stage>.SAMPLER.NAME` where the stage is
 MODEL.RPN or MODEL.ROI_HEADS.
 
-Each is called as `cls(cfg, stage_cfg)` and the object as `sampler(match_labels: Tensor[N])` with
+Each is called as `cls(cfg, stage_cfg)` and the object as `sampler(match_labels: Tensor[R])` with
 labels 1 (foreground), 0 (background) and -1 (ignored), returning
 `(pos_idx: Tensor[P] int64, neg_idx: Tensor[Q] int64)`. A sampler that draws at random and differs
 only in how many it draws subclasses `RandomSampler` and overrides `num_samples`.
@@ -41,7 +41,7 @@ def subsample_labels(
     labels' device, so `torch.manual_seed` makes it reproducible.
 
     Args:
-        labels: `Tensor[N]` of -1, `bg_label`, or any other (foreground) value.
+        labels: `Tensor[R]` of -1, `bg_label`, or any other (foreground) value.
         num_samples: the most elements returned in all.
         positive_fraction: the largest share of positives, in [0, 1].
         bg_label: the background label.
@@ -100,7 +100,7 @@ class RandomSampler:
         return num_pos, min(num_negative, self.batch_size_per_image - num_pos)
 
     def __call__(self, match_labels: Tensor) -> Tuple[Tensor, Tensor]:
-        """Samples `Tensor[N]` labels (1 foreground, 0 background, -1 ignored) into (pos_idx, neg_idx)."""
+        """Samples `Tensor[R]` labels (1 foreground, 0 background, -1 ignored) into (pos_idx, neg_idx)."""
         positive = nonzero_tuple(match_labels == 1)[0]
         negative = nonzero_tuple(match_labels == 0)[0]
         return _draw(positive, negative, *self.num_samples(positive.numel(), negative.numel()))

@@ -1,8 +1,9 @@
 """Axis-aligned boxes (`Boxes`, `BoxMode`) and the pairwise overlap measures between two sets of them.
 
-Shape shorthand: `N` boxes in the first set, `M` in the second, `C` columns of the second set in one chunk.
+Shape letters (the glossary is in d2mask/__init__.py): `R` boxes, or those of the first set of a pairwise
+measure, `R2` those of the second set, `c` the columns of the second set in one chunk.
 
-The pairwise measures compute their `Tensor[N, M]` result in column chunks so that the temporaries stay
+The pairwise measures compute their `Tensor[R, R2]` result in column chunks so that the temporaries stay
 bounded however many anchors there are; `iter_pairwise_iou_chunks` exposes those chunks so a caller (the
 anchor matcher) can reduce over them without ever holding the full matrix.
 """
@@ -25,8 +26,8 @@ __all__ = [
     "DEFAULT_MAX_CHUNK_ELEMENTS",
 ]
 
-# Each [N, C] temporary of a chunk holds at most this many elements (32 MB in float32); the handful alive
-# at once while a chunk is computed stay near 0.25 GB, whatever N and M are (3,000 GT x 250,000 anchors
+# Each [R, c] temporary of a chunk holds at most this many elements (32 MB in float32); the handful alive
+# at once while a chunk is computed stay near 0.25 GB, whatever R and R2 are (3,000 GT x 250,000 anchors
 # included), and a chunk is still large enough to keep a GPU busy.
 DEFAULT_MAX_CHUNK_ELEMENTS = 1 << 23
 
@@ -96,7 +97,7 @@ class BoxMode(IntEnum):
 
 
 class Boxes:
-    """N axis-aligned boxes as a `Tensor[N, 4]` of float32 (x0, y0, x1, y1) in absolute pixels.
+    """R axis-aligned boxes as a `Tensor[R, 4]` of float32 (x0, y0, x1, y1) in absolute pixels.
 
     Behaves like a tensor of boxes: it is indexed, concatenated and moved between devices as one.
     """
@@ -104,7 +105,7 @@ class Boxes:
     def __init__(self, tensor: Union[Tensor, np.ndarray, Sequence[Sequence[float]]]):
         """
         Args:
-            tensor: `Tensor[N, 4]` of (x0, y0, x1, y1), or anything `torch.as_tensor` accepts.
+            tensor: `Tensor[R, 4]` of (x0, y0, x1, y1), or anything `torch.as_tensor` accepts.
                 An empty input gives zero boxes.
         """
         if isinstance(tensor, Tensor):
@@ -129,7 +130,7 @@ class Boxes:
         return self.tensor.device
 
     def area(self) -> Tensor:
-        """`Tensor[N]`: width * height of each box."""
+        """`Tensor[R]`: width * height of each box."""
         t = self.tensor
         return (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])
 
@@ -147,12 +148,12 @@ class Boxes:
         self.tensor = torch.stack((x0, y0, x1, y1), dim=-1)
 
     def nonempty(self, threshold: float = 0.0) -> Tensor:
-        """`Tensor[N]` bool: whether both the width and the height are larger than `threshold`."""
+        """`Tensor[R]` bool: whether both the width and the height are larger than `threshold`."""
         t = self.tensor
         return ((t[:, 2] - t[:, 0]) > threshold) & ((t[:, 3] - t[:, 1]) > threshold)
 
     def inside_box(self, box_size: Tuple[int, int], boundary_threshold: int = 0) -> Tensor:
-        """`Tensor[N]` bool: whether each box lies inside the image, allowing `boundary_threshold`
+        """`Tensor[R]` bool: whether each box lies inside the image, allowing `boundary_threshold`
         pixels of overhang on every side.
 
         Args:
@@ -164,7 +165,7 @@ class Boxes:
         return (t[:, 0] >= -b) & (t[:, 1] >= -b) & (t[:, 2] < w + b) & (t[:, 3] < h + b)
 
     def get_centers(self) -> Tensor:
-        """`Tensor[N, 2]`: the (x, y) centre of each box."""
+        """`Tensor[R, 2]`: the (x, y) centre of each box."""
         return (self.tensor[:, :2] + self.tensor[:, 2:]) / 2
 
     def scale(self, scale_x: float, scale_y: float) -> None:
@@ -204,9 +205,9 @@ class Boxes:
 
 
 def _intersection_block(a: Tensor, b: Tensor) -> Tensor:
-    """`Tensor[N, C]` overlap area of boxes `a` (`Tensor[N, 4]`) and `b` (`Tensor[C, 4]`).
+    """`Tensor[R, c]` overlap area of boxes `a` (`Tensor[R, 4]`) and `b` (`Tensor[c, 4]`).
 
-    Matching needs no gradients, so the [N, C] temporaries are updated in place: two of them live at
+    Matching needs no gradients, so the [R, c] temporaries are updated in place: two of them live at
     once instead of six, which is most of the matcher's time and memory on dense images.
     """
     w = torch.minimum(a[:, None, 2], b[None, :, 2])
@@ -240,7 +241,7 @@ def _iter_column_chunks(
     block: Callable[[slice], Tensor],
     max_elements: int,
 ) -> Iterator[Tuple[int, int, Tensor]]:
-    """Yields (start, end, block(slice(start, end))) over the columns of an N x M matrix, with at most
+    """Yields (start, end, block(slice(start, end))) over the columns of an R x R2 matrix, with at most
     `max_elements` elements (and at least one column) per chunk."""
     if max_elements < 1:
         raise ValueError(f"max_elements must be a positive number of elements, got {max_elements}")
@@ -252,7 +253,7 @@ def _iter_column_chunks(
 
 
 def _assemble(n: int, m: int, chunks: Iterator[Tuple[int, int, Tensor]], like: Tensor) -> Tensor:
-    """Writes column chunks into one `Tensor[N, M]`; a single chunk covering every column is returned
+    """Writes column chunks into one `Tensor[R, R2]`; a single chunk covering every column is returned
     as it is, without a copy."""
     out = None
     for start, end, chunk in chunks:
@@ -275,13 +276,13 @@ def iter_pairwise_iou_chunks(
     every column of `boxes2` exactly once, and equal the matching columns of `pairwise_iou` exactly.
 
     Args:
-        boxes1: N boxes (the rows, e.g. GT boxes).
-        boxes2: M boxes (the columns, e.g. anchors).
+        boxes1: R boxes (the rows, e.g. GT boxes).
+        boxes2: R2 boxes (the columns, e.g. anchors).
         max_elements: the most elements in one chunk; each chunk has at least one column.
 
     Yields:
-        (start, end, iou): `iou` is `Tensor[N, end - start]`, the IoU of every box in `boxes1` with
-        `boxes2[start:end]`, on the boxes' device. Nothing is yielded when M == 0.
+        (start, end, iou): `iou` is `Tensor[R, end - start]`, the IoU of every box in `boxes1` with
+        `boxes2[start:end]`, on the boxes' device. Nothing is yielded when R2 == 0.
     """
     a, b = boxes1.tensor, boxes2.tensor
     area_a, area_b = boxes1.area(), boxes2.area()
@@ -293,7 +294,7 @@ def iter_pairwise_iou_chunks(
 def pairwise_intersection(
     boxes1: Boxes, boxes2: Boxes, max_elements: int = DEFAULT_MAX_CHUNK_ELEMENTS
 ) -> Tensor:
-    """`Tensor[N, M]`: the overlap area of every box in `boxes1` (N) with every box in `boxes2` (M).
+    """`Tensor[R, R2]`: the overlap area of every box in `boxes1` (R) with every box in `boxes2` (R2).
 
     `max_elements` bounds the size of each intermediate chunk (see `iter_pairwise_iou_chunks`).
     """
@@ -303,17 +304,17 @@ def pairwise_intersection(
 
 
 def pairwise_iou(boxes1: Boxes, boxes2: Boxes, max_elements: int = DEFAULT_MAX_CHUNK_ELEMENTS) -> Tensor:
-    """`Tensor[N, M]`: intersection over union of every box in `boxes1` (N) with every box in `boxes2` (M).
+    """`Tensor[R, R2]`: intersection over union of every box in `boxes1` (R) with every box in `boxes2` (R2).
 
     Disjoint pairs, including pairs of empty boxes, have IoU 0. The result is built in column chunks
-    of at most `max_elements` elements, so only the output itself scales with N * M.
+    of at most `max_elements` elements, so only the output itself scales with R * R2.
     """
     chunks = iter_pairwise_iou_chunks(boxes1, boxes2, max_elements)
     return _assemble(len(boxes1), len(boxes2), chunks, boxes1.tensor)
 
 
 def pairwise_ioa(boxes1: Boxes, boxes2: Boxes, max_elements: int = DEFAULT_MAX_CHUNK_ELEMENTS) -> Tensor:
-    """`Tensor[N, M]`: intersection over the area of the second box ("IoA"), e.g. how much of each
+    """`Tensor[R, R2]`: intersection over the area of the second box ("IoA"), e.g. how much of each
     proposal in `boxes2` an ignore region in `boxes1` covers. Disjoint pairs give 0."""
     a, b = boxes1.tensor, boxes2.tensor
     area_b = boxes2.area()
@@ -324,7 +325,7 @@ def pairwise_ioa(boxes1: Boxes, boxes2: Boxes, max_elements: int = DEFAULT_MAX_C
 
 
 def matched_pairwise_iou(boxes1: Boxes, boxes2: Boxes) -> Tensor:
-    """`Tensor[N]`: the IoU of `boxes1[i]` with `boxes2[i]`, for two sets of the same length N."""
+    """`Tensor[R]`: the IoU of `boxes1[i]` with `boxes2[i]`, for two sets of the same length R."""
     if len(boxes1) != len(boxes2):
         raise ValueError(
             f"matched_pairwise_iou needs sets of equal length, got {len(boxes1)} and {len(boxes2)} boxes"

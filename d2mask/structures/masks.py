@@ -1,8 +1,8 @@
 """Instance masks, as dense bitmaps (`BitMasks`) or as COCO polygons (`PolygonMasks`).
 
 Both turn into Mask R-CNN's training targets with `crop_and_resize(boxes, M)`: the part of each mask
-inside its proposal box, resampled to an M x M grid. Shape shorthand: `N` instances, `H, W` the image,
-`M` the target mask side.
+inside its proposal box, resampled to an M x M grid. Shape letters (d2mask/__init__.py): `R` instances, `H, W` the
+image, `M` the target mask side.
 """
 import itertools
 from typing import Any, Dict, List, Sequence, Union
@@ -85,12 +85,12 @@ def rasterize_polygons_within_box(polygons: List[np.ndarray], box: np.ndarray, m
 
 
 class BitMasks:
-    """N instance masks as a bool `Tensor[N, H, W]` covering the whole image."""
+    """R instance masks as a bool `Tensor[R, H, W]` covering the whole image."""
 
     def __init__(self, tensor: Union[Tensor, np.ndarray]):
         """
         Args:
-            tensor: `Tensor[N, H, W]` (or an array); any dtype, non-zero meaning inside the mask.
+            tensor: `Tensor[R, H, W]` (or an array); any dtype, non-zero meaning inside the mask.
         """
         if isinstance(tensor, Tensor):
             tensor = tensor.to(torch.bool)
@@ -126,11 +126,11 @@ class BitMasks:
         return f"BitMasks(num_instances={len(self)}, image_size={self.image_size})"
 
     def nonempty(self) -> Tensor:
-        """`Tensor[N]` bool: whether each mask has at least one pixel."""
+        """`Tensor[R]` bool: whether each mask has at least one pixel."""
         return self.tensor.flatten(1).any(dim=1)
 
     def area(self) -> Tensor:
-        """`Tensor[N]`: the number of pixels in each mask."""
+        """`Tensor[R]`: the number of pixels in each mask."""
         return self.tensor.flatten(1).sum(dim=1)
 
     def get_bounding_boxes(self) -> Boxes:
@@ -139,8 +139,8 @@ class BitMasks:
         n, h, w = self.tensor.shape
         if n == 0:
             return Boxes(torch.zeros(0, 4, device=self.device))
-        cols = self.tensor.any(dim=1).to(torch.uint8)  # (N, H, W) -> (N, W)
-        rows = self.tensor.any(dim=2).to(torch.uint8)  # (N, H, W) -> (N, H)
+        cols = self.tensor.any(dim=1).to(torch.uint8)  # (R, H, W) -> (R, W)
+        rows = self.tensor.any(dim=2).to(torch.uint8)  # (R, H, W) -> (R, H)
         # argmax returns the first maximal index: the first occupied column/row from either end.
         x0 = cols.argmax(dim=1)
         x1 = w - cols.flip(1).argmax(dim=1)
@@ -153,11 +153,11 @@ class BitMasks:
         """Mask R-CNN targets: each mask cropped to its box and resampled to `mask_size` x `mask_size`.
 
         Args:
-            boxes: `Tensor[N, 4]` (x0, y0, x1, y1), the box of mask i in row i.
+            boxes: `Tensor[R, 4]` (x0, y0, x1, y1), the box of mask i in row i.
             mask_size: M.
 
         Returns:
-            `Tensor[N, M, M]` bool, on the masks' device.
+            `Tensor[R, M, M]` bool, on the masks' device.
         """
         if len(boxes) != len(self):
             raise ValueError(f"crop_and_resize got {len(boxes)} boxes for {len(self)} masks")
@@ -165,10 +165,10 @@ class BitMasks:
         boxes = boxes.to(device=device, dtype=torch.float32)
         # Mask i is image i of a one-channel batch, and roi i samples image i.
         batch_index = torch.arange(len(boxes), device=device, dtype=torch.float32)[:, None]
-        rois = torch.cat([batch_index, boxes], dim=1)  # (N, 5)
+        rois = torch.cat([batch_index, boxes], dim=1)  # (R, 5)
         sampled = roi_align(
             self.tensor[:, None].to(torch.float32), rois, (mask_size, mask_size), 1.0, 0, aligned=True
-        )  # (N, 1, M, M)
+        )  # (R, 1, M, M)
         return sampled.squeeze(1) >= 0.5
 
     @classmethod
@@ -192,7 +192,7 @@ class BitMasks:
 
 
 class PolygonMasks:
-    """N instance masks as COCO polygons: per instance, a list of polygons whose union is the mask.
+    """R instance masks as COCO polygons: per instance, a list of polygons whose union is the mask.
 
     Each polygon is a flat float64 array [x0, y0, x1, y1, ...] of at least 3 points, in image pixels.
     Polygons stay on the CPU; `crop_and_resize` rasterises them directly at the target resolution,
@@ -213,7 +213,7 @@ class PolygonMasks:
         return torch.device("cpu")
 
     def __getitem__(self, item: Union[int, slice, List[int], Tensor]) -> "PolygonMasks":
-        """Selects instances by int, slice, list of indices, index `Tensor[K]` or bool mask `Tensor[N]`."""
+        """Selects instances by int, slice, list of indices, index tensor or bool mask `Tensor[R]`."""
         if isinstance(item, int):
             return PolygonMasks([self.polygons[item]])
         if isinstance(item, slice):
@@ -239,11 +239,11 @@ class PolygonMasks:
         return f"PolygonMasks(num_instances={len(self)})"
 
     def nonempty(self) -> Tensor:
-        """`Tensor[N]` bool: whether each instance has at least one polygon."""
+        """`Tensor[R]` bool: whether each instance has at least one polygon."""
         return torch.tensor([len(p) > 0 for p in self.polygons], dtype=torch.bool)
 
     def area(self) -> Tensor:
-        """`Tensor[N]`: the summed area of each instance's polygons (overlaps are counted twice)."""
+        """`Tensor[R]`: the summed area of each instance's polygons (overlaps are counted twice)."""
         return torch.tensor([sum(polygon_area(p) for p in ps) for ps in self.polygons], dtype=torch.float32)
 
     def get_bounding_boxes(self) -> Boxes:
@@ -260,11 +260,11 @@ class PolygonMasks:
         """Mask R-CNN targets: each instance's polygons inside its box, rasterised at `mask_size`.
 
         Args:
-            boxes: `Tensor[N, 4]` (x0, y0, x1, y1), the box of instance i in row i.
+            boxes: `Tensor[R, 4]` (x0, y0, x1, y1), the box of instance i in row i.
             mask_size: M.
 
         Returns:
-            `Tensor[N, M, M]` bool, on the device of `boxes`.
+            `Tensor[R, M, M]` bool, on the device of `boxes`.
         """
         if len(boxes) != len(self):
             raise ValueError(f"crop_and_resize got {len(boxes)} boxes for {len(self)} polygon masks")

@@ -110,14 +110,14 @@ class Visualizer:
         assigned_colors: Optional[np.ndarray] = None,
         alpha: float = 0.5,
     ) -> VisImage:
-        """Draws N instances, each in its own colour: mask (translucent), box, label.
+        """Draws R instances, each in its own colour: mask (translucent), box, label.
 
         Args:
-            boxes: `[N, 4]` (x0, y0, x1, y1).
-            labels: N strings written at the boxes' (or masks') top-left corners.
-            masks: N masks: `BitMasks`, `PolygonMasks`, a `[N, H, W]` array, or a list of bitmaps,
+            boxes: `[R, 4]` (x0, y0, x1, y1).
+            labels: R strings written at the boxes' (or masks') top-left corners.
+            masks: R masks: `BitMasks`, `PolygonMasks`, a `[R, H, W]` array, or a list of bitmaps,
                 polygon lists or COCO RLEs.
-            assigned_colors: `[N, 3]` RGB 0-255; default one distinct colour per instance.
+            assigned_colors: `[R, 3]` RGB 0-255; default one distinct colour per instance.
             alpha: opacity of the masks.
         """
         if isinstance(boxes, Boxes):

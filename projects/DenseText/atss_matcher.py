@@ -10,7 +10,7 @@ for each GT box, the `topk` anchors of each level whose centres are nearest to t
 those whose IoU reaches the mean plus the standard deviation of these candidates' IoUs: every object
 gets positives whatever its size, in numbers that follow how well the anchors fit it.
 
-Shape shorthand: `G` ground-truth boxes, `N` anchors, `L` anchor levels, `C` candidates per GT box.
+Shape shorthand: `G` ground-truth boxes, `R` anchors, `L` anchor levels, `T` candidates per GT box.
 """
 from typing import List, Optional, Tuple
 
@@ -53,9 +53,9 @@ class ATSSMatcher:
     The levels are those of the registry contract's `num_per_level` (which the RPN passes): the
     anchors of level 0 first, then those of level 1, and so on.
 
-    Distances are reduced chunk by chunk (at most `max_chunk_elements` per chunk), so the G x N
+    Distances are reduced chunk by chunk (at most `max_chunk_elements` per chunk), so the G x R
     distance matrix is never held (3,000 GT boxes on 250,000 anchors stay within ~100 MB); the
-    candidates' IoUs are a G x C matrix with C = topk * L.
+    candidates' IoUs are a G x T matrix with T = topk * L.
     """
 
     @configurable
@@ -85,12 +85,12 @@ class ATSSMatcher:
         """
         Args:
             gt_boxes: the G ground-truth boxes of one image.
-            anchors: the N anchors of that image, all levels together, level by level.
-            num_per_level: the L per-level anchor counts (summing to N).
+            anchors: the R anchors of that image, all levels together, level by level.
+            num_per_level: the L per-level anchor counts (summing to R).
 
         Returns:
-            matched_idxs: `Tensor[N]` int64, the GT box of each foreground anchor (0 for the others).
-            match_labels: `Tensor[N]` int8, 1 foreground, 0 background.
+            matched_idxs: `Tensor[R]` int64, the GT box of each foreground anchor (0 for the others).
+            match_labels: `Tensor[R]` int8, 1 foreground, 0 background.
         """
         if num_per_level is None:
             raise ValueError(
@@ -106,7 +106,7 @@ class ATSSMatcher:
         if m == 0 or n == 0:
             return matched_idxs, match_labels
 
-        candidates = self._nearest_candidates(gt_boxes, anchors, num_per_level)  # (G, C) anchor indices
+        candidates = self._nearest_candidates(gt_boxes, anchors, num_per_level)  # (G, T) anchor indices
         k = candidates.shape[1]
         candidate_boxes = Boxes(anchors.tensor[candidates.reshape(-1)])
         gt_repeated = Boxes(gt_boxes.tensor[:, None, :].expand(m, k, 4).reshape(-1, 4))
@@ -116,7 +116,7 @@ class ATSSMatcher:
         threshold = ious.mean(dim=1, keepdim=True) + spread
         centers = candidate_boxes.get_centers().view(m, k, 2)
         gt = gt_boxes.tensor[:, None, :]  # (G, 1, 4)
-        # (G, C, 4): distances from each candidate centre to the four sides of its GT box
+        # (G, T, 4): distances from each candidate centre to the four sides of its GT box
         margins = torch.cat([centers - gt[..., :2], gt[..., 2:] - centers], dim=2)
         positive = (ious >= threshold) & (margins.min(dim=2).values > _INSIDE_EPS)
 
@@ -134,10 +134,10 @@ class ATSSMatcher:
         return matched_idxs, match_labels
 
     def _nearest_candidates(self, gt_boxes: Boxes, anchors: Boxes, num_per_level: List[int]) -> Tensor:
-        """`Tensor[G, C]` int64: for each GT box, the indices of the `topk` anchors of each level
+        """`Tensor[G, T]` int64: for each GT box, the indices of the `topk` anchors of each level
         nearest to its centre (fewer on a level with fewer anchors)."""
         gt_centers = gt_boxes.get_centers()  # (G, 2)
-        anchor_centers = anchors.get_centers()  # (N, 2), level by level
+        anchor_centers = anchors.get_centers()  # (R, 2), level by level
         step = max(1, self.max_chunk_elements // len(gt_boxes))
         candidates = []
         start = 0

@@ -9,7 +9,7 @@ fills an image with few objects almost entirely with background when sampled by 
 Here the number of negatives follows the number of positives, so dense and sparse images in one
 dataset each train on a balanced sample.
 
-Shape shorthand: `N` anchors or proposals, `P` sampled positives, `Q` sampled negatives.
+Shape shorthand: `R` anchors or proposals, `P` sampled positives, `Q` sampled negatives.
 """
 import math
 from typing import Tuple

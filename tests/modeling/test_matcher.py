@@ -67,7 +67,7 @@ def test_no_boxes_gives_empty_results():
 
 @pytest.mark.parametrize("low_quality", [False, True])
 def test_detectron2_form_positional_and_called_with_an_iou_matrix(low_quality):
-    """Matcher(thresholds, labels, allow_low_quality_matches=) called with IoU[G, N], as in Detectron2."""
+    """Matcher(thresholds, labels, allow_low_quality_matches=) called with IoU[G, R], as in Detectron2."""
     matcher = Matcher([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=low_quality)
     idxs, labels = matcher(pairwise_iou(GT, ANCHORS))
     assert idxs.tolist() == [0, 0, 0, 1, 1, 0]

@@ -1,7 +1,7 @@
 """Turning dense RPN predictions into per-image proposals, and adding ground truth to proposals.
 
 Shape shorthand: `N` images, `L` levels, `Hi x Wi` the size of level i, `A` anchors per location,
-`K` candidates kept over all levels before NMS.
+`T` candidates kept over all levels before NMS.
 """
 import math
 from typing import List, Sequence, Tuple, Union
@@ -59,9 +59,9 @@ def find_top_rpn_proposals(
         top_boxes.append(boxes_i.gather(1, idx[:, :, None].expand(-1, -1, 4)))
         top_scores.append(scores)
         level_ids.append(torch.full((k,), level, dtype=torch.int64, device=device))
-    boxes = cat(top_boxes, dim=1)  # (N, K, 4)
-    scores = cat(top_scores, dim=1)  # (N, K)
-    level_ids = cat(level_ids)  # (K,)
+    boxes = cat(top_boxes, dim=1)  # (N, T, 4)
+    scores = cat(top_scores, dim=1)  # (N, T)
+    level_ids = cat(level_ids)  # (T,)
     num_levels, k_total = len(proposals), boxes.shape[1]
 
     finite = torch.isfinite(boxes).all(dim=2) & torch.isfinite(scores)
@@ -72,7 +72,7 @@ def find_top_rpn_proposals(
     sides = boxes[:, :, 2:] - boxes[:, :, :2]
     valid = finite & (sides > min_box_size).all(dim=2)
 
-    # (N, K, .) -> (N*K, .); NMS groups are (image, level) pairs.
+    # (N, T, .) -> (N*T, .); NMS groups are (image, level) pairs.
     flat_boxes, flat_scores = boxes.reshape(-1, 4), scores.reshape(-1)
     image_ids = torch.arange(num_images, device=device)[:, None]
     groups = (image_ids * num_levels + level_ids[None, :]).reshape(-1)

@@ -2,7 +2,7 @@
 against matched ground truth, and the top-scoring decoded boxes as proposals.
 
 Shape shorthand: `N` images, `L` levels, `Hi x Wi` the size of level i, `A` anchors per location,
-`B` box dimension (4), `R` anchors over all levels (sum of Hi*Wi*A), `M` GT boxes of one image.
+`B` box dimension (4), `R` anchors over all levels (sum of Hi*Wi*A), `G` GT boxes of one image.
 """
 from typing import Callable, Dict, List, Optional, Tuple, Union
 

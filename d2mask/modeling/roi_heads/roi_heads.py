@@ -1,6 +1,6 @@
 """The ROI heads registry and `ROIHeads`, the base class that matches proposals to GT and samples them.
 
-Shape shorthand: `P` proposals of one image, `M` its GT boxes, `K` foreground classes (class `K` is
+Shape shorthand: `R` proposals of one image, `G` its GT boxes, `K` foreground classes (class `K` is
 background), `S` sampled proposals.
 """
 from typing import Callable, Dict, List, Optional, Tuple
@@ -42,7 +42,7 @@ def select_foreground_proposals(
         bg_label: the background class, K.
 
     Returns:
-        Per image, the foreground proposals, and `Tensor[P]` bool which of its proposals they are.
+        Per image, the foreground proposals, and `Tensor[R]` bool which of its proposals they are.
     """
     foreground, masks = [], []
     for per_image in proposals:
@@ -73,8 +73,8 @@ class ROIHeads(nn.Module):
             num_classes: K, the number of foreground classes.
             batch_size_per_image, positive_fraction: Detectron2's form instead of `proposal_sampler`:
                 a `RandomSampler` with these settings.
-            proposal_matcher: called as `matcher(gt_boxes, proposal_boxes) -> (matched_idxs: Tensor[P]
-                int64, match_labels: Tensor[P] with 1 foreground, 0 background, -1 ignore)`.
+            proposal_matcher: called as `matcher(gt_boxes, proposal_boxes) -> (matched_idxs: Tensor[R]
+                int64, match_labels: Tensor[R] with 1 foreground, 0 background, -1 ignore)`.
             proposal_append_gt: add each image's GT boxes to its proposals in training.
             proposal_sampler: called as `sampler(match_labels) -> (pos_idx, neg_idx)`, the proposals
                 kept to train the heads.
