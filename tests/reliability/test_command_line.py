@@ -70,3 +70,29 @@ def test_a_user_error_in_every_process_of_a_job_is_one_line_each(tmp_path):
     assert lines[-1].startswith("LaunchError: Process ") and lines[-1].endswith("stopped on the error it printed above")
     assert "Traceback" not in proc.stdout + proc.stderr
 
+
+
+def _one_line(proc):
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def test_start_up_mistakes_are_one_line_before_anything_runs(tmp_path):
+    """Cases that ended in a traceback: invalid values, a --dist-url that is no address, an OUTPUT_DIR
+    that is a file, --eval-only without weights."""
+    out = tmp_path / "out"
+    line = _one_line(_train_net(*TOY, f"OUTPUT_DIR={out}", "SOLVER.CHECKPOINT_PERIOD=0", "SOLVER.BASE_LR=-0.1",
+                                "DATALOADER.NUM_WORKERS=-1", "SOLVER.STEPS=(5,3)", "MODEL.PIXEL_MEAN=[1.0,2.0]"))
+    assert line.startswith("ConfigError: Invalid config 5 values: ")
+    assert not out.exists()  # refused before anything was written
+
+    line = _one_line(_train_net("--num-gpus", "2", "--dist-url", "localhost:29500", *TOY, f"OUTPUT_DIR={out}"))
+    assert line.startswith("LaunchError: --dist-url 'localhost:29500' is not a rendezvous address")
+
+    (tmp_path / "a_file").write_text("")
+    line = _one_line(_train_net(*TOY, f"OUTPUT_DIR={tmp_path / 'a_file'}"))
+    assert line == f"ConfigError: OUTPUT_DIR {tmp_path / 'a_file'} is a file, not a directory; choose another OUTPUT_DIR"
+
+    line = _one_line(_train_net("--eval-only", *TOY, f"OUTPUT_DIR={out}"))
+    assert line.startswith("ConfigError: --eval-only needs weights, but MODEL.WEIGHTS is empty")
