@@ -6,7 +6,11 @@ setup(
     version="0.1.0",
     description="A Detectron2-style research framework for Faster R-CNN and Mask R-CNN on PyTorch",
     python_requires=">=3.10",
-    packages=find_packages(include=["d2mask", "d2mask.*"]),
+    # The repository's configs/ ship as d2mask/model_zoo/configs/ (d2mask.model_zoo.get_config_file);
+    # a source checkout reads configs/ itself, so no copy or symlink is needed there.
+    packages=find_packages(include=["d2mask", "d2mask.*"]) + ["d2mask.model_zoo.configs"],
+    package_dir={"d2mask.model_zoo.configs": "configs"},
+    package_data={"d2mask.model_zoo.configs": ["**/*.yaml", "**/*.py"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
