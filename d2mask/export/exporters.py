@@ -12,7 +12,7 @@ original image and pasting the masks (`d2mask.modeling.detector_postprocess`, or
 `tools/deploy/run_exported_model.py` without d2mask) stay outside the artefact.
 """
 import math
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -97,10 +97,20 @@ def output_names(adapter: TracingAdapter) -> List[str]:
 
 
 def verify_export(
-    outputs: Sequence[Tensor], adapter: TracingAdapter, box_atol: float = 1e-2, score_atol: float = 1e-4
+    outputs: Sequence[Tensor],
+    adapter: TracingAdapter,
+    image: Optional[Tensor] = None,
+    box_atol: float = 1e-2,
+    score_atol: float = 1e-4,
 ) -> int:
-    """Checks an artefact's flat outputs on the adapter's sample image against the eager model's
-    detections there: the same classes, boxes within `box_atol` pixels and scores within `score_atol`.
+    """Checks an artefact's flat outputs on `image` against the eager model's detections there: the
+    same classes, boxes within `box_atol` pixels and scores within `score_atol`.
+
+    Args:
+        outputs: what the artefact returned for `image`.
+        adapter: the adapter the artefact was exported with (see `detector_tracing_adapter`).
+        image: `Tensor[C, H, W]`; default the sample the model was exported with. An image of another
+            size also shows sizes or counts that the export recorded as constants of the sample.
 
     Returns:
         The number of detections.
@@ -109,7 +119,7 @@ def verify_export(
         ExportError: naming the first difference.
     """
     with torch.no_grad():
-        expected = detector_inference(adapter.model, *adapter.flattened_inputs)
+        expected = detector_inference(adapter.model, adapter.flattened_inputs[0] if image is None else image)
     actual = adapter.outputs_schema([torch.as_tensor(o) for o in outputs])
     if len(actual) != len(expected):
         raise ExportError(

@@ -116,10 +116,15 @@ def test_dump_torchscript_ir(tmp_path):
 
 
 def test_verify_export_names_the_difference():
-    traced, adapter = export_torchscript(tiny_model(tiny_cfg(MODELS["faster_C4"])), SAMPLE)
+    model = tiny_model(tiny_cfg(MODELS["faster_C4"]))
+    traced, adapter = export_torchscript(model, SAMPLE)
     outputs = list(traced(SAMPLE))
     names = output_names(adapter)
     assert verify_export(outputs, adapter) == len(outputs[names.index("scores")]) > 0
+    other = TEST_IMAGES[0]
+    assert verify_export(traced(other), adapter, other) == len(detector_inference(model, other))
+    with pytest.raises(ExportError):  # outputs of the sample are not those of another image
+        verify_export(outputs, adapter, other)
     moved = list(outputs)
     moved[names.index("pred_boxes")] = outputs[names.index("pred_boxes")] + torch.tensor([0.0, 0.0, 0.0, 0.05])
     with pytest.raises(ExportError, match=r"differ from the eager model's in boxes \(by more than 0.01 px\)$"):

@@ -109,7 +109,8 @@ def export(cfg, args: argparse.Namespace) -> str:
         program, adapter = export_torch_export(model, image)
         torch.export.save(program, path)
         # JSON has no infinity: an unbounded side is null.
-        info["input_size_range"] = [[low, None if math.isinf(high) else high] for low, high in input_size_range(program)]
+        sizes = input_size_range(program)
+        info["input_size_range"] = [[low, None if math.isinf(high) else high] for low, high in sizes]
     info.update(
         outputs=output_names(adapter),
         input_format=cfg.INPUT.FORMAT,
