@@ -52,7 +52,8 @@ def detector_inference(model: GeneralizedRCNN, image: Tensor) -> Instances:
 def detector_tracing_adapter(model: nn.Module, image: Tensor) -> TracingAdapter:
     """A `TracingAdapter` of `detector_inference`, after checking that `model` can be exported.
 
-    Runs the model once on `image` to record its outputs' schema.
+    Runs the model on `image`: once to check its detection fields, once through the adapter to record
+    the outputs' schema.
 
     Raises:
         ExportError: the model is not a GeneralizedRCNN in eval mode, `image` is not `Tensor[C, H, W]`,
@@ -123,7 +124,7 @@ def verify_export(
     actual = adapter.outputs_schema([torch.as_tensor(o) for o in outputs])
     if len(actual) != len(expected):
         raise ExportError(
-            f"The exported model finds {len(actual)} detections on the sample, the eager model {len(expected)}"
+            f"The exported model finds {len(actual)} detections on the image, the eager model {len(expected)}"
         )
     differences = {
         "classes": (actual.pred_classes != expected.pred_classes).any().item(),
@@ -137,7 +138,7 @@ def verify_export(
     differing = [name for name, differs in differences.items() if differs]
     if differing:
         raise ExportError(
-            f"The exported model's detections on the sample differ from the eager model's in {', '.join(differing)}"
+            f"The exported model's detections on the image differ from the eager model's in {', '.join(differing)}"
         )
     return len(expected)
 

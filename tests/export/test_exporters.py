@@ -130,7 +130,7 @@ def test_verify_export_names_the_difference():
     with pytest.raises(ExportError, match=r"differ from the eager model's in boxes \(by more than 0.01 px\)$"):
         verify_export(moved, adapter)
     fewer = [o[1:] if name != "image_size" else o for o, name in zip(outputs, names)]
-    with pytest.raises(ExportError, match=r"finds \d+ detections on the sample, the eager model \d+"):
+    with pytest.raises(ExportError, match=r"finds \d+ detections on the image, the eager model \d+"):
         verify_export(fewer, adapter)
 
 
