@@ -12,7 +12,7 @@ from .exporters import (
     verify_export,
 )
 from .flatten import TracingAdapter, flatten_to_tuple
-from .torchscript import dump_torchscript_IR
+from .torchscript import dump_torchscript_IR, scripting_with_instances
 from .torchscript_patch import patch_builtin_len
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
     "input_size_range",
     "output_names",
     "patch_builtin_len",
+    "scripting_with_instances",
     "verify_export",
 ]

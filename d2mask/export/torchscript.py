@@ -1,10 +1,27 @@
-"""Inspecting a traced model: its TorchScript code and graphs written to text files."""
+"""TorchScript helpers at Detectron2's names: inspecting a traced model's code and graphs, and the
+scripting entry point d2mask does not offer."""
 import os
-from typing import Union
+from typing import Dict, Union
 
 import torch
+from torch import nn
 
-__all__ = ["dump_torchscript_IR"]
+from .exporters import ExportError
+
+__all__ = ["dump_torchscript_IR", "scripting_with_instances"]
+
+
+def scripting_with_instances(model: nn.Module, fields: Dict[str, type]) -> torch.jit.ScriptModule:
+    """Detectron2's `torch.jit.script` export, which d2mask does not support: its models are exported
+    by tracing or torch.export (`export_torchscript`, `export_torch_export`; docs/deployment.md).
+
+    Raises:
+        ExportError: always, saying so.
+    """
+    raise ExportError(
+        "scripting_with_instances (export by torch.jit.script) is not supported by d2mask; export by tracing "
+        "(d2mask.export.export_torchscript, --export-method tracing) or torch.export (export_torch_export)"
+    )
 
 
 def dump_torchscript_IR(model: Union[torch.jit.ScriptModule, torch.jit.ScriptFunction], dir: str) -> None:

@@ -9,6 +9,7 @@ import io
 
 import pytest
 import torch
+from torch import nn
 
 from d2mask.export import (
     ExportError,
@@ -20,9 +21,11 @@ from d2mask.export import (
     export_torchscript,
     input_size_range,
     output_names,
+    scripting_with_instances,
     verify_export,
 )
 from d2mask.modeling import build_model
+from d2mask.structures import Boxes
 
 from .tiny_models import assert_same_detections, image, tiny_cfg, tiny_model
 
@@ -132,6 +135,11 @@ def test_verify_export_names_the_difference():
     fewer = [o[1:] if name != "image_size" else o for o, name in zip(outputs, names)]
     with pytest.raises(ExportError, match=r"finds \d+ detections on the image, the eager model \d+"):
         verify_export(fewer, adapter)
+
+
+def test_scripting_is_refused_with_the_alternatives():
+    with pytest.raises(ExportError, match=r"not supported by d2mask; export by tracing .* or torch.export"):
+        scripting_with_instances(nn.Identity(), {"pred_boxes": Boxes})
 
 
 def test_unsupported_model_is_named_in_one_line():
