@@ -24,7 +24,7 @@ from ..utils.env import seed_all_rng
 from ..utils.logger import setup_logger
 from .output_dir import check_eval_weights, check_output_dir, check_resumed_config
 from .rendezvous import DEFAULT_JOIN_TIMEOUT
-from .validation import validate_config
+from .validation import validate_config, validate_lazy_config
 
 __all__ = ["default_argument_parser", "default_setup", "check_run_request", "DefaultTrainer", "create_ddp_model"]
 
@@ -210,11 +210,11 @@ def default_setup(cfg: Any, args: Optional[argparse.Namespace] = None) -> None:
     With `args`, first refuses a run that `check_run_request` refuses.
 
     Raises:
-        ConfigError: an invalid YAML config value (`validate_config`), before anything is written.
+        ConfigError: an invalid config value (`validate_config`, `validate_lazy_config`), before
+            anything is written.
     """
     lazy = not isinstance(cfg, CfgNode)
-    if not lazy:
-        validate_config(cfg)
+    validate_lazy_config(cfg) if lazy else validate_config(cfg)
     output_dir = _setting(cfg, "OUTPUT_DIR", "train.output_dir", "")
     rank = comm.get_rank()
     moved = None

@@ -14,12 +14,13 @@ import signal
 from typing import Any, Callable, List, Sequence, Tuple
 
 import torch
+from omegaconf import ListConfig, OmegaConf
 
 from ..config import CfgNode, ConfigError
 from ..layers import NORM_NAMES
 from ..modeling.box_regression import BOX_REGRESSION_LOSS_TYPES
 
-__all__ = ["validate_config", "check_device"]
+__all__ = ["validate_config", "validate_lazy_config", "check_device"]
 
 # Channels of the images the model receives, per INPUT.FORMAT (d2mask.data.SUPPORTED_IMAGE_FORMATS).
 _CHANNELS = {"BGR": 3, "RGB": 3, "L": 1}
@@ -265,6 +266,56 @@ def _cross_key_problems(cfg: CfgNode) -> List[str]:
     if cfg.SOLVER.MAX_EPOCHS == 0 and cfg.SOLVER.MAX_ITER == 0:
         problems.append("SOLVER.MAX_ITER = 0 (iterations > 0, or a schedule in epochs with SOLVER.MAX_EPOCHS > 0)")
     return problems
+
+
+# The settings of a Python config that the run reads (configs/common/train.py), as _RULES.
+_LAZY_RULES: Sequence[Tuple[str, Callable[[Any], bool], str]] = [
+    ("train.output_dir", lambda v: isinstance(v, str), "a directory path"),
+    ("train.max_iter", non_negative_int, "an int >= 0"),
+    ("train.eval_period", non_negative_int, "an int >= 0"),
+    ("train.log_period", positive_int, "an int > 0"),
+    ("train.checkpointer.period", positive_int, "an int > 0"),
+    ("train.checkpointer.max_to_keep", non_negative_int, "an int >= 0"),
+    ("train.checkpointer.signals", each(one_of(*_SIGNALS)), "signal names such as 'SIGTERM' or 'SIGUSR1'"),
+    ("train.amp.precision", one_of("float16", "bfloat16"), "'float16' or 'bfloat16'"),
+    ("train.max_nonfinite_skips", non_negative_int, "an int >= 0"),
+    ("train.seed", _int, "an int"),
+    ("dataloader.train.total_batch_size", positive_int, "an int > 0"),
+]
+_MISSING = object()
+
+
+def _lookup(cfg: Any, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return _MISSING
+        node = node[part]
+    return OmegaConf.to_container(node) if isinstance(node, ListConfig) else node
+
+
+def validate_lazy_config(cfg: Any) -> None:
+    """`validate_config` for a Python config: the `train` settings and the batch size the run reads,
+    and `train.device`. The objects a Python config describes check their own arguments when
+    `instantiate` builds them.
+
+    Raises:
+        ConfigError: one line listing every missing or invalid value.
+    """
+    problems = []
+    for key, check, allowed in _LAZY_RULES:
+        value = _lookup(cfg, key)
+        if value is _MISSING:
+            where = "; see configs/common/train.py" if key.startswith("train.") else ""
+            problems.append(f"{key} is missing ({allowed}{where})")
+        elif not _passes(check, value):
+            problems.append(f"{key} = {value!r} ({allowed})")
+    device = _lookup(cfg, "train.device")
+    problems += [f"train.device is missing (a device such as 'cpu' or 'cuda')"] if device is _MISSING else \
+        check_device(device, key="train.device")
+    if problems:
+        noun = "value" if len(problems) == 1 else f"{len(problems)} values"
+        raise ConfigError(f"Invalid config {noun}: " + "; ".join(problems))
 
 
 def validate_config(cfg: CfgNode) -> None:

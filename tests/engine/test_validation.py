@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from d2mask.config import ConfigError, get_cfg
-from d2mask.engine.validation import check_device, validate_config
+from d2mask.config import ConfigError, LazyConfig, get_cfg
+from d2mask.engine.validation import check_device, validate_config, validate_lazy_config
 
 
 def _cfg(*overrides):
@@ -88,3 +88,20 @@ def test_a_missing_gpu_is_a_config_error():
 def test_a_gpu_index_beyond_the_machine_is_a_config_error():
     assert check_device("cuda:0") == []
     assert "indices 0 to" in check_device(f"cuda:{torch.cuda.device_count()}")[0]
+
+
+def test_a_python_config_has_its_run_settings_checked_alike():
+    cfg = LazyConfig.load("configs/Shapes/mask_rcnn_R_18_FPN_shapes.py")
+    cfg.train.device = "cpu"
+    validate_lazy_config(cfg)
+    cfg.train.checkpointer.period = 0
+    cfg.train.checkpointer.signals = ["SIGTERM", "SIGKILL"]
+    cfg.dataloader.train.total_batch_size = -2
+    del cfg.train["max_iter"]
+    with pytest.raises(ConfigError) as e:
+        validate_lazy_config(cfg)
+    assert str(e.value) == (
+        "Invalid config 4 values: train.max_iter is missing (an int >= 0; see configs/common/train.py); "
+        "train.checkpointer.period = 0 (an int > 0); train.checkpointer.signals = ['SIGTERM', 'SIGKILL'] "
+        "(signal names such as 'SIGTERM' or 'SIGUSR1'); dataloader.train.total_batch_size = -2 (an int > 0)"
+    )
