@@ -1,6 +1,7 @@
 """Neural-network layers shared by the models: convolutions with norms, ROIAlign, NMS, shape specs."""
 from .batch_norm import NORM_NAMES, CycleBatchNormList, FrozenBatchNorm2d, LayerNorm, NaiveSyncBatchNorm, get_norm
-from .blocks import CNNBlockBase
+from .aspp import ASPP
+from .blocks import CNNBlockBase, DepthwiseSeparableConv2d
 from .deform_conv import DeformConv, ModulatedDeformConv
 from .mask_ops import paste_masks_in_image
 from .nms import batched_nms, nms
@@ -9,11 +10,13 @@ from .shape_spec import ShapeSpec
 from .wrappers import Conv2d, ConvTranspose2d, cat, interpolate, nonzero_tuple, shapes_to_tensor
 
 __all__ = [
+    "ASPP",
     "CNNBlockBase",
     "Conv2d",
     "ConvTranspose2d",
     "CycleBatchNormList",
     "DeformConv",
+    "DepthwiseSeparableConv2d",
     "FrozenBatchNorm2d",
     "LayerNorm",
     "ModulatedDeformConv",
