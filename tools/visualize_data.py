@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Saves PNGs of a training dataset's ground truth, drawn on the images.
 
-    python tools/visualize_data.py --config-file configs/quick_start.yaml --output vis/ --num-images 20
+    python tools/visualize_data.py --config-file configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml --output vis/ --num-images 20
 
 With --source dataloader (the default) each image is drawn as the model receives it: after the
 DatasetMapper's resizing, flipping and cropping, with the instances it builds. With --source

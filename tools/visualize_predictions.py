@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Runs a trained model on images and saves PNGs with its detections drawn on them.
 
-    python tools/visualize_predictions.py --config-file configs/quick_start.yaml \
+    python tools/visualize_predictions.py --config-file configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml \
         --input img1.png img2.jpg --output vis/ MODEL.WEIGHTS output/model_final.pth
 
 Without --input, the first --num-images images of the first DATASETS.TEST dataset are used.
@@ -11,16 +11,11 @@ import os
 import sys
 from typing import List, Optional
 
-import torch
-
-from d2mask.checkpoint import DetectionCheckpointer
 from d2mask.config import ConfigError, load_config
 from d2mask.data import DatasetCatalog, MetadataCatalog
-from d2mask.data import transforms as T
 from d2mask.data.datasets import set_datasets_root
-from d2mask.data.detection_utils import convert_image_to_rgb, read_image
-from d2mask.engine import report_user_errors
-from d2mask.modeling import build_model
+from d2mask.data.detection_utils import read_image
+from d2mask.engine import DefaultPredictor, report_user_errors
 from d2mask.utils.visualizer import Visualizer
 
 # This repository's configs import its projects (`IMPORTS: [projects.DenseText.atss_matcher]`). d2mask
@@ -53,23 +48,15 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
             raise ConfigError("Give --input images, or name a dataset in DATASETS.TEST")
         files = [d["file_name"] for d in DatasetCatalog.get(cfg.DATASETS.TEST[0])[:args.num_images]]
 
-    model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    model.eval()
-    resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, "choice")
+    predictor = DefaultPredictor(cfg)
     os.makedirs(args.output, exist_ok=True)
 
     written = []
     for file_name in files:
-        image = read_image(file_name, cfg.INPUT.FORMAT, max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS)
-        height, width = image.shape[:2]
-        resized = resize.get_transform(image).apply_image(image)
-        # (H, W, C) -> (C, H, W); "height"/"width" make the model rescale its outputs to the original image.
-        inputs = {"image": torch.as_tensor(resized.transpose(2, 0, 1).copy()), "height": height, "width": width}
-        with torch.no_grad():
-            instances = model([inputs])[0]["instances"].to("cpu")
+        image = read_image(file_name, "BGR", max_pixels=cfg.INPUT.MAX_IMAGE_PIXELS)
+        instances = predictor(image)["instances"].to("cpu")
         instances = instances[instances.scores >= args.confidence_threshold]
-        vis = Visualizer(convert_image_to_rgb(image, cfg.INPUT.FORMAT), metadata).draw_instance_predictions(instances)
+        vis = Visualizer(image[:, :, ::-1], metadata).draw_instance_predictions(instances)
         path = os.path.join(args.output, os.path.splitext(os.path.basename(file_name))[0] + ".png")
         vis.save(path)
         written.append(path)

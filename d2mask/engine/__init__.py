@@ -1,6 +1,6 @@
 """Training: the loop and its hooks, the config-driven DefaultTrainer, and multi-process launch."""
 from . import hooks
-from .defaults import DefaultTrainer, check_run_request, create_ddp_model, default_argument_parser, default_setup
+from .defaults import DefaultPredictor, DefaultTrainer, check_run_request, create_ddp_model, default_argument_parser, default_setup
 from .errors import EXIT_USER_ERROR, USER_ERRORS, LaunchError, report_user_errors, user_error_message
 from .launch import launch
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
@@ -20,6 +20,7 @@ __all__ = [
     "TrainerBase",
     "SimpleTrainer",
     "AMPTrainer",
+    "DefaultPredictor",
     "DefaultTrainer",
     "create_ddp_model",
     "default_argument_parser",

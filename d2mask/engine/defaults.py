@@ -11,13 +11,19 @@ import logging
 import os
 import platform
 import sys
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import cv2
+import numpy as np
 import torch
 import yaml
 
+from ..checkpoint import DetectionCheckpointer
 from ..config import CfgNode, ConfigError, LazyConfig, import_modules
+from ..data import MetadataCatalog
 from ..data.datasets import set_datasets_root
+from ..data.detection_utils import SUPPORTED_IMAGE_FORMATS, build_augmentation
+from ..modeling import build_model
 from ..utils import comm
 from ..utils.atomic_write import atomic_write
 from ..utils.env import seed_all_rng
@@ -26,7 +32,14 @@ from .output_dir import check_eval_weights, check_output_dir, check_resumed_conf
 from .rendezvous import DEFAULT_JOIN_TIMEOUT
 from .validation import validate_config, validate_lazy_config
 
-__all__ = ["default_argument_parser", "default_setup", "check_run_request", "DefaultTrainer", "create_ddp_model"]
+__all__ = [
+    "default_argument_parser",
+    "default_setup",
+    "check_run_request",
+    "DefaultPredictor",
+    "DefaultTrainer",
+    "create_ddp_model",
+]
 
 # Loggers set up by default_setup: d2mask itself, fvcore (its checkpointer), and user projects
 # (code in projects/ logging with logging.getLogger(__name__)).
@@ -250,6 +263,60 @@ def default_setup(cfg: Any, args: Optional[argparse.Namespace] = None) -> None:
     set_datasets_root(_setting(cfg, "DATASETS.ROOT", "train.datasets_root", ""))
     if isinstance(cfg, CfgNode):
         import_modules(cfg.IMPORTS, source="the config's IMPORTS")
+
+
+class DefaultPredictor:
+    """The model of a config, with its MODEL.WEIGHTS loaded, run on one image at a time:
+
+        predictor = DefaultPredictor(cfg)
+        outputs = predictor(cv2.imread("input.jpg"))  # {"instances": Instances at the image's size}
+
+    The image is resized as in evaluation (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST), given in the
+    model's INPUT.FORMAT, and the predictions are scaled back to the original size. For batches or a
+    whole dataset, build the model and a test data loader instead.
+
+    Attributes:
+        cfg: a frozen copy of the config.
+        model: the model, in eval mode.
+        metadata: the `Metadata` of DATASETS.TEST[0], if any (class names for drawing).
+        aug: the resize augmentation.
+        input_format: INPUT.FORMAT.
+    """
+
+    def __init__(self, cfg: CfgNode):
+        if cfg.INPUT.FORMAT not in SUPPORTED_IMAGE_FORMATS:
+            raise ConfigError(f"INPUT.FORMAT must be one of {SUPPORTED_IMAGE_FORMATS}, got {cfg.INPUT.FORMAT!r}")
+        self.cfg = cfg.clone()
+        self.cfg.freeze()
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
+        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        (self.aug,) = build_augmentation(self.cfg, is_train=False)
+        self.input_format = cfg.INPUT.FORMAT
+
+    def __call__(self, original_image: np.ndarray) -> Dict[str, Any]:
+        """
+        Args:
+            original_image: `ndarray[H, W, 3]` uint8 in BGR order (as cv2.imread gives).
+
+        Returns:
+            The model's output for this image, e.g. {"instances": Instances of image size (H, W)}.
+        """
+        if original_image.ndim != 3 or original_image.shape[2] != 3:
+            raise ValueError(f"DefaultPredictor takes one BGR image of shape (H, W, 3), got shape "
+                             f"{tuple(original_image.shape)}")
+        if self.input_format == "RGB":
+            original_image = original_image[:, :, ::-1]
+        elif self.input_format == "L":
+            original_image = cv2.cvtColor(original_image, cv2.COLOR_BGR2GRAY)[:, :, None]
+        height, width = original_image.shape[:2]
+        image = self.aug.get_transform(original_image).apply_image(original_image)
+        # (H, W, C) -> (C, H, W); "height"/"width" make the model scale its outputs to the original image
+        inputs = {"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))), "height": height,
+                  "width": width}
+        with torch.no_grad():
+            return self.model([inputs])[0]
 
 
 from .default_trainer import DefaultTrainer, create_ddp_model  # noqa: E402  (Detectron2's import path)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from d2mask.engine import defaults as engine_defaults
 from d2mask.config import ConfigError
 from d2mask.structures import Boxes, Instances
 
@@ -58,10 +59,12 @@ class BoxModel(nn.Module):
                                         pred_classes=torch.tensor([0, 1]))}]
 
 
-def test_visualize_predictions_draws_confident_detections(config, tmp_path):
+def test_visualize_predictions_draws_confident_detections(config, tmp_path, monkeypatch):
     tool = load_tool("visualize_predictions")
-    tool.build_model = lambda cfg: BoxModel()
-    tool.DetectionCheckpointer = lambda model: type("NoLoad", (), {"load": lambda self, path: {}})()
+    # the tool runs the model through DefaultPredictor
+    monkeypatch.setattr(engine_defaults, "build_model", lambda cfg: BoxModel())
+    monkeypatch.setattr(engine_defaults, "DetectionCheckpointer",
+                        lambda model: type("NoLoad", (), {"load": lambda self, path: {}})())
     image = np.full((256, 256, 3), 90, dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "in.png"), image)
     (path,) = tool.main(["--config-file", config, "--input", str(tmp_path / "in.png"), "--output", str(tmp_path / "o")])
