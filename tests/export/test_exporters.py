@@ -95,6 +95,19 @@ def test_torch_export_matches_eager(config_file, tmp_path):
         module(image(low - 1, 128, seed=3))
 
 
+def test_cascade_mask_rcnn_traces():
+    # More detections than elsewhere, so the two images give different counts.
+    cfg = tiny_cfg("configs/Shapes/cascade_mask_rcnn_R_18_FPN_shapes.yaml", ["TEST.DETECTIONS_PER_IMAGE", "300"])
+    model = tiny_model(cfg)
+    traced, adapter = export_torchscript(model, SAMPLE)
+    counts = set()
+    for img in TEST_IMAGES:
+        expected = _eager(model, img)
+        assert_same_detections(adapter.outputs_schema(traced(img)), expected)
+        counts.add(len(expected))
+    assert len(counts) == 2
+
+
 def test_project_backbone_exports():
     """A Mask R-CNN whose backbone is the ConvNeXt project's registered module (named in IMPORTS)."""
     cfg = tiny_cfg(
