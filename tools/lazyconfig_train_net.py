@@ -49,6 +49,22 @@ sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 logger = logging.getLogger("d2mask.lazyconfig_train_net")
 
+# --help's examples: Python configs take `key.path=VALUE` overrides, not YAML's `KEY VALUE`
+EXAMPLES = """Examples:
+
+Train (GPU if available, else CPU), with overrides:
+    $ tools/lazyconfig_train_net.py --config-file configs/Shapes/mask_rcnn_R_18_FPN_shapes.py train.max_iter=500 optimizer.lr=0.01
+
+Evaluate a trained model:
+    $ tools/lazyconfig_train_net.py --config-file CFG.py --eval-only train.init_checkpoint=/path/to/model_final.pth
+
+Resume an interrupted run from train.output_dir/last_checkpoint:
+    $ tools/lazyconfig_train_net.py --config-file CFG.py --resume
+
+Eight GPUs, 64 images per batch:
+    $ tools/lazyconfig_train_net.py --config-file CFG.py --num-gpus 8 dataloader.train.total_batch_size=64
+"""
+
 
 def load_config(args) -> DictConfig:
     """The config file with the command line's overrides applied."""
@@ -221,4 +237,5 @@ def launch_main(args) -> None:
 
 
 if __name__ == "__main__":
-    report_user_errors(launch_main, default_argument_parser().parse_args())  # docs/reliability.md
+    parser = default_argument_parser(epilog=EXAMPLES)
+    report_user_errors(launch_main, parser.parse_args())  # docs/reliability.md

@@ -112,7 +112,8 @@ Two machines of 8 GPUs (run on each, R = 0 or 1, HOST = machine 0):
     parser = _ArgumentParser(
         epilog=epilog or examples, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config-file", default="", metavar="FILE", help="path to the YAML config file")
+    parser.add_argument("--config-file", default="", metavar="FILE",
+                        help="path to the config file (YAML; a Python config for tools/lazyconfig_train_net.py)")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint if it exists")
     parser.add_argument(
         "--start-over",
@@ -139,7 +140,8 @@ Two machines of 8 GPUs (run on each, R = 0 or 1, HOST = machine 0):
     parser.add_argument(
         "opts",
         nargs=argparse.REMAINDER,
-        help="config overrides, 'KEY VALUE' pairs or 'KEY=VALUE' items, e.g. SOLVER.MAX_ITER 100",
+        help="config overrides: for a YAML config 'KEY VALUE' pairs or 'KEY=VALUE' items (SOLVER.MAX_ITER 100), "
+        "for a Python config 'key.path=VALUE' items (train.max_iter=100)",
     )
     return parser
 
