@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional
 import torch
 from torch import nn
 
+from ..config import ConfigError
 from ..utils import comm
 from .errors import USER_ERRORS, user_error_message
 from ..utils.events import EventStorage, get_event_storage
@@ -316,7 +317,10 @@ class AMPTrainer(SimpleTrainer):
         if precision not in (torch.float16, torch.bfloat16):
             raise ValueError(f"AMPTrainer precision must be torch.float16 or torch.bfloat16, got {precision}")
         super().__init__(model, data_loader, optimizer, **kwargs)
-        self.device_type = next(model.parameters()).device.type
+        device = next(model.parameters()).device
+        self.device_type = device.type
+        if precision == torch.bfloat16 and device.type == "cuda":
+            _check_bf16_support(device)
         self.precision = precision
         if precision == torch.float16 and grad_scaler is None:
             grad_scaler = torch.amp.GradScaler(self.device_type)
@@ -356,3 +360,14 @@ class AMPTrainer(SimpleTrainer):
         super().load_state_dict(state)
         if self.grad_scaler is not None and "grad_scaler" in state:
             self.grad_scaler.load_state_dict(state["grad_scaler"])
+
+
+def _check_bf16_support(device: torch.device) -> None:
+    """Raises ConfigError if the GPU `device` cannot compute in bfloat16 natively (before Ampere),
+    where autocast would otherwise fail at the first matrix product, or emulate it slowly."""
+    with torch.cuda.device(device):
+        if not torch.cuda.is_bf16_supported(including_emulation=False):
+            raise ConfigError(
+                f"SOLVER.AMP.PRECISION bfloat16: {device} ({torch.cuda.get_device_name(device)}) does not support "
+                f"bfloat16; use float16"
+            )

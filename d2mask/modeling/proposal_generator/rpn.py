@@ -102,8 +102,17 @@ class StandardRPNHead(nn.Module):
         logits, deltas = [], []
         for x in features:
             t = self.conv(x)
-            logits.append(self.objectness_logits(t))
-            deltas.append(self.anchor_deltas(t))
+            dtype = self.objectness_logits.weight.dtype
+            if t.dtype != dtype:
+                # Under mixed precision the 1x1 predictors still run in the weights' float32:
+                # bfloat16 logits keep 8 significant bits, so the top-k proposals would be picked
+                # among many ties, and bfloat16 deltas move a 512 px anchor's box by up to 2 px.
+                with torch.autocast(t.device.type, enabled=False):
+                    logits_i, deltas_i = self.objectness_logits(t.to(dtype)), self.anchor_deltas(t.to(dtype))
+            else:
+                logits_i, deltas_i = self.objectness_logits(t), self.anchor_deltas(t)
+            logits.append(logits_i)
+            deltas.append(deltas_i)
         return logits, deltas
 
 
