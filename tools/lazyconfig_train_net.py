@@ -199,7 +199,10 @@ def do_train(args, cfg: DictConfig):
         best_metric=train.best_metric,
         best_metric_mode=train.best_metric_mode,
         early_stop_patience=train.early_stop_patience,
-        writers=build_default_writers(output_dir, train.max_iter) if comm.is_main_process() else None,
+        writers=(
+            build_default_writers(output_dir, train.max_iter, device=next(model.parameters()).device)
+            if comm.is_main_process() else None
+        ),
         writer_period=train.log_period,
         output_dir=output_dir,
     )

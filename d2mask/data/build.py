@@ -155,6 +155,7 @@ def build_batch_data_loader(
     *,
     aspect_ratio_grouping: bool = False,
     num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> Union[torchdata.DataLoader, AspectRatioGroupedDataset]:
     """An infinite loader of `list[dict]` batches of total_batch_size // world_size items.
 
@@ -164,6 +165,8 @@ def build_batch_data_loader(
         total_batch_size: the batch summed over all processes.
         aspect_ratio_grouping: batch landscape and portrait images separately.
         num_workers: DataLoader worker processes.
+        pin_memory: put the tensors of each item in page-locked memory, from which the model's
+            `non_blocking` copies to a GPU are asynchronous (from ordinary memory they are not).
     """
     world_size = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world_size != 0:
@@ -176,13 +179,18 @@ def build_batch_data_loader(
     if aspect_ratio_grouping:
         loader = torchdata.DataLoader(
             iterable, batch_size=None, num_workers=num_workers, collate_fn=_identity,
-            worker_init_fn=_worker_init_reset_seed,
+            worker_init_fn=_worker_init_reset_seed, pin_memory=pin_memory,
         )
         return AspectRatioGroupedDataset(loader, batch_size)
     return torchdata.DataLoader(
         iterable, batch_size=batch_size, drop_last=True, num_workers=num_workers,
-        collate_fn=_trivial_batch_collator, worker_init_fn=_worker_init_reset_seed,
+        collate_fn=_trivial_batch_collator, worker_init_fn=_worker_init_reset_seed, pin_memory=pin_memory,
     )
+
+
+def _pins_memory(cfg) -> bool:
+    """Whether a loader feeding the model of `cfg` pins memory: when the model runs on a GPU."""
+    return torch.device(cfg.MODEL.DEVICE).type == "cuda"
 
 
 def _train_loader_from_config(cfg, mapper: Optional[Callable] = None, *, dataset=None, sampler=None) -> Dict[str, Any]:
@@ -209,6 +217,7 @@ def _train_loader_from_config(cfg, mapper: Optional[Callable] = None, *, dataset
         "total_batch_size": cfg.SOLVER.IMS_PER_BATCH,
         "aspect_ratio_grouping": cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         "num_workers": cfg.DATALOADER.NUM_WORKERS,
+        "pin_memory": _pins_memory(cfg),
     }
 
 
@@ -221,6 +230,7 @@ def build_detection_train_loader(
     total_batch_size: int,
     aspect_ratio_grouping: bool = True,
     num_workers: int = 0,
+    pin_memory: bool = False,
 ):
     """The training loader: an endless iterable of `list[dict]` batches (see `build_batch_data_loader`).
 
@@ -233,7 +243,8 @@ def build_detection_train_loader(
         dataset: dataset dicts, or a map-style dataset.
         mapper: applied to each item; None uses the items as they are.
         sampler: indices for this process; default a `TrainingSampler` over the dataset.
-        total_batch_size, aspect_ratio_grouping, num_workers: see `build_batch_data_loader`.
+        total_batch_size, aspect_ratio_grouping, num_workers, pin_memory: see `build_batch_data_loader`;
+            from a config, memory is pinned when MODEL.DEVICE is a GPU.
     """
     if isinstance(dataset, list):
         if getattr(mapper, "use_instance_mask", False):
@@ -244,7 +255,8 @@ def build_detection_train_loader(
     if sampler is None:
         sampler = TrainingSampler(len(dataset))
     return build_batch_data_loader(
-        dataset, sampler, total_batch_size, aspect_ratio_grouping=aspect_ratio_grouping, num_workers=num_workers
+        dataset, sampler, total_batch_size, aspect_ratio_grouping=aspect_ratio_grouping, num_workers=num_workers,
+        pin_memory=pin_memory,
     )
 
 
@@ -256,6 +268,7 @@ def _test_loader_from_config(
         "dataset": get_detection_dataset_dicts(names, filter_empty=False),
         "mapper": DatasetMapper(cfg, False) if mapper is None else mapper,
         "num_workers": cfg.DATALOADER.NUM_WORKERS,
+        "pin_memory": _pins_memory(cfg),
     }
 
 
@@ -267,11 +280,13 @@ def build_detection_test_loader(
     sampler: Optional[torchdata.Sampler] = None,
     batch_size: int = 1,
     num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> torchdata.DataLoader:
     """The inference loader: this process's shard of the dataset (an `InferenceSampler`), in order,
     as `list[dict]` batches of `batch_size` (1 by default, as inference benchmarks expect).
 
-    Call as `build_detection_test_loader(cfg, "shapes_val")` or with explicit arguments.
+    Call as `build_detection_test_loader(cfg, "shapes_val")` or with explicit arguments;
+    `pin_memory` as in `build_batch_data_loader`.
     """
     if isinstance(dataset, list):
         dataset = DatasetFromList(dataset, copy=False)
@@ -281,5 +296,5 @@ def build_detection_test_loader(
         sampler = InferenceSampler(len(dataset))
     return torchdata.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, drop_last=False, num_workers=num_workers,
-        collate_fn=_trivial_batch_collator, worker_init_fn=_ignore_stop_signals,
+        collate_fn=_trivial_batch_collator, worker_init_fn=_ignore_stop_signals, pin_memory=pin_memory,
     )

@@ -141,7 +141,7 @@ class DefaultTrainer(TrainerBase):
 
     def build_writers(self) -> List[EventWriter]:
         """Console lines, OUTPUT_DIR/metrics.json and (if tensorboard is installed) TensorBoard files."""
-        return build_default_writers(self.cfg.OUTPUT_DIR, self.max_iter)
+        return build_default_writers(self.cfg.OUTPUT_DIR, self.max_iter, device=next(self.model.parameters()).device)
 
     def train(self) -> Optional[Dict[str, Any]]:
         """Trains from `start_iter` to `max_iter`.

@@ -85,12 +85,28 @@ def _launcher_env(num_gpus_per_machine: int, num_machines: int) -> Optional[dict
     return None
 
 
+def _local_device_index(local_rank: int, local_size: int) -> int:
+    """The index, among the GPUs this process sees, of its own GPU: its local rank when it sees every
+    GPU of its machine; 0 when it sees one (srun --gpus-per-task=1, a GPU cgroup, a launcher setting
+    CUDA_VISIBLE_DEVICES per process)."""
+    visible = torch.cuda.device_count()
+    if visible >= local_size:
+        return local_rank
+    if visible == 1:
+        return 0
+    raise LaunchError(
+        f"Local rank {local_rank} of {local_size} processes sees {visible} GPUs: neither its own GPU alone nor "
+        f"every GPU of the machine, so it cannot tell which one is its own; give each process one GPU "
+        f"(srun --gpus-per-task=1) or all of them"
+    )
+
+
 def _join_launched_job(
     info: dict, dist_url: Optional[str], timeout: datetime.timedelta, join_timeout: datetime.timedelta
 ) -> None:
     """Initialises torch.distributed for a process started by torchrun or srun."""
     if torch.cuda.is_available():
-        torch.cuda.set_device(info["local_rank"])
+        torch.cuda.set_device(_local_device_index(info["local_rank"], info["local_size"]))
     if dist_url in (None, "auto") or dist_url.startswith("env://"):
         if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
             raise RuntimeError(
@@ -245,7 +261,7 @@ def _worker(
     has_gpu = torch.cuda.is_available()
     if has_gpu:
         # before init_process_group, so that NCCL binds this process to its own GPU
-        torch.cuda.set_device(local_rank)
+        torch.cuda.set_device(_local_device_index(local_rank, num_gpus_per_machine))
     rank = machine_rank * num_gpus_per_machine + local_rank
     try:
         join_process_group(

@@ -51,8 +51,10 @@ def create_ddp_model(model: nn.Module, **kwargs) -> nn.Module:
     """
     if comm.get_world_size() == 1:
         return model
-    if next(model.parameters()).device.type == "cuda":
-        kwargs.setdefault("device_ids", [comm.get_local_rank()])
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        # the model's GPU, not the local rank: a process may see only its own GPU, as cuda:0
+        kwargs.setdefault("device_ids", [device])
     return DistributedDataParallel(model, **kwargs)
 
 
@@ -91,10 +93,14 @@ def _tensorboard_available() -> bool:
     return True
 
 
-def build_default_writers(output_dir: str, max_iter: int) -> List[EventWriter]:
+def build_default_writers(output_dir: str, max_iter: int, device: Optional[torch.device] = None) -> List[EventWriter]:
     """Console lines, `output_dir`/metrics.json and, if tensorboard is installed, TensorBoard files;
-    else the images of VIS_PERIOD as PNG files in `output_dir`/vis."""
-    writers: List[EventWriter] = [CommonMetricPrinter(max_iter), JSONWriter(os.path.join(output_dir, "metrics.json"))]
+    else the images of VIS_PERIOD as PNG files in `output_dir`/vis. `device` is the model's, whose
+    peak memory the console lines show (see CommonMetricPrinter)."""
+    writers: List[EventWriter] = [
+        CommonMetricPrinter(max_iter, device=device),
+        JSONWriter(os.path.join(output_dir, "metrics.json")),
+    ]
     if _tensorboard_available():
         writers.append(TensorboardXWriter(output_dir))
     else:

@@ -106,15 +106,16 @@ def inference_on_dataset(
     start = time.perf_counter()
     last_log = start
     timed_images = 0
-    on_cuda = any(p.is_cuda for p in model.parameters())
+    # the model's GPU: synchronising the current one would wait for (or open a context on) another
+    cuda_device = next((p.device for p in model.parameters() if p.is_cuda), None)
     with inference_context(model), torch.no_grad():
         for idx, inputs in enumerate(data_loader):
             if idx == num_warmup:
                 start = time.perf_counter()
                 timed_images = 0
             outputs = model(inputs)
-            if on_cuda:
-                torch.cuda.synchronize()  # so that the time measured includes the GPU's work
+            if cuda_device is not None:
+                torch.cuda.synchronize(cuda_device)  # so that the time measured includes the GPU's work
             evaluator.process(inputs, outputs)
             timed_images += len(inputs)
 

@@ -32,8 +32,8 @@ def seed_all_rng(seed: Optional[int] = None) -> int:
 
 
 def get_rng_state() -> Dict[str, Any]:
-    """The state of every generator `seed_all_rng` seeds, as tensors and plain Python values (so a
-    checkpoint holding it loads with `torch.load(weights_only=True)`)."""
+    """The state of every generator `seed_all_rng` seeds (of CUDA's, the current GPU's), as tensors
+    and plain Python values (so a checkpoint holding it loads with `torch.load(weights_only=True)`)."""
     _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     state = {
         "python": random.getstate(),
@@ -41,7 +41,9 @@ def get_rng_state() -> Dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # The current GPU's only: this process's. A job may resume seeing fewer GPUs per process
+        # (srun --gpus-per-task=1), where the states of all GPUs seen when saving cannot be restored.
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -53,4 +55,4 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])

@@ -218,20 +218,21 @@ class JSONWriter(EventWriter):
         self._file.close()
 
 
-def _max_memory_mb() -> Optional[float]:
-    """Peak memory of this process: CUDA allocations when on a GPU, else the resident set size."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return torch.cuda.max_memory_allocated() / 1024**2
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 class CommonMetricPrinter(EventWriter):
     """Logs one line per write: ETA, iteration, every loss, time/iter, data time, lr and peak memory."""
 
-    def __init__(self, max_iter: Optional[int] = None, window_size: int = 20):
+    def __init__(self, max_iter: Optional[int] = None, window_size: int = 20, device: Optional[torch.device] = None):
+        """
+        Args:
+            max_iter: the last iteration + 1, for the ETA; None: no ETA.
+            window_size: iterations over which losses and times are medians.
+            device: the model's device, whose peak memory is logged; None: the current GPU when
+                CUDA is in use.
+        """
         self.logger = logging.getLogger(__name__)
         self._max_iter = max_iter
         self._window_size = window_size
+        self._device = device
         self._last_write: Optional[Tuple[int, float]] = None  # (iteration, wall time) for the ETA fallback
 
     def _eta(self, storage: EventStorage) -> Optional[str]:
@@ -252,6 +253,19 @@ class CommonMetricPrinter(EventWriter):
             return None
         storage.put_scalar("eta_seconds", seconds, smoothing_hint=False)
         return str(datetime.timedelta(seconds=int(seconds)))
+
+    def _max_memory_mb(self) -> float:
+        """Peak CUDA allocations on the model's GPU since the previous line; on the CPU, the peak
+        resident set size of the process over the whole run (which cannot be reset)."""
+        device = self._device
+        if device is None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device is None or device.type != "cuda":
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+        peak = torch.cuda.max_memory_allocated(device)
+        # so that an evaluation's peak shows in one line, not in every later one
+        torch.cuda.reset_peak_memory_stats(device)
+        return peak / 1024**2
 
     def _median(self, storage: EventStorage, name: str, window: int) -> Optional[float]:
         try:
@@ -276,11 +290,11 @@ class CommonMetricPrinter(EventWriter):
             lr = f"{storage.history('lr').latest():.5g}"
         except KeyError:
             lr = "N/A"
-        memory = _max_memory_mb()
+        memory = self._max_memory_mb()
         parts = [f"eta: {eta}" if eta else "", f"iter: {iteration}", "  ".join(losses)]
         parts += [f"time: {iter_time:.4f}" if iter_time is not None else ""]
         parts += [f"data_time: {data_time:.4f}" if data_time is not None else ""]
-        parts += [f"lr: {lr}", f"max_mem: {memory:.0f}M" if memory is not None else ""]
+        parts += [f"lr: {lr}", f"max_mem: {memory:.0f}M"]
         self.logger.info("  ".join(p for p in parts if p))
 
 
