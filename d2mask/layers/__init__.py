@@ -7,7 +7,7 @@ from .mask_ops import paste_masks_in_image
 from .nms import batched_nms, nms
 from .roi_align import ROIAlign
 from .shape_spec import ShapeSpec
-from .wrappers import Conv2d, ConvTranspose2d, cat, interpolate, nonzero_tuple, shapes_to_tensor
+from .wrappers import Conv2d, ConvTranspose2d, bincount_bounded, cat, interpolate, nonzero_tuple, shapes_to_tensor
 
 __all__ = [
     "ASPP",
@@ -25,6 +25,7 @@ __all__ = [
     "ROIAlign",
     "ShapeSpec",
     "batched_nms",
+    "bincount_bounded",
     "cat",
     "get_norm",
     "interpolate",

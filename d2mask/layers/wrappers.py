@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Conv2d", "ConvTranspose2d", "cat", "interpolate", "nonzero_tuple", "shapes_to_tensor"]
+__all__ = ["Conv2d", "ConvTranspose2d", "bincount_bounded", "cat", "interpolate", "nonzero_tuple", "shapes_to_tensor"]
 
 # Re-exported so model code ported from Detectron2 keeps importing them from `layers`.
 ConvTranspose2d = nn.ConvTranspose2d
@@ -27,6 +27,18 @@ def nonzero_tuple(x: Tensor) -> Tuple[Tensor, ...]:
     if x.dim() == 0:
         return x.unsqueeze(0).nonzero().unbind(1)
     return x.nonzero().unbind(1)
+
+
+def bincount_bounded(values: Tensor, num_bins: int, weights: Optional[Tensor] = None) -> Tensor:
+    """`torch.bincount(values, weights, minlength=num_bins)` for int64 values known to lie in
+    [0, num_bins), without the host sync a GPU's bincount pays to find the largest value.
+
+    Returns:
+        `Tensor[num_bins]`: the number of each value (the sum of its weights), in the weights' dtype
+        (default int64).
+    """
+    weights = torch.ones_like(values) if weights is None else weights
+    return torch.zeros(num_bins, dtype=weights.dtype, device=values.device).index_add_(0, values, weights)
 
 
 class _NewEmptyTensorOp(torch.autograd.Function):

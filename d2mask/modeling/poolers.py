@@ -9,7 +9,7 @@ from typing import List, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from d2mask.layers import ROIAlign, nonzero_tuple
+from d2mask.layers import ROIAlign, bincount_bounded, nonzero_tuple
 from d2mask.structures import Boxes
 
 __all__ = ["ROIPooler", "assign_boxes_to_levels", "convert_boxes_to_pooler_format"]
@@ -148,4 +148,4 @@ def _indices_per_level(levels: Tensor, num_levels: int) -> List[Tensor]:
         return [nonzero_tuple(levels == level)[0] for level in range(num_levels)]
     # Grouping the boxes by level costs a single host sync (the per-level counts), not one per level.
     order = torch.argsort(levels, stable=True)
-    return list(order.split(torch.bincount(levels, minlength=num_levels).tolist()))
+    return list(order.split(bincount_bounded(levels, num_levels).tolist()))

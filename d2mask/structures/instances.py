@@ -96,6 +96,11 @@ class Instances:
                 raise IndexError(f"Instances index {item} out of range for length {n}")
             start = item % n
             item = slice(start, start + 1)
+        elif isinstance(item, Tensor) and item.dtype == torch.bool and item.dim() == 1 and len(self._fields) > 1:
+            if len(item) != len(self):
+                raise IndexError(f"Instances of length {len(self)} indexed with a mask of length {len(item)}")
+            # A mask becomes indices once, not once per field: each conversion is a host sync on a GPU.
+            item = item.nonzero().squeeze(1)
         selected = Instances(self._image_size)
         for name, value in self._fields.items():
             selected.set(name, _index_list(value, item) if isinstance(value, list) else value[item])
