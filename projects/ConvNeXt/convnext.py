@@ -98,24 +98,25 @@ class ConvNeXt(Backbone):
         unknown = [f for f in out_features if f not in _STAGE_NAMES]
         if unknown or not out_features:
             raise ValueError(f"ConvNeXt out_features (MODEL.CONVNEXT.OUT_FEATURES) must be among {list(_STAGE_NAMES)}, got {list(out_features)}")
+        # Stages after the last one asked for are not built: their parameters would never get a
+        # gradient, which DistributedDataParallel (without find_unused_parameters) stops on.
+        num_stages = max(_STAGE_NAMES.index(f) for f in out_features) + 1
         stem = nn.Sequential(nn.Conv2d(in_channels, dims[0], kernel_size=4, stride=4), LayerNorm(dims[0], eps=1e-6))
         downsamples = [
             nn.Sequential(LayerNorm(dims[i - 1], eps=1e-6), nn.Conv2d(dims[i - 1], dims[i], kernel_size=2, stride=2))
-            for i in range(1, 4)
+            for i in range(1, num_stages)
         ]
         self.downsample_layers = nn.ModuleList([stem, *downsamples])
         self.stages = nn.ModuleList(
-            nn.Sequential(*(ConvNeXtBlock(dim, layer_scale_init) for _ in range(depth))) for depth, dim in zip(depths, dims)
+            nn.Sequential(*(ConvNeXtBlock(dims[i], layer_scale_init) for _ in range(depths[i]))) for i in range(num_stages)
         )
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
-        # Stages after the last one asked for are not needed.
-        self._num_stages = max(_STAGE_NAMES.index(f) for f in out_features) + 1
         self._out_features = [f for f in _STAGE_NAMES if f in out_features]
-        self._out_feature_channels = {name: dims[i] for i, name in enumerate(_STAGE_NAMES)}
-        self._out_feature_strides = {name: 4 * 2**i for i, name in enumerate(_STAGE_NAMES)}
+        self._out_feature_channels = {name: dims[_STAGE_NAMES.index(name)] for name in self._out_features}
+        self._out_feature_strides = {name: 4 * 2 ** _STAGE_NAMES.index(name) for name in self._out_features}
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
@@ -136,7 +137,7 @@ class ConvNeXt(Backbone):
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
         """`Tensor[N, C, H, W]` -> {"res2": `Tensor[N, dims[0], H / 4, W / 4]`, ..., up to "res5" at H / 32}."""
         outputs = {}
-        for name, downsample, stage in zip(_STAGE_NAMES[: self._num_stages], self.downsample_layers, self.stages):
+        for name, downsample, stage in zip(_STAGE_NAMES, self.downsample_layers, self.stages):
             x = stage(downsample(x))
             if name in self._out_features:
                 outputs[name] = x

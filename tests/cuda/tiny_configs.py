@@ -1,0 +1,85 @@
+"""Tiny versions of the shipped and project configs, and a batch to train them on, for the tests of
+tests/cuda: each config keeps its structure (backbone, heads, matchers), with small widths and budgets."""
+import glob
+import os
+from typing import Sequence
+
+import torch
+
+from d2mask.config import CfgNode, LazyConfig, get_cfg
+from d2mask.structures import BitMasks, Boxes, Instances
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+YAML_CONFIGS = sorted(
+    os.path.relpath(p, ROOT)
+    for pattern in ("configs/**/*.yaml", "projects/*/configs/*.yaml")
+    for p in glob.glob(os.path.join(ROOT, pattern), recursive=True)
+    if not os.path.basename(p).startswith("Base-")
+)
+PY_CONFIGS = sorted(
+    os.path.relpath(p, ROOT)
+    for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
+    if os.sep + "common" + os.sep not in p
+)
+
+# The same structure as each config, with widths and budgets small enough for a test (channels
+# stay multiples of 32 for GroupNorm).
+TINY = {
+    "MODEL.WEIGHTS": "",
+    "MODEL.FPN.OUT_CHANNELS": 32,
+    "MODEL.ROI_BOX_HEAD.FC_DIM": 16,
+    "MODEL.ROI_MASK_HEAD.CONV_DIM": 32,
+    "MODEL.ROI_HEADS.NUM_CLASSES": 3,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0,
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN": 200,
+    "MODEL.RPN.PRE_NMS_TOPK_TEST": 200,
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN": 50,
+    "MODEL.RPN.POST_NMS_TOPK_TEST": 50,
+    "TEST.DETECTIONS_PER_IMAGE": 10,
+}
+TINY_BOTTLENECK = {  # ResNet-18/34's widths are fixed
+    "MODEL.RESNETS.STEM_OUT_CHANNELS": 8,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS": 16,
+    "MODEL.RESNETS.WIDTH_PER_GROUP": 4,
+}
+TINY_CONVNEXT = {"MODEL.CONVNEXT.DEPTHS": [1, 1, 1, 1], "MODEL.CONVNEXT.DIMS": [8, 8, 16, 16]}
+
+
+def tiny_config(path: str, device: str, overrides: Sequence = ()) -> CfgNode:
+    """The YAML config at `path` (relative to the repository) on `device`, shrunk, then `overrides`."""
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(ROOT, path))
+    tiny = dict(TINY, **{"MODEL.DEVICE": device})
+    if cfg.MODEL.RESNETS.DEPTH >= 50:
+        tiny.update(TINY_BOTTLENECK)
+    if "CONVNEXT" in cfg.MODEL:
+        tiny.update(TINY_CONVNEXT)
+    cfg.merge_from_list([x for kv in tiny.items() for x in kv] + list(overrides))
+    return cfg
+
+
+def tiny_lazy_model_config(path: str):
+    """The model of the Python config at `path`, shrunk, not yet built."""
+    cfg = LazyConfig.load(os.path.join(ROOT, path))
+    cfg.model.backbone.out_channels = 32
+    cfg.model.roi_heads.box_head.fc_dims = [16]
+    cfg.model.roi_heads.box_predictor.input_shape.channels = 16
+    cfg.model.roi_heads.mask_head.conv_dims = [32, 32]
+    return cfg.model
+
+
+def batch(size: int = 64):
+    """Two images of different sizes, each with two objects (boxes, classes, masks)."""
+    batch = []
+    for h, w in ((size, size + 16), (size - 8, size)):
+        instances = Instances((h, w))
+        instances.gt_boxes = Boxes(torch.tensor([[4.0, 6.0, 30.0, 28.0], [20.0, 16.0, w - 2.0, h - 4.0]]))
+        instances.gt_classes = torch.tensor([0, 2])
+        masks = torch.zeros(2, h, w, dtype=torch.bool)
+        masks[0, 6:28, 4:30] = True
+        masks[1, 16 : h - 4, 20 : w - 2] = True
+        instances.gt_masks = BitMasks(masks)
+        image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
+        batch.append({"image": image, "height": h, "width": w, "instances": instances})
+    return batch
