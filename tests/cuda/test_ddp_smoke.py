@@ -1,4 +1,4 @@
-"""Two training steps of each backbone and project under DistributedDataParallel with
+"""Two training steps of each backbone, meta-architecture and project under DistributedDataParallel with
 find_unused_parameters=False (two gloo processes on the CPU): a parameter that gets no gradient stops
 DDP at the second step, as it would stop a multi-GPU run."""
 import json
@@ -22,6 +22,8 @@ CONFIGS = {
     "ResNet-18 FPN": "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml",
     "ResNet-50 FPN": "configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
     "ResNet-50 C4": "configs/COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x.yaml",
+    "RetinaNet ResNet-50 FPN": "configs/COCO-Detection/retinanet_R_50_FPN_1x.yaml",
+    "Cascade ResNet-50 FPN": "configs/Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml",
     "ConvNeXt FPN": "projects/ConvNeXt/configs/mask_rcnn_ConvNeXt_FPN_shapes.yaml",
     "DenseText (ATSS)": "projects/DenseText/configs/faster_rcnn_R_18_FPN_dense_atss.yaml",
 }

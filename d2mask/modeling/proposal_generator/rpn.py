@@ -280,23 +280,25 @@ class RPN(nn.Module):
         """
         num_images = len(gt_labels)
         labels = torch.stack(gt_labels)  # (N, R)
-        positive = labels == 1
-        sampled = labels >= 0
+        # (image, anchor) of the positives of all images: (P, 2). The losses' one host sync on a GPU.
+        image_idx, anchor_idx = (labels == 1).nonzero().unbind(1)
         anchors_tensor = Boxes.cat(anchors).tensor  # (R, B)
         deltas = cat(pred_anchor_deltas, dim=1)  # (N, R, B)
-        # (R, B) -> (N, R, B), then the positives of all images -> (P, B)
         loss_loc = box_regression_loss(
             self.box2box_transform,
-            anchors_tensor[None].expand(num_images, -1, -1)[positive],
-            deltas[positive],
-            torch.stack(gt_boxes)[positive],
+            anchors_tensor[anchor_idx],
+            deltas[image_idx, anchor_idx],
+            torch.stack(gt_boxes)[image_idx, anchor_idx],
             self.box_reg_loss_type,
             self.smooth_l1_beta,
         )
         logits = cat(pred_objectness_logits, dim=1)  # (N, R)
-        loss_cls = F.binary_cross_entropy_with_logits(
-            logits[sampled], labels[sampled].to(logits.dtype), reduction="sum"
-        )
+        # Summed over the sampled anchors by a mask rather than a selection, which would sync again.
+        loss_cls = torch.where(
+            labels >= 0,
+            F.binary_cross_entropy_with_logits(logits, labels.clamp(min=0).to(logits.dtype), reduction="none"),
+            0.0,
+        ).sum()
         normalizer = self.batch_size_per_image * num_images
         return {
             "loss_rpn_cls": loss_cls / normalizer * self.loss_weight.get("loss_rpn_cls", 1.0),
