@@ -26,6 +26,7 @@ CONFIGS = {
     "Cascade ResNet-50 FPN": "configs/Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml",
     "ConvNeXt FPN": "projects/ConvNeXt/configs/mask_rcnn_ConvNeXt_FPN_shapes.yaml",
     "DenseText (ATSS)": "projects/DenseText/configs/faster_rcnn_R_18_FPN_dense_atss.yaml",
+    "PortExample (SE-ResNet-18 FPN)": "projects/PortExample/configs/mask_rcnn_SE_R_18_FPN_shapes.yaml",
 }
 # A backbone asked for fewer stages than it has: the others must not be built.
 BACKBONES = {

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from d2mask.config import CfgNode, LazyConfig, get_cfg
+from d2mask.projects.port_example import add_port_example_config
 from d2mask.structures import BitMasks, Boxes, Instances
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,9 +47,16 @@ TINY_BOTTLENECK = {  # ResNet-18/34's widths are fixed
 TINY_CONVNEXT = {"MODEL.CONVNEXT.DEPTHS": [1, 1, 1, 1], "MODEL.CONVNEXT.DIMS": [8, 8, 16, 16]}
 
 
+# Projects whose configs need keys added before merging (Detectron2's style: their train_net.py adds them).
+PROJECT_CONFIG_KEYS = {"projects/PortExample/": add_port_example_config}
+
+
 def tiny_config(path: str, device: str, overrides: Sequence = ()) -> CfgNode:
     """The YAML config at `path` (relative to the repository) on `device`, shrunk, then `overrides`."""
     cfg = get_cfg()
+    for project, add_config in PROJECT_CONFIG_KEYS.items():
+        if path.startswith(project):
+            add_config(cfg)
     cfg.merge_from_file(os.path.join(ROOT, path))
     tiny = dict(TINY, **{"MODEL.DEVICE": device})
     if cfg.MODEL.RESNETS.DEPTH >= 50:

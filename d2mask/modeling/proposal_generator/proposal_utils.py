@@ -9,7 +9,7 @@ from typing import List, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from d2mask.layers import batched_nms, bincount_bounded, cat, shapes_to_tensor
+from d2mask.layers import batched_nms, bincount_bounded, cat, nonzero_tuple, shapes_to_tensor
 from d2mask.structures import Boxes, Instances
 
 __all__ = ["find_top_rpn_proposals", "add_ground_truth_to_proposals"]
@@ -71,24 +71,28 @@ def find_top_rpn_proposals(
     boxes = torch.minimum(boxes.clamp(min=0), limits)
     sides = boxes[:, :, 2:] - boxes[:, :, :2]
     valid = finite & (sides > min_box_size).all(dim=2)
-    # Invalid boxes stay in the NMS rather than being selected out (a host sync on a GPU): as empty
-    # boxes with the lowest score they suppress nothing, are suppressed by nothing, and come last.
-    boxes = torch.where(valid[:, :, None], boxes, 0.0)
-    scores = torch.where(valid, scores, float("-inf"))
 
     # (N, T, .) -> (N*T, .); NMS groups are (image, level) pairs.
-    flat_boxes, flat_scores = boxes.reshape(-1, 4), scores.reshape(-1)
+    flat_boxes, flat_scores, flat_valid = boxes.reshape(-1, 4), scores.reshape(-1), valid.reshape(-1)
     image_ids = torch.arange(num_images, device=device)[:, None]
     groups = (image_ids * num_levels + level_ids[None, :]).reshape(-1)
-    kept = batched_nms(flat_boxes, flat_scores, groups, nms_thresh)
-
     if num_images == 1:
-        # NMS output is by decreasing score, the invalid boxes last. Without grouping by image, a
-        # traced model keeps its proposal count dynamic (split sizes are Python ints, recorded as the
-        # sample's).
-        per_image = [kept[valid.reshape(-1)[kept]][:post_nms_topk]]
+        # NMS output is by decreasing score. Without grouping by image, a traced model keeps its
+        # proposal count dynamic (split sizes are Python ints, recorded as the sample's).
+        candidates = nonzero_tuple(flat_valid)[0]
+        kept = candidates[batched_nms(flat_boxes[candidates], flat_scores[candidates], groups[candidates], nms_thresh)]
+        per_image = [kept[:post_nms_topk]]
     else:
-        per_image = _top_per_image(kept, valid.reshape(-1)[kept], k_total, num_images, post_nms_topk)
+        # Invalid boxes stay in the NMS rather than being selected out (a host sync on a GPU): as
+        # empty boxes with the lowest score they suppress nothing, are suppressed by nothing, and
+        # come last.
+        kept = batched_nms(
+            torch.where(flat_valid[:, None], flat_boxes, 0.0),
+            torch.where(flat_valid, flat_scores, float("-inf")),
+            groups,
+            nms_thresh,
+        )
+        per_image = _top_per_image(kept, flat_valid[kept], k_total, num_images, post_nms_topk)
     results = []
     for size, idx in zip(image_sizes, per_image):
         results.append(Instances(size, proposal_boxes=Boxes(flat_boxes[idx]), objectness_logits=flat_scores[idx]))
@@ -96,7 +100,7 @@ def find_top_rpn_proposals(
 
 
 def _top_per_image(kept: Tensor, kept_valid: Tensor, k_total: int, num_images: int, post_nms_topk: int) -> List[Tensor]:
-    """Splits NMS survivors `kept` (indices into the N*K candidates, by decreasing score, the invalid
+    """Splits NMS survivors `kept` (indices into the N*T candidates, by decreasing score, the invalid
     ones, False in `kept_valid`, last) into N tensors, each image's `post_nms_topk` best valid ones."""
     # A stable sort by image keeps the order by score within each image, valid boxes first.
     kept_images, order = torch.sort(kept // k_total, stable=True)
