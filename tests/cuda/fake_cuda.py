@@ -118,8 +118,9 @@ class _Factories(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in _DEVICE_GUARDED and any(isinstance(t, FakeCudaTensor) for t in pytree.arg_tree_leaves(*args, **kwargs)):
-            return self._run_on_host(func, args, kwargs)
+        if func in _DEVICE_GUARDED:
+            if any(isinstance(t, FakeCudaTensor) for t in pytree.arg_tree_leaves(*args, **kwargs)):
+                return self._run_on_host(func, args, kwargs)
         if func is torch.Tensor.to:
             device, dtype, _, memory_format = torch._C._nn._parse_to(*args[1:], **kwargs)
             if _is_cuda(device):
