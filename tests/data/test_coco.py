@@ -1,4 +1,5 @@
 import copy
+import json
 import logging
 
 import numpy as np
@@ -73,7 +74,7 @@ def test_convert_back_to_coco_restores_ids_and_areas(coco_dir, register):
     "content, message",
     [
         ("{not json", "is not a valid JSON file"),
-        ('{"images": [], "categories": []}', "missing top-level key(s) ['annotations']"),
+        ('{"images": [], "annotations": []}', "missing top-level key(s) ['categories']"),
         ('{"annotations": [], "categories": []}', "missing top-level key(s) ['images']"),
         ('[1, 2]', "must hold an object"),
     ],
@@ -83,6 +84,14 @@ def test_malformed_file_names_the_file(coco_dir, content, message):
     with pytest.raises(ValueError) as e:
         load_coco_json(path, coco_dir.image_root)
     assert path in str(e.value) and message in str(e.value)
+
+
+def test_image_info_file_of_a_test_set_loads_without_annotations(coco_dir):
+    # like COCO's image_info_test2017.json: images and categories, no "annotations"
+    path = coco_dir.write(json.dumps({"images": [{"id": 4, "file_name": "a.png", "height": 30, "width": 40}],
+                                      "categories": [{"id": 1, "name": "thing"}]}))
+    (record,) = load_coco_json(path, coco_dir.image_root)
+    assert record["image_id"] == 4 and record["annotations"] == []
 
 
 def test_missing_json_file_names_the_path(tmp_path):

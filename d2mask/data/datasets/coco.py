@@ -58,7 +58,9 @@ def _read_json(json_file: str) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise DatasetError(f"{json_file}: a COCO json must hold an object with keys {list(_TOP_LEVEL_KEYS)}, "
                            f"got a {type(data).__name__}")
-    missing = [k for k in _TOP_LEVEL_KEYS if k not in data]
+    # COCO's image-info files of its test sets (image_info_test2017.json) have no "annotations"
+    missing = [k for k in _TOP_LEVEL_KEYS if k not in data and k != "annotations"]
+    data.setdefault("annotations", [])
     if missing:
         raise DatasetError(f"{json_file}: missing top-level key(s) {missing}; a COCO instances json has "
                            f"{list(_TOP_LEVEL_KEYS)} (found {sorted(data)})")
