@@ -6,7 +6,7 @@ import os
 import pytest
 
 from d2mask.data import DatasetCatalog, DatasetError, MetadataCatalog
-from d2mask.data.datasets import load_voc_instances, set_datasets_root
+from d2mask.data.datasets import load_lvis_json, load_voc_instances, set_datasets_root
 from d2mask.data.datasets.builtin_meta import COCO_CATEGORIES
 from d2mask.structures import BoxMode
 
@@ -106,3 +106,33 @@ def test_voc_unknown_class_names_the_file(tmp_path):
     _write_voc(str(tmp_path / "VOC"), "train", {"1": [("unicorn", (1, 1, 5, 5))]})
     with pytest.raises(DatasetError, match=r"1\.xml: object class 'unicorn'"):
         load_voc_instances(str(tmp_path / "VOC"), "train")
+
+
+def test_a_users_own_dataset_under_a_builtin_name_survives_a_new_root(root, tmp_path):
+    DatasetCatalog.remove("coco_2017_val_100")
+    MetadataCatalog.remove("coco_2017_val_100")
+    DatasetCatalog.register("coco_2017_val_100", lambda: [{"file_name": "mine.jpg"}])
+    try:
+        set_datasets_root(str(tmp_path / "elsewhere"))
+        assert DatasetCatalog.get("coco_2017_val_100") == [{"file_name": "mine.jpg"}]
+        assert MetadataCatalog.get("coco_2017_val").image_root == os.path.join(str(tmp_path / "elsewhere"),
+                                                                              "coco/val2017")
+    finally:
+        DatasetCatalog.remove("coco_2017_val_100")
+        set_datasets_root(None)  # registers the built-in one again
+
+
+def test_lvis_json_loads_with_file_names_from_coco_urls(tmp_path):
+    data = {
+        "images": [{"id": 3, "coco_url": "http://images.cocodataset.org/val2017/000000000003.jpg", "height": 10,
+                    "width": 20, "not_exhaustive_category_ids": [2], "neg_category_ids": []}],
+        "annotations": [{"id": 1, "image_id": 3, "category_id": 2, "bbox": [1, 2, 3, 4],
+                         "segmentation": [[1, 2, 4, 2, 4, 6]]}],
+        "categories": [{"id": 2, "name": "b"}, {"id": 1, "name": "a"}],
+    }
+    (tmp_path / "lvis.json").write_text(json.dumps(data))
+    (record,) = load_lvis_json(str(tmp_path / "lvis.json"), str(tmp_path / "coco"))
+    assert record["file_name"] == os.path.join(str(tmp_path), "coco", "val2017", "000000000003.jpg")
+    assert record["not_exhaustive_category_ids"] == [2]
+    (ann,) = record["annotations"]
+    assert ann["category_id"] == 1 and ann["bbox"] == [1.0, 2.0, 3.0, 4.0] and ann["bbox_mode"] == BoxMode.XYWH_ABS

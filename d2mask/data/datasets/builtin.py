@@ -51,8 +51,9 @@ _PREDEFINED_SPLITS_VOC = {
     if not (year == 2012 and split == "test")  # VOC2012's test annotations were never released
 }
 
-# The names registered below a root; they are registered again when the root changes.
-_FILE_DATASETS: List[str] = []
+# name -> the function registered for it below the current root; registered again when the root
+# changes, unless the user has registered something else under the name meanwhile.
+_FILE_DATASETS: Dict[str, Callable[[], List[Dict]]] = {}
 
 
 def _require_file(name: str, path: str, load: Callable[[], List[Dict]]) -> Callable[[], List[Dict]]:
@@ -70,14 +71,16 @@ def _require_file(name: str, path: str, load: Callable[[], List[Dict]]) -> Calla
 
 def _guard(name: str, path: str) -> None:
     """Makes loading the just-registered dataset `name` stop with one line when `path` is missing."""
-    load = DatasetCatalog[name]
+    checked = _require_file(name, path, DatasetCatalog[name])
     DatasetCatalog.remove(name)
-    DatasetCatalog.register(name, _require_file(name, path, load))
-    _FILE_DATASETS.append(name)
+    DatasetCatalog.register(name, checked)
+    _FILE_DATASETS[name] = checked
 
 
 def register_all_coco(root: str) -> None:
     for name, (image_root, json_file) in _PREDEFINED_SPLITS_COCO.items():
+        if name in DatasetCatalog:  # the user's own dataset of that name
+            continue
         json_file = os.path.join(root, json_file)
         register_coco_instances(name, get_builtin_metadata("coco"), json_file, os.path.join(root, image_root))
         _guard(name, json_file)
@@ -85,6 +88,8 @@ def register_all_coco(root: str) -> None:
 
 def register_all_lvis(root: str) -> None:
     for name, (image_root, json_file) in _PREDEFINED_SPLITS_LVIS.items():
+        if name in DatasetCatalog:  # the user's own dataset of that name
+            continue
         json_file = os.path.join(root, json_file)
         register_lvis_instances(name, {}, json_file, os.path.join(root, image_root))
         _guard(name, json_file)
@@ -92,6 +97,8 @@ def register_all_lvis(root: str) -> None:
 
 def register_all_pascal_voc(root: str) -> None:
     for name, (dirname, split, year) in _PREDEFINED_SPLITS_VOC.items():
+        if name in DatasetCatalog:  # the user's own dataset of that name
+            continue
         dirname = os.path.join(root, dirname)
         register_pascal_voc(name, dirname, split, year)
         MetadataCatalog.get(name).set(thing_colors=get_builtin_metadata("pascal_voc")["thing_colors"])
@@ -99,10 +106,12 @@ def register_all_pascal_voc(root: str) -> None:
 
 
 def register_file_datasets() -> None:
-    """(Re-)registers COCO, LVIS and VOC below the current `datasets_root()`."""
-    for name in _FILE_DATASETS:
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
+    """(Re-)registers COCO, LVIS and VOC below the current `datasets_root()`. A name the user has
+    registered again (after removing ours) keeps the user's dataset."""
+    for name, func in _FILE_DATASETS.items():
+        if DatasetCatalog.data.get(name) is func:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
     _FILE_DATASETS.clear()
     root = datasets_root()
     register_all_coco(root)
