@@ -60,14 +60,14 @@ def _connect(host: str, port: int, rank: int, world_size: int, join_timeout: flo
             )
         except (RuntimeError, dist.DistError) as e:  # not served yet: machine 0 has not started
             waited = time.monotonic() - start
+            logger.warning(f"Rank {rank}: waiting for rank 0 to serve tcp://{host}:{port} ({waited:.0f} s so far; "
+                           f"giving up after {join_timeout:.0f} s): {str(e).splitlines()[0][:200]}")
             if waited >= join_timeout:
                 raise LaunchError(
                     f"Rank {rank}: nothing answered at tcp://{host}:{port} within {join_timeout:.0f} s (the join "
                     f"timeout); start machine 0 (--machine-rank 0) with this --dist-url, and check that this "
                     f"machine can reach {host}:{port}"
                 ) from None
-            logger.warning(f"Rank {rank}: waiting for rank 0 to serve tcp://{host}:{port} ({waited:.0f} s so far; "
-                           f"giving up after {join_timeout:.0f} s): {str(e).splitlines()[0][:200]}")
 
 
 def join_process_group(
