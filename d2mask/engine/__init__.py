@@ -1,7 +1,14 @@
 """Training: the loop and its hooks, the config-driven DefaultTrainer, and multi-process launch."""
 from . import hooks
 from .defaults import DefaultPredictor, DefaultTrainer, check_run_request, create_ddp_model, default_argument_parser, default_setup
-from .errors import EXIT_USER_ERROR, USER_ERRORS, LaunchError, report_user_errors, user_error_message
+from .errors import (
+    EXIT_USER_ERROR,
+    USER_ERRORS,
+    LaunchError,
+    TrainingInterrupted,
+    report_user_errors,
+    user_error_message,
+)
 from .launch import launch
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
 from .training import (
@@ -29,6 +36,7 @@ __all__ = [
     "USER_ERRORS",
     "EXIT_USER_ERROR",
     "LaunchError",
+    "TrainingInterrupted",
     "user_error_message",
     "report_user_errors",
     "validate_config",

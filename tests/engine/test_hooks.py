@@ -1,11 +1,12 @@
 import json
 import os
+import signal
 
 import pytest
 import torch
 from fvcore.common.checkpoint import Checkpointer
 
-from d2mask.engine import SimpleTrainer, hooks
+from d2mask.engine import SimpleTrainer, TrainingInterrupted, hooks
 from d2mask.solver import WarmupMultiStepLR
 from d2mask.utils.env import get_rng_state, set_rng_state
 from d2mask.utils.events import JSONWriter
@@ -206,3 +207,43 @@ def test_early_stopping_validates_arguments():
         hooks.EarlyStopping(0, "toy/AP", patience=2)
     with pytest.raises(ValueError, match="patience"):
         hooks.EarlyStopping(2, "toy/AP", patience=0)
+
+
+class _SignallingTrainer(SimpleTrainer):
+    """Sends this process `signals` during the step of iteration 2."""
+
+    def __init__(self, signals, **kwargs):
+        model = ToyModel()
+        super().__init__(model, ToyLoader(), torch.optim.SGD(model.parameters(), lr=0.01), **kwargs)
+        self._signals = signals
+
+    def run_step(self):
+        if self.iter == 2:
+            for signum in self._signals:
+                os.kill(os.getpid(), signum)
+        super().run_step()
+
+
+def _with_signal_checkpointer(trainer, out):
+    periodic = hooks.PeriodicCheckpointer(Checkpointer(trainer.model, str(out), trainer=trainer), period=100)
+    trainer.register_hooks([periodic, hooks.SignalCheckpointer(periodic, ["SIGINT", "SIGUSR1"])])
+    return trainer
+
+
+def test_signal_checkpointer_finishes_the_step_saves_it_and_exits_with_128_plus_the_signal(tmp_path):
+    previous = signal.getsignal(signal.SIGUSR1)
+    trainer = _with_signal_checkpointer(_SignallingTrainer([signal.SIGUSR1]), tmp_path)
+    with pytest.raises(TrainingInterrupted) as e:
+        trainer.train(0, 10)
+    assert e.value.code == 128 + signal.SIGUSR1
+    saved = torch.load(tmp_path / "model_0000002.pth", weights_only=False)
+    assert saved["iteration"] == 2 and saved["trainer"]["iteration"] == 2
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000002.pth"
+    assert signal.getsignal(signal.SIGUSR1) is previous  # the handlers are put back
+
+
+def test_a_second_sigint_abandons_the_step_without_a_checkpoint(tmp_path):
+    trainer = _with_signal_checkpointer(_SignallingTrainer([signal.SIGINT, signal.SIGINT]), tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(0, 10)
+    assert not list(tmp_path.glob("*.pth"))
