@@ -172,8 +172,8 @@ class SignalCheckpointer(HookBase):
 
     Register it last (after the writers), on every process: the processes agree on stopping at the
     same iteration. The handlers are installed for the steps of training only (from `before_train`
-    to the last iteration), so forked DataLoader workers inherit them and do not die of the signal
-    while the training process finishes its step.
+    to the last iteration). The loaders of `d2mask.data` start their workers ignoring these signals,
+    so that a signal sent to every process of the job does not kill them mid-step.
     """
 
     def __init__(self, periodic_checkpointer: PeriodicCheckpointer, signals: Sequence[str] = ("SIGTERM", "SIGINT")):
