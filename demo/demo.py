@@ -2,7 +2,8 @@
 """Runs a model on images, a video or a webcam and draws its detections, with Detectron2's demo flags.
 
     python demo/demo.py --config-file configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml \
-        --input "photos/*.jpg" --output vis/ --opts MODEL.WEIGHTS detectron2://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x/137260431/model_final_a54504.pkl
+        --input "photos/*.jpg" --output vis/ \
+        --opts MODEL.WEIGHTS detectron2://COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x/137260431/model_final_a54504.pkl
     python demo/demo.py --config-file CFG --video-input clip.mp4 --output clip_vis.mp4 --opts MODEL.WEIGHTS W
     python demo/demo.py --config-file CFG --webcam --opts MODEL.WEIGHTS W    # Esc closes the window
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Prints a model's parameter counts, structure, and its flops and activations on test images.
 
-    python tools/analyze_model.py --tasks parameter structure --config-file configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml
+    python tools/analyze_model.py --tasks parameter structure \
+        --config-file configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml
     python tools/analyze_model.py --tasks flop activation --num-inputs 10 \
         --config-file configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml MODEL.WEIGHTS output/model_final.pth
 
@@ -107,7 +108,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--tasks", choices=TASKS, required=True, nargs="+", help="what to report")
     parser.add_argument("-n", "--num-inputs", default=100, type=int,
                         help="images to average flops and activations over")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE (YAML) or key=value (Python)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER,
+                        help="config overrides: KEY VALUE (YAML) or key=value (Python)")
     args = parser.parse_args(argv)
     setup_logger(name="d2mask")
     cfg = _load(args)

@@ -32,7 +32,8 @@ def test_detectron2_names_registered():
 
 def test_coco_metadata():
     meta = MetadataCatalog.get("coco_2017_train")
-    assert len(meta.thing_classes) == 80 and meta.thing_classes[0] == "person" and meta.thing_classes[-1] == "toothbrush"
+    assert len(meta.thing_classes) == 80
+    assert meta.thing_classes[0] == "person" and meta.thing_classes[-1] == "toothbrush"
     id_map = meta.thing_dataset_id_to_contiguous_id
     # COCO's 80 ids run 1..90 with these ten left out
     assert set(range(1, 91)) - set(id_map) == {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
