@@ -79,3 +79,11 @@ def test_analyze_model_reports_all_tasks(tmp_path, monkeypatch):
     assert f" {total / 1e6:.1f}M " in results["parameter"].splitlines()[2]  # the row of the whole model
     assert "MaskRCNNConvUpsampleHead" in results["structure"]
     assert results["flop"] > 0 and results["activation"] > 0
+
+
+def test_analyze_model_reads_python_configs():
+    config = os.path.join(REPO, "configs/Shapes/mask_rcnn_R_18_FPN_shapes.py")
+    # as in Detectron2, the overrides follow a flag that ends --tasks' list
+    results = load_tool("analyze_model").main(["--tasks", "structure", "--config-file", config,
+                                               "model.roi_heads.num_classes=5"])
+    assert "Linear(in_features=256, out_features=6, bias=True)" in results["structure"]  # 5 classes + background
