@@ -2,6 +2,8 @@
 root; a missing file stops with its path; COCO and VOC files in Detectron2's layout load."""
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -137,3 +139,18 @@ def test_lvis_json_loads_with_file_names_from_coco_urls(tmp_path):
     assert record["not_exhaustive_category_ids"] == [2]
     (ann,) = record["annotations"]
     assert ann["category_id"] == 1 and ann["bbox"] == [1.0, 2.0, 3.0, 4.0] and ann["bbox_mode"] == BoxMode.XYWH_ABS
+
+
+def test_train_net_on_coco_without_its_files_stops_with_one_line(tmp_path):
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run(
+        [sys.executable, "tools/train_net.py", "--config-file", "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml",
+         "DATASETS.TRAIN=('coco_2017_train',)", "MODEL.DEVICE=cpu", f"OUTPUT_DIR={tmp_path / 'out'}"],
+        cwd=repo, env=dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "d2"), D2MASK_DATASETS=""),
+        capture_output=True, text=True, timeout=300,
+    )
+    expected = os.path.join(str(tmp_path / "d2"), "coco", "annotations", "instances_train2017.json")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and last.startswith("DatasetError: Built-in dataset 'coco_2017_train' expects "
+                                                    f"{expected}, which does not exist"), proc.stderr[-2000:]
+    assert "$DETECTRON2_DATASETS" in last and "Traceback" not in proc.stderr
