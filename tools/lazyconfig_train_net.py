@@ -31,6 +31,7 @@ from d2mask.engine import (
     build_default_hooks,
     build_default_writers,
     build_step_trainer,
+    check_model_fits_loader,
     create_ddp_model,
     create_training_ddp_model,
     default_argument_parser,
@@ -171,6 +172,7 @@ def do_train(args, cfg: DictConfig):
     logger.info(f"Model:\n{model}")
     optimizer = _build_optimizer(cfg, model)
     train_loader = instantiate(cfg.dataloader.train)
+    check_model_fits_loader(model, train_loader, cfg.dataloader.train.dataset.get("names", ()))
     model = create_training_ddp_model(model, find_unused_parameters=train.ddp.find_unused_parameters)
     trainer = build_step_trainer(
         model,

@@ -24,7 +24,6 @@ from .samplers import InferenceSampler, RepeatFactorTrainingSampler, TrainingSam
 
 __all__ = [
     "get_detection_dataset_dicts",
-    "check_model_fits_data",
     "check_instance_masks",
     "build_batch_data_loader",
     "build_detection_train_loader",
@@ -80,29 +79,6 @@ def _log_instance_counts(dataset_dicts: List[Dict], class_names: Optional[List[s
     rows = [(class_names[c] if class_names and c < len(class_names) else c, n) for c, n in sorted(counts.items())]
     rows.append(("total", sum(counts.values())))
     logger.info("Instances per category:\n" + tabulate(rows, headers=["category", "#instances"], tablefmt="pipe"))
-
-
-def check_model_fits_data(cfg, dataset_dicts: List[Dict], names: Sequence[str]) -> None:
-    """Raises ConfigError when the model the config describes cannot learn the datasets' annotations:
-    fewer MODEL.ROI_HEADS.NUM_CLASSES than the datasets have classes, or MODEL.MASK_ON with no mask
-    in any annotation. Checked before training, so that the mistake is not found at the first step
-    (an index out of range deep in a loss) or never (a mask head that learns nothing)."""
-    if cfg.MODEL.META_ARCHITECTURE == "ProposalNetwork":  # no classes, no masks
-        return
-    annotations = [ann for d in dataset_dicts for ann in d.get("annotations", [])]
-    classes = MetadataCatalog.get(names[0]).get("thing_classes") or []
-    num_classes = max([len(classes)] + [int(ann["category_id"]) + 1 for ann in annotations])
-    if num_classes > cfg.MODEL.ROI_HEADS.NUM_CLASSES:
-        listed = f" ({', '.join(map(str, classes[:10]))}{', ...' if len(classes) > 10 else ''})" if classes else ""
-        raise ConfigError(
-            f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES} but DATASETS.TRAIN {tuple(names)} "
-            f"has {num_classes} classes{listed}; set MODEL.ROI_HEADS.NUM_CLASSES {num_classes}"
-        )
-    if cfg.MODEL.MASK_ON and annotations and not any("segmentation" in ann for ann in annotations):
-        raise ConfigError(
-            f"MODEL.MASK_ON is True but no annotation of DATASETS.TRAIN {tuple(names)} has a 'segmentation'; "
-            f"set MODEL.MASK_ON False to train boxes only, or train on a dataset with masks"
-        )
 
 
 def check_instance_masks(dataset_dicts: List[Dict]) -> None:
@@ -197,7 +173,6 @@ def _train_loader_from_config(cfg, mapper: Optional[Callable] = None, *, dataset
     names = check_dataset_names(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
     if dataset is None:
         dataset = get_detection_dataset_dicts(names, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
-        check_model_fits_data(cfg, dataset, names)
     if sampler is None:
         name = cfg.DATALOADER.SAMPLER_TRAIN
         logger.info(f"Using training sampler {name}")

@@ -59,6 +59,11 @@ class MapDataset(data.Dataset):
         self._map_func = map_func
         self._rng = random.Random(42)
 
+    @property
+    def dataset(self) -> data.Dataset:
+        """The dataset whose items are mapped."""
+        return self._dataset
+
     def __len__(self) -> int:
         return len(self._dataset)
 

@@ -15,6 +15,8 @@ from .training import (
     build_default_hooks,
     build_default_writers,
     build_step_trainer,
+    check_model_fits_data,
+    check_model_fits_loader,
     create_training_ddp_model,
     resume_training,
 )
@@ -40,6 +42,8 @@ __all__ = [
     "user_error_message",
     "report_user_errors",
     "validate_config",
+    "check_model_fits_data",
+    "check_model_fits_loader",
     "build_step_trainer",
     "build_default_hooks",
     "build_default_writers",

@@ -34,6 +34,7 @@ from .training import (
     build_default_hooks,
     build_default_writers,
     build_step_trainer,
+    check_model_fits_loader,
     create_ddp_model,
     create_training_ddp_model,
     resume_training,
@@ -76,6 +77,7 @@ class DefaultTrainer(TrainerBase):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
+        check_model_fits_loader(model, data_loader, cfg.DATASETS.TRAIN)
         model = create_training_ddp_model(model, find_unused_parameters=cfg.DDP.FIND_UNUSED_PARAMETERS)
         self._trainer = self.build_step_trainer(cfg, model, data_loader, optimizer)
         # the step calls after_backward on the trainer running it; the hooks live on this one

@@ -1,5 +1,5 @@
-"""The pieces of a training run, from explicit arguments: the step trainer, the default hooks and
-writers, and resuming. `DefaultTrainer` calls them with values read from a YAML config and
+"""The pieces of a training run, from explicit arguments: the check that the model fits its data,
+the step trainer, the default hooks and writers, and resuming. `DefaultTrainer` calls them with values read from a YAML config and
 tools/lazyconfig_train_net.py with values from a Python config, so both have every feature.
 
 Errors about a value name both of its keys: the YAML one and the Python config's.
@@ -8,7 +8,7 @@ import inspect
 import itertools
 import logging
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import DetectionCheckpointer
 from ..config import ConfigError
+from ..data import DatasetFromList, MetadataCatalog
 from ..utils import comm
 from ..utils.env import set_rng_state
 from ..utils.events import CommonMetricPrinter, EventWriter, ImageWriter, JSONWriter, TensorboardXWriter
@@ -25,6 +26,8 @@ from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 __all__ = [
     "create_ddp_model",
     "create_training_ddp_model",
+    "check_model_fits_data",
+    "check_model_fits_loader",
     "build_step_trainer",
     "build_default_writers",
     "build_default_hooks",
@@ -61,6 +64,67 @@ def create_ddp_model(model: nn.Module, **kwargs) -> nn.Module:
 def create_training_ddp_model(model: nn.Module, find_unused_parameters: bool = False) -> nn.Module:
     """`create_ddp_model` as training uses it: batch-norm buffers are not synchronised."""
     return create_ddp_model(model, find_unused_parameters=find_unused_parameters, **_NO_BUFFER_SYNC)
+
+
+def _classes_and_masks_to_fit(model: nn.Module) -> Optional[Tuple[int, bool, str, str]]:
+    """(K, whether it predicts masks, K's YAML key, K's Python-config key) of a detector with R-CNN
+    ROI heads or of a RetinaNet; None for a model without classes (ProposalNetwork) or of another kind."""
+    roi_heads = getattr(model, "roi_heads", None)
+    if isinstance(getattr(roi_heads, "num_classes", None), int):
+        return roi_heads.num_classes, bool(getattr(roi_heads, "mask_on", False)), \
+            "MODEL.ROI_HEADS.NUM_CLASSES", "model.roi_heads.num_classes"
+    if isinstance(getattr(model, "num_classes", None), int):
+        return model.num_classes, False, "MODEL.RETINANET.NUM_CLASSES", "model.num_classes"
+    return None
+
+
+def check_model_fits_data(model: nn.Module, dataset_dicts: Iterable[Dict], dataset_names: Sequence[str]) -> None:
+    """Raises ConfigError when `model` cannot learn the annotations of its training set: it predicts
+    fewer classes than the datasets have, or it predicts masks and no annotation has one. Checked
+    before training, so that the mistake is not found at the first step (an index out of range deep
+    in a loss) or never (a mask head that learns nothing).
+
+    Args:
+        model: the built model, before DistributedDataParallel; R-CNN (`roi_heads.num_classes`,
+            `roi_heads.mask_on`) and RetinaNet (`num_classes`) are checked, other models are not.
+        dataset_dicts: the training set's dicts, read once.
+        dataset_names: the registered datasets they come from, for their `thing_classes`.
+    """
+    fit = _classes_and_masks_to_fit(model)
+    if fit is None:
+        return
+    model_classes, mask_on, yaml_key, python_key = fit
+    classes = (MetadataCatalog.get(dataset_names[0]).get("thing_classes") if dataset_names else None) or []
+    num_classes, num_annotations, has_mask = len(classes), 0, False
+    for record in dataset_dicts:
+        for ann in record.get("annotations", []):
+            num_annotations += 1
+            num_classes = max(num_classes, int(ann["category_id"]) + 1)
+            has_mask = has_mask or "segmentation" in ann
+    names = tuple(dataset_names)
+    if num_classes > model_classes:
+        listed = f" ({', '.join(map(str, classes[:10]))}{', ...' if len(classes) > 10 else ''})" if classes else ""
+        raise ConfigError(
+            f"{yaml_key} is {model_classes} but the training set {names} has {num_classes} classes{listed}; "
+            f"set {yaml_key} {num_classes} (in a Python config: {python_key}={num_classes})"
+        )
+    if mask_on and num_annotations and not has_mask:
+        raise ConfigError(
+            f"MODEL.MASK_ON is True (the model has a mask head) but no annotation of the training set {names} has "
+            f"a 'segmentation'; set MODEL.MASK_ON False (in a Python config: model.roi_heads.mask_head=None) to "
+            f"train boxes only, or train on a dataset with masks"
+        )
+
+
+def check_model_fits_loader(model: nn.Module, data_loader, dataset_names: Sequence[str]) -> None:
+    """`check_model_fits_data` on the dicts inside a training loader built by
+    `build_detection_train_loader` from a list, so that the training set is not loaded a second time;
+    a loader of another kind is not checked."""
+    lists = [obj for obj in _loader_chain(data_loader) if isinstance(obj, DatasetFromList)]
+    if not lists:
+        logger.info("The training loader holds no list of dataset dicts; the model is not checked against its data")
+        return
+    check_model_fits_data(model, (lists[0][i] for i in range(len(lists[0]))), dataset_names)
 
 
 def build_step_trainer(
@@ -245,10 +309,20 @@ def _fast_forward_sampler(data_loader, num_indices: int) -> bool:
         Whether a sampler was found (an iterable dataset with a `sampler`, inside the loader's
         chain of `.dataset` attributes).
     """
-    obj = data_loader
-    for _ in range(4):
+    for obj in _loader_chain(data_loader):
         if isinstance(obj, torch.utils.data.IterableDataset) and hasattr(obj, "sampler"):
             obj.sampler = _SkipFirst(obj.sampler, num_indices)
             return True
-        obj = getattr(obj, "dataset", None)
     return False
+
+
+def _loader_chain(data_loader) -> Iterator[Any]:
+    """The loader and the datasets inside it, outermost first, following `.dataset` attributes as
+    `build_detection_train_loader` nests them: (AspectRatioGroupedDataset,) DataLoader,
+    ToIterableDataset, (MapDataset,) DatasetFromList."""
+    obj = data_loader
+    for _ in range(5):
+        if obj is None:
+            return
+        yield obj
+        obj = getattr(obj, "dataset", None)

@@ -4,9 +4,11 @@ import os
 import pytest
 import torch
 
-from d2mask.config import ConfigError
-from d2mask.engine import AMPTrainer, launch
+from d2mask.config import ConfigError, get_cfg
+from d2mask.data import DatasetCatalog, MetadataCatalog
+from d2mask.engine import AMPTrainer, DefaultTrainer, launch
 from d2mask.engine.hooks import CallbackHook
+from d2mask.structures import BoxMode
 from d2mask.utils import comm
 from d2mask.utils.env import seed_all_rng
 from tests.engine.toy import ToyTrainer, toy_cfg
@@ -153,3 +155,46 @@ def test_two_process_gloo_run_keeps_ranks_in_sync_on_disjoint_data(tmp_path):
     assert r0["results"]["toy"]["AP"] > 0 and r1["results"] is None
     final = torch.load(tmp_path / "model_final.pth", weights_only=True)
     assert len(final["rng_states"]) == 2
+
+
+RETINANET_CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "configs/Shapes/retinanet_R_18_FPN_shapes.yaml")
+
+
+@pytest.fixture
+def three_class_boxes():
+    """A registered one-image dataset of classes a, b, c with a box of class 2 (no image is read)."""
+    name = "fits_three_class_boxes"
+    ann = {"bbox": [2, 2, 10, 10], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 2, "iscrowd": 0}
+    DatasetCatalog.register(name, lambda: [{"file_name": "a.png", "height": 30, "width": 40, "image_id": 1,
+                                            "annotations": [dict(ann)]}])
+    MetadataCatalog.get(name).set(thing_classes=["a", "b", "c"])
+    yield name
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+def _retinanet_cfg(out_dir, dataset, *opts):
+    cfg = get_cfg()
+    cfg.merge_from_file(RETINANET_CONFIG)
+    cfg.merge_from_list(["DATASETS.TRAIN", (dataset,), "DATASETS.TEST", (), "MODEL.DEVICE", "cpu",
+                         "OUTPUT_DIR", out_dir, *opts])
+    return cfg
+
+
+def test_retinanet_is_checked_against_its_training_set_by_its_own_num_classes(tmp_path, three_class_boxes):
+    # MODEL.ROI_HEADS.NUM_CLASSES is not RetinaNet's: too small, it must not stop a fitting RetinaNet
+    fitting = _retinanet_cfg(str(tmp_path), three_class_boxes, "MODEL.RETINANET.NUM_CLASSES", 3,
+                             "MODEL.ROI_HEADS.NUM_CLASSES", 1)
+    assert DefaultTrainer(fitting).model.num_classes == 3
+    too_few = _retinanet_cfg(str(tmp_path), three_class_boxes, "MODEL.RETINANET.NUM_CLASSES", 2)
+    with pytest.raises(ConfigError) as e:
+        DefaultTrainer(too_few)
+    message = str(e.value)
+    assert "MODEL.RETINANET.NUM_CLASSES is 2" in message and "has 3 classes (a, b, c)" in message
+    assert "model.num_classes=3" in message
+
+
+def test_a_model_without_classes_is_not_checked(tmp_path, three_class_boxes):
+    cfg = _retinanet_cfg(str(tmp_path), three_class_boxes, "MODEL.META_ARCHITECTURE", "ProposalNetwork",
+                         "MODEL.ROI_HEADS.NUM_CLASSES", 1, "MODEL.RPN.IN_FEATURES", ["p3", "p4", "p5", "p6", "p7"])
+    DefaultTrainer(cfg)

@@ -15,9 +15,23 @@ from torch import nn
 
 from d2mask.checkpoint import CheckpointError, DetectionCheckpointer
 from d2mask.config import ConfigError, get_cfg
-from d2mask.data import DatasetCatalog, DatasetError, DatasetMapper, MetadataCatalog, build_detection_train_loader
+from d2mask.data import (
+    DatasetCatalog,
+    DatasetError,
+    DatasetMapper,
+    MetadataCatalog,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from d2mask.data.datasets.coco import load_coco_json
-from d2mask.engine import USER_ERRORS, LaunchError, default_argument_parser, launch, user_error_message
+from d2mask.engine import (
+    USER_ERRORS,
+    LaunchError,
+    check_model_fits_data,
+    default_argument_parser,
+    launch,
+    user_error_message,
+)
 from d2mask.modeling import build_model
 from d2mask.structures import BoxMode
 from d2mask.utils import comm
@@ -90,7 +104,7 @@ def dataset(tmp_path):
 _BOX = {"bbox": [2, 2, 10, 10], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": 0}
 
 
-def _train_loader(**overrides):
+def _cfg(**overrides):
     cfg = get_cfg()
     for key, value in overrides.items():
         node = cfg
@@ -98,7 +112,19 @@ def _train_loader(**overrides):
         for p in parents:
             node = node[p]
         node[leaf] = value
+    return cfg
+
+
+def _train_loader(**overrides):
+    cfg = _cfg(**overrides)
     return lambda: build_detection_train_loader(cfg)
+
+
+def _model_fits_data(**overrides):
+    """The check at training start-up of the model against the training set."""
+    cfg = _cfg(**{"MODEL.DEVICE": "cpu", **overrides})
+    names = cfg.DATASETS.TRAIN
+    return lambda: check_model_fits_data(build_model(cfg), get_detection_dataset_dicts(names), names)
 
 
 def _mapper(record):
@@ -149,11 +175,11 @@ CASES = {
         lambda t, m, d: _merge(_write(t / "c.yaml", "DATASETS:\n  TRAIN: shapes_train\n")),
         ConfigError, ["DATASETS.TRAIN", "expected a list", "'shapes_train'"]),
     "MASK_ON with a dataset without masks": (
-        lambda t, m, d: _train_loader(**{"DATASETS.TRAIN": (d([_BOX], ["a"]),), "MODEL.MASK_ON": True}),
+        lambda t, m, d: _model_fits_data(**{"DATASETS.TRAIN": (d([_BOX], ["a"]),), "MODEL.MASK_ON": True}),
         ConfigError, ["MODEL.MASK_ON", "reliability_dataset_0", "'segmentation'"]),
     "NUM_CLASSES smaller than the dataset's classes": (
-        lambda t, m, d: _train_loader(**{"DATASETS.TRAIN": (d([_BOX], ["a", "b", "c"]),),
-                                         "MODEL.ROI_HEADS.NUM_CLASSES": 2}),
+        lambda t, m, d: _model_fits_data(**{"DATASETS.TRAIN": (d([_BOX], ["a", "b", "c"]),),
+                                            "MODEL.ROI_HEADS.NUM_CLASSES": 2}),
         ConfigError, ["MODEL.ROI_HEADS.NUM_CLASSES is 2", "has 3 classes (a, b, c)", "NUM_CLASSES 3"]),
     "IMS_PER_BATCH not divisible by the processes": (
         lambda t, m, d: (m.setattr(comm, "get_world_size", lambda: 2),
