@@ -22,7 +22,7 @@ from d2mask.checkpoint import DetectionCheckpointer
 from d2mask.config import load_config
 from d2mask.data import build_detection_test_loader, build_detection_train_loader
 from d2mask.engine import DefaultTrainer, build_default_writers, default_argument_parser, default_setup, launch
-from d2mask.engine import create_ddp_model, report_user_errors
+from d2mask.engine import check_model_fits_loader, create_ddp_model, report_user_errors
 from d2mask.evaluation import inference_on_dataset
 from d2mask.modeling import build_model
 from d2mask.solver import build_lr_scheduler, build_optimizer
@@ -54,10 +54,12 @@ def do_train(cfg, model, resume: bool = False) -> None:
     max_iter = cfg.SOLVER.MAX_ITER
     periodic_checkpointer = PeriodicCheckpointer(checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, max_iter=max_iter)
     writers = build_default_writers(cfg.OUTPUT_DIR, max_iter) if comm.is_main_process() else []
+    data_loader = build_detection_train_loader(cfg)
+    check_model_fits_loader(model, data_loader, cfg.DATASETS.TRAIN)
 
     logger.info(f"Starting training from iteration {start_iter}")
     with EventStorage(start_iter) as storage:
-        for data, iteration in zip(build_detection_train_loader(cfg), range(start_iter, max_iter)):
+        for data, iteration in zip(data_loader, range(start_iter, max_iter)):
             storage.iter = iteration
             loss_dict = model(data)
             losses = sum(loss_dict.values())

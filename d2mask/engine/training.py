@@ -1,6 +1,7 @@
 """The pieces of a training run, from explicit arguments: the check that the model fits its data,
-the step trainer, the default hooks and writers, and resuming. `DefaultTrainer` calls them with values read from a YAML config and
-tools/lazyconfig_train_net.py with values from a Python config, so both have every feature.
+the step trainer, the default hooks and writers, and resuming. `DefaultTrainer` calls them with
+values read from a YAML config and tools/lazyconfig_train_net.py with values from a Python config,
+so both have every feature.
 
 Errors about a value name both of its keys: the YAML one and the Python config's.
 """
@@ -69,6 +70,8 @@ def create_training_ddp_model(model: nn.Module, find_unused_parameters: bool = F
 def _classes_and_masks_to_fit(model: nn.Module) -> Optional[Tuple[int, bool, str, str]]:
     """(K, whether it predicts masks, K's YAML key, K's Python-config key) of a detector with R-CNN
     ROI heads or of a RetinaNet; None for a model without classes (ProposalNetwork) or of another kind."""
+    if isinstance(model, DistributedDataParallel):
+        model = model.module
     roi_heads = getattr(model, "roi_heads", None)
     if isinstance(getattr(roi_heads, "num_classes", None), int):
         return roi_heads.num_classes, bool(getattr(roi_heads, "mask_on", False)), \
@@ -85,7 +88,7 @@ def check_model_fits_data(model: nn.Module, dataset_dicts: Iterable[Dict], datas
     in a loss) or never (a mask head that learns nothing).
 
     Args:
-        model: the built model, before DistributedDataParallel; R-CNN (`roi_heads.num_classes`,
+        model: the built model (or its DistributedDataParallel); R-CNN (`roi_heads.num_classes`,
             `roi_heads.mask_on`) and RetinaNet (`num_classes`) are checked, other models are not.
         dataset_dicts: the training set's dicts, read once.
         dataset_names: the registered datasets they come from, for their `thing_classes`.
@@ -120,11 +123,11 @@ def check_model_fits_loader(model: nn.Module, data_loader, dataset_names: Sequen
     """`check_model_fits_data` on the dicts inside a training loader built by
     `build_detection_train_loader` from a list, so that the training set is not loaded a second time;
     a loader of another kind is not checked."""
-    lists = [obj for obj in _loader_chain(data_loader) if isinstance(obj, DatasetFromList)]
-    if not lists:
+    dicts = next((obj for obj in _loader_chain(data_loader) if isinstance(obj, DatasetFromList)), None)
+    if dicts is None:
         logger.info("The training loader holds no list of dataset dicts; the model is not checked against its data")
         return
-    check_model_fits_data(model, (lists[0][i] for i in range(len(lists[0]))), dataset_names)
+    check_model_fits_data(model, (dicts[i] for i in range(len(dicts))), dataset_names)
 
 
 def build_step_trainer(

@@ -8,7 +8,7 @@ from collections import defaultdict
 import pytest
 import torch
 
-from d2mask.config import LazyConfig, get_cfg, instantiate
+from d2mask.config import ConfigError, LazyConfig, get_cfg, instantiate
 from d2mask.data import DatasetCatalog, MetadataCatalog
 from d2mask.data.datasets.shapes import register_shapes
 from d2mask.engine import training
@@ -182,3 +182,13 @@ def test_python_config_schedule_is_rescaled_to_the_world_size():
     assert cfg.train.max_iter == 1400 and list(cfg.lr_scheduler.milestones) == [1000, 1260]
     assert cfg.lr_scheduler.warmup_iters == 200 and cfg.train.checkpointer.period == 500
     assert cfg.train.eval_period == 500 and cfg.train.reference_world_size == 1
+
+
+def test_python_config_checks_the_model_against_its_data(tiny_shapes, tmp_path):
+    too_few = ["model.roi_heads.num_classes=2", "train.max_iter=1", f"train.output_dir={tmp_path}"]
+    with pytest.raises(ConfigError) as e:
+        _run("lazyconfig_train_net", PY_CONFIG, PY_SMALL + NO_EVAL + too_few)
+    message = str(e.value)
+    assert "is 2 but the training set ('lazy_tool_shapes_train',) has 3 classes" in message
+    assert "model.roi_heads.num_classes=3" in message
+    assert not (tmp_path / "model_final.pth").exists()
