@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import DetectionCheckpointer
+from ..checkpoint import CheckpointError, DetectionCheckpointer
 from ..config import ConfigError
 from ..data import DatasetFromList, MetadataCatalog
 from ..utils import comm
@@ -250,6 +250,26 @@ def build_default_hooks(
     return ret
 
 
+def _check_resumable(checkpointer: DetectionCheckpointer, path: str) -> None:
+    """Raises CheckpointError when the model to resume has other tensors than the checkpoint's: its
+    optimizer state would not fit either, and training would crash inside the optimizer (or, for
+    loading alone, skip the tensors that differ). Checked before anything is loaded."""
+    try:  # memory-mapped: shapes only; an unreadable file is reported by the checkpointer's load
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["model"]
+    except Exception:
+        return
+    model = checkpointer.model.state_dict()
+    differ = [f"{k}: {tuple(saved[k].shape)} saved, {tuple(v.shape)} now" for k, v in model.items()
+              if k in saved and tuple(saved[k].shape) != tuple(v.shape)]
+    differ += [f"{k}: not in the checkpoint" for k in model if k not in saved]
+    if differ:
+        raise CheckpointError(
+            f"Cannot resume from {path}: the model differs from the one that saved it ({len(differ)} tensors, "
+            f"e.g. {'; '.join(differ[:3])}). Resume with the run's model settings (its config.yaml), or start a "
+            f"new run that loads the checkpoint as its weights (MODEL.WEIGHTS / train.init_checkpoint)"
+        )
+
+
 def resume_training(
     checkpointer: DetectionCheckpointer,
     trainer: TrainerBase,
@@ -271,6 +291,8 @@ def resume_training(
     Returns:
         The iteration to start at.
     """
+    if resume and checkpointer.has_checkpoint():
+        _check_resumable(checkpointer, checkpointer.get_checkpoint_file())
     checkpoint = checkpointer.resume_or_load(weights, resume=resume)
     if not (resume and checkpointer.has_checkpoint()):
         return 0

@@ -6,7 +6,9 @@ import pytest
 import torch
 from fvcore.common.checkpoint import Checkpointer
 
+from d2mask.checkpoint import CheckpointError, DetectionCheckpointer
 from d2mask.engine import SimpleTrainer, TrainingInterrupted, hooks
+from d2mask.engine.training import resume_training
 from d2mask.solver import WarmupMultiStepLR
 from d2mask.utils.env import get_rng_state, set_rng_state
 from d2mask.utils.events import JSONWriter
@@ -247,3 +249,31 @@ def test_a_second_sigint_abandons_the_step_without_a_checkpoint(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         trainer.train(0, 10)
     assert not list(tmp_path.glob("*.pth"))
+
+
+class _TwoLayers(torch.nn.Module):
+    def __init__(self, out):
+        super().__init__()
+        self.trunk, self.head = torch.nn.Linear(4, 4), torch.nn.Linear(4, out)
+
+    def forward(self, batch):
+        return {"loss": self.head(self.trunk(torch.stack([b["x"] for b in batch]))).square().mean()}
+
+
+def test_resuming_a_model_whose_shapes_changed_is_refused_before_loading(tmp_path):
+    model = _TwoLayers(1)
+    trainer = SimpleTrainer(model, ToyLoader(), torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+    trainer.train(0, 2)
+    DetectionCheckpointer(model, str(tmp_path), trainer=trainer).save("model_0000001", iteration=1)
+
+    # the head changed (another class count): without the check the trunk would load, the head be
+    # skipped, and the optimizer's momentum of the old head crash the first step
+    changed = _TwoLayers(3)
+    resumed = SimpleTrainer(changed, ToyLoader(), torch.optim.SGD(changed.parameters(), lr=0.01, momentum=0.9))
+    before = {k: v.clone() for k, v in changed.state_dict().items()}
+    with pytest.raises(CheckpointError) as e:
+        resume_training(DetectionCheckpointer(changed, str(tmp_path), trainer=resumed), resumed, ToyLoader(), "",
+                        True, 8)
+    assert "the model differs from the one that saved it (2 tensors, e.g. head.weight: (1, 4) saved, (3, 4) now" \
+        in str(e.value)
+    assert all(torch.equal(before[k], v) for k, v in changed.state_dict().items())
