@@ -11,8 +11,8 @@ from torch import nn
 from d2mask.checkpoint import CheckpointError, DetectionCheckpointer, convert_torchvision_resnet
 from d2mask.config import get_cfg
 from d2mask.modeling import build_model
+from tests.common import REPO, tiny_rcnn_cfg
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREDICTORS = {
     "roi_heads.box_predictor.cls_score.weight", "roi_heads.box_predictor.cls_score.bias",
     "roi_heads.box_predictor.bbox_pred.weight", "roi_heads.box_predictor.bbox_pred.bias",
@@ -22,16 +22,7 @@ PREDICTORS = {
 
 def _model(num_classes=3, seed=0):
     """Mask R-CNN R50-FPN with tiny widths (Detectron2's names, few parameters)."""
-    cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(REPO, "configs", "COCO-InstanceSegmentation", "mask_rcnn_R_50_FPN_1x.yaml"))
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
-    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 8
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 16
-    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 4
-    cfg.MODEL.FPN.OUT_CHANNELS = 16
-    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 32
-    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 8
+    cfg = tiny_rcnn_cfg(num_classes=num_classes)
     torch.manual_seed(seed)
     model = build_model(cfg)
     with torch.no_grad():  # FrozenBN buffers start as constants; make every tensor distinctive

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from d2mask.config import ConfigError, LazyCall as L, LazyConfig, instantiate
 from d2mask.config.instantiate import InstantiationError, locate, target_name
 from d2mask.layers import ShapeSpec
+from tests.common import REPO
 
 
 class Pair:
@@ -30,7 +31,6 @@ def collect(**kwargs):
     return kwargs
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = __name__  # how pytest imported this file, so that config strings can name its callables
 
 

@@ -14,7 +14,8 @@ from typing import List
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.common import REPO
+
 DOCS = os.path.join(REPO, "docs")
 MARKER = "# doc-test"
 # Docs whose examples must keep running: a marker deleted by mistake fails here rather than silently

@@ -11,8 +11,7 @@ import torch.multiprocessing as mp
 
 from d2mask.engine import launch
 from d2mask.utils import comm
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.common import REPO as ROOT
 
 
 def _fail_on_rank1(mode):

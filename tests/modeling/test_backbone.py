@@ -20,10 +20,10 @@ from d2mask.modeling import (
     build_backbone,
     build_proposal_generator,
 )
+from tests.common import REPO, read_reference
 
-REFERENCE = "/work/shared/reference"
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FPN_LEVELS = "['res2', 'res3', 'res4', 'res5']"
+BACKBONE_AND_RPN = ("backbone.", "proposal_generator.")
 
 
 def fpn_cfg(*overrides):
@@ -51,16 +51,6 @@ def r18_cfg(*overrides):
     return cfg
 
 
-def read_reference(filename, prefixes=("backbone.", "proposal_generator.")):
-    entries = []
-    with open(os.path.join(REFERENCE, filename)) as f:
-        for line in f:
-            name, shape = line.strip().split(" ", 1)
-            if name.startswith(prefixes):
-                entries.append((name, tuple(int(x) for x in shape.strip("()").split(",") if x.strip())))
-    return entries
-
-
 def model_entries(cfg):
     model = nn.Module()
     model.backbone = build_backbone(cfg)
@@ -69,14 +59,14 @@ def model_entries(cfg):
 
 
 def test_r50_fpn_backbone_and_rpn_names_equal_detectron2():
-    expected = read_reference("detectron2_mask_rcnn_R_50_FPN_state_dict.txt")
+    expected = read_reference("detectron2_mask_rcnn_R_50_FPN_state_dict.txt", BACKBONE_AND_RPN)
     assert len(expected) == 287
     assert model_entries(fpn_cfg()) == expected
 
 
 def test_r50_c4_backbone_and_rpn_names_equal_detectron2():
     # Detectron2's Base-RCNN-C4 backbone and RPN settings are d2mask's defaults.
-    expected = read_reference("detectron2_mask_rcnn_R_50_C4_state_dict.txt")
+    expected = read_reference("detectron2_mask_rcnn_R_50_C4_state_dict.txt", BACKBONE_AND_RPN)
     assert len(expected) == 221
     assert model_entries(get_cfg()) == expected
 
@@ -305,9 +295,6 @@ def test_converter_model_layouts_prefix_names():
 @BACKBONE_REGISTRY.register()
 def _test_only_plain_module_builder(cfg, input_shape: ShapeSpec):
     return nn.Identity()
-
-
-
 
 
 def test_build_backbone_rejects_a_non_backbone():

@@ -7,21 +7,7 @@ import pytest
 
 from d2mask.config import LazyConfig, get_cfg, instantiate
 from d2mask.modeling import build_model
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-REFERENCE = "/work/shared/reference"
-
-
-def _reference(name):
-    path = os.path.join(REFERENCE, name)
-    if not os.path.isfile(path):
-        pytest.skip(f"reference list {path} not available")
-    entries = {}
-    with open(path) as f:
-        for line in f:
-            key, shape = line.strip().rsplit(" (", 1)
-            entries[key] = tuple(int(s) for s in shape.rstrip(")").split(",") if s.strip())
-    return entries
+from tests.common import REPO, read_reference
 
 
 @pytest.mark.parametrize(
@@ -34,7 +20,7 @@ def _reference(name):
     ],
 )
 def test_state_dict_matches_detectron2(config, reference):
-    expected = _reference(reference)
+    expected = dict(read_reference(reference))
     cfg = get_cfg()
     cfg.merge_from_file(os.path.join(REPO, "configs", "COCO-InstanceSegmentation", config))
     cfg.MODEL.DEVICE = "cpu"

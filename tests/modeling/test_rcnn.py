@@ -1,5 +1,4 @@
 """Model I/O of the meta-architectures: Detectron2's input dicts in, losses or rescaled Instances out."""
-import os
 import subprocess
 import sys
 
@@ -11,33 +10,18 @@ from d2mask.config import get_cfg
 from d2mask.modeling import GeneralizedRCNN, ProposalNetwork, build_model
 from d2mask.structures import BitMasks, Boxes, Instances, PolygonMasks
 from d2mask.utils.events import EventStorage
+from tests.common import tiny_rcnn_cfg
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def _tiny(cfg):
-    """Shrinks a ResNet-50 config to a few thousand parameters: same structure, tiny widths."""
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
-    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 8
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 16
-    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 4
-    cfg.MODEL.FPN.OUT_CHANNELS = 16
-    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 32
-    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 8
+def _cfg(name):
+    """The tiny-width config with few proposals and detections, keeping low-scoring ones."""
+    cfg = tiny_rcnn_cfg(name)
     cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 50
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 50
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
     cfg.TEST.DETECTIONS_PER_IMAGE = 10
     return cfg
-
-
-def _cfg(name):
-    cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(REPO, "configs", "COCO-InstanceSegmentation", name))
-    cfg.MODEL.WEIGHTS = ""
-    return _tiny(cfg)
 
 
 @pytest.fixture(scope="module", params=["mask_rcnn_R_50_FPN_1x.yaml", "mask_rcnn_R_50_C4_1x.yaml"])

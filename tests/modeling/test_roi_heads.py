@@ -7,6 +7,7 @@ from d2mask.config import ConfigError, get_cfg
 from d2mask.layers import ShapeSpec
 from d2mask.modeling.roi_heads import ROI_MASK_HEAD_REGISTRY, Res5ROIHeads, StandardROIHeads, build_roi_heads
 from d2mask.structures import BitMasks, Boxes, ImageList, Instances
+from tests.common import tiny_rcnn_cfg
 
 GT0 = [10.0, 10.0, 30.0, 30.0]
 GT1 = [40.0, 20.0, 60.0, 60.0]
@@ -201,12 +202,7 @@ def test_res5_roi_heads_reject_train_on_pred_boxes():
 
 def test_res5_roi_heads_train_and_inference():
     torch.manual_seed(0)
-    cfg = get_cfg()
-    cfg.MODEL.MASK_ON = True
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 5
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 16  # res4: 64 channels; res5: 128
-    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 4
-    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 8
+    cfg = tiny_rcnn_cfg("mask_rcnn_R_50_C4_1x.yaml", num_classes=5)  # res4: 64 channels; res5: 128
     heads = build_roi_heads(cfg, {"res4": ShapeSpec(channels=64, stride=16)})
     assert isinstance(heads, Res5ROIHeads)
     assert heads.res5[0].conv1.weight.shape == (32, 64, 1, 1)

@@ -6,8 +6,8 @@ import os
 import pickle
 import subprocess
 import sys
+from tests.common import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOY = ["IMPORTS=['tests.reliability.toy_project']", "MODEL.META_ARCHITECTURE=ReliabilityToyModel", "MODEL.DEVICE=cpu",
        "DATASETS.TRAIN=('reliability_toy_train',)", "DATASETS.TEST=()", "INPUT.MIN_SIZE_TRAIN=(32,)",
        "INPUT.MAX_SIZE_TRAIN=32", "SOLVER.IMS_PER_BATCH=2", "SOLVER.MAX_ITER=3", "DATALOADER.NUM_WORKERS=0"]

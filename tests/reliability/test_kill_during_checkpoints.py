@@ -21,8 +21,8 @@ import torch
 from d2mask.data import DatasetCatalog, MetadataCatalog
 from d2mask.data.datasets import register_shapes
 from tests.reliability import toy_project
+from tests.common import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 KILLS_INSIDE_SAVES = 20
 FSYNC_DELAY = 0.02  # a slow disk: a save then takes most of an iteration, and kills land inside saves

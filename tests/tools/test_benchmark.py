@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from d2mask.data.datasets.shapes import register_shapes
+from tests.common import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICK_START = "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml"
 TINY_DATASET = "benchmark_tiny_shapes"
 

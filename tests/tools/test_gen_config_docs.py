@@ -4,8 +4,7 @@ import os
 
 from d2mask.config import get_cfg
 from d2mask.config.key_docs import KEY_DOCS
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.common import REPO as ROOT
 
 
 def _load_tool():

@@ -15,8 +15,8 @@ from d2mask.engine import training
 from d2mask.engine.defaults import default_argument_parser
 from d2mask.modeling import build_model
 from d2mask.utils.events import EventStorage, EventWriter
+from tests.common import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 YAML_CONFIG = os.path.join(REPO, "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml")
 PY_CONFIG = os.path.join(REPO, "configs/Shapes/mask_rcnn_R_18_FPN_shapes.py")
 TRAIN, VAL = "lazy_tool_shapes_train", "lazy_tool_shapes_val"

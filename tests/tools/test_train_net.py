@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
+from tests.common import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml"
 
 # The quick-start model on 96-pixel images of 8 training / 3 validation images: seconds per run.

@@ -11,8 +11,8 @@ from d2mask.data import DatasetCatalog, MetadataCatalog, build_detection_train_l
 from d2mask.layers import ShapeSpec
 from d2mask.modeling import BACKBONE_REGISTRY, FPN, build_backbone, build_model
 from projects.ConvNeXt.convnext import ConvNeXt, ConvNeXtBlock
+from tests.common import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 CONFIG = os.path.join(REPO, "projects/ConvNeXt/configs/mask_rcnn_ConvNeXt_FPN_shapes.yaml")
 
 

@@ -11,8 +11,8 @@ from d2mask.config import get_cfg
 from d2mask.data import build_detection_train_loader
 from d2mask.modeling import Matcher, RandomSampler, build_model
 from projects.DenseText.atss_matcher import ATSSMatcher
+from tests.common import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 CONFIGS = "projects/DenseText/configs"
 # 64-pixel images with ~20 objects, a narrow model: one step takes well under a second.
 TINY_DATA = "projects.DenseText.tests.tiny_dense"

@@ -9,8 +9,7 @@ from d2mask.config import get_cfg
 from d2mask.modeling import build_model
 from d2mask.structures import Boxes
 from projects.DenseText.proposal_recall import main, proposal_recall
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from tests.common import REPO
 
 
 def test_recall_by_hand():
