@@ -224,3 +224,15 @@ def test_heads_are_importable_from_detectron2s_module():
     from d2mask.modeling.roi_heads import roi_heads
 
     assert roi_heads.StandardROIHeads is StandardROIHeads and roi_heads.Res5ROIHeads is Res5ROIHeads
+
+
+@pytest.mark.parametrize("nms_thresh, expected", [(0.5, 1), (0.7, 2)])
+def test_nms_thresh_test_from_config_decides_whether_an_overlapping_detection_survives(nms_thresh, expected):
+    cfg = _fpn_cfg(mask_on=False)
+    cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = nms_thresh
+    predictor = build_roi_heads(cfg, FPN_SHAPES).box_predictor
+    proposals = _proposals([[0.0, 0.0, 10.0, 10.0], [2.0, 0.0, 12.0, 10.0]])  # IoU 80 / 120 = 0.67
+    scores = torch.tensor([[0.0, 6.0, 0.0, 0.0, 0.0, 0.0], [0.0, 5.0, 0.0, 0.0, 0.0, 0.0]])  # both class 1
+    (result,), _ = predictor.inference((scores, torch.zeros(2, 5 * 4)), [proposals])
+    assert len(result) == expected and result.pred_classes.tolist() == [1] * expected
+    assert result.pred_boxes.tensor[0].tolist() == [0.0, 0.0, 10.0, 10.0]

@@ -81,6 +81,39 @@ def test_one_image_one_level_losses_by_hand():
     assert len(proposals) == 1 and not proposals[0].objectness_logits.requires_grad
 
 
+def test_two_images_several_gt_boxes_losses_by_hand():
+    # The anchors of the test above. Image 0 has GT G0 = a0 and G1 = a3: a0 and a3 are positives, each
+    # matched to its own GT box; a1 (IoU 1/4 with G0, 1/3 with G1) is ignored; a2 (1/4 with G1) is
+    # negative. Image 1 has one GT equal to a2: a2 positive, a0 (0), a1 (1/9), a3 (1/4) negatives.
+    generator = DefaultAnchorGenerator(sizes=[[10, 20]], aspect_ratios=[[1.0]], strides=[10], offset=0.5)
+    logits = torch.tensor([
+        [[[0.2, -0.4]], [[3.0, 1.0]]],  # image 0: [a][w] -> a0 0.2, a2 -0.4, a1 3.0, a3 1.0
+        [[[-1.0, 2.0]], [[0.5, 0.3]]],  # image 1: a0 -1.0, a2 2.0, a1 0.5, a3 0.3
+    ])
+    deltas = torch.full((2, 8, 1, 2), 9.0)  # only the positives' deltas enter the loss
+    deltas[0, 0:4, 0, 0] = torch.tensor([0.1, 0.2, -0.1, 0.05])  # image 0, a0
+    deltas[0, 4:8, 0, 1] = torch.tensor([-0.3, 0.1, 0.2, 0.0])  # image 0, a3
+    deltas[1, 0:4, 0, 1] = torch.tensor([0.05, -0.05, 0.1, 0.2])  # image 1, a2
+    rpn = make_rpn(FixedHead(logits, deltas), generator).train()
+    targets = [gt((10, 20), [[0, 0, 10, 10], [5, -5, 25, 15]]), gt((10, 20), [10, 0, 20, 10])]
+
+    anchors = generator([torch.zeros(2, 1, 1, 2)])
+    labels, boxes = rpn.label_and_sample_anchors(anchors, targets)
+    assert [lab.tolist() for lab in labels] == [[1, -1, 0, 1], [0, 0, 1, 0]]
+    assert boxes[0][0].tolist() == [0, 0, 10, 10] and boxes[0][3].tolist() == [5, -5, 25, 15]
+    assert boxes[1][2].tolist() == [10, 0, 20, 10]
+
+    images = ImageList(torch.zeros(2, 3, 10, 20), [(10, 20), (10, 20)])
+    _, losses = rpn(images, {"p": torch.zeros(2, 1, 1, 2)}, targets)
+    softplus = lambda x: math.log1p(math.exp(x))  # noqa: E731  BCE of logit x with label 0; label 1: softplus(-x)
+    cls_sum = (softplus(-0.2) + softplus(-0.4) + softplus(-1.0)  # image 0: a0 +, a2 -, a3 +
+               + softplus(-1.0) + softplus(0.5) + softplus(-2.0) + softplus(0.3))  # image 1: a0 -, a1 -, a2 +, a3 -
+    loc_sum = (0.1 + 0.2 + 0.1 + 0.05) + (0.3 + 0.1 + 0.2) + (0.05 + 0.05 + 0.1 + 0.2)  # L1; each GT is its anchor
+    # both losses are divided by batch_size_per_image x the number of images
+    assert losses["loss_rpn_cls"].item() == pytest.approx(cls_sum / (256 * 2), rel=1e-6)
+    assert losses["loss_rpn_loc"].item() == pytest.approx(loc_sum / (256 * 2), rel=1e-6)
+
+
 def labelling_rpn(**kwargs):
     # One 10 px anchor per location of a 2x2 map, stride 10, offset 0: [-5,-5,5,5], [5,-5,15,5],
     # [-5,5,5,15], [5,5,15,15]; only the last lies inside a 20x20 image.
@@ -181,6 +214,18 @@ def test_train_and_test_topk_come_from_config():
     assert len(proposals[0]) == 40 and set(losses) == {"loss_rpn_cls", "loss_rpn_loc"}
     proposals, losses = rpn.eval()(images, features)
     assert len(proposals[0]) == 20 and losses == {}
+
+
+@pytest.mark.parametrize("nms_thresh, kept", [(0.3, False), (0.5, True)])
+def test_nms_thresh_from_config_decides_whether_an_overlapping_proposal_survives(nms_thresh, kept):
+    rpn = build_proposal_generator(small_rpn_cfg("MODEL.RPN.NMS_THRESH", str(nms_thresh)), SMALL_SHAPES).eval()
+    anchors = rpn.anchor_generator([torch.zeros(1, 4, 8, 8)])  # 16 px squares centred every 8 px
+    logits = torch.full((1, 64), -5.0)
+    logits[0, 27], logits[0, 28] = 5.0, 4.0  # neighbours [16,16,32,32] and [24,16,40,32]: IoU 1/3
+    (proposals,) = rpn.predict_proposals(anchors, [logits], [torch.zeros(1, 64, 4)], [(64, 64)])
+    boxes = proposals.proposal_boxes.tensor.tolist()
+    assert boxes[0] == [16, 16, 32, 32]
+    assert ([24, 16, 40, 32] in boxes) == kept
 
 
 def test_training_without_gt_is_an_error():
