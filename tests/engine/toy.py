@@ -73,6 +73,7 @@ class ToyModel(nn.Module):
         self.norm = nn.BatchNorm1d(8)
         self.fc2 = nn.Linear(8, 1)
         self.seen: List[int] = []  # sample indices this process trained on
+        self.losses: List[Dict[str, float]] = []  # this process's losses at each training step
 
     def forward(self, batch: List[dict]):
         x = torch.stack([d["x"] for d in batch])
@@ -86,9 +87,10 @@ class ToyModel(nn.Module):
         y = torch.stack([d["y"] for d in batch])
         # a random subset weighting, so that the loss depends on the random generator's state
         weight = 1.0 + 0.1 * torch.rand(len(batch))
-        return {"loss_mse": ((pred - y) ** 2 * weight).mean(), "loss_l1": 0.1 * (pred - y).abs().mean()}
-
-
+        losses = {"loss_mse": ((pred - y) ** 2 * weight).mean(), "loss_l1": 0.1 * (pred - y).abs().mean()}
+        if torch.is_grad_enabled():
+            self.losses.append({k: v.item() for k, v in losses.items()})
+        return losses
 
 
 class ToyEvaluator(DatasetEvaluator):

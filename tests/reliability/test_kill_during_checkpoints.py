@@ -91,8 +91,21 @@ def _last_checkpoint(out):
 
 
 def _save_leftovers(out):
-    """Temporary files of saves that a kill interrupted (hidden, beside the checkpoints)."""
-    return {n for n in os.listdir(out) if n.startswith(".") and n.endswith(".tmp")}
+    """Temporary files of model saves that a kill interrupted (beside the checkpoints; not those of
+    `last_checkpoint`, which is written the same way but takes no time)."""
+    return {n for n in os.listdir(out) if n.endswith(".tmp") and "model_" in n}
+
+
+def _assert_model_files_complete(out):
+    """Every checkpoint file in `out` loads whole: a save interrupted by a kill left none half-written."""
+    names = [n for n in os.listdir(out) if re.fullmatch(r"model_(\d{7}|final)\.pth", n)]
+    for name in names:
+        try:
+            checkpoint = torch.load(out / name, weights_only=True)
+        except Exception as e:
+            raise AssertionError(f"{name} is not a complete checkpoint: {e}") from e
+        assert set(checkpoint) >= {"model", "trainer", "iteration", "rng_states"}, name
+    return names
 
 
 def _started_at(log_path):
@@ -129,13 +142,13 @@ def test_kill_9_during_saves_never_loses_the_last_checkpoint_and_resume_is_exact
         kills += 1
         inside_saves += bool(_save_leftovers(out) - leftovers)
 
-        # --resume started after the last checkpoint, and that checkpoint is now a later, loadable one
+        # --resume started after the last checkpoint, and that checkpoint is now a later one; it and
+        # every other model file loads whole
         start = _started_at(log)
         assert start == (0 if last_iter is None else last_iter + 1)
         name = _last_checkpoint(out)
-        assert re.fullmatch(r"model_\d{7}\.pth", name) and (out / name).is_file(), name
+        assert re.fullmatch(r"model_\d{7}\.pth", name) and name in _assert_model_files_complete(out), name
         checkpoint = torch.load(out / name, weights_only=True)
-        assert set(checkpoint) >= {"model", "trainer", "iteration", "rng_states"}
         assert checkpoint["iteration"] >= start
         saves += checkpoint["iteration"] - start + 1
         last_iter = checkpoint["iteration"]
