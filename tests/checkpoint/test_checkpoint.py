@@ -42,7 +42,7 @@ def _assert_same(a, b, skip=()):
 def test_save_and_reload_gives_identical_model(tmp_path):
     model = _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    sum(p.sum() for p in model.parameters()).backward()
+    sum((p * torch.randn_like(p)).sum() for p in model.parameters()).backward()  # a distinct gradient each
     optimizer.step()
     DetectionCheckpointer(model, str(tmp_path), optimizer=optimizer).save("model_0000007", iteration=7)
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000007.pth"
@@ -53,7 +53,10 @@ def test_save_and_reload_gives_identical_model(tmp_path):
     extra = DetectionCheckpointer(other, str(tmp_path), optimizer=other_opt).resume_or_load("", resume=True)
     assert extra == {"iteration": 7}
     _assert_same(model, other)
-    assert other_opt.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+    saved, loaded = optimizer.state_dict()["state"], other_opt.state_dict()["state"]
+    assert loaded.keys() == saved.keys() and len(saved) == sum(p.requires_grad for p in model.parameters())
+    for i, state in saved.items():
+        assert torch.equal(loaded[i]["momentum_buffer"], state["momentum_buffer"]), i
 
 
 def test_checkpoint_of_another_class_count_loads_all_but_predictors(tmp_path, caplog):

@@ -181,7 +181,10 @@ def test_state_dict_round_trip_includes_optimizer_and_hook_state():
     other.register_hooks([hook])
     other.load_state_dict(state)
     assert other.iter == 4 and hook.count == 4
-    assert other.optimizer.state_dict()["state"].keys() == trainer.optimizer.state_dict()["state"].keys()
+    saved, loaded = trainer.optimizer.state_dict()["state"], other.optimizer.state_dict()["state"]
+    assert loaded.keys() == saved.keys() and len(saved) == len(list(trainer.model.parameters()))
+    for i, state in saved.items():
+        assert torch.equal(loaded[i]["momentum_buffer"], state["momentum_buffer"]), i
 
 
 def test_model_returning_a_tensor_logs_total_loss():

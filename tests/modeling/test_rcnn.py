@@ -56,6 +56,41 @@ def test_training_returns_every_loss(model_and_cfg):
     sum(losses.values()).backward()
 
 
+@pytest.mark.parametrize("config", ["mask_rcnn_R_50_FPN_1x.yaml", "mask_rcnn_R_50_C4_1x.yaml"])
+def test_batch_losses_are_the_per_image_losses_weighted_by_their_counts(config):
+    """With budgets that sample every anchor and proposal, no draw is random and each image's losses
+    do not depend on the other's (of one size, they need no padding). Then the RPN losses of a batch are the
+    mean of the images' (divided by budget x images), the box head's the mean weighted by sampled
+    regions, and the mask loss's the mean weighted by foreground regions."""
+    cfg = _cfg(config)
+    cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 100000
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    inputs = [_input(instances=_instances()), _input(instances=_instances()[1:])]
+    batch = {k: v.item() for k, v in model(inputs).items()}
+    single = [{k: v.item() for k, v in model([x]).items()} for x in inputs]
+
+    regions, foreground = [], []
+    with torch.no_grad():
+        for x in inputs:
+            images = model.preprocess_image([x])
+            features = model.backbone(images.tensor)
+            proposals, _ = model.proposal_generator(images, features, [x["instances"]])
+            (sampled,) = model.roi_heads.label_and_sample_proposals(proposals, [x["instances"]])
+            regions.append(len(sampled))
+            foreground.append(int((sampled.gt_classes < cfg.MODEL.ROI_HEADS.NUM_CLASSES).sum()))
+    assert min(foreground) > 0 and regions[0] != regions[1]
+
+    def weighted(name, weights):
+        return sum(w * s[name] for w, s in zip(weights, single)) / sum(weights)
+
+    for name in ("loss_rpn_cls", "loss_rpn_loc"):
+        assert batch[name] == pytest.approx(weighted(name, [1, 1]), rel=1e-4), name
+    for name in ("loss_cls", "loss_box_reg"):
+        assert batch[name] == pytest.approx(weighted(name, regions), rel=1e-4), name
+    assert batch["loss_mask"] == pytest.approx(weighted("loss_mask", foreground), rel=1e-4)
+
+
 def test_training_on_an_image_without_objects(model_and_cfg):
     model, _ = model_and_cfg
     model.train()

@@ -1,5 +1,9 @@
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from torch import nn
 
@@ -209,8 +213,25 @@ def test_res5_roi_heads_train_and_inference():
     features = {"res4": torch.rand(1, 64, 4, 4)}
     proposals = [_proposals([P_NEAR_GT0, P_FAR, P_NEAR_GT1])]
 
+    # Predictors that output zeros, and mask logit 2 for classes 1 and 3 (the GT's), -3 for the others.
+    for layer in (heads.box_predictor.cls_score, heads.box_predictor.bbox_pred, heads.mask_head.predictor):
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    with torch.no_grad():
+        heads.mask_head.predictor.bias.copy_(torch.tensor([-3.0, 2.0, -3.0, 2.0, -3.0]))
     _, losses = _run(heads, features, proposals, [_targets()])
     assert set(losses) == {"loss_cls", "loss_box_reg", "loss_mask"}
+    # All 5 regions are sampled: P_NEAR_GT0, P_NEAR_GT1 and the two appended GT boxes are foreground.
+    assert losses["loss_cls"].item() == pytest.approx(math.log(6))  # uniform over 5 classes + background
+    # L1 of the GT deltas (weights 10, 10, 5, 5) over the 5 sampled regions: P_NEAR_GT0 -> GT0 is
+    # (-0.5, -0.5, 0, 0); P_NEAR_GT1 -> GT1 is (0, 10 * 8 / 24, 0, 5 * log(40 / 24)); GT boxes give 0.
+    assert losses["loss_box_reg"].item() == pytest.approx((1.0 + 10 / 3 + 5 * math.log(40 / 24)) / 5, rel=1e-5)
+    # Mask: logit 2 on each pixel of the foreground regions, against the GT mask cropped to each.
+    gt_masks = _targets().gt_masks
+    targets = torch.cat([gt_masks[[i]].crop_and_resize(torch.tensor([box]), 14) for i, box in
+                         [(0, P_NEAR_GT0), (1, P_NEAR_GT1), (0, GT0), (1, GT1)]]).float()
+    expected_mask = F.binary_cross_entropy_with_logits(torch.full_like(targets, 2.0), targets)
+    assert 0 < (targets == 0).sum() < targets.numel() and losses["loss_mask"].item() == pytest.approx(expected_mask.item())
 
     heads.eval()
     heads.box_predictor.test_score_thresh = 0.0
