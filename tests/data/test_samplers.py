@@ -58,3 +58,15 @@ def test_repeat_factor_sampler_repeats_in_expectation_and_shards():
     counts = torch.bincount(torch.tensor(streams[0] + streams[1]), minlength=3).float()
     ratios = counts / counts[0]
     assert abs(ratios[1] - 3.0) < 0.3 and abs(ratios[2] - 0.5) < 0.1
+
+
+def test_repeat_factor_sampler_ranks_split_each_epoch():
+    # Integer factors repeat exactly: an epoch is 0, 1, 1, 1, 2, 2, dealt out to the ranks in turn.
+    factors = torch.tensor([1.0, 3.0, 2.0])
+    ordered = [take(RepeatFactorTrainingSampler(factors, shuffle=False, seed=0, rank=r, world_size=2), 6) for r in range(2)]
+    assert ordered == [[0, 1, 2, 0, 1, 2], [1, 1, 2, 1, 1, 2]]
+    streams = [take(RepeatFactorTrainingSampler(factors, seed=5, rank=r, world_size=2), 30) for r in range(2)]
+    for epoch in range(10):
+        together = streams[0][3 * epoch:3 * (epoch + 1)] + streams[1][3 * epoch:3 * (epoch + 1)]
+        assert sorted(together) == [0, 1, 1, 1, 2, 2]
+    assert streams[0][:3] != streams[0][3:6] or streams[0][3:6] != streams[0][6:9]  # shuffled per epoch

@@ -1,6 +1,8 @@
 import json
+import logging
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -48,12 +50,27 @@ def test_lr_scheduler_hook_state_restores_optimizer_rate():
     assert other.optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
 
 
-def test_iteration_timer_records_time():
+def test_iteration_timer_records_each_step_without_the_later_hooks(monkeypatch, caplog):
+    clock = [0.0]  # a clock that moves only when a hook below says so
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+
+    def advance(seconds):
+        def hook(trainer):
+            clock[0] += seconds(trainer.iter)
+        return hook
+
     trainer = _trainer()
-    trainer.register_hooks([hooks.IterationTimer()])
-    trainer.train(0, 5)
-    times = [v for v, _ in trainer.storage.history("time").values()]
-    assert len(times) == 5 and all(t > 0 for t in times)
+    trainer.register_hooks([
+        hooks.IterationTimer(warmup_iter=3),
+        # iteration i "takes" i + 1 seconds; the periodic work after it takes 100, which "time" leaves out
+        hooks.CallbackHook(before_step=advance(lambda i: i + 1.0), after_step=advance(lambda i: 100.0)),
+    ])
+    with caplog.at_level(logging.INFO, logger="d2mask"):
+        trainer.train(0, 5)
+    assert trainer.storage.history("time").values() == [(1.0, 0), (2.0, 1), (3.0, 2), (4.0, 3), (5.0, 4)]
+    # iterations 3 and 4 after the warm-up: 9 seconds; the whole run 515
+    assert "Overall training speed: 2 iterations in 0:00:09 (4.5000 s / it)" in caplog.text
+    assert "Total training time: 0:08:35" in caplog.text
 
 
 def test_periodic_checkpointer_keeps_newest_and_final(tmp_path):

@@ -88,12 +88,30 @@ def test_resume_continues_to_the_uninterrupted_weights(trained, tmp_path):
         assert torch.equal(value, resumed["model"][name]), name
 
 
-def test_plot_metrics_tool(trained, tmp_path):
-    out, _ = trained
-    proc = subprocess.run([sys.executable, "tools/plot_metrics.py", str(out), "--out", str(tmp_path)],
+def _plot_metrics(run_dir, records, out):
+    """Runs tools/plot_metrics.py on a metrics.json of `records`; {png name: bytes} of what it wrote."""
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in records))
+    proc = subprocess.run([sys.executable, "tools/plot_metrics.py", str(run_dir), "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(os.listdir(tmp_path)) == ["ap.png", "losses.png", "lr.png"]
+    assert sorted(proc.stdout.split()) == sorted(str(out / n) for n in os.listdir(out))
+    return {name: (out / name).read_bytes() for name in os.listdir(out)}
+
+
+def test_plot_metrics_tool_draws_each_series_in_its_plot(trained, tmp_path):
+    out, _ = trained
+    proc = subprocess.run([sys.executable, "tools/plot_metrics.py", str(out), "--out", str(tmp_path / "run")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(tmp_path / "run")) == ["ap.png", "losses.png", "lr.png"]
+
+    # Two runs that differ only in their learning rates: only lr.png differs. Without AP, no ap.png.
+    losses = [{"iteration": i, "total_loss": 2.0 / (i + 1), "loss_cls": 1.0 / (i + 1)} for i in range(5)]
+    a = _plot_metrics(tmp_path / "a", [dict(r, lr=0.01) for r in losses], tmp_path / "a_png")
+    b = _plot_metrics(tmp_path / "b", [dict(r, lr=0.01 * (r["iteration"] + 1)) for r in losses], tmp_path / "b_png")
+    assert sorted(a) == sorted(b) == ["losses.png", "lr.png"]
+    assert a["losses.png"] == b["losses.png"] and a["lr.png"] != b["lr.png"]
 
 
 def test_config_mistake_is_one_clear_line():

@@ -56,8 +56,14 @@ def test_overlay_accepts_structures_scale_and_grayscale():
     bits = BitMasks(torch.zeros(1, 20, 30, dtype=torch.bool))
     vis = Visualizer(np.zeros((20, 30), dtype=np.uint8), scale=2.0)
     out = vis.overlay_instances(masks=polys, labels=["x"]).get_image()
-    assert out.shape == (40, 60, 3) and out.any()
-    vis.overlay_instances(masks=bits)
+    assert out.shape == (40, 60, 3)
+    changed = out.any(axis=2)
+    # the triangle (2,2) (10,2) (10,10) at scale 2 is tinted: pixels with x > y inside it, none below
+    # its diagonal or right of it (its label is written above it)
+    assert changed[8:12, 14:19].all() and not changed[12:, :10].any() and not changed[:, 22:].any()
+    bits.tensor[0, 12:18, 20:28] = True
+    changed = Visualizer(np.zeros((20, 30), dtype=np.uint8), scale=2.0).overlay_instances(masks=bits).get_image().any(axis=2)
+    assert changed[24:36, 40:56].all() and changed.sum() == 12 * 16  # exactly the scaled mask
     with pytest.raises(ValueError, match="different numbers"):
         vis.overlay_instances(boxes=np.zeros((2, 4)), labels=["one"])
 

@@ -1,5 +1,6 @@
 """The ConvNeXt backbone: shapes and strides, its layers on hand-made inputs, and a training step of
 the Mask R-CNN its project config describes."""
+import math
 import os
 
 import pytest
@@ -83,6 +84,12 @@ def test_mask_rcnn_from_the_project_config_trains_one_step(tiny_shapes):
     batch = next(iter(build_detection_train_loader(cfg)))
     losses = model(batch)
     assert {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask"} == set(losses)
+    # LayerNorm keeps the features near unit scale and the predictors start near zero, so the first
+    # losses are those of uniform guesses: log 2 per sampled anchor (256 of each image's, which
+    # normalise it) and per mask pixel, log(K + 1) per region
+    assert losses["loss_rpn_cls"].item() == pytest.approx(math.log(2), rel=1e-3)
+    assert losses["loss_cls"].item() == pytest.approx(math.log(cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1), rel=0.05)
+    assert losses["loss_mask"].item() == pytest.approx(math.log(2), rel=0.01)
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()

@@ -58,8 +58,12 @@ def test_small_object_gets_positives_where_iou_thresholds_give_none():
     anchors = Boxes([[x, y, x + 16, y + 16] for y in range(-8, 40, 4) for x in range(-8, 40, 4)])
     gt = Boxes([[13, 13, 19, 19]])
     assert pairwise_iou(gt, anchors).max().item() == pytest.approx(36 / 256)
-    _, match_labels = ATSSMatcher(topk=9)(gt, anchors, num_per_level=[len(anchors)])
-    assert (match_labels == 1).sum().item() > 0
+    matched_idxs, match_labels = ATSSMatcher(topk=9)(gt, anchors, num_per_level=[len(anchors)])
+    # The 9 anchors nearest the GT centre (16, 16) all contain it: IoU 36/256 each, so the threshold
+    # (mean + std) is 36/256 and all pass it; of their centres only (16, 16) lies inside the GT box.
+    # That anchor is [8, 8, 24, 24]: row 4, column 4 of the 12 x 12 grid.
+    assert (match_labels == 1).nonzero().flatten().tolist() == [4 * 12 + 4]
+    assert matched_idxs[52].item() == 0
 
 
 def test_levels_are_the_given_counts():

@@ -1,5 +1,6 @@
 """The DenseText configs build through the registries and train, in-process and with tools/train_net.py."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -49,6 +50,10 @@ def test_config_builds_and_trains_one_step(config, matcher_type, tmp_path, monke
     model.train()
     losses = model(batch)
     assert set(losses) == {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"}
+    # predictors start near zero: uniform guesses, log 2 per sampled anchor (512 of each image's,
+    # which normalise it) and log(K + 1) per region
+    assert losses["loss_rpn_cls"].item() == pytest.approx(math.log(2), rel=2e-3)
+    assert losses["loss_cls"].item() == pytest.approx(math.log(cfg.MODEL.ROI_HEADS.NUM_CLASSES + 1), rel=0.05)
     total = sum(losses.values())
     assert torch.isfinite(total)
     before = rpn.rpn_head.anchor_deltas.weight.detach().clone()
