@@ -95,12 +95,39 @@ def _check_usable(dicts):
                 assert list(segm["size"]) == [record["height"], record["width"]]
 
 
+def _check_taken_from(dicts, data):
+    """Each record is an image of `data`, and each of its annotations one of that image's in `data`,
+    with its box and its category's index among the sorted category ids."""
+    images = {image["id"]: image for image in data["images"]}
+    index_of = {cid: i for i, cid in enumerate(sorted(c["id"] for c in data["categories"]))}
+    for record in dicts:
+        image = images[record["image_id"]]
+        assert record["file_name"].endswith(image["file_name"])
+        assert (record["height"], record["width"]) == (image["height"], image["width"])
+        given = []
+        for ann in data["annotations"]:
+            if isinstance(ann, dict) and ann.get("image_id") == record["image_id"] and isinstance(ann.get("bbox"), list):
+                try:
+                    given.append(([float(v) for v in ann["bbox"]], index_of.get(ann.get("category_id"))))
+                except (TypeError, ValueError):
+                    continue
+        for ann in record["annotations"]:
+            assert (list(ann["bbox"]), ann["category_id"]) in given
+
+
+def test_the_valid_file_loads_whole(tmp_path):
+    dicts = _load(tmp_path, json.dumps(_valid()))
+    assert [len(d["annotations"]) for d in dicts] == [1, 2]
+    _check_taken_from(dicts, _valid())
+
+
 @SETTINGS
 @given(data=mutated_coco())
 def test_mutated_files_load_or_raise_dataset_error(tmp_path, data):
     dicts = _load(tmp_path, json.dumps(data))
     if dicts is not None:
         _check_usable(dicts)
+        _check_taken_from(dicts, data)
 
 
 @SETTINGS

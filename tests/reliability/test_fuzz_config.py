@@ -1,5 +1,8 @@
 """Property tests of config merging on random YAML files and command-line overrides: the config
-is merged, or ConfigError (ImportError for IMPORTS) says why; no other exception ever escapes."""
+is merged, or ConfigError (ImportError for IMPORTS) says why; no other exception ever escapes. A
+merged file gives each key it names its value and leaves every other key at its default."""
+import ast
+import math
 import tracemalloc
 
 import yaml
@@ -55,33 +58,80 @@ config_dicts = st.one_of(
 )
 
 
-def _merge_file(path, text):
+def _leaves(data, prefix=""):
+    """{"A.B": v} for every value of a nested dict that is not itself a non-empty dict."""
+    found = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            found.update(_leaves(value, f"{prefix}{key}."))
+        elif not isinstance(value, dict):
+            found[f"{prefix}{key}"] = value
+    return found
+
+
+def _same(merged, given):
+    """Whether a merged config value is what the file gave: numbers compare as numbers, lists as
+    tuples, and a string given for a non-string key is read as a Python literal."""
+    if isinstance(given, str) and not isinstance(merged, str):
+        given = ast.literal_eval(given)
+    if isinstance(merged, (list, tuple)):
+        return isinstance(given, (list, tuple)) and len(merged) == len(given) and all(map(_same, merged, given))
+    if isinstance(merged, float) and math.isnan(merged):
+        return isinstance(given, float) and math.isnan(given)
+    return merged == given
+
+
+def _merge_file(path, text, given):
+    """Merges the file; on success, each key of `given` ({dotted key: value}) holds its value and
+    every other key its default."""
     path.write_text(text)
+    cfg = get_cfg()
     try:
-        get_cfg().merge_from_file(str(path))
+        cfg.merge_from_file(str(path))
     except DOCUMENTED:
-        pass
+        return
+    default = get_cfg()
+    for key in _all_keys(default):
+        if isinstance(_get(default, key), dict):
+            continue  # a node: its keys are checked one by one
+        if key in given:
+            assert _same(_get(cfg, key), given[key]), (key, _get(cfg, key), given[key])
+        else:
+            assert _same(_get(cfg, key), _get(default, key)), key
+
+
+def _get(cfg, key):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
 
 
 @SETTINGS
 @given(data=config_dicts)
 def test_random_config_files_merge_or_raise_config_error(tmp_path, data):
-    _merge_file(tmp_path / "fuzz.yaml", yaml.safe_dump(data, allow_unicode=True))
+    _merge_file(tmp_path / "fuzz.yaml", yaml.safe_dump(data, allow_unicode=True), _leaves(data) if isinstance(data, dict) else {})
 
 
 @SETTINGS
 @given(base=config_dicts, child=config_dicts, base_name=st.one_of(st.just("base.yaml"), st.text(max_size=10), values))
 def test_random_base_chains_merge_or_raise_config_error(tmp_path, base, child, base_name):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    given = _leaves(base) if isinstance(base, dict) and base_name == "base.yaml" else {}
     if isinstance(child, dict):
         child = dict(child, _BASE_=base_name)
-    _merge_file(tmp_path / "child.yaml", yaml.safe_dump(child))
+        given.update(_leaves(child))
+        given.pop("_BASE_", None)
+    _merge_file(tmp_path / "child.yaml", yaml.safe_dump(child), given)
 
 
 @SETTINGS
 @given(text=st.text(max_size=80))
 def test_random_text_files_merge_or_raise_config_error(tmp_path, text):
-    _merge_file(tmp_path / "fuzz.yaml", text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    _merge_file(tmp_path / "fuzz.yaml", text, _leaves(data) if isinstance(data, dict) else {})
 
 
 @SETTINGS
