@@ -50,7 +50,7 @@ def test_torchrun_processes_are_not_spawned_again(tmp_path):
     """))
     port = _free_port()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), str(script)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)  # a hang detector
     assert proc.returncode == 0, proc.stderr
     records = sorted((tmp_path / f).read_text() for f in os.listdir(tmp_path) if f.startswith("pid"))
     assert records == ["0 2 0", "1 2 1"]  # two processes, not four

@@ -66,7 +66,9 @@ def _fork_main(train_net, argv, log_path, slow_disk=False):
         os._exit(code)
 
 
-def _wait_until(condition, pid, log_path, what, timeout=60.0):
+def _wait_until(condition, pid, log_path, what, timeout=300.0):
+    """Waits for `condition` while the run `pid` lives; `timeout` only detects a hang (generous, for a
+    loaded machine)."""
     deadline = time.monotonic() + timeout
     while not condition():
         done, status = os.waitpid(pid, os.WNOHANG)

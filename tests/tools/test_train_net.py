@@ -93,7 +93,7 @@ def _plot_metrics(run_dir, records, out):
     run_dir.mkdir()
     (run_dir / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in records))
     proc = subprocess.run([sys.executable, "tools/plot_metrics.py", str(run_dir), "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert sorted(proc.stdout.split()) == sorted(str(out / n) for n in os.listdir(out))
     return {name: (out / name).read_bytes() for name in os.listdir(out)}
@@ -102,7 +102,7 @@ def _plot_metrics(run_dir, records, out):
 def test_plot_metrics_tool_draws_each_series_in_its_plot(trained, tmp_path):
     out, _ = trained
     proc = subprocess.run([sys.executable, "tools/plot_metrics.py", str(out), "--out", str(tmp_path / "run")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(tmp_path / "run")) == ["ap.png", "losses.png", "lr.png"]
 
