@@ -21,14 +21,14 @@ def read_reference(filename: str, prefixes: Sequence[str] = ("",)) -> List[Tuple
     return entries
 
 
-def tiny_rcnn_cfg(config: str = "mask_rcnn_R_50_FPN_1x.yaml", num_classes: int = 3) -> CfgNode:
-    """A config of configs/COCO-InstanceSegmentation with tiny widths: Detectron2's structure and
-    names, a few thousand parameters, random weights, on the CPU."""
+def tiny_rcnn_cfg(config: str = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml", num_classes: int = 3) -> CfgNode:
+    """A config of configs/ (path relative to it) with tiny widths: Detectron2's structure and names,
+    a few thousand parameters, random weights, on the CPU."""
     cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(REPO, "configs", "COCO-InstanceSegmentation", config))
+    cfg.merge_from_file(os.path.join(REPO, "configs", config))
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = cfg.MODEL.RETINANET.NUM_CLASSES = num_classes
     cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 8
     cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 16
     cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 4

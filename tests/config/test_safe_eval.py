@@ -8,8 +8,7 @@ import pytest
 
 from d2mask.config import ConfigError, get_cfg
 from d2mask.config.safe_eval import RestrictedEvalError, restricted_eval
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.common import REPO
 
 
 def test_base_retinanet_yaml_loads_unchanged_with_its_eval_tag():

@@ -15,7 +15,7 @@ from tests.common import tiny_rcnn_cfg
 
 def _cfg(name):
     """The tiny-width config with few proposals and detections, keeping low-scoring ones."""
-    cfg = tiny_rcnn_cfg(name)
+    cfg = tiny_rcnn_cfg(f"COCO-InstanceSegmentation/{name}")
     cfg.MODEL.RPN.POST_NMS_TOPK_TEST = 50
     cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 50
     cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32

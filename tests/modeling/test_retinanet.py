@@ -22,8 +22,8 @@ from d2mask.modeling import (
 from d2mask.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from d2mask.structures import Boxes, Instances
 from d2mask.utils.events import EventStorage
+from tests.common import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K = 2  # foreground classes; label 2 is background
 
 

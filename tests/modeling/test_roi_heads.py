@@ -206,7 +206,7 @@ def test_res5_roi_heads_reject_train_on_pred_boxes():
 
 def test_res5_roi_heads_train_and_inference():
     torch.manual_seed(0)
-    cfg = tiny_rcnn_cfg("mask_rcnn_R_50_C4_1x.yaml", num_classes=5)  # res4: 64 channels; res5: 128
+    cfg = tiny_rcnn_cfg("COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x.yaml", num_classes=5)  # res4: 64 channels; res5: 128
     heads = build_roi_heads(cfg, {"res4": ShapeSpec(channels=64, stride=16)})
     assert isinstance(heads, Res5ROIHeads)
     assert heads.res5[0].conv1.weight.shape == (32, 64, 1, 1)

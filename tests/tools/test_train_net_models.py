@@ -7,8 +7,7 @@ import re
 import subprocess
 import sys
 
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.common import REPO
 
 # Train and evaluate on the same 3 images of 96 pixels (tests/tools/tiny_shapes.py).
 OVERFIT = [
