@@ -71,7 +71,9 @@ def run_tests(root: str, tests: List[str], timeout: float) -> subprocess.Complet
 
 
 def _first_failure(output: str) -> str:
-    found = re.search(r"^(?:FAILED|ERROR) (\S+)", output, re.M)
+    """The first failing test of pytest's summary (a log line may also start with ERROR), else the last line."""
+    summary = output.rsplit("short test summary info", 1)[-1]
+    found = re.search(r"^(?:FAILED|ERROR) (\S+\.py\S*)", summary, re.M)
     return found.group(1) if found else output.strip().splitlines()[-1] if output.strip() else ""
 
 

@@ -22,15 +22,25 @@ def _fail_on_rank1(mode):
     comm.synchronize()  # rank 0 waits for a rank that never comes
 
 
+# When rank 1 fails, rank 0's collective breaks and rank 0 fails too, moments later. The launcher
+# reports the first ended process it finds, which on a loaded machine can be either; each failing
+# rank prints its own traceback first, so the cause is always in the output.
+
+
 def test_raising_rank_ends_the_job_with_its_traceback(capfd):
-    with pytest.raises(mp.ProcessRaisedException, match="boom on rank 1"):
+    with pytest.raises(mp.ProcessRaisedException):
         launch(_fail_on_rank1, 2, args=("raise",))
-    assert "Rank 1 failed" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "Rank 1 failed" in err and "ValueError: boom on rank 1" in err
 
 
 def test_killed_rank_ends_the_job():
-    with pytest.raises(mp.ProcessExitedException, match="process 1 terminated with signal SIGKILL"):
+    with pytest.raises((mp.ProcessExitedException, mp.ProcessRaisedException)) as info:
         launch(_fail_on_rank1, 2, args=("kill",))
+    if isinstance(info.value, mp.ProcessExitedException):
+        assert info.value.error_index == 1 and "process 1 terminated with signal SIGKILL" in str(info.value)
+    else:
+        assert info.value.error_index == 0  # the collective the kill broke
 
 
 def test_torchrun_processes_are_not_spawned_again(tmp_path):

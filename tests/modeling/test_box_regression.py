@@ -18,6 +18,13 @@ def test_get_deltas_by_hand():
     torch.testing.assert_close(weighted, torch.tensor([[7.0, 2.0, 5 * math.log(2.0), 0.0]]))
 
 
+def test_each_weight_scales_its_own_coordinate():
+    t = Box2BoxTransform(weights=(1.0, 2.0, 3.0, 4.0))
+    deltas = t.get_deltas(SRC, TGT)
+    torch.testing.assert_close(deltas, torch.tensor([[0.7, 0.4, 3 * math.log(2.0), 0.0]]))
+    torch.testing.assert_close(t.apply_deltas(deltas, SRC), TGT)
+
+
 def test_apply_deltas_by_hand():
     t = Box2BoxTransform(weights=(1.0, 1.0, 1.0, 1.0))
     out = t.apply_deltas(torch.tensor([[0.7, 0.2, math.log(2.0), 0.0]]), SRC)

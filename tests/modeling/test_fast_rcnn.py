@@ -70,6 +70,7 @@ def _hand_made_case():
     deltas[0, :4] = torch.tensor([0.5, 0.0, 0.0, 0.0])
     deltas[0, 4:] = 100.0  # another class's slot: must be ignored
     deltas[1] = 100.0  # a background region: must be ignored
+    deltas[2, :4] = 100.0  # class 0's slot of the class-1 region: must be ignored
     return (logits, deltas), [p0, p1]
 
 

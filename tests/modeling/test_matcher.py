@@ -35,6 +35,15 @@ def test_low_quality_matches_include_ties_and_skip_gt_overlapping_nothing():
     assert idxs.tolist() == [0, 0, 0, 1, 1, 0]
 
 
+def test_gt_between_anchors_overlapping_none_makes_no_low_quality_match():
+    # The GT box lies inside the anchors' bounding box but overlaps neither anchor: its best IoU is 0,
+    # which must not make every anchor (each at IoU 0 with it) a low-quality match.
+    anchors = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]]))
+    gt = Boxes(torch.tensor([[12.0, 12.0, 18.0, 18.0]]))
+    idxs, labels = rpn_matcher(True)(gt, anchors)
+    assert labels.tolist() == [0, 0] and idxs.tolist() == [0, 0]
+
+
 def test_thresholds_are_closed_below():
     gt = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
     # IoUs exactly 0.7, 0.3 and 0.29

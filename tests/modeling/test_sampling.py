@@ -58,6 +58,14 @@ def test_reproducible_under_a_seed_and_random_otherwise():
         draws.append([t.tolist() for t in subsample_labels(labels, 64, 0.25, 0)])
     assert draws[0] == draws[1]
     assert draws[0] != draws[2]
+    # positives and negatives are each drawn at random, not the first ones found
+    picked_pos, picked_neg = set(), set()
+    for seed in range(5):
+        torch.manual_seed(seed)
+        pos_idx, neg_idx = subsample_labels(labels, 64, 0.25, 0)
+        picked_pos.update(pos_idx.tolist())
+        picked_neg.update(neg_idx.tolist())
+    assert len(picked_pos) > 16 and len(picked_neg) > 48
 
 
 def test_random_sampler_from_stage_config():
