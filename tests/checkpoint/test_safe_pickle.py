@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 
 from d2mask.checkpoint import UnsafePickleError, load_numpy_pickle
+from tests.common import REPO
 
 try:
     from numpy._core.multiarray import _reconstruct
 except ImportError:  # numpy < 2
     from numpy.core.multiarray import _reconstruct
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _load(data: bytes):

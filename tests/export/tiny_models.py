@@ -6,8 +6,7 @@ import torch
 
 from d2mask.config import get_cfg
 from d2mask.modeling import build_model, detector_postprocess
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.common import REPO
 
 # Any config: CPU, random weights, few proposals, small test images.
 COMMON = [

@@ -14,8 +14,8 @@ from d2mask.config import CfgNode, ConfigError
 from d2mask.model_zoo import model_zoo as zoo_module
 from d2mask.utils import download
 from d2mask.utils.download import DownloadError
+from tests.common import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MASK_RCNN = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
 SHAPES = "Shapes/mask_rcnn_R_18_FPN_shapes.yaml"
 

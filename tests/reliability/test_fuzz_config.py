@@ -81,14 +81,16 @@ def _same(merged, given):
     return merged == given
 
 
-def _merge_file(path, text, given):
+def _merge_file(path, text, given=None):
     """Merges the file; on success, each key of `given` ({dotted key: value}) holds its value and
-    every other key its default."""
+    every other key its default (not checked without `given`)."""
     path.write_text(text)
     cfg = get_cfg()
     try:
         cfg.merge_from_file(str(path))
     except DOCUMENTED:
+        return
+    if given is None:
         return
     default = get_cfg()
     for key in _all_keys(default):

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.common import REPO
+
 CONFIG = os.path.join(REPO, "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml")
 OPTS = ["--opts", "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
         "MODEL.RPN.POST_NMS_TOPK_TEST", "20"]

@@ -13,9 +13,9 @@ from d2mask.layers import ShapeSpec
 from d2mask.modeling import build_backbone, build_proposal_generator, build_roi_heads
 from d2mask.projects.port_example import MinGTSizeROIHeads, MinGTSizeRPN, SEBasicBlock, add_port_example_config
 from d2mask.structures import Boxes, Instances
+from tests.common import REPO
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REPO = os.path.dirname(os.path.dirname(HERE))
 CONFIG = os.path.join(HERE, "configs", "mask_rcnn_SE_R_18_FPN_shapes.yaml")
 
 
