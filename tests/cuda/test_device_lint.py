@@ -13,7 +13,8 @@ import os
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.common import REPO as ROOT
+
 PACKAGES = ("d2mask/modeling", "d2mask/structures", "d2mask/layers")
 FACTORIES = {
     "arange", "as_tensor", "empty", "eye", "full", "linspace", "ones", "rand", "randint", "randn",

@@ -9,8 +9,8 @@ import torch
 from d2mask.config import CfgNode, LazyConfig, get_cfg
 from d2mask.projects.port_example import add_port_example_config
 from d2mask.structures import BitMasks, Boxes, Instances
+from tests.common import REPO as ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 YAML_CONFIGS = sorted(
     os.path.relpath(p, ROOT)
     for pattern in ("configs/**/*.yaml", "projects/*/configs/*.yaml")

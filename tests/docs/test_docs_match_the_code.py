@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from d2mask.config import LazyConfig
+from tests.common import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPTS = sorted(glob.glob(os.path.join(REPO, "tools", "*.py")) + glob.glob(os.path.join(REPO, "demo", "*.py")))
 
 
