@@ -42,7 +42,7 @@ def test_state_dict_matches_detectron2(config, reference):
     ],
 )
 def test_lazy_config_models_match_detectron2(config, reference):
-    expected = _reference(reference)
+    expected = dict(read_reference(reference))
     model = instantiate(LazyConfig.load(os.path.join(REPO, "configs", "common", "models", config), "model"))
     got = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     assert got == expected
