@@ -18,7 +18,7 @@ from d2mask.utils.file_io import PathManager
 from .c2_model_loading import align_and_update_state_dicts, convert_c2_resnet_names
 from .safe_pickle import UnsafePickleError, load_numpy_pickle
 
-__all__ = ["CheckpointError", "DetectionCheckpointer"]
+__all__ = ["CheckpointError", "DetectionCheckpointer", "read_pth"]
 
 # How many names of each kind (missing, unexpected, mismatched) a load report lists in full.
 _MAX_REPORTED = 30
@@ -150,17 +150,7 @@ class DetectionCheckpointer(Checkpointer):
         return checkpoint
 
     def _load_pth(self, filename: str) -> Dict[str, Any]:
-        _check_zip_records(filename)
-        try:
-            with open(filename, "rb") as f:
-                loaded = torch.load(f, map_location=torch.device("cpu"), weights_only=True)
-        except Exception as e:
-            raise CheckpointError(
-                f"Cannot read checkpoint {filename}: the file is corrupt, truncated or holds more than "
-                f"tensors and plain containers ({type(e).__name__}: {_torch_load_reason(e)})"
-            ) from e
-        if not isinstance(loaded, dict):
-            raise CheckpointError(f"{filename}: expected a dict (a state dict or a checkpoint), got {type(loaded).__name__}")
+        loaded = read_pth(filename)
         return loaded if "model" in loaded else {"model": loaded}
 
     def _load_pkl(self, filename: str) -> Dict[str, Any]:
@@ -224,6 +214,23 @@ class DetectionCheckpointer(Checkpointer):
                 f"{len(incompatible.unexpected_keys)} checkpoint tensors are not used by the model:\n"
                 f"{_group_names(incompatible.unexpected_keys)}"
             )
+
+
+def read_pth(filename: str) -> Dict[str, Any]:
+    """The dict in a `.pth` file (a state dict or a checkpoint), read without running code and
+    within the file's size; anything else is one CheckpointError line."""
+    _check_zip_records(filename)
+    try:
+        with open(filename, "rb") as f:
+            loaded = torch.load(f, map_location=torch.device("cpu"), weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"Cannot read checkpoint {filename}: the file is corrupt, truncated or holds more than "
+            f"tensors and plain containers ({type(e).__name__}: {_torch_load_reason(e)})"
+        ) from e
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{filename}: expected a dict (a state dict or a checkpoint), got {type(loaded).__name__}")
+    return loaded
 
 
 def _check_zip_records(filename: str) -> None:

@@ -14,6 +14,7 @@ from typing import Dict
 import torch
 
 from ..utils.atomic_write import atomic_write
+from .detection_checkpoint import read_pth
 
 __all__ = ["convert_torchvision_resnet", "convert_torchvision_checkpoint"]
 
@@ -69,7 +70,7 @@ def convert_torchvision_checkpoint(source: str, output: str, model_layout: str =
     Returns:
         The number of tensors written.
     """
-    state_dict = torch.load(source, map_location="cpu", weights_only=True)
+    state_dict = read_pth(source)
     if "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
         state_dict = state_dict["state_dict"]
     converted = convert_torchvision_resnet(state_dict, model_layout)

@@ -8,7 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from d2mask.checkpoint import CheckpointError, DetectionCheckpointer, convert_torchvision_resnet
+from d2mask.checkpoint import (
+    CheckpointError,
+    DetectionCheckpointer,
+    convert_torchvision_checkpoint,
+    convert_torchvision_resnet,
+)
 from d2mask.config import get_cfg
 from d2mask.modeling import build_model
 from tests.common import REPO, tiny_rcnn_cfg
@@ -266,3 +271,7 @@ def test_a_pth_whose_records_are_compressed_is_refused(tmp_path):
     assert deflated.stat().st_size < plain.stat().st_size / 500
     with pytest.raises(CheckpointError, match=r"Refusing to load .*deflated.pth: its record '.*' is compressed"):
         DetectionCheckpointer(nn.Linear(1, 1)).load(str(deflated))
+    # the torchvision converter reads the stranger's file through the same checks
+    with pytest.raises(CheckpointError, match=r"Refusing to load .*deflated.pth: its record '.*' is compressed"):
+        convert_torchvision_checkpoint(str(deflated), str(tmp_path / "converted.pkl"))
+    assert not (tmp_path / "converted.pkl").exists()
