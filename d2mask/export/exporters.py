@@ -39,6 +39,17 @@ __all__ = [
 STABLE_ONNX_OPSET_VERSION = 17
 
 
+@torch.library.register_fake("torchvision::nms")
+def _nms_fake(dets: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """The shape of NMS's result while torch.export traces: any number of kept boxes from 0 up.
+
+    torchvision's own registration (`create_unbacked_symint()`, whose lower bound is 2) makes
+    torch.export assume at least two kept boxes and assert it at run time, so an exported detector
+    failed on an image whose RPN keeps fewer than two proposals instead of returning 0 or 1 detections.
+    """
+    return dets.new_empty(torch.library.get_ctx().new_dynamic_size(), dtype=torch.long)
+
+
 class ExportError(ValueError):
     """A model, or a sample input, that cannot be exported; the message names what is unsupported."""
 

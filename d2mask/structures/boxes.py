@@ -112,8 +112,9 @@ class Boxes:
             tensor = tensor.to(torch.float32)
         else:
             tensor = torch.as_tensor(tensor, dtype=torch.float32, device=torch.device("cpu"))
-        if tensor.numel() == 0:
-            # An empty list arrives as shape [0]; keep the box dimension so cat and indexing still work.
+        # An empty list arrives as shape [0]; keep the box dimension so cat and indexing still work.
+        # (Shape first: torch.export cannot ask whether a data-dependent number of boxes is zero.)
+        if not (tensor.dim() == 2 and tensor.shape[-1] == 4) and tensor.numel() == 0:
             tensor = tensor.reshape(0, 4)
         if tensor.dim() != 2 or tensor.shape[-1] != 4:
             raise ValueError(f"Boxes expects a tensor of shape [N, 4], got {tuple(tensor.shape)}")

@@ -95,6 +95,16 @@ def test_torch_export_matches_eager(config_file, tmp_path):
         module(image(low - 1, 128, seed=3))
 
 
+def test_torch_export_runs_when_the_rpn_keeps_fewer_than_two_proposals():
+    # C4 has one feature level: with one box per level before NMS, NMS keeps exactly one. torchvision's
+    # fake NMS promised torch.export at least two kept boxes, and the program asserted it at run time.
+    model = tiny_model(tiny_cfg(MODELS["mask_C4"], ["MODEL.RPN.PRE_NMS_TOPK_TEST", "1"]))
+    program, adapter = export_torch_export(model, SAMPLE)
+    module = program.module()
+    for img in TEST_IMAGES:
+        assert_same_detections(adapter.outputs_schema(module(img)), _eager(model, img))
+
+
 def test_cascade_mask_rcnn_traces():
     # More detections than elsewhere, so the two images give different counts.
     cfg = tiny_cfg("configs/Shapes/cascade_mask_rcnn_R_18_FPN_shapes.yaml", ["TEST.DETECTIONS_PER_IMAGE", "300"])
