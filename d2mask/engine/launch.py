@@ -284,5 +284,8 @@ def _worker(
         sys.stderr.write(f"Rank {rank} failed:\n{traceback.format_exc()}")
         sys.stderr.flush()
         raise
-    # not after a failure: tearing down NCCL with peers gone can block
+    # Not after a failure: tearing down NCCL with peers gone can block. After a barrier, so that no
+    # rank tears down while another still uses the group (rank 0 also serves the rendezvous store);
+    # without it, a CI run once saw a rank abort in teardown ("terminate called without an active exception").
+    comm.synchronize()
     dist.destroy_process_group()
