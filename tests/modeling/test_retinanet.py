@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from d2mask.config import get_cfg
+from d2mask.config import ConfigError, get_cfg
 from d2mask.layers import ShapeSpec
 from d2mask.modeling import (
     Backbone,
@@ -186,3 +186,12 @@ def test_p6p7_top_block_and_retinanet_backbone_levels():
         "p3": 8, "p4": 16, "p5": 32, "p6": 64, "p7": 128
     }
     assert model.head.cls_score.out_channels == 9 * 3  # 3 sizes x 3 aspect ratios, 3 shapes classes
+
+
+def test_in_features_that_the_backbone_lacks_are_named():
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "Shapes", "retinanet_R_18_FPN_shapes.yaml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RETINANET.IN_FEATURES", "['p3', 'p9']"])
+    with pytest.raises(ConfigError, match=r"MODEL.RETINANET.IN_FEATURES \['p3', 'p9'\]: each must be a backbone "
+                                          r"output; the backbone produces \['p3', 'p4', 'p5', 'p6', 'p7'\]"):
+        build_model(cfg)

@@ -1,12 +1,21 @@
 """`Backbone`: the base class of every feature extractor a detector can be built on."""
 from abc import ABCMeta, abstractmethod
-from typing import Dict
+from typing import Dict, List, Sequence
 
 from torch import Tensor, nn
 
+from d2mask.config import ConfigError
 from d2mask.layers import ShapeSpec
 
-__all__ = ["Backbone"]
+__all__ = ["Backbone", "in_feature_shapes"]
+
+
+def in_feature_shapes(key: str, names: Sequence[str], available: Dict[str, ShapeSpec]) -> List[ShapeSpec]:
+    """The shapes of the backbone outputs `names` that a head reads (config key `key`), in order;
+    a ConfigError when there are none or one is not a backbone output."""
+    if not names or any(f not in available for f in names):
+        raise ConfigError(f"{key} {list(names)}: each must be a backbone output; the backbone produces {list(available)}")
+    return [available[f] for f in names]
 
 
 class Backbone(nn.Module, metaclass=ABCMeta):

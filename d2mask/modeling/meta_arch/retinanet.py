@@ -19,6 +19,7 @@ from d2mask.utils.events import get_event_storage, has_event_storage
 
 from ..anchor_generator import build_anchor_generator
 from ..backbone import Backbone, build_backbone
+from ..backbone.backbone import in_feature_shapes
 from ..box_regression import Box2BoxTransform, box_regression_loss, check_box_reg_loss_type
 from ..matcher import build_anchor_matcher, classes_of_matches
 from .build import META_ARCH_REGISTRY
@@ -182,13 +183,7 @@ class RetinaNet(DenseDetector):
         retinanet = cfg.MODEL.RETINANET
         backbone = build_backbone(cfg)
         backbone_shape = backbone.output_shape()
-        missing = [f for f in retinanet.IN_FEATURES if f not in backbone_shape]
-        if missing or not retinanet.IN_FEATURES:
-            raise ConfigError(
-                f"MODEL.RETINANET.IN_FEATURES {list(retinanet.IN_FEATURES)}: each must be a backbone output; "
-                f"the backbone produces {list(backbone_shape)}"
-            )
-        feature_shapes = [backbone_shape[f] for f in retinanet.IN_FEATURES]
+        feature_shapes = in_feature_shapes("MODEL.RETINANET.IN_FEATURES", retinanet.IN_FEATURES, backbone_shape)
         return {
             "backbone": backbone,
             "head": RetinaNetHead(cfg, feature_shapes),

@@ -16,6 +16,7 @@ from d2mask.structures import Boxes, ImageList, Instances
 from d2mask.utils.registry import Registry
 
 from ..anchor_generator import build_anchor_generator, permute_to_N_HWA_K
+from ..backbone.backbone import in_feature_shapes
 from ..box_regression import Box2BoxTransform, box_regression_loss, check_box_reg_loss_type
 from ..matcher import build_anchor_matcher
 from ..sampling import build_sampler, resolve_sampler
@@ -191,13 +192,7 @@ class RPN(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         rpn = cfg.MODEL.RPN
-        missing = [f for f in rpn.IN_FEATURES if f not in input_shape]
-        if missing or not rpn.IN_FEATURES:
-            raise ConfigError(
-                f"MODEL.RPN.IN_FEATURES {list(rpn.IN_FEATURES)}: each must be a backbone output; "
-                f"the backbone produces {list(input_shape)}"
-            )
-        shapes = [input_shape[f] for f in rpn.IN_FEATURES]
+        shapes = in_feature_shapes("MODEL.RPN.IN_FEATURES", rpn.IN_FEATURES, input_shape)
         return {
             "in_features": list(rpn.IN_FEATURES),
             "head": build_rpn_head(cfg, shapes),
