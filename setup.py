@@ -18,6 +18,7 @@ setup(
         "iopath>=0.1.9",
         "omegaconf>=2.3",
         "pycocotools>=2.0.7",
+        "faster-coco-eval>=1.6",  # COCOEvaluator's AP, ~10x faster than pycocotools with the same numbers
         "opencv-python-headless>=4.8",
         "Pillow>=9.1",  # reads image headers before decoding (d2mask.data.detection_utils)
         "termcolor>=2.0",

@@ -149,3 +149,94 @@ def test_uses_the_json_file_when_the_metadata_has_one(dataset, tmp_path):
     assert (tmp_path / "out" / "coco_instances_results.json").is_file()
     with pytest.raises(ValueError, match="tasks must be among"):
         COCOEvaluator(name, str(tmp_path))  # a folder where the tasks go
+
+
+def _random_set(seed=0, num_images=24, num_classes=4):
+    """Dataset dicts and matching model outputs for `num_images` 60 x 80 images: quadrilaterals as
+    GT (some crowd, with RLE masks), detections jittered from the GT or placed at random, a few images
+    without GT or without detections, and the last class never detected."""
+    import pycocotools.mask as mask_util
+
+    rng = np.random.default_rng(seed)
+    dicts, outputs = [], []
+    for image_id in range(1, num_images + 1):
+        annotations, pred_boxes, pred_masks, pred_classes = [], [], [], []
+        num_gt = 0 if image_id % 7 == 0 else int(rng.integers(1, 6))
+        for _ in range(num_gt):
+            x0, y0 = rng.uniform(0, 30), rng.uniform(0, 20)
+            w, h = rng.uniform(4, 50), rng.uniform(4, 40)  # small and medium
+            polygon = [x0, y0, x0 + w, y0, x0 + w, y0 + h * rng.uniform(0.3, 1), x0, y0 + h]
+            mask = polygons_to_bitmask([np.asarray(polygon)], 60, 80)
+            category = int(rng.integers(num_classes))
+            crowd = rng.uniform() < 0.15
+            segmentation = [polygon]
+            if crowd:
+                segmentation = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+                segmentation["counts"] = segmentation["counts"].decode("ascii")
+            annotations.append({"bbox": [x0, y0, w, h], "bbox_mode": BoxMode.XYWH_ABS, "category_id": category,
+                                "iscrowd": int(crowd), "segmentation": segmentation})
+            if category < num_classes - 1 and rng.uniform() < 0.8:  # a detection of this object
+                shift = rng.normal(0, 1, 2)
+                pred_boxes.append([x0 + shift[0], y0 + shift[1], x0 + w + shift[0], y0 + h + shift[1]])
+                pred_masks.append(np.roll(mask, (round(shift[1]), round(shift[0])), axis=(0, 1)))
+                pred_classes.append(category if rng.uniform() < 0.85 else int(rng.integers(num_classes - 1)))
+        for _ in range(0 if image_id % 5 == 0 else int(rng.integers(0, 4))):  # false positives
+            x0, y0 = rng.uniform(0, 60, 2)
+            box = [x0, y0, x0 + rng.uniform(3, 20), y0 + rng.uniform(3, 20)]
+            pred_boxes.append(box)
+            pred_masks.append(polygons_to_bitmask([np.asarray([box[0], box[1], box[2], box[1], box[2], box[3]])], 60, 80))
+            pred_classes.append(int(rng.integers(num_classes - 1)))
+        dicts.append({"file_name": f"{image_id}.png", "image_id": image_id, "height": 60, "width": 80,
+                      "annotations": annotations})
+        if pred_boxes:
+            scores = rng.uniform(0.05, 1, len(pred_boxes)).round(2).tolist()  # ties included
+            outputs.append(predictions(pred_boxes, scores, pred_classes, pred_masks))
+        else:
+            outputs.append({"instances": Instances((60, 80), pred_boxes=Boxes(torch.zeros(0, 4)),
+                                                   scores=torch.zeros(0), pred_classes=torch.zeros(0, dtype=torch.long),
+                                                   pred_masks=torch.zeros(0, 60, 80, dtype=torch.bool))})
+    return dicts, outputs
+
+
+def _evaluate(name, outputs, output_dir, **kwargs):
+    evaluator = COCOEvaluator(name, ("bbox", "segm"), False, str(output_dir), **kwargs)
+    evaluator.reset()
+    for image_id, output in enumerate(outputs, start=1):
+        evaluator.process([{"image_id": image_id}], [output])
+    return evaluator.evaluate()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_impl_reports_what_pycocotools_reports(dataset, tmp_path, monkeypatch, seed):
+    import faster_coco_eval
+
+    dicts, outputs = _random_set(seed)
+    name = dataset(dicts, thing_classes=["a", "b", "c", "never detected"],
+                   thing_dataset_id_to_contiguous_id={3: 0, 5: 1, 8: 2, 9: 3})
+    calls = []
+    accumulate = faster_coco_eval.COCOeval_faster.accumulate
+    monkeypatch.setattr(faster_coco_eval.COCOeval_faster, "accumulate",
+                        lambda self: calls.append(self.params.iouType) or accumulate(self))
+
+    fast = _evaluate(name, outputs, tmp_path / "fast")
+    assert calls == ["bbox", "segm"]  # faster-coco-eval computed both
+    reference = _evaluate(name, outputs, tmp_path / "reference", use_fast_impl=False)
+
+    assert list(fast) == list(reference) == ["bbox", "segm"]
+    for task in reference:
+        assert list(fast[task]) == list(reference[task])  # the same metrics and classes, in order
+        for metric, value in reference[task].items():
+            assert fast[task][metric] == pytest.approx(value, abs=1e-4, nan_ok=True), (task, metric)
+        assert 0 < reference[task]["AP"] < 100 and reference[task]["AP-never detected"] == 0
+    saved = [(tmp_path / d / "coco_instances_results.json").read_text() for d in ("fast", "reference")]
+    assert saved[0] == saved[1]
+
+
+def test_fast_impl_without_any_detections(dataset, tmp_path):
+    dicts, outputs = _random_set(num_images=3)
+    name = dataset(dicts, thing_classes=["a", "b", "c", "d"])
+    empty = [{"instances": o["instances"][[]]} for o in outputs]
+    for use_fast_impl in (True, False):
+        results = _evaluate(name, empty, tmp_path, use_fast_impl=use_fast_impl)
+        assert results == {task: {m: 0.0 for m in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+                           for task in ("bbox", "segm")}
