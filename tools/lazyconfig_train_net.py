@@ -6,8 +6,10 @@
     python tools/lazyconfig_train_net.py --config-file CFG --resume         # continue an interrupted run
     python tools/lazyconfig_train_net.py --config-file CFG --num-gpus 8 dataloader.train.total_batch_size=64
 
-The config has the keys `model`, `optimizer`, `lr_scheduler`, `dataloader` (`train`, `test`,
-`evaluator`) and `train` (see configs/common/train.py). The run is assembled by the same functions
+The config has the keys `model`, `optimizer`, a schedule, `dataloader` (`train`, `test`,
+`evaluator`) and `train` (see configs/common/train.py). The schedule is d2mask's `lr_scheduler` (a
+torch scheduler in iterations, configs/common/schedules.py) or Detectron2's `lr_multiplier` (an fvcore
+ParamScheduler over training progress, configs/common/coco_schedule.py). The run is assembled by the same functions
 of d2mask.engine as tools/train_net.py's (`default_setup`, `build_step_trainer`,
 `build_default_hooks`, `resume_training`), so it has the same features: validation loss, best
 checkpoint, early stopping, schedules in epochs, rescaling to the number of processes, TensorBoard.
@@ -95,7 +97,8 @@ def do_test(cfg: DictConfig, model: torch.nn.Module):
 
 
 def _schedule(cfg: DictConfig) -> Schedule:
-    scheduler, train = cfg.lr_scheduler, cfg.train
+    # Detectron2's `lr_multiplier` is a function of training progress: it has no iteration counts.
+    scheduler, train = cfg.get("lr_scheduler") or {}, cfg.train
     return Schedule(
         ims_per_batch=cfg.dataloader.train.total_batch_size,
         base_lr=cfg.optimizer.lr,
@@ -108,10 +111,28 @@ def _schedule(cfg: DictConfig) -> Schedule:
     )
 
 
+def check_lr_schedule(cfg: DictConfig) -> None:
+    """Raises ConfigError unless the config has exactly one schedule: d2mask's `lr_scheduler` (a torch
+    scheduler, counted in iterations) or Detectron2's `lr_multiplier` (an fvcore ParamScheduler over
+    training progress, which `train.steps_epochs` cannot set)."""
+    given = [key for key in ("lr_scheduler", "lr_multiplier") if cfg.get(key) is not None]
+    if len(given) != 1:
+        raise ConfigError(
+            f"The config must have one learning-rate schedule, `lr_scheduler` (iterations) or `lr_multiplier` "
+            f"(Detectron2's, progress in [0, 1]); it has {' and '.join(given) if given else 'neither'}"
+        )
+    if given == ["lr_multiplier"] and cfg.train.get("steps_epochs"):
+        raise ConfigError(
+            "train.steps_epochs sets lr_scheduler.milestones; an `lr_multiplier` schedule is given over "
+            "training progress, so its milestones follow train.max_epochs without it: remove train.steps_epochs"
+        )
+
+
 def apply_schedule(cfg: DictConfig) -> None:
     """Rescales the schedule in place from `train.reference_world_size` processes to the actual
     number, then converts the counts given in epochs (`train.max_epochs` > 0) to iterations, as
-    `DefaultTrainer` does for a YAML config."""
+    `DefaultTrainer` does for a YAML config. An `lr_multiplier` follows `train.max_iter` by itself."""
+    check_lr_schedule(cfg)
     train = cfg.train
     schedule = scale_schedule(_schedule(cfg), train.reference_world_size, comm.get_world_size())
     # the training set is only loaded here when the schedule is given in epochs
@@ -128,15 +149,25 @@ def apply_schedule(cfg: DictConfig) -> None:
     cfg.dataloader.train.total_batch_size = schedule.ims_per_batch
     cfg.optimizer.lr = schedule.base_lr
     train.max_iter = schedule.max_iter
-    if "milestones" in cfg.lr_scheduler:
-        cfg.lr_scheduler.milestones = list(schedule.steps)
-    if "warmup_iters" in cfg.lr_scheduler:
-        cfg.lr_scheduler.warmup_iters = schedule.warmup_iters
+    scheduler = cfg.get("lr_scheduler") or {}
+    if "milestones" in scheduler:
+        scheduler.milestones = list(schedule.steps)
+    if "warmup_iters" in scheduler:
+        scheduler.warmup_iters = schedule.warmup_iters
     train.checkpointer.period = schedule.checkpoint_period
     train.eval_period = schedule.eval_period
     train.val_loss_period = schedule.val_loss_period
     if train.reference_world_size:
         train.reference_world_size = comm.get_world_size()
+
+
+def _build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
+    """`lr_scheduler` over `optimizer`, or `lr_multiplier`'s ParamScheduler, which the LRScheduler
+    hook wraps over `train.max_iter` as Detectron2's does."""
+    if cfg.get("lr_multiplier") is not None:
+        return instantiate(cfg.lr_multiplier)
+    cfg.lr_scheduler.optimizer = optimizer
+    return instantiate(cfg.lr_scheduler)
 
 
 def _build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -182,8 +213,7 @@ def do_train(args, cfg: DictConfig):
         amp_precision=train.amp.precision,
         max_nonfinite_skips=train.max_nonfinite_skips,
     )
-    cfg.lr_scheduler.optimizer = optimizer
-    scheduler = instantiate(cfg.lr_scheduler)
+    scheduler = _build_scheduler(cfg, optimizer)
     output_dir = train.output_dir
     checkpointer = DetectionCheckpointer(model, output_dir, trainer=trainer)
     hooks = build_default_hooks(

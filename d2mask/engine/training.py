@@ -200,7 +200,8 @@ def build_default_hooks(
 
     Args:
         model: the model being trained (for the validation loss).
-        optimizer, scheduler: stepped by the LRScheduler hook.
+        optimizer, scheduler: stepped by the LRScheduler hook; `scheduler` is a torch scheduler or an
+            fvcore ParamScheduler (a Python config's `lr_multiplier`) over the run's `max_iter`.
         checkpointer: writes periodic, final and best checkpoints.
         checkpoint_period, checkpoints_to_keep: PeriodicCheckpointer's (0 keeps all).
         checkpoint_signals: signals that end training with a checkpoint (SignalCheckpointer).

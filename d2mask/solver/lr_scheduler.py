@@ -108,7 +108,7 @@ class LRMultiplier(LRScheduler):
 
     def state_dict(self) -> Dict[str, Any]:
         # fvcore's schedulers hold no state; the multiplier comes from the config again on resume.
-        return {"base_lrs": self.base_lrs, "last_epoch": self.last_epoch}
+        return {"base_lrs": self.base_lrs, "last_epoch": self.last_epoch, "_last_lr": self._last_lr}
 
     def get_lr(self) -> List[float]:
         factor = self._multiplier(self.last_epoch / self._max_iter)

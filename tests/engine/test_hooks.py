@@ -7,11 +7,12 @@ import time
 import pytest
 import torch
 from fvcore.common.checkpoint import Checkpointer
+from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler
 
 from d2mask.checkpoint import CheckpointError, DetectionCheckpointer
 from d2mask.engine import SimpleTrainer, TrainingInterrupted, hooks
 from d2mask.engine.training import resume_training
-from d2mask.solver import WarmupMultiStepLR
+from d2mask.solver import WarmupCosineLR, WarmupMultiStepLR, WarmupParamScheduler
 from d2mask.utils.env import get_rng_state, set_rng_state
 from d2mask.utils.events import JSONWriter
 from tests.engine.toy import FiniteToyLoader, ToyLoader, ToyModel
@@ -48,6 +49,55 @@ def test_lr_scheduler_hook_state_restores_optimizer_rate():
     other_hook = hooks.LRScheduler(other.optimizer, WarmupMultiStepLR(other.optimizer, [3], warmup_iters=0))
     other_hook.load_state_dict(state)
     assert other.optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
+
+
+def test_lr_scheduler_hook_wraps_a_param_scheduler_over_the_trainers_optimizer_and_length():
+    trainer = _trainer(lr=0.04)
+    # Detectron2's Python-config form: no optimizer, a schedule over progress in [0, 1)
+    steps = MultiStepParamScheduler(values=[1.0, 0.1], milestones=[1], num_updates=2)
+    trainer.register_hooks([hooks.LRScheduler(scheduler=WarmupParamScheduler(steps, 0.5, 0.25))])
+    trainer.train(0, 8)
+    lrs = [v for v, _ in trainer.storage.history("lr").values()]
+    # warm-up over 2 of 8 iterations from 0.02 towards 0.04, x0.1 from half-way
+    assert lrs == pytest.approx([0.02, 0.03, 0.04, 0.04, 0.004, 0.004, 0.004, 0.004])
+
+
+def _scheduled_run(tmp_path, scheduler_fn, stop_after=None, resume=False):
+    """Eight iterations with checkpoints every two; crashing after `stop_after`, or resumed from
+    `tmp_path`: the recorded {iteration: lr}."""
+    trainer = _trainer(lr=0.04)
+    checkpointer = DetectionCheckpointer(trainer.model, str(tmp_path), trainer=trainer)
+
+    def crash(t):
+        if t.iter == stop_after:
+            raise RuntimeError("crash")
+
+    trainer.register_hooks([
+        hooks.LRScheduler(scheduler=scheduler_fn(trainer.optimizer)),
+        hooks.PeriodicCheckpointer(checkpointer, period=2),
+        hooks.CallbackHook(after_step=crash),
+    ])
+    start = resume_training(checkpointer, trainer, ToyLoader(), "", resume, 8) if resume else 0
+    try:
+        trainer.train(start, 8)
+    except RuntimeError:
+        pass
+    return {it: v for v, it in trainer.storage.history("lr").values()}
+
+
+@pytest.mark.parametrize("kind", ["param_scheduler", "torch_scheduler"])
+def test_resumed_run_continues_the_lr_schedule_of_the_uninterrupted_one(tmp_path, kind):
+    def scheduler_fn(optimizer):
+        if kind == "param_scheduler":
+            return WarmupParamScheduler(CosineParamScheduler(1.0, 0.0), 0.1, 0.5)
+        return WarmupCosineLR(optimizer, max_iters=8, warmup_factor=0.1, warmup_iters=3)
+
+    uninterrupted = _scheduled_run(tmp_path / "full", scheduler_fn)
+    _scheduled_run(tmp_path / "parts", scheduler_fn, stop_after=3)
+    resumed = _scheduled_run(tmp_path / "parts", scheduler_fn, resume=True)
+    assert sorted(resumed) == [4, 5, 6, 7]
+    assert [resumed[i] for i in range(4, 8)] == pytest.approx([uninterrupted[i] for i in range(4, 8)])
+    assert len(set(uninterrupted.values())) >= 6  # the rate changes at almost every step
 
 
 def test_iteration_timer_records_each_step_without_the_later_hooks(monkeypatch, caplog):

@@ -1,4 +1,5 @@
 import math
+import os
 
 import pytest
 import torch
@@ -84,7 +85,7 @@ def test_lr_multiplier_with_warmup_param_scheduler_by_hand():
     expected = [0.1, 0.55, 1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01]
     assert [g[0] for g in lrs] == pytest.approx(expected)
     assert [g[1] for g in lrs] == pytest.approx([2 * e for e in expected])
-    assert set(sched.state_dict()) == {"base_lrs", "last_epoch"}
+    assert set(sched.state_dict()) == {"base_lrs", "last_epoch", "_last_lr"}
 
     # constant warm-up over half the run, then the whole cosine rescaled to the other half
     cosine = WarmupParamScheduler(CosineParamScheduler(1.0, 0.0), 0.5, 0.5, "constant", rescale_interval=True)
@@ -93,3 +94,17 @@ def test_lr_multiplier_with_warmup_param_scheduler_by_hand():
     assert lrs == pytest.approx([0.5, 0.5, 1.0, 0.5])
     with pytest.raises(ValueError, match="'linear' or 'constant'"):
         WarmupParamScheduler(steps, 0.1, 0.2, "cubic")
+
+
+def test_coco_schedules_of_python_configs():
+    """configs/common/coco_schedule.py, Detectron2's `lr_multiplier_Nx` for Python configs."""
+    from d2mask.config import LazyConfig, instantiate
+    from tests.common import REPO
+
+    schedules = LazyConfig.load(os.path.join(REPO, "configs/common/coco_schedule.py"))
+    one_x = instantiate(schedules.lr_multiplier_1x)
+    # linear warm-up over 1000 of 90k iterations from 0.001, x0.1 at 60k, x0.01 at 80k
+    at = [0, 500, 1000, 59999, 60000, 79999, 80000, 89999]
+    assert [one_x(i / 90000) for i in at] == pytest.approx([0.001, 0.5005, 1, 1, 0.1, 0.1, 0.01, 0.01])
+    three_x = instantiate(schedules.lr_multiplier_3x)  # 270k iterations, decayed at 210k and 250k
+    assert [three_x(i / 270000) for i in (209999, 210000, 249999, 250000)] == pytest.approx([1, 0.1, 0.1, 0.01])

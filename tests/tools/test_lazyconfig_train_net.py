@@ -8,12 +8,15 @@ from collections import defaultdict
 import pytest
 import torch
 
-from d2mask.config import ConfigError, LazyConfig, get_cfg, instantiate
+from fvcore.common.param_scheduler import MultiStepParamScheduler
+
+from d2mask.config import ConfigError, LazyCall as L, LazyConfig, get_cfg, instantiate
 from d2mask.data import DatasetCatalog, MetadataCatalog
 from d2mask.data.datasets.shapes import register_shapes
 from d2mask.engine import training
 from d2mask.engine.defaults import default_argument_parser
 from d2mask.modeling import build_model
+from d2mask.solver import WarmupParamScheduler
 from d2mask.utils.events import EventStorage, EventWriter
 from tests.common import REPO
 
@@ -140,6 +143,39 @@ def test_resume_continues_exactly_and_eval_only_evaluates(python_run, tmp_path):
     results = _run("lazyconfig_train_net", PY_CONFIG, PY_SMALL + [checkpoint, f"train.output_dir={tmp_path}"],
                    flags=["--eval-only"])
     assert set(results) == {"bbox", "segm"} and "AP" in results["bbox"]
+
+
+def _with_lr_multiplier(cfg):
+    """`cfg` with Detectron2's `lr_multiplier` (x0.5 warm-up over the first third, x0.1 from two
+    thirds of the run) in place of d2mask's `lr_scheduler`."""
+    del cfg.lr_scheduler
+    steps = L(MultiStepParamScheduler)(values=[1.0, 0.1], milestones=[2], num_updates=3)
+    cfg.lr_multiplier = L(WarmupParamScheduler)(scheduler=steps, warmup_length=1 / 3, warmup_factor=0.5)
+    return cfg
+
+
+def test_python_config_trains_with_detectron2s_lr_multiplier(tiny_shapes, tmp_path):
+    tool = _tool("lazyconfig_train_net")
+    args = default_argument_parser().parse_args(
+        ["--config-file", PY_CONFIG, *PY_SMALL, *NO_EVAL, "train.max_iter=3", f"train.output_dir={tmp_path}"]
+    )
+    cfg = _with_lr_multiplier(tool.setup(args))
+    with _recording() as scalars:
+        tool.do_train(args, cfg)
+    # optimizer.lr 0.02 times the multiplier at progress 0, 1/3 and 2/3
+    assert [scalars[it]["lr"] for it in range(3)] == pytest.approx([0.01, 0.02, 0.002])
+
+
+def test_python_config_needs_exactly_one_lr_schedule():
+    tool = _tool("lazyconfig_train_net")
+    both = _with_lr_multiplier(LazyConfig.load(PY_CONFIG))
+    both.lr_scheduler = LazyConfig.load(PY_CONFIG).lr_scheduler
+    with pytest.raises(ConfigError, match="it has lr_scheduler and lr_multiplier"):
+        tool.apply_schedule(both)
+    in_epochs = _with_lr_multiplier(LazyConfig.load(PY_CONFIG))
+    in_epochs.train.steps_epochs = [1.0]
+    with pytest.raises(ConfigError, match="remove train.steps_epochs"):
+        tool.apply_schedule(in_epochs)
 
 
 class _FakeTensorboard(EventWriter):

@@ -3,12 +3,15 @@ import datetime
 import logging
 import os
 import time
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
+from fvcore.common.param_scheduler import ParamScheduler
+from torch.optim.lr_scheduler import LRScheduler as TorchLRScheduler
 
 from ...utils import comm
 from ...utils.events import EventWriter
+from ...solver import LRMultiplier
 from ...utils.plotting import plot_metrics
 from ..train_loop import HookBase
 
@@ -101,27 +104,71 @@ class IterationTimer(HookBase):
 
 
 class LRScheduler(HookBase):
-    """Steps a learning-rate scheduler after every iteration and records "lr"."""
+    """Steps a learning-rate scheduler after every iteration and records "lr".
 
-    def __init__(self, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler):
+    The scheduler is a torch one, or an fvcore `ParamScheduler` (a Python config's `lr_multiplier`)
+    that multiplies every group's initial rate as a function of training progress; the hook wraps
+    the latter into `LRMultiplier` over the trainer's `max_iter` when training starts. Either
+    argument left out is taken from the trainer (`trainer.optimizer`, `trainer.scheduler`).
+    """
+
+    def __init__(self, optimizer: Optional[torch.optim.Optimizer] = None, scheduler=None):
+        """
+        Args:
+            optimizer: the optimiser whose rates the schedule sets.
+            scheduler: a `torch.optim.lr_scheduler.LRScheduler` or an fvcore `ParamScheduler`.
+        """
+        if scheduler is not None and not isinstance(scheduler, (TorchLRScheduler, ParamScheduler)):
+            raise TypeError(
+                "LRScheduler's scheduler must be a torch LRScheduler or an fvcore ParamScheduler, "
+                f"got {type(scheduler).__name__}"
+            )
         self._optimizer = optimizer
-        self.scheduler = scheduler
-        # the group holding most parameters (not the biases' group) stands for the model's lr
+        self._scheduler = scheduler
+        # a state loaded before training starts, for a scheduler built only then
+        self._pending_state: Optional[Dict[str, Any]] = None
+
+    @property
+    def scheduler(self):
+        return self._scheduler if self._scheduler is not None else self.trainer.scheduler
+
+    def before_train(self) -> None:
+        if self._optimizer is None:
+            self._optimizer = self.trainer.optimizer
+        if isinstance(self.scheduler, ParamScheduler):
+            # trainer.iter is the iteration to start at: a resumed run continues the schedule there
+            self._scheduler = LRMultiplier(
+                self._optimizer, self.scheduler, self.trainer.max_iter, last_iter=self.trainer.iter - 1
+            )
+        if self._pending_state is not None:
+            self.load_state_dict(self._pending_state)
+            self._pending_state = None
+        self._group = self.get_best_param_group_id(self._optimizer)
+
+    @staticmethod
+    def get_best_param_group_id(optimizer: torch.optim.Optimizer) -> int:
+        """The group whose rate stands for the model's: the one holding most parameters (not the
+        biases' group)."""
         sizes = [sum(p.numel() for p in g["params"]) for g in optimizer.param_groups]
-        self._group = max(range(len(sizes)), key=sizes.__getitem__)
+        return max(range(len(sizes)), key=sizes.__getitem__)
 
     def after_step(self) -> None:
         lr = self._optimizer.param_groups[self._group]["lr"]
         self.trainer.storage.put_scalar("lr", lr, smoothing_hint=False)
         self.scheduler.step()
 
-    def state_dict(self):
-        return self.scheduler.state_dict()
+    def state_dict(self) -> Dict[str, Any]:
+        scheduler = self._scheduler
+        return scheduler.state_dict() if isinstance(scheduler, TorchLRScheduler) else {}
 
-    def load_state_dict(self, state) -> None:
-        self.scheduler.load_state_dict(state)
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        scheduler = self._scheduler
+        if not isinstance(scheduler, TorchLRScheduler) or self._optimizer is None:
+            self._pending_state = state  # applied once before_train has built the scheduler
+            return
+        scheduler.load_state_dict(state)
         # the optimiser's rates must follow the restored schedule before the next step, not after it
-        for group, lr in zip(self._optimizer.param_groups, self.scheduler.get_last_lr()):
+        for group, lr in zip(self._optimizer.param_groups, scheduler.get_last_lr()):
             group["lr"] = lr
 
 
