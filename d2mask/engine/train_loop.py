@@ -286,12 +286,28 @@ class SimpleTrainer(TrainerBase):
         state = super().state_dict()
         state["optimizer"] = self.optimizer.state_dict()
         state["num_nonfinite_skips"] = self.num_nonfinite_skips
+        state["model_training_state"] = {
+            name: module.training_state_dict() for name, module in _modules_with_training_state(self.model)
+        }
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.num_nonfinite_skips = state.get("num_nonfinite_skips", 0)
+        saved = state.get("model_training_state", {})
+        for name, module in _modules_with_training_state(self.model):
+            if name in saved:
+                module.load_training_state_dict(saved[name])
+
+
+def _modules_with_training_state(model: nn.Module):
+    """(name, module) of the model's modules that keep training progress outside their weights,
+    `training_state_dict()` / `load_training_state_dict(state)` (e.g. RetinaNet's loss normaliser).
+    Names are those of the model without its DistributedDataParallel wrapper, so that a checkpoint of
+    one process resumes on several and back."""
+    model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    return [(name, m) for name, m in model.named_modules() if callable(getattr(m, "training_state_dict", None))]
 
 
 class AMPTrainer(SimpleTrainer):

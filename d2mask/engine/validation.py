@@ -132,7 +132,7 @@ _RULES: Sequence[Tuple[str, Callable[[Any], bool], str]] = [
     ("MODEL.RETINANET.FOCAL_LOSS_ALPHA", fraction, "in [0, 1]"),
     ("MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", non_negative, "a number >= 0"),
     ("MODEL.RETINANET.BBOX_REG_LOSS_TYPE", one_of(*BOX_REGRESSION_LOSS_TYPES), f"one of {list(BOX_REGRESSION_LOSS_TYPES)}"),
-    ("MODEL.RETINANET.NORM", one_of("", "GN"), "'' or 'GN'"),
+    ("MODEL.RETINANET.NORM", one_of(*_NORMS), f"one of {list(_NORMS)}"),
     ("MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", positive_int, "an int > 0"),
     ("MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO", non_negative_int, "an int >= 0"),
     # "": no pooler, the mask head pools the features itself (StandardROIHeads)

@@ -42,7 +42,7 @@ def test_defaults_and_shipped_configs_are_valid():
         ("MODEL.ROI_MASK_HEAD.POOLER_TYPE", "ROIPool", "one of ['', 'ROIAlign', 'ROIAlignV2']"),
         ("MODEL.RETINANET.IOU_LABELS", "[0, 1]", "one label more than MODEL.RETINANET.IOU_THRESHOLDS"),
         ("MODEL.RETINANET.PRIOR_PROB", "0.0", "in (0, 1)"),
-        ("MODEL.RETINANET.NORM", "BN", "'' or 'GN'"),
+        ("MODEL.RETINANET.NORM", "BatchNorm", "one of ['', 'BN', 'SyncBN'"),
         ("MODEL.ROI_BOX_CASCADE_HEAD.IOUS", "(0.5, 1.5)", "one IoU in [0, 1] per stage"),
         ("MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", "[[10, 10, 5, 5]]", "as many as MODEL.ROI_BOX_CASCADE_HEAD.IOUS"),
         ("MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", "[[10, 10, 5], [1, 1, 1, 1], [1, 1, 1, 1]]", "4 weights > 0"),

@@ -1,4 +1,6 @@
 """RetinaNet: its head, anchor labelling, focal and box losses computed by hand, and inference."""
+import copy
+import itertools
 import math
 import os
 
@@ -8,6 +10,7 @@ import torch
 from torch import nn
 
 from d2mask.config import ConfigError, get_cfg
+from d2mask.engine import SimpleTrainer
 from d2mask.layers import ShapeSpec
 from d2mask.modeling import (
     Backbone,
@@ -70,9 +73,24 @@ def test_head_outputs_and_prior_initialisation():
     assert [name for name, _ in head.named_children()] == ["cls_subnet", "bbox_subnet", "cls_score", "bbox_pred"]
 
 
-def test_head_refuses_batchnorm_shared_over_levels():
-    with pytest.raises(ValueError, match="MODEL.RETINANET.NORM"):
-        RetinaNetHead(input_shape=[ShapeSpec(channels=8)], num_classes=3, num_anchors=1, conv_dims=[8], norm="BN")
+def test_head_batchnorm_keeps_statistics_per_level_with_detectron2s_names():
+    head = RetinaNetHead(input_shape=[ShapeSpec(channels=4)] * 2, num_classes=1, num_anchors=1, conv_dims=[4],
+                         norm="BN")
+    # Detectron2's CycleBatchNormList: L affine-free batch norms, one shared weight and bias
+    assert [k for k in head.state_dict() if k.startswith("cls_subnet.1.")] == [
+        "cls_subnet.1.weight", "cls_subnet.1.bias",
+        *(f"cls_subnet.1.{i}.{b}" for i in (0, 1) for b in ("running_mean", "running_var", "num_batches_tracked")),
+    ]
+    conv = head.cls_subnet[0]
+    level0, level1 = torch.zeros(2, 4, 3, 3), torch.ones(2, 4, 2, 2)
+    head([level0, level1])
+    # momentum 0.1 from 0: a tenth of each level's own batch mean, unmixed
+    bn0, bn1 = head.cls_subnet[1][0], head.cls_subnet[1][1]
+    assert torch.allclose(bn0.running_mean, torch.zeros(4))  # conv of zeros is its zero bias
+    assert torch.allclose(bn1.running_mean, 0.1 * conv(level1).mean(dim=(0, 2, 3)), atol=1e-7)
+    head([level0, level1])  # a second step cycles through the same norms in level order
+    assert torch.allclose(bn0.running_mean, torch.zeros(4))
+    assert bn0.num_batches_tracked == bn1.num_batches_tracked == 2
 
 
 def test_permute_to_N_HWA_K_follows_the_anchor_order():
@@ -128,6 +146,37 @@ def test_losses_by_hand():
 
     again = model.losses(anchors, logits, gt_labels, deltas, gt_boxes)
     assert again["loss_cls"].item() == pytest.approx(focal / (0.9 * normalizer + 0.1), rel=1e-5)
+
+
+def _train_retinanet(model, start_iter, max_iter, state=None):
+    """Trains `model` on one fixed image from `start_iter`, after loading a trainer `state`:
+    (the trainer's state, the loss_cls of each iteration)."""
+    gt = Instances((64, 48), gt_boxes=Boxes(torch.tensor([[8.0, 8.0, 30.0, 40.0]])), gt_classes=torch.tensor([0]))
+    image = torch.randint(0, 255, (3, 64, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    trainer = SimpleTrainer(model, itertools.repeat([{"image": image, "instances": gt}]),
+                            torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+    if state is not None:
+        trainer.load_state_dict(state)
+    trainer.train(start_iter, max_iter)
+    return trainer.state_dict(), [v for v, _ in trainer.storage.history("loss_cls").values()]
+
+
+def test_resumed_training_keeps_the_loss_normalizer_outside_the_weights():
+    torch.manual_seed(0)
+    uninterrupted = _retinanet()
+    weights = copy.deepcopy(uninterrupted.state_dict())
+    _, losses = _train_retinanet(uninterrupted, 0, 3)
+
+    first = _retinanet()
+    first.load_state_dict(weights)
+    state, _ = _train_retinanet(first, 0, 2)
+    assert state["model_training_state"] == {"": {"loss_normalizer": pytest.approx(first.loss_normalizer)}}
+    resumed = _retinanet()
+    resumed.load_state_dict(first.state_dict())
+    _, resumed_losses = _train_retinanet(resumed, 2, 3, state)
+    assert resumed_losses == pytest.approx(losses[2:], rel=1e-6)
+    # the weights' names stay Detectron2's, whose checkpoints have no normaliser
+    assert "loss_normalizer" not in first.state_dict()
 
 
 @pytest.mark.parametrize("topk, expected", [

@@ -95,4 +95,10 @@ def add_retinanet_defaults(cfg) -> None:
     define(cfg, "MODEL.RETINANET.FOCAL_LOSS_ALPHA", 0.25, "Weight alpha of the positives in the focal loss.")
     define(cfg, "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", 0.1, "Beta of the smooth-L1 box loss; 0 is exactly L1.")
     define(cfg, "MODEL.RETINANET.BBOX_REG_LOSS_TYPE", "smooth_l1", "Box regression loss: smooth_l1, giou, diou or ciou.")
-    define(cfg, "MODEL.RETINANET.NORM", "", "Normalisation of the subnets' convs: '' or GN (shared over levels).")
+    define(
+        cfg,
+        "MODEL.RETINANET.NORM",
+        "",
+        "Normalisation of the subnets' convs: BN and SyncBN keep statistics per level (one shared affine "
+        "transform, as Detectron2); other norms are shared over levels.",
+    )

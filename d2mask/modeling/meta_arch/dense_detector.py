@@ -4,7 +4,7 @@ feature level (RetinaNet), without proposals or ROI heads.
 Shape shorthand: `N` images, `L` levels, `Hi x Wi` the size of level i, `A` anchors per location, `K`
 values per anchor (classes, or 4 box deltas), `R` anchors over all levels (sum of Hi*Wi*A).
 """
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set
 
 import torch
 from torch import Tensor, nn
@@ -58,6 +58,7 @@ class DenseDetector(_NormalizedInput):
         self.backbone = backbone
         self.head = head
         self.head_in_features = list(head_in_features)
+        self._ema_names: Set[str] = set()  # the attributes of `_ema_update`, see training_state_dict
 
     def forward(self, batched_inputs: List[Dict]):
         """
@@ -112,4 +113,16 @@ class DenseDetector(_NormalizedInput):
         """
         new = getattr(self, name, initial_value) * momentum + value * (1 - momentum)
         setattr(self, name, new)
+        self._ema_names.add(name)
         return new
+
+    def training_state_dict(self) -> Dict[str, float]:
+        """The moving averages of `_ema_update`: training progress that is not a weight. The trainer
+        saves it in its checkpoints so that a resumed run normalises its losses as an uninterrupted
+        one; it stays out of `state_dict`, whose names are Detectron2's (its checkpoints lack it)."""
+        return {name: getattr(self, name) for name in sorted(self._ema_names)}
+
+    def load_training_state_dict(self, state: Dict[str, float]) -> None:
+        for name, value in state.items():
+            setattr(self, name, float(value))
+            self._ema_names.add(name)

@@ -5,7 +5,7 @@ Shape shorthand: `N` images, `L` levels, `Hi x Wi` the size of level i, `A` anch
 foreground classes (label `K` is background), `R` anchors over all levels (sum of Hi*Wi*A), `C` channels.
 """
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
 from d2mask.config import ConfigError, configurable
-from d2mask.layers import ShapeSpec, batched_nms, cat, get_norm
+from d2mask.layers import CycleBatchNormList, ShapeSpec, batched_nms, cat, get_norm
 from d2mask.structures import Boxes, ImageList, Instances
 from d2mask.utils.events import get_event_storage, has_event_storage
 
@@ -49,25 +49,29 @@ class RetinaNetHead(nn.Module):
             num_classes: K.
             num_anchors: A, the anchors per location of every level.
             conv_dims: output channels of each conv of a subnet (before its output conv).
-            norm: "" or "GN", after each subnet conv. BatchNorm shared over levels mixes their
-                statistics, and Detectron2's per-level BN is not provided: "BN"/"SyncBN" are refused.
+            norm: the normalisation after each subnet conv, a `get_norm` name. "BN" and "SyncBN" get
+                separate statistics for each of the L levels and one shared affine transform
+                (`CycleBatchNormList`, as Detectron2): the levels' statistics differ too much to share.
             prior_prob: the foreground probability every anchor and class starts at; the focal loss
                 of the many easy negatives would otherwise swamp the first iterations.
         """
         super().__init__()
-        if norm in ("BN", "SyncBN"):
-            raise ValueError(
-                f"RetinaNetHead norm (MODEL.RETINANET.NORM) {norm!r}: BatchNorm shared over levels is not "
-                f"supported; use '' or 'GN'"
-            )
         if not conv_dims:
             raise ValueError("RetinaNetHead needs at least one subnet conv (MODEL.RETINANET.NUM_CONVS >= 1)")
         channels = {s.channels for s in input_shape}
         if len(channels) != 1:
             raise ValueError(f"RetinaNetHead shares its convs over levels, which need equal channels; got {sorted(channels)}")
         in_channels = channels.pop()
-        self.cls_subnet = self._subnet(in_channels, conv_dims, norm)
-        self.bbox_subnet = self._subnet(in_channels, conv_dims, norm)
+        subnet_norm: Union[str, Callable[[int], nn.Module]] = norm
+        if norm in ("BN", "SyncBN"):
+            bn_class = nn.BatchNorm2d if norm == "BN" else nn.SyncBatchNorm
+            num_levels = len(input_shape)
+
+            def subnet_norm(channels: int) -> nn.Module:
+                return CycleBatchNormList(length=num_levels, bn_class=bn_class, num_features=channels)
+
+        self.cls_subnet = self._subnet(in_channels, conv_dims, subnet_norm)
+        self.bbox_subnet = self._subnet(in_channels, conv_dims, subnet_norm)
         self.cls_score = nn.Conv2d(conv_dims[-1], num_anchors * num_classes, kernel_size=3, padding=1)
         self.bbox_pred = nn.Conv2d(conv_dims[-1], num_anchors * 4, kernel_size=3, padding=1)
         for layer in self.modules():
@@ -78,7 +82,7 @@ class RetinaNetHead(nn.Module):
         nn.init.constant_(self.cls_score.bias, -math.log((1 - prior_prob) / prior_prob))
 
     @staticmethod
-    def _subnet(in_channels: int, conv_dims: List[int], norm: str) -> nn.Sequential:
+    def _subnet(in_channels: int, conv_dims: List[int], norm: Union[str, Callable[[int], nn.Module]]) -> nn.Sequential:
         layers = []
         for dim in conv_dims:
             layers.append(nn.Conv2d(in_channels, dim, kernel_size=3, padding=1))
