@@ -118,8 +118,10 @@ def test_random_config_files_merge_or_raise_config_error(tmp_path, data):
 @given(base=config_dicts, child=config_dicts, base_name=st.one_of(st.just("base.yaml"), st.text(max_size=10), values))
 def test_random_base_chains_merge_or_raise_config_error(tmp_path, base, child, base_name):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    given = _leaves(base) if isinstance(base, dict) and base_name == "base.yaml" else {}
-    if isinstance(child, dict):
+    given = {}
+    if isinstance(child, dict):  # only a mapping can name a base; the base's values are then merged first
+        if isinstance(base, dict) and base_name == "base.yaml":
+            given = _leaves(base)
         child = dict(child, _BASE_=base_name)
         given.update(_leaves(child))
         given.pop("_BASE_", None)
