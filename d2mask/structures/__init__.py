@@ -12,6 +12,7 @@ from .boxes import (
 )
 from .image_list import ImageList
 from .instances import Instances
+from .keypoints import Keypoints, heatmaps_to_keypoints
 from .masks import (
     BitMasks,
     PolygonMasks,
@@ -28,7 +29,9 @@ __all__ = [
     "DEFAULT_MAX_CHUNK_ELEMENTS",
     "ImageList",
     "Instances",
+    "Keypoints",
     "PolygonMasks",
+    "heatmaps_to_keypoints",
     "iter_pairwise_iou_chunks",
     "matched_boxlist_iou",
     "matched_pairwise_iou",

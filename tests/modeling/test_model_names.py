@@ -1,5 +1,5 @@
-"""The full state dict of Mask R-CNN R50-FPN and R50-C4, Cascade Mask R-CNN R50-FPN and RetinaNet
-R50-FPN has exactly Detectron2's names and shapes, so Detectron2 checkpoints load with nothing missing
+"""The full state dict of Mask R-CNN R50-FPN and R50-C4, Cascade Mask R-CNN R50-FPN, RetinaNet R50-FPN
+and keypoint R-CNN R50-FPN has exactly Detectron2's names and shapes, so Detectron2 checkpoints load with nothing missing
 or unexpected, whether built from the YAML configs or from the Python (LazyConfig) model files."""
 import os
 
@@ -46,3 +46,16 @@ def test_lazy_config_models_match_detectron2(config, reference):
     model = instantiate(LazyConfig.load(os.path.join(REPO, "configs", "common", "models", config), "model"))
     got = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     assert got == expected
+
+
+def test_keypoint_rcnn_matches_detectron2():
+    expected = dict(read_reference("detectron2_keypoint_rcnn_R_50_FPN_state_dict.txt"))
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "COCO-Keypoints", "keypoint_rcnn_R_50_FPN_1x.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 1 and cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS == 17
+    from_yaml = {name: tuple(t.shape) for name, t in build_model(cfg).state_dict().items()}
+    assert from_yaml == expected
+
+    lazy = LazyConfig.load(os.path.join(REPO, "configs", "common", "models", "keypoint_rcnn_fpn.py"), "model")
+    assert {name: tuple(t.shape) for name, t in instantiate(lazy).state_dict().items()} == expected

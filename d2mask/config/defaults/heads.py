@@ -1,4 +1,4 @@
-"""Defaults of the detection heads: proposal generator (RPN), ROI heads (box, cascade and mask) and
+"""Defaults of the detection heads: proposal generator (RPN), ROI heads (box, cascade, mask and keypoint) and
 the RetinaNet head."""
 from ..key_docs import define
 
@@ -76,6 +76,16 @@ def add_roi_heads_defaults(cfg) -> None:
     define(cfg, "MODEL.ROI_MASK_HEAD.CONV_DIM", 256, "Channels of the mask head's convs.")
     define(cfg, "MODEL.ROI_MASK_HEAD.NORM", "", "Normalisation of the mask head's convs.")
     define(cfg, "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", False, "Predict one mask per ROI instead of one per class.")
+
+    define(cfg, "MODEL.ROI_KEYPOINT_HEAD.NAME", "KRCNNConvDeconvUpsampleHead", "Name in ROI_KEYPOINT_HEAD_REGISTRY.")
+    define(cfg, "MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION", 14, "Side of the pooled keypoint features (the heatmaps are 4x this).")
+    define(cfg, "MODEL.ROI_KEYPOINT_HEAD.POOLER_SAMPLING_RATIO", 0, "ROIAlign samples per bin side; 0 adapts to the box.")
+    define(cfg, "MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE", "ROIAlignV2", "ROIAlign (legacy, unaligned), ROIAlignV2 (aligned), or '' for no pooler: the keypoint head gets the features of ROI_HEADS.IN_FEATURES as a dict.")
+    define(cfg, "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", [512] * 8, "Output channels of each 3x3 conv of the keypoint head.")
+    define(cfg, "MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS", 17, "Keypoints per instance (17 in COCO); must equal the length of the datasets' keypoint_names.")
+    define(cfg, "MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE", 1, "Training images with fewer labelled keypoints (visibility > 0) are dropped; 0 keeps all.")
+    define(cfg, "MODEL.ROI_KEYPOINT_HEAD.NORMALIZE_LOSS_BY_VISIBLE_KEYPOINTS", True, "Divide the keypoint loss by the labelled keypoints in the batch; False: by NUM_KEYPOINTS x ROI_HEADS.BATCH_SIZE_PER_IMAGE x POSITIVE_FRACTION per image, so a batch with few keypoints weighs less (then Detectron2 recommends LOSS_WEIGHT 4).")
+    define(cfg, "MODEL.ROI_KEYPOINT_HEAD.LOSS_WEIGHT", 1.0, "Weight of loss_keypoint.")
 
 
 def add_retinanet_defaults(cfg) -> None:

@@ -12,6 +12,7 @@ def add_model_defaults(cfg) -> None:
     )
     define(cfg, "MODEL.WEIGHTS", "", "Checkpoint to initialise the model from (d2mask/Detectron2 .pth, .pkl, converted torchvision).")
     define(cfg, "MODEL.MASK_ON", False, "Whether the ROI heads predict instance masks (Mask R-CNN).")
+    define(cfg, "MODEL.KEYPOINT_ON", False, "Whether the ROI heads predict keypoints (keypoint R-CNN); the training sets need keypoint_names and keypoint_flip_map metadata.")
     define(cfg, "MODEL.PIXEL_MEAN", [103.530, 116.280, 123.675], "Per-channel mean subtracted from input images, in INPUT.FORMAT's channel order.")
     define(cfg, "MODEL.PIXEL_STD", [1.0, 1.0, 1.0], "Per-channel std dividing input images (1.0 for Caffe2-style MSRA weights).")
 

@@ -5,6 +5,7 @@ from ..key_docs import define
 def add_test_defaults(cfg) -> None:
     define(cfg, "TEST.EVAL_PERIOD", 0, "Evaluate every this many iterations (and at the end); 0 only at the end.")
     define(cfg, "TEST.DETECTIONS_PER_IMAGE", 100, "Most detections returned per image.")
+    define(cfg, "TEST.KEYPOINT_OKS_SIGMAS", [], "Per-keypoint sigmas of COCO's keypoint similarity (OKS) in the keypoint evaluation, one per MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS; empty: COCO's 17 person sigmas.")
     define(cfg, "TEST.EXPECTED_RESULTS", [], "[[task, metric, expected, tolerance], ...], e.g. [['bbox', 'AP', 38.5, 0.2]]: after training (and with --eval-only) the run exits with status 1 when a result is further off (verify_results).")
     define(cfg, "TEST.EVAL_PERIOD_EPOCHS", 0.0, "With SOLVER.MAX_EPOCHS, > 0: the evaluation period in epochs, replacing EVAL_PERIOD.")
     define(cfg, "TEST.VAL_LOSS_PERIOD", 0, "Compute the losses on the first of DATASETS.TEST (no gradients, model in training mode) every this many iterations and at the end; 0 never.")

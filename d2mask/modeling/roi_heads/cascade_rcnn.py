@@ -154,6 +154,7 @@ class CascadeROIHeads(StandardROIHeads):
             proposals = self.label_and_sample_proposals(proposals, targets)
             losses = self._forward_box(features, proposals, targets)
             losses.update(self._forward_mask(features, proposals))
+            losses.update(self._forward_keypoint(features, proposals))
             return proposals, losses
         detections = self._forward_box(features, proposals)
         return self.forward_with_given_boxes(features, detections), {}

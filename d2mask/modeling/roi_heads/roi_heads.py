@@ -17,7 +17,13 @@ from ..matcher import build_anchor_matcher, classes_of_matches
 from ..proposal_generator import add_ground_truth_to_proposals
 from ..sampling import build_sampler, resolve_sampler
 
-__all__ = ["ROI_HEADS_REGISTRY", "build_roi_heads", "ROIHeads", "select_foreground_proposals"]
+__all__ = [
+    "ROI_HEADS_REGISTRY",
+    "build_roi_heads",
+    "ROIHeads",
+    "select_foreground_proposals",
+    "select_proposals_with_visible_keypoints",
+]
 
 ROI_HEADS_REGISTRY = Registry("ROI_HEADS")
 ROI_HEADS_REGISTRY.__doc__ = """
@@ -50,6 +56,30 @@ def select_foreground_proposals(
         foreground.append(per_image[is_fg])
         masks.append(is_fg)
     return foreground, masks
+
+
+def select_proposals_with_visible_keypoints(proposals: List[Instances]) -> List[Instances]:
+    """The proposals with at least one labelled GT keypoint inside their box, the only ones the keypoint
+    head can learn from.
+
+    Args:
+        proposals: per image, foreground proposals with `proposal_boxes` and `gt_keypoints`
+            (`Keypoints` of J keypoints; an image without GT has none and no proposal is kept).
+
+    Returns:
+        Per image, the proposals kept.
+    """
+    kept = []
+    for per_image in proposals:
+        if not per_image.has("gt_keypoints"):
+            kept.append(per_image[:0])
+            continue
+        keypoints = per_image.gt_keypoints.tensor  # (R, J, 3)
+        boxes = per_image.proposal_boxes.tensor[:, None]  # (R, 1, 4)
+        x, y = keypoints[..., 0], keypoints[..., 1]  # (R, J)
+        inside = (x >= boxes[..., 0]) & (x <= boxes[..., 2]) & (y >= boxes[..., 1]) & (y <= boxes[..., 3])
+        kept.append(per_image[(inside & (keypoints[..., 2] > 0)).any(dim=1)])
+    return kept
 
 
 class ROIHeads(nn.Module):

@@ -1,4 +1,4 @@
-"""`StandardROIHeads`: separate box and mask branches, each with its own multi-level pooler (FPN).
+"""`StandardROIHeads`: separate box, mask and keypoint branches, each with its own multi-level pooler (FPN).
 
 Shape shorthand: `R` regions over all images, `C` channels, `S` the pooled side.
 """
@@ -14,14 +14,20 @@ from d2mask.structures import Boxes, ImageList, Instances
 from ..poolers import ROIPooler
 from .box_head import build_box_head
 from .fast_rcnn import FastRCNNOutputLayers
+from .keypoint_head import build_keypoint_head
 from .mask_head import build_mask_head
-from .roi_heads import ROI_HEADS_REGISTRY, ROIHeads, select_foreground_proposals
+from .roi_heads import (
+    ROI_HEADS_REGISTRY,
+    ROIHeads,
+    select_foreground_proposals,
+    select_proposals_with_visible_keypoints,
+)
 
 __all__ = ["StandardROIHeads"]
 
 
 def _pooler_from_config(head_cfg, in_features: List[str], input_shape: Dict[str, ShapeSpec]) -> Tuple[ROIPooler, int]:
-    """The pooler of one branch (box or mask) and the channels of the features it pools."""
+    """The pooler of one branch (box, mask or keypoint) and the channels of the features it pools."""
     channels = {input_shape[f].channels for f in in_features}
     if len(channels) != 1:
         raise ValueError(
@@ -39,11 +45,12 @@ def _pooler_from_config(head_cfg, in_features: List[str], input_shape: Dict[str,
 
 @ROI_HEADS_REGISTRY.register()
 class StandardROIHeads(ROIHeads):
-    """The FPN ROI heads: a box branch and an optional mask branch, each pooling by box size.
+    """The FPN ROI heads: a box branch and optional mask and keypoint branches, each pooling by box size.
 
-    The box branch is a pooler, a box head and a predictor; the mask branch a pooler and a mask head.
-    In training the mask branch sees only the foreground proposals; in inference it runs on the
-    detections of the box branch.
+    The box branch is a pooler, a box head and a predictor; the mask and keypoint branches each a pooler
+    and a head. In training the mask branch sees only the foreground proposals, the keypoint branch
+    only those of them with a labelled keypoint inside; in inference both run on the detections of
+    the box branch.
     """
 
     @configurable
@@ -57,6 +64,9 @@ class StandardROIHeads(ROIHeads):
         mask_in_features: Optional[List[str]] = None,
         mask_pooler: Optional[ROIPooler] = None,
         mask_head: Optional[nn.Module] = None,
+        keypoint_in_features: Optional[List[str]] = None,
+        keypoint_pooler: Optional[ROIPooler] = None,
+        keypoint_head: Optional[nn.Module] = None,
         train_on_pred_boxes: bool = False,
         **kwargs,
     ):
@@ -70,6 +80,9 @@ class StandardROIHeads(ROIHeads):
             mask_in_features, mask_pooler, mask_head: the mask branch; None for a box-only model.
                 Without a pooler (None), the mask head gets {name: features} of `mask_in_features`
                 and pools them itself, as in Detectron2.
+            keypoint_in_features, keypoint_pooler, keypoint_head: the keypoint branch; None for a model
+                without keypoints. Without a pooler, the keypoint head gets {name: features} as the mask
+                head does.
             train_on_pred_boxes: in training, the mask branch sees the box branch's predicted boxes
                 (for each proposal's GT class) instead of the proposals.
             kwargs: passed to `ROIHeads` (num_classes, proposal_matcher, ...).
@@ -84,6 +97,11 @@ class StandardROIHeads(ROIHeads):
             self.mask_in_features = mask_in_features
             self.mask_pooler = mask_pooler
             self.mask_head = mask_head
+        self.keypoint_on = keypoint_head is not None
+        if self.keypoint_on:
+            self.keypoint_in_features = keypoint_in_features
+            self.keypoint_pooler = keypoint_pooler
+            self.keypoint_head = keypoint_head
         self.train_on_pred_boxes = train_on_pred_boxes
 
     @classmethod
@@ -93,6 +111,8 @@ class StandardROIHeads(ROIHeads):
         ret.update(cls._init_box_head(cfg, input_shape))
         if cfg.MODEL.MASK_ON:
             ret.update(cls._init_mask_head(cfg, input_shape))
+        if cfg.MODEL.KEYPOINT_ON:
+            ret.update(cls._init_keypoint_head(cfg, input_shape))
         return ret
 
     @classmethod
@@ -124,6 +144,21 @@ class StandardROIHeads(ROIHeads):
             "mask_head": build_mask_head(cfg, ShapeSpec(channels=channels, height=side, width=side)),
         }
 
+    @classmethod
+    def _init_keypoint_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
+        head_cfg = cfg.MODEL.ROI_KEYPOINT_HEAD
+        if not head_cfg.POOLER_TYPE:  # the head pools for itself
+            shapes = {f: input_shape[f] for f in in_features}
+            return {"keypoint_in_features": in_features, "keypoint_pooler": None, "keypoint_head": build_keypoint_head(cfg, shapes)}
+        pooler, channels = _pooler_from_config(head_cfg, in_features, input_shape)
+        side = head_cfg.POOLER_RESOLUTION
+        return {
+            "keypoint_in_features": in_features,
+            "keypoint_pooler": pooler,
+            "keypoint_head": build_keypoint_head(cfg, ShapeSpec(channels=channels, height=side, width=side)),
+        }
+
     def forward(
         self,
         images: ImageList,
@@ -137,23 +172,26 @@ class StandardROIHeads(ROIHeads):
             proposals = self.label_and_sample_proposals(proposals, targets)
             losses = self._forward_box(features, proposals)
             losses.update(self._forward_mask(features, proposals))
+            losses.update(self._forward_keypoint(features, proposals))
             return proposals, losses
         detections = self._forward_box(features, proposals)
         return self.forward_with_given_boxes(features, detections), {}
 
     def forward_with_given_boxes(self, features: Dict[str, Tensor], instances: List[Instances]) -> List[Instances]:
-        """Runs the branches other than the box branch (the mask) on given detections.
+        """Runs the branches other than the box branch (mask, keypoints) on given detections.
 
         Args:
             features: the backbone's features.
             instances: per image, Instances(pred_boxes, pred_classes, ...).
 
         Returns:
-            `instances`, with `pred_masks` set when the mask branch exists.
+            `instances`, with `pred_masks` set when the mask branch exists, `pred_keypoints` and
+            `pred_keypoint_heatmaps` when the keypoint branch does.
         """
         if self.training:
             raise RuntimeError("forward_with_given_boxes is for inference; call model.eval() first")
-        return self._forward_mask(features, instances)
+        instances = self._forward_mask(features, instances)
+        return self._forward_keypoint(features, instances)
 
     def _forward_box(self, features: Dict[str, Tensor], proposals: List[Instances]):
         """The box branch: losses in training, per-image detections in inference."""
@@ -184,3 +222,20 @@ class StandardROIHeads(ROIHeads):
             boxes = [i.proposal_boxes if self.training else i.pred_boxes for i in instances]
             x = self.mask_pooler([features[f] for f in self.mask_in_features], boxes)
         return self.mask_head(x, instances)
+
+    def _forward_keypoint(self, features: Dict[str, Tensor], instances: List[Instances]):
+        """The keypoint branch: {"loss_keypoint"} in training (on the foreground proposals with a
+        labelled keypoint inside), the instances with `pred_keypoints` in inference; without a keypoint
+        branch, {} or the instances unchanged."""
+        if not self.keypoint_on:
+            return {} if self.training else instances
+        if self.training:
+            instances, _ = select_foreground_proposals(instances, self.num_classes)
+            instances = select_proposals_with_visible_keypoints(instances)
+        x: Union[Tensor, Dict[str, Tensor]]
+        if self.keypoint_pooler is None:
+            x = {f: features[f] for f in self.keypoint_in_features}
+        else:
+            boxes = [i.proposal_boxes if self.training else i.pred_boxes for i in instances]
+            x = self.keypoint_pooler([features[f] for f in self.keypoint_in_features], boxes)
+        return self.keypoint_head(x, instances)
