@@ -9,6 +9,7 @@ import signal
 from collections import Counter
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torch.utils.data as torchdata
 from tabulate import tabulate
@@ -39,14 +40,25 @@ def _has_instances(record: Dict[str, Any]) -> bool:
     return any(ann.get("iscrowd", 0) == 0 for ann in record.get("annotations", []))
 
 
+def _labelled_keypoints(record: Dict[str, Any]) -> int:
+    # COCO's flat [x1, y1, v1, x2, ...]: the visibilities are every third number
+    return sum(
+        int((np.asarray(ann["keypoints"], dtype=np.float64)[2::3] > 0).sum())
+        for ann in record.get("annotations", [])
+        if "keypoints" in ann
+    )
+
+
 def get_detection_dataset_dicts(
-    names: Sequence[str], filter_empty: bool = True, check_consistency: bool = True
+    names: Sequence[str], filter_empty: bool = True, min_keypoints: int = 0, check_consistency: bool = True
 ) -> List[Dict]:
     """The dataset dicts of several registered datasets, concatenated.
 
     Args:
         names: registered dataset names (a tuple or list, not a single string).
         filter_empty: drop images without non-crowd annotations.
+        min_keypoints: drop images with fewer labelled keypoints (MODEL.ROI_KEYPOINT_HEAD.
+            MIN_KEYPOINTS_PER_IMAGE for a keypoint model); 0 keeps all.
         check_consistency: require the datasets to agree on their thing_classes.
     """
     names = check_dataset_names(names)
@@ -67,6 +79,15 @@ def get_detection_dataset_dicts(
             raise DatasetError(
                 f"Datasets {names} are empty after filtering out the {before} images without (non-crowd) "
                 f"annotations; check the annotations, or set DATALOADER.FILTER_EMPTY_ANNOTATIONS False"
+            )
+    if min_keypoints > 0 and has_annotations:
+        before = len(dataset_dicts)
+        dataset_dicts = [d for d in dataset_dicts if _labelled_keypoints(d) >= min_keypoints]
+        logger.info(f"Removed {before - len(dataset_dicts)} of {before} images with fewer than {min_keypoints} keypoints")
+        if not dataset_dicts:
+            raise DatasetError(
+                f"Datasets {names} have no image with at least {min_keypoints} labelled keypoints; do their "
+                f"annotations have 'keypoints'? (MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE)"
             )
     if check_consistency and has_annotations:
         check_metadata_consistency("thing_classes", names)
@@ -164,6 +185,11 @@ def build_batch_data_loader(
     )
 
 
+def min_keypoints_of(cfg) -> int:
+    """The `min_keypoints` of `get_detection_dataset_dicts` for the training set of `cfg`."""
+    return cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0
+
+
 def _pins_memory(cfg) -> bool:
     """Whether a loader feeding the model of `cfg` pins memory: when the model runs on a GPU."""
     return torch.device(cfg.MODEL.DEVICE).type == "cuda"
@@ -172,7 +198,9 @@ def _pins_memory(cfg) -> bool:
 def _train_loader_from_config(cfg, mapper: Optional[Callable] = None, *, dataset=None, sampler=None) -> Dict[str, Any]:
     names = check_dataset_names(cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
     if dataset is None:
-        dataset = get_detection_dataset_dicts(names, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        dataset = get_detection_dataset_dicts(
+            names, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS, min_keypoints=min_keypoints_of(cfg)
+        )
     if sampler is None:
         name = cfg.DATALOADER.SAMPLER_TRAIN
         logger.info(f"Using training sampler {name}")

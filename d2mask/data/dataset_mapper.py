@@ -1,7 +1,7 @@
 """`DatasetMapper`: one dataset dict in, one model input dict out."""
 import copy
 import logging
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ class DatasetMapper:
 
         {"image": Tensor[C, H, W] uint8 in the model's channel order,
          "height", "width": the original image size (inference outputs are rescaled to it),
-         "instances": Instances(gt_boxes, gt_classes[, gt_masks])   # training only
+         "instances": Instances(gt_boxes, gt_classes[, gt_masks][, gt_keypoints])   # training only
          ... and the dataset dict's other fields (file_name, image_id)}
 
     In training, crowd annotations are dropped and so are instances left empty by the transforms.
@@ -35,6 +35,8 @@ class DatasetMapper:
         image_format: str,
         use_instance_mask: bool = False,
         instance_mask_format: str = "polygon",
+        use_keypoint: bool = False,
+        keypoint_hflip_indices: Optional[Sequence[int]] = None,
         recompute_boxes: bool = False,
         max_image_pixels: int = utils.MAX_IMAGE_PIXELS,
     ):
@@ -45,6 +47,9 @@ class DatasetMapper:
             image_format: "BGR", "RGB" or "L", the channel order of the returned image.
             use_instance_mask: build gt_masks from the segmentations.
             instance_mask_format: "polygon" or "bitmask".
+            use_keypoint: build gt_keypoints from the annotations' keypoints.
+            keypoint_hflip_indices: the keypoint each becomes under a horizontal flip
+                (`detection_utils.create_keypoint_hflip_indices`); needed to flip keypoints.
             recompute_boxes: replace boxes by the tight boxes of the transformed masks (after
                 a crop, a box clipped to the window is looser than its cropped mask).
             max_image_pixels: images whose header declares more pixels (width x height) are a
@@ -57,6 +62,8 @@ class DatasetMapper:
         self.image_format = image_format
         self.use_instance_mask = use_instance_mask
         self.instance_mask_format = instance_mask_format
+        self.use_keypoint = use_keypoint
+        self.keypoint_hflip_indices = keypoint_hflip_indices
         self.recompute_boxes = recompute_boxes
         if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels <= 0:
             raise ValueError(f"DatasetMapper: max_image_pixels must be a positive int, got {max_image_pixels!r}")
@@ -76,6 +83,10 @@ class DatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "use_instance_mask": cfg.MODEL.MASK_ON,
             "instance_mask_format": cfg.INPUT.MASK_FORMAT,
+            "use_keypoint": cfg.MODEL.KEYPOINT_ON,
+            "keypoint_hflip_indices": (
+                utils.create_keypoint_hflip_indices(cfg.DATASETS.TRAIN) if is_train and cfg.MODEL.KEYPOINT_ON else None
+            ),
             "recompute_boxes": crop and cfg.MODEL.MASK_ON,
             "max_image_pixels": cfg.INPUT.MAX_IMAGE_PIXELS,
         }
@@ -95,14 +106,18 @@ class DatasetMapper:
         annos = dataset_dict.pop("annotations", None)
         if not self.is_train or annos is None:
             return dataset_dict
+        for obj in annos:  # before transforming: what is not used is not transformed
+            if not self.use_instance_mask:
+                obj.pop("segmentation", None)
+            if not self.use_keypoint:
+                obj.pop("keypoints", None)
         annos = [
-            utils.transform_instance_annotations(obj, transforms, image_size)
+            utils.transform_instance_annotations(
+                obj, transforms, image_size, keypoint_hflip_indices=self.keypoint_hflip_indices
+            )
             for obj in annos
             if obj.get("iscrowd", 0) == 0
         ]
-        if not self.use_instance_mask:
-            for obj in annos:
-                obj.pop("segmentation", None)
         instances = utils.annotations_to_instances(annos, image_size, self.instance_mask_format)
         if self.recompute_boxes:
             instances.gt_boxes = instances.gt_masks.get_bounding_boxes()

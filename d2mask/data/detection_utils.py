@@ -2,7 +2,7 @@
 `Instances`, and the augmentations the INPUT.* config keys ask for."""
 import io
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -10,7 +10,7 @@ import pycocotools.mask as mask_util
 import torch
 from PIL import Image
 
-from ..structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks, polygons_to_bitmask
+from ..structures import BitMasks, Boxes, BoxMode, Instances, Keypoints, PolygonMasks, polygons_to_bitmask
 from . import transforms as T
 from ..config import ConfigError
 from .catalog import DatasetError, MetadataCatalog
@@ -22,6 +22,7 @@ __all__ = [
     "check_image_size",
     "transform_instance_annotations",
     "transform_keypoint_annotations",
+    "create_keypoint_hflip_indices",
     "annotations_to_instances",
     "filter_empty_instances",
     "build_augmentation",
@@ -200,6 +201,42 @@ def transform_keypoint_annotations(
     return keypoints
 
 
+def create_keypoint_hflip_indices(dataset_names: Union[str, Sequence[str]]) -> List[int]:
+    """The keypoint each keypoint becomes when the image is flipped horizontally, from the datasets'
+    metadata `keypoint_names` and `keypoint_flip_map` (pairs of names, e.g. ("left_eye", "right_eye");
+    a keypoint in no pair, like the nose, stays itself).
+
+    Args:
+        dataset_names: registered datasets, which must agree on both keys.
+
+    Returns:
+        J ints, for `transform_instance_annotations(..., keypoint_hflip_indices=)` (a list, so that a
+        Python config can hold it).
+    """
+    names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
+    check_metadata_consistency("keypoint_names", names)
+    check_metadata_consistency("keypoint_flip_map", names)
+    metadata = MetadataCatalog.get(names[0])
+    keypoint_names = metadata.get("keypoint_names")
+    flip_map = metadata.get("keypoint_flip_map")
+    if keypoint_names is None or flip_map is None:
+        missing = [k for k, v in (("keypoint_names", keypoint_names), ("keypoint_flip_map", flip_map)) if v is None]
+        raise DatasetError(
+            f"Dataset '{names[0]}' has no {' or '.join(missing)} in its metadata; a keypoint model "
+            f"(MODEL.KEYPOINT_ON) needs both to flip keypoints with the image"
+        )
+    partner = {}
+    for pair in flip_map:
+        if len(pair) != 2 or any(name not in keypoint_names for name in pair):
+            raise DatasetError(
+                f"Dataset '{names[0]}': keypoint_flip_map entry {tuple(pair)!r} is not a pair of its keypoint_names "
+                f"{list(keypoint_names)}"
+            )
+        partner[pair[0]], partner[pair[1]] = pair[1], pair[0]
+    index = {name: i for i, name in enumerate(keypoint_names)}
+    return [index[partner.get(name, name)] for name in keypoint_names]
+
+
 def _decode_rle(rle: Dict[str, Any]) -> np.ndarray:
     if isinstance(rle["counts"], list):
         rle = mask_util.frPyObjects(rle, *rle["size"])
@@ -219,12 +256,20 @@ def annotations_to_instances(
 
     Returns:
         Instances with gt_boxes (`Boxes`), gt_classes (`Tensor[N]` int64) and, when the annotations
-        have segmentations, gt_masks.
+        have segmentations, gt_masks; when they have keypoints, gt_keypoints (`Keypoints`).
     """
     boxes = [BoxMode.convert(list(obj["bbox"]), obj["bbox_mode"], BoxMode.XYXY_ABS) for obj in annos]
     target = Instances(image_size)
     target.gt_boxes = Boxes(torch.tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)))
     target.gt_classes = torch.tensor([int(obj["category_id"]) for obj in annos], dtype=torch.int64)
+    if annos and "keypoints" in annos[0]:
+        keypoints = [np.asarray(obj.get("keypoints", []), dtype=np.float32).reshape(-1, 3) for obj in annos]
+        if len({len(k) for k in keypoints}) != 1:
+            raise DatasetError(
+                f"The annotations of one image have different numbers of keypoints {[len(k) for k in keypoints]}; "
+                f"every instance needs one (x, y, visibility) per keypoint name, (0, 0, 0) where unlabelled"
+            )
+        target.gt_keypoints = Keypoints(np.stack(keypoints))
 
     with_segm = ["segmentation" in obj for obj in annos]
     if any(with_segm) and not all(with_segm):

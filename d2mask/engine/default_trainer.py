@@ -22,6 +22,7 @@ from ..data import (
     get_detection_dataset_dicts,
 )
 from ..data.detection_utils import build_augmentation
+from ..data.build import min_keypoints_of
 from ..evaluation import COCOEvaluator, DatasetEvaluator, inference_on_dataset, verify_results
 from ..modeling import build_model
 from ..solver import auto_scale_workers, build_lr_scheduler, build_optimizer, epochs_to_iterations
@@ -216,7 +217,9 @@ class DefaultTrainer(TrainerBase):
     def num_training_images(cls, cfg: CfgNode) -> int:
         """Images in one epoch of DATASETS.TRAIN (after DATALOADER.FILTER_EMPTY_ANNOTATIONS), for
         schedules given in epochs."""
-        return len(get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS))
+        return len(get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS, min_keypoints=min_keypoints_of(cfg)
+        ))
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
@@ -227,6 +230,7 @@ class DefaultTrainer(TrainerBase):
                 dataset_name,
                 output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"),
                 max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+                kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
             )
         raise NotImplementedError(
             f"No evaluator for dataset '{dataset_name}' (metadata evaluator_type={evaluator_type!r}); set "

@@ -1,4 +1,4 @@
-"""COCO-style box and mask AP, computed by faster-coco-eval (C++) or pycocotools (the reference)."""
+"""COCO-style box, mask and keypoint AP, computed by faster-coco-eval (C++) or pycocotools (the reference)."""
 import contextlib
 import copy
 import importlib.util
@@ -8,7 +8,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -28,13 +28,16 @@ __all__ = ["COCOEvaluator", "instances_to_coco_json"]
 
 logger = logging.getLogger(__name__)
 
-_TASKS = ("bbox", "segm")
+_TASKS = ("bbox", "segm", "keypoints")
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# COCO's keypoint evaluation has no small objects (too small to annotate keypoints on).
+KEYPOINT_METRICS = ("AP", "AP50", "AP75", "APm", "APl")
 RESULTS_FILE = "coco_instances_results.json"
 
 
 class COCOEvaluator(DatasetEvaluator):
-    """Box ("bbox") and mask ("segm") AP, AP50, AP75, APs, APm, APl, and AP per category.
+    """Box ("bbox") and mask ("segm") AP, AP50, AP75, APs, APm, APl, and AP per category; keypoint
+    ("keypoints") AP, AP50, AP75, APm, APl by object keypoint similarity (OKS), 20 detections per image.
 
     The ground truth is the dataset's `json_file` when its metadata has one (so the numbers are the
     official ones for COCO itself), otherwise the registered dataset dicts converted to COCO format.
@@ -55,17 +58,21 @@ class COCOEvaluator(DatasetEvaluator):
         *,
         max_dets_per_image: int = 100,
         use_fast_impl: bool = True,
+        kpt_oks_sigmas: Sequence[float] = (),
     ):
         """
         Args (in Detectron2's order):
             dataset_name: a registered dataset whose metadata has thing_classes.
-            tasks: subset of ("bbox", "segm"); None picks from the predictions (segm if they have masks).
+            tasks: subset of ("bbox", "segm", "keypoints"); None picks from the predictions (segm if
+                they have masks, keypoints if they have keypoints).
             distributed: gather predictions from all processes and evaluate on the main one.
             output_dir: where to write the predictions as `coco_instances_results.json`; None writes nothing.
             max_dets_per_image: detections per image considered (COCO's standard is 100; dense
-                datasets need more).
+                datasets need more). The keypoint AP keeps COCO's 20.
             use_fast_impl: compute AP with faster-coco-eval; False uses pycocotools. Without
                 faster-coco-eval installed, pycocotools is used (with a warning).
+            kpt_oks_sigmas: per keypoint, the sigma of its OKS (TEST.KEYPOINT_OKS_SIGMAS); empty uses
+                COCO's 17 person sigmas.
         """
         if tasks is not None and (isinstance(tasks, str) or not set(tasks) <= set(_TASKS)):
             raise ValueError(f"COCOEvaluator tasks must be among {_TASKS}, got {tasks}")
@@ -79,6 +86,7 @@ class COCOEvaluator(DatasetEvaluator):
                            "falls back to pycocotools, which gives the same AP about ten times slower")
             use_fast_impl = False
         self._use_fast_impl = use_fast_impl
+        self._kpt_oks_sigmas = [float(s) for s in kpt_oks_sigmas]
         self._metadata = MetadataCatalog.get(dataset_name)
         id_map = self._metadata.get("thing_dataset_id_to_contiguous_id")
         self._to_dataset_id = {v: k for k, v in id_map.items()} if id_map else None
@@ -114,14 +122,20 @@ class COCOEvaluator(DatasetEvaluator):
                 json.dump(coco_results, f)
             logger.info(f"Saved {len(coco_results)} predictions to {path}")
 
-        tasks = self._tasks or (("bbox", "segm") if any("segmentation" in r for r in coco_results) else ("bbox",))
+        tasks = self._tasks or _tasks_of(coco_results)
         results: Dict[str, Any] = OrderedDict()
         for task in tasks:
             if task == "segm" and not all("segmentation" in a for a in self._coco_gt.dataset["annotations"]):
                 logger.warning(f"Dataset '{self._dataset_name}' has annotations without masks; skipping segm AP")
                 continue
-            coco_eval = (_run_cocoeval(self._coco_gt, coco_results, task, self._max_dets, self._use_fast_impl)
-                         if coco_results else None)
+            if task == "keypoints" and not any("keypoints" in a for a in self._coco_gt.dataset["annotations"]):
+                logger.warning(f"Dataset '{self._dataset_name}' has no keypoint annotations; skipping keypoint AP")
+                continue
+            coco_eval = None
+            if coco_results:
+                coco_eval = _run_cocoeval(
+                    self._coco_gt, coco_results, task, self._max_dets, self._use_fast_impl, self._kpt_oks_sigmas
+                )
             results[task] = self._summarize(coco_eval, task)
         return copy.deepcopy(results)
 
@@ -137,23 +151,22 @@ class COCOEvaluator(DatasetEvaluator):
             result["category_id"] = self._to_dataset_id[category]
 
     def _summarize(self, coco_eval: Optional[Any], task: str) -> Dict[str, float]:
+        metrics = KEYPOINT_METRICS if task == "keypoints" else METRICS
         if coco_eval is None:
             logger.warning(f"No detections to evaluate for {task}; every metric is 0")
-            return {m: 0.0 for m in METRICS}
-        # precision: (IoU thresholds, recall thresholds, categories, area ranges, max-dets settings);
-        # -1 marks entries without ground truth.
+            return {m: 0.0 for m in metrics}
+        # precision: (IoU/OKS thresholds, recall thresholds, categories, area ranges, max-dets settings);
+        # -1 marks entries without ground truth. The area ranges are all, then those of `metrics[3:]`.
         precision = coco_eval.eval["precision"][..., -1]
         iou_thrs = coco_eval.params.iouThrs
         selections = {
             "AP": precision[:, :, :, 0],
             "AP50": precision[np.isclose(iou_thrs, 0.5), :, :, 0],
             "AP75": precision[np.isclose(iou_thrs, 0.75), :, :, 0],
-            "APs": precision[:, :, :, 1],
-            "APm": precision[:, :, :, 2],
-            "APl": precision[:, :, :, 3],
         }
+        selections.update({name: precision[:, :, :, k] for k, name in enumerate(metrics[3:], start=1)})
         results = {name: _mean_percent(p) for name, p in selections.items()}
-        table = tabulate([[f"{results[m]:.3f}" for m in METRICS]], headers=METRICS, tablefmt="pipe")
+        table = tabulate([[f"{results[m]:.3f}" for m in metrics]], headers=metrics, tablefmt="pipe")
         logger.info(f"Evaluation results for {task} on '{self._dataset_name}':\n{table}")
 
         class_names = self._metadata.get("thing_classes") or [str(c) for c in coco_eval.params.catIds]
@@ -167,6 +180,16 @@ class COCOEvaluator(DatasetEvaluator):
         headers = ["category", "AP"] * min(pairs_per_row, len(per_class))
         logger.info(f"Per-category {task} AP:\n" + tabulate(rows, headers=headers, tablefmt="pipe"))
         return results
+
+
+def _tasks_of(coco_results: List[Dict[str, Any]]) -> Tuple[str, ...]:
+    """The tasks the predictions can be evaluated on: bbox, and segm / keypoints where they have them."""
+    tasks = ["bbox"]
+    if any("segmentation" in r for r in coco_results):
+        tasks.append("segm")
+    if any("keypoints" in r for r in coco_results):
+        tasks.append("keypoints")
+    return tuple(tasks)
 
 
 def _mean_percent(precision: np.ndarray) -> float:
@@ -203,7 +226,7 @@ def instances_to_coco_json(instances: Instances, image_id: Any) -> List[Dict[str
 
     Args:
         instances: on the CPU, with pred_boxes, scores, pred_classes and optionally pred_masks
-            (`Tensor[N, H, W]`, bool or probabilities).
+            (`Tensor[N, H, W]`, bool or probabilities) and pred_keypoints (`Tensor[N, J, 3]` of x, y, score).
         image_id: the image's id in the dataset.
     """
     if len(instances) == 0:
@@ -223,10 +246,23 @@ def instances_to_coco_json(instances: Instances, image_id: Any) -> List[Dict[str
         for result, rle in zip(results, rles):
             rle["counts"] = rle["counts"].decode("ascii")
             result["segmentation"] = rle
+    if instances.has("pred_keypoints"):
+        # COCO's keypoints are integer pixel indices, ours continuous coordinates (the loader adds 0.5)
+        keypoints = instances.pred_keypoints.clone()
+        keypoints[..., :2] -= 0.5
+        for result, keypoints_i in zip(results, keypoints.flatten(1).tolist()):
+            result["keypoints"] = keypoints_i
     return results
 
 
-def _run_cocoeval(coco_gt, coco_results: List[Dict[str, Any]], task: str, max_dets: int, use_fast_impl: bool):
+def _run_cocoeval(
+    coco_gt,
+    coco_results: List[Dict[str, Any]],
+    task: str,
+    max_dets: int,
+    use_fast_impl: bool,
+    kpt_oks_sigmas: Sequence[float] = (),
+):
     """COCOeval of `task` after evaluate() and accumulate(), by the package that built `coco_gt`."""
     if task == "segm":
         # With a "bbox" present, pycocotools would take the box area as the instance's area and
@@ -241,7 +277,26 @@ def _run_cocoeval(coco_gt, coco_results: List[Dict[str, Any]], task: str, max_de
         # faster-coco-eval logs its progress at INFO through its own logger; pycocotools prints it.
         extra = {"print_function": logger.debug} if use_fast_impl else {}
         coco_eval = cocoeval_class(coco_gt, coco_dt, task, **extra)
-        coco_eval.params.maxDets = [1, 10, max_dets]
+        if task == "keypoints":
+            _set_oks_sigmas(coco_eval, coco_gt, coco_results, kpt_oks_sigmas)
+        else:  # the keypoint AP keeps COCO's maxDets [20]
+            coco_eval.params.maxDets = [1, 10, max_dets]
         coco_eval.evaluate()
         coco_eval.accumulate()
     return coco_eval
+
+
+def _set_oks_sigmas(coco_eval, coco_gt, coco_results: List[Dict[str, Any]], sigmas: Sequence[float]) -> None:
+    """Sets the OKS sigmas (COCO's person ones when empty) after checking that predictions, ground
+    truth and sigmas have the same number of keypoints; pycocotools would fail on a shape mismatch."""
+    if sigmas:
+        coco_eval.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
+    num_sigmas = len(coco_eval.params.kpt_oks_sigmas)
+    num_predicted = len(coco_results[0]["keypoints"]) // 3
+    num_gt = next(len(a["keypoints"]) // 3 for a in coco_gt.dataset["annotations"] if "keypoints" in a)
+    if not num_sigmas == num_predicted == num_gt:
+        source = "TEST.KEYPOINT_OKS_SIGMAS" if sigmas else "COCO's person sigmas (TEST.KEYPOINT_OKS_SIGMAS is empty)"
+        raise ValueError(
+            f"Keypoint evaluation: the predictions have {num_predicted} keypoints, the ground truth {num_gt} and "
+            f"{source} {num_sigmas}; set TEST.KEYPOINT_OKS_SIGMAS to one sigma per keypoint"
+        )

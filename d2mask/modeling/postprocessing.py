@@ -13,10 +13,11 @@ def detector_postprocess(
 
     Boxes are scaled and clipped to the output image, and those left empty are dropped. Mask
     probabilities `Tensor[D, 1, M, M]` are pasted into their boxes, giving bool image-sized masks.
+    Keypoints `Tensor[D, J, 3]` are scaled like the boxes (their scores unchanged).
 
     Args:
         results: Instances with pred_boxes (or proposal_boxes) and optionally pred_masks, sized for
-            the network input (`results.image_size`).
+            the network input (`results.image_size`), optionally pred_masks and pred_keypoints.
         output_height, output_width: the resolution wanted.
         mask_threshold: mask probability from which a pixel belongs to the mask.
 
@@ -41,4 +42,9 @@ def detector_postprocess(
         if masks.dim() == 4:
             masks = masks[:, 0]  # (D, 1, M, M) -> (D, M, M)
         results.pred_masks = paste_masks_in_image(masks, results.get(box_field), output_size, mask_threshold)
+    if results.has("pred_keypoints"):
+        keypoints = results.pred_keypoints.clone()
+        keypoints[..., 0] *= scale_x
+        keypoints[..., 1] *= scale_y
+        results.pred_keypoints = keypoints
     return results

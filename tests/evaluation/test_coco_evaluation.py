@@ -240,3 +240,55 @@ def test_fast_impl_without_any_detections(dataset, tmp_path):
         results = _evaluate(name, empty, tmp_path, use_fast_impl=use_fast_impl)
         assert results == {task: {m: 0.0 for m in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
                            for task in ("bbox", "segm")}
+
+
+def _person(x, y, keypoints):
+    """A 40 x 40 person (area 1600: "medium") at (x, y) with keypoints [(x, y, visibility), ...]."""
+    return {"bbox": [x, y, 40, 40], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": 0,
+            "keypoints": [v for point in keypoints for v in point]}
+
+
+# two persons' keypoints, as a loader gives them (continuous coordinates); the second has one unlabelled
+_TRUTH = [[(10.5, 12.5, 2), (30.5, 20.5, 2), (20.5, 40.5, 1)], [(60.5, 15.5, 2), (0, 0, 0), (75.5, 45.5, 2)]]
+
+
+def _keypoint_evaluation(dataset, predicted_keypoints, **kwargs):
+    record = {"file_name": "p.png", "image_id": 1, "height": 60, "width": 120,
+              "annotations": [_person(5, 5, _TRUTH[0]), _person(55, 10, _TRUTH[1])]}
+    name = dataset([record], thing_classes=["person"])
+    evaluator = COCOEvaluator(name, distributed=False, **kwargs)
+    evaluator.reset()
+    out = predictions([[5, 5, 45, 45], [55, 10, 95, 50]], [0.9, 0.8], [0, 0])
+    out["instances"].pred_keypoints = torch.tensor(predicted_keypoints, dtype=torch.float32)
+    evaluator.process([{"image_id": 1}], [out])
+    return evaluator
+
+
+@pytest.mark.parametrize("use_fast_impl", [True, False])
+def test_keypoint_ap_is_100_on_perfect_keypoints_and_halved_when_one_person_is_wrong(dataset, use_fast_impl):
+    perfect = [[(x, y, 0.9) for x, y, _ in person] for person in _TRUTH]
+    evaluator = _keypoint_evaluation(dataset, perfect, kpt_oks_sigmas=[0.1, 0.1, 0.1], use_fast_impl=use_fast_impl)
+    results = evaluator.evaluate()
+    assert set(results) == {"bbox", "keypoints"}
+    keypoints = results["keypoints"]
+    assert keypoints["AP"] == pytest.approx(100.0) and keypoints["APm"] == pytest.approx(100.0)
+    assert math.isnan(keypoints["APl"]) and "APs" not in keypoints  # COCO has no small keypoint objects
+
+    # The second person's keypoints 30 px off: OKS exp(-900 / (2 * 1600 * (2 * 0.1)^2)) ~ 0.001, a false
+    # positive at every threshold; recall stops at 1/2 with precision 1: AP 51/101 at each threshold.
+    wrong = [perfect[0], [(x + 30, y, s) for x, y, s in perfect[1]]]
+    evaluator = _keypoint_evaluation(dataset, wrong, kpt_oks_sigmas=[0.1, 0.1, 0.1], use_fast_impl=use_fast_impl)
+    assert evaluator.evaluate()["keypoints"]["AP"] == pytest.approx(100 * 51 / 101)
+
+
+def test_keypoint_sigmas_must_match_the_keypoints(dataset):
+    perfect = [[(10.5, 12.5, 0.9)] * 3] * 2
+    evaluator = _keypoint_evaluation(dataset, perfect)  # COCO's 17 person sigmas for 3 keypoints
+    with pytest.raises(ValueError, match="3 keypoints, the ground truth 3 and COCO's person sigmas .* 17"):
+        evaluator.evaluate()
+
+
+def test_keypoints_in_coco_json_are_pixel_indices():
+    inst = predictions([[0, 0, 10, 10]], [0.9], [0])["instances"]
+    inst.pred_keypoints = torch.tensor([[[4.5, 6.5, 0.25]]])
+    assert instances_to_coco_json(inst, 7)[0]["keypoints"] == [4.0, 6.0, 0.25]

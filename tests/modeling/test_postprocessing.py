@@ -36,3 +36,12 @@ def test_proposals_and_non_uniform_scaling():
     proposals.objectness_logits = torch.tensor([1.0])
     out = detector_postprocess(proposals, 20, 80)
     assert out.proposal_boxes.tensor.tolist() == [[8.0, 4.0, 40.0, 20.0]]
+
+
+def test_keypoints_scale_like_the_boxes_and_keep_their_scores():
+    results = Instances((40, 40))
+    results.pred_boxes = Boxes(torch.tensor([[4.0, 8.0, 20.0, 40.0]]))
+    results.pred_keypoints = torch.tensor([[[5.0, 10.0, 0.75], [19.0, 39.0, 0.25]]])
+    out = detector_postprocess(results, 20, 80)  # x2 in x, x0.5 in y
+    assert out.pred_keypoints.tolist() == [[[10.0, 5.0, 0.75], [38.0, 19.5, 0.25]]]
+    assert results.pred_keypoints[0, 0].tolist() == [5.0, 10.0, 0.75]  # the input is left as it was

@@ -36,6 +36,19 @@ _PREDEFINED_SPLITS_COCO = {
     "coco_2017_val_100": ("coco/val2017", "coco/annotations/instances_val2017_100.json"),
 }
 
+# COCO's person keypoints: the images of COCO, the annotations of its persons with their keypoints.
+_PREDEFINED_SPLITS_COCO_PERSON = {
+    "keypoints_coco_2014_train": ("coco/train2014", "coco/annotations/person_keypoints_train2014.json"),
+    "keypoints_coco_2014_val": ("coco/val2014", "coco/annotations/person_keypoints_val2014.json"),
+    "keypoints_coco_2014_minival": ("coco/val2014", "coco/annotations/person_keypoints_minival2014.json"),
+    "keypoints_coco_2014_valminusminival": (
+        "coco/val2014", "coco/annotations/person_keypoints_valminusminival2014.json"
+    ),
+    "keypoints_coco_2017_train": ("coco/train2017", "coco/annotations/person_keypoints_train2017.json"),
+    "keypoints_coco_2017_val": ("coco/val2017", "coco/annotations/person_keypoints_val2017.json"),
+    "keypoints_coco_2017_val_100": ("coco/val2017", "coco/annotations/person_keypoints_val2017_100.json"),
+}
+
 _PREDEFINED_SPLITS_LVIS = {
     "lvis_v1_train": ("coco/", "lvis/lvis_v1_train.json"),
     "lvis_v1_val": ("coco/", "lvis/lvis_v1_val.json"),
@@ -78,12 +91,14 @@ def _guard(name: str, path: str) -> None:
 
 
 def register_all_coco(root: str) -> None:
-    for name, (image_root, json_file) in _PREDEFINED_SPLITS_COCO.items():
-        if name in DatasetCatalog:  # the user's own dataset of that name
-            continue
-        json_file = os.path.join(root, json_file)
-        register_coco_instances(name, get_builtin_metadata("coco"), json_file, os.path.join(root, image_root))
-        _guard(name, json_file)
+    for dataset_type, splits in (("coco", _PREDEFINED_SPLITS_COCO), ("coco_person", _PREDEFINED_SPLITS_COCO_PERSON)):
+        for name, (image_root, json_file) in splits.items():
+            if name in DatasetCatalog:  # the user's own dataset of that name
+                continue
+            json_file = os.path.join(root, json_file)
+            metadata = get_builtin_metadata(dataset_type)
+            register_coco_instances(name, metadata, json_file, os.path.join(root, image_root))
+            _guard(name, json_file)
 
 
 def register_all_lvis(root: str) -> None:

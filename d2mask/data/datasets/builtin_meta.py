@@ -5,7 +5,14 @@ from typing import Any, Dict, List
 
 from ...utils.colormap import instance_colors
 
-__all__ = ["COCO_CATEGORIES", "PASCAL_VOC_CLASSES", "get_builtin_metadata"]
+__all__ = [
+    "COCO_CATEGORIES",
+    "COCO_PERSON_KEYPOINT_FLIP_MAP",
+    "COCO_PERSON_KEYPOINT_NAMES",
+    "KEYPOINT_CONNECTION_RULES",
+    "PASCAL_VOC_CLASSES",
+    "get_builtin_metadata",
+]
 
 # COCO's 80 instance categories as (dataset id, name); the ids have gaps (12, 26, 29, ...).
 COCO_CATEGORIES = (
@@ -26,6 +33,37 @@ COCO_CATEGORIES = (
     (88, "teddy bear"), (89, "hair drier"), (90, "toothbrush"),
 )
 
+# COCO's 17 person keypoints, in the order of its annotations' "keypoints" lists.
+COCO_PERSON_KEYPOINT_NAMES = (
+    "nose",
+    "left_eye", "right_eye",
+    "left_ear", "right_ear",
+    "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow",
+    "left_wrist", "right_wrist",
+    "left_hip", "right_hip",
+    "left_knee", "right_knee",
+    "left_ankle", "right_ankle",
+)
+
+# The keypoints that trade places when the image is flipped horizontally.
+COCO_PERSON_KEYPOINT_FLIP_MAP = tuple(
+    (left, "right" + left[len("left"):]) for left in COCO_PERSON_KEYPOINT_NAMES if left.startswith("left_")
+)
+
+# Lines the Visualizer draws between keypoints, (name, name, RGB colour): the person's left side in
+# warm colours, the right side in cool ones, the lines across the body in between.
+_LEFT, _RIGHT, _ACROSS = (255, 140, 40), (40, 160, 255), (200, 80, 220)
+KEYPOINT_CONNECTION_RULES = [
+    ("nose", "left_eye", _LEFT), ("left_eye", "left_ear", _LEFT),
+    ("nose", "right_eye", _RIGHT), ("right_eye", "right_ear", _RIGHT),
+    ("left_shoulder", "right_shoulder", _ACROSS), ("left_hip", "right_hip", _ACROSS),
+    ("left_shoulder", "left_elbow", _LEFT), ("left_elbow", "left_wrist", _LEFT),
+    ("right_shoulder", "right_elbow", _RIGHT), ("right_elbow", "right_wrist", _RIGHT),
+    ("left_hip", "left_knee", _LEFT), ("left_knee", "left_ankle", _LEFT),
+    ("right_hip", "right_knee", _RIGHT), ("right_knee", "right_ankle", _RIGHT),
+]
+
 # PASCAL VOC's 20 classes, in the order of their contiguous ids (as in the devkit and Detectron2).
 PASCAL_VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -39,13 +77,23 @@ def _colors(n: int) -> List[List[int]]:
 
 
 def get_builtin_metadata(dataset_type: str) -> Dict[str, Any]:
-    """The metadata shared by all splits of a built-in dataset family ("coco" or "pascal_voc")."""
+    """The metadata shared by all splits of a built-in dataset family ("coco", "coco_person" or
+    "pascal_voc")."""
     if dataset_type == "coco":
         return dict(
             thing_classes=[name for _, name in COCO_CATEGORIES],
             thing_dataset_id_to_contiguous_id={dataset_id: i for i, (dataset_id, _) in enumerate(COCO_CATEGORIES)},
             thing_colors=_colors(len(COCO_CATEGORIES)),
         )
+    if dataset_type == "coco_person":
+        return dict(
+            thing_classes=["person"],
+            thing_dataset_id_to_contiguous_id={1: 0},
+            thing_colors=_colors(1),
+            keypoint_names=list(COCO_PERSON_KEYPOINT_NAMES),
+            keypoint_flip_map=[list(pair) for pair in COCO_PERSON_KEYPOINT_FLIP_MAP],
+            keypoint_connection_rules=[list(rule) for rule in KEYPOINT_CONNECTION_RULES],
+        )
     if dataset_type == "pascal_voc":
         return dict(thing_classes=list(PASCAL_VOC_CLASSES), thing_colors=_colors(len(PASCAL_VOC_CLASSES)))
-    raise KeyError(f"No built-in metadata for dataset type '{dataset_type}'; known: coco, pascal_voc")
+    raise KeyError(f"No built-in metadata for dataset type '{dataset_type}'; known: coco, coco_person, pascal_voc")

@@ -103,6 +103,12 @@ def _validate_annotation(json_file: str, index: int, ann: Dict[str, Any]) -> Non
         raise _bad_record(json_file, "annotations", index, ann, "has a 'bbox' that is not 4 numbers [x, y, w, h]")
     if ann.get("iscrowd", 0) not in (0, 1):
         raise _bad_record(json_file, "annotations", index, ann, "has an 'iscrowd' other than 0 or 1")
+    keypoints = ann.get("keypoints")
+    if keypoints is not None and (
+        not isinstance(keypoints, list) or len(keypoints) % 3 or not all(_is_number(v) for v in keypoints)
+    ):
+        raise _bad_record(json_file, "annotations", index, ann,
+                          "has 'keypoints' that are not a flat list of numbers (x, y, visibility) per keypoint")
     segm = ann.get("segmentation")
     if segm is None:
         return
@@ -167,6 +173,8 @@ def load_coco_json(
     Polygons with < 3 points are removed from their annotation; annotations then left without any
     polygon, with a non-positive box size, a wrong-sized RLE, or an unknown image or category id are
     dropped and counted in a warning. Images without annotations are kept.
+    Keypoints ("keypoints", when the annotation has a non-empty list) become continuous coordinates:
+    COCO's integer pixel indices plus 0.5, as in Detectron2.
 
     Raises:
         FileNotFoundError: there is no `json_file`.
@@ -251,6 +259,8 @@ def _to_instance(
         if reason is not None:
             return None, reason
         obj["segmentation"] = segm
+    if ann.get("keypoints"):
+        obj["keypoints"] = _keypoints_from_json(ann["keypoints"])
     obj.update({key: ann[key] for key in extra_keys if key in ann})
     return obj, None
 
@@ -299,9 +309,29 @@ def convert_to_coco_dict(dataset_name: str) -> Dict[str, Any]:
             segm = obj.get("segmentation")
             if segm is not None:
                 ann["segmentation"], ann["area"] = _segmentation_as_json(segm, height, width)
+            if "keypoints" in obj:
+                ann["keypoints"], ann["num_keypoints"] = _keypoints_as_json(obj["keypoints"])
             annotations.append(ann)
     categories = [{"id": to_dataset_id[i], "name": name} for i, name in enumerate(classes)]
     return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def _keypoints_from_json(keypoints: List[float]) -> List[float]:
+    """COCO's keypoints as continuous coordinates: COCO gives integer pixel indices in [0, W - 1], where
+    boxes and polygons are continuous in [0, W]; pixel i covers [i, i + 1), so a labelled keypoint
+    moves to i + 0.5. Unlabelled ones stay (0, 0, 0)."""
+    flat = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3)
+    flat[flat[:, 2] > 0, :2] += 0.5
+    return flat.flatten().tolist()
+
+
+def _keypoints_as_json(keypoints: Any) -> Tuple[List[float], int]:
+    """Keypoints (x, y, visibility) in COCO's flat form with COCO's integer pixel coordinates (the
+    loader's + 0.5 undone), and the number of labelled ones."""
+    flat = np.asarray(keypoints, dtype=np.float64).reshape(-1, 3)
+    labelled = flat[:, 2] > 0
+    flat[labelled, :2] -= 0.5
+    return flat.flatten().tolist(), int(labelled.sum())
 
 
 def _segmentation_as_json(segm: Any, height: int, width: int) -> Tuple[Any, float]:
