@@ -35,4 +35,5 @@ def tiny_rcnn_cfg(config: str = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x
     cfg.MODEL.FPN.OUT_CHANNELS = 16
     cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 32
     cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 8
+    cfg.MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS = [8, 8]
     return cfg

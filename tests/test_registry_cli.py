@@ -10,7 +10,7 @@ def test_every_extension_point_has_a_registry():
     names = set(all_registries())
     assert names == {
         "ANCHOR_GENERATOR", "ANCHOR_MATCHER", "BACKBONE", "META_ARCH", "PROPOSAL_GENERATOR",
-        "ROI_BOX_HEAD", "ROI_HEADS", "ROI_MASK_HEAD", "RPN_HEAD", "SAMPLER", "SEM_SEG_HEADS",
+        "ROI_BOX_HEAD", "ROI_HEADS", "ROI_KEYPOINT_HEAD", "ROI_MASK_HEAD", "RPN_HEAD", "SAMPLER", "SEM_SEG_HEADS",
     }
 
 
@@ -31,4 +31,5 @@ def test_cli_lists_builtins_and_config_imports(tmp_path):
     assert "ANCHOR_MATCHER:" in out and "  Matcher  - " in out
     assert "CliTestMatcher  - A matcher that exists only for this test." in out
     assert "build_resnet_fpn_backbone" in out and "StandardROIHeads" in out
+    assert "ROI_KEYPOINT_HEAD:" in out and "  KRCNNConvDeconvUpsampleHead  - " in out
     assert "build_retinanet_resnet_fpn_backbone" in out and "CascadeROIHeads" in out and "  RetinaNet  - " in out

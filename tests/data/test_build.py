@@ -6,6 +6,7 @@ import torch
 from d2mask.config import get_cfg
 from d2mask.data import DatasetError
 from d2mask.data import build as build_module
+from d2mask.data.build import min_keypoints_of
 from d2mask.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from d2mask.data.samplers import TrainingSampler
 
@@ -70,6 +71,25 @@ def test_filter_empty_annotations(register):
     name = register(with_annotations(2, 1, 3), thing_classes=["a"])
     assert len(get_detection_dataset_dicts([name])) == 3
     assert len(get_detection_dataset_dicts([name], filter_empty=False)) == 6
+
+
+def test_images_with_too_few_labelled_keypoints_are_dropped_for_a_keypoint_model(register):
+    def image(*visibilities):
+        return {"file_name": "k", "annotations": [
+            {"category_id": 0, "iscrowd": 0, "keypoints": [v for vis in visibilities for v in (1, 1, vis)]}
+        ]}
+
+    # labelled keypoints per image: 0, 1 (one occluded), 2
+    name = register([image(0, 0), image(1, 0), image(2, 2)], thing_classes=["a"])
+    assert [len(get_detection_dataset_dicts([name], min_keypoints=k)) for k in (0, 1, 2)] == [3, 2, 1]
+    cfg = get_cfg()
+    cfg.DATASETS.TRAIN = (name,)
+    cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE = 2
+    assert min_keypoints_of(cfg) == 0  # a model without keypoints keeps every image
+    cfg.MODEL.KEYPOINT_ON = True
+    assert min_keypoints_of(cfg) == 2
+    with pytest.raises(ValueError, match="no image with at least 3 labelled keypoints"):
+        get_detection_dataset_dicts([name], min_keypoints=3)
 
 
 def test_empty_after_filtering_is_an_error(register):

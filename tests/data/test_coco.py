@@ -108,6 +108,7 @@ def test_missing_json_file_names_the_path(tmp_path):
         ("images", 1, lambda r: r.update(height="30"), "images[1] has 'height' = '30', expected int"),
         ("images", 1, lambda r: r.update(id=1), "images[1] repeats the id 1"),
         ("categories", 0, lambda r: r.pop("name"), "categories[0] has no 'name'"),
+        ("annotations", 0, lambda r: r.update(keypoints=[1, 2]), "annotations[0] has 'keypoints' that are not a flat"),
     ],
 )
 def test_first_bad_record_is_named(coco_dir, kind, index, edit, message):
@@ -172,3 +173,16 @@ def test_loader_does_not_modify_what_it_read(coco_dir):
     dicts = load_coco_json(json_file, coco_dir.image_root)
     assert len(dicts) == 2
     assert snapshot() == before  # same files, same content, none rewritten, nothing added
+
+
+def test_keypoints_load_as_continuous_coordinates_and_convert_back(coco_dir, register):
+    data = coco_dir.good()
+    data["annotations"][0]["keypoints"] = [6, 7, 2, 0, 0, 0, 14, 9, 1]  # COCO's pixel indices
+    data["annotations"][0]["num_keypoints"] = 2
+    poly = load_coco_json(coco_dir.write(data), coco_dir.image_root)[0]["annotations"][0]
+    # pixel 6 covers [6, 7): its centre 6.5; the unlabelled keypoint stays (0, 0, 0)
+    assert poly["keypoints"] == [6.5, 7.5, 2, 0, 0, 0, 14.5, 9.5, 1]
+    name = register([{"file_name": "a.png", "image_id": 1, "height": 30, "width": 40, "annotations": [poly]}],
+                    thing_classes=["cat", "dog"])
+    (ann,) = convert_to_coco_dict(name)["annotations"]
+    assert ann["keypoints"] == [6, 7, 2, 0, 0, 0, 14, 9, 1] and ann["num_keypoints"] == 2

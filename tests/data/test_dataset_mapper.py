@@ -6,6 +6,7 @@ from d2mask.config import get_cfg
 from d2mask.data import DatasetMapper
 from d2mask.data import transforms as T
 from d2mask.data.datasets import load_coco_json
+from d2mask.data.detection_utils import create_keypoint_hflip_indices
 from d2mask.structures import BitMasks, PolygonMasks
 
 
@@ -65,3 +66,34 @@ def test_missing_image_and_wrong_size_name_the_file(coco_dir):
         mapper(dict(record, file_name=record["file_name"].replace("a.png", "gone.png")))
     with pytest.raises(ValueError, match="a.png is 40x30"):
         mapper(dict(record, height=31))
+
+
+def test_keypoints_flip_with_the_image_and_swap_names(coco_dir, register):
+    # keypoints "left", "right", "middle" of one instance: after a horizontal flip of the 40 px wide
+    # image, x -> 40 - x and the left keypoint is the old right one, mirrored
+    names = ["left", "right", "middle"]
+    record = coco_dicts(coco_dir)[0]
+    record["annotations"] = record["annotations"][:1]
+    record["annotations"][0]["keypoints"] = [6.5, 7.5, 2, 14.5, 7.5, 1, 0, 0, 0]
+    dataset = register([record], keypoint_names=names, keypoint_flip_map=[("left", "right")])
+    assert create_keypoint_hflip_indices([dataset]) == [1, 0, 2]
+
+    cfg = get_cfg()
+    cfg.MODEL.KEYPOINT_ON = True
+    cfg.DATASETS.TRAIN = (dataset,)
+    mapper = DatasetMapper(cfg, True, augmentations=[T.RandomFlip(1.0)])
+    keypoints = mapper(record)["instances"].gt_keypoints.tensor
+    torch.testing.assert_close(keypoints, torch.tensor([[[40 - 14.5, 7.5, 1], [40 - 6.5, 7.5, 2], [0, 0, 0]]]))
+    # flipping back restores the original
+    flipped = {**record, "annotations": [{**record["annotations"][0], "bbox": [25, 5, 10, 10],
+                                          "keypoints": keypoints.flatten().tolist()}]}
+    again = mapper(flipped)["instances"].gt_keypoints.tensor.flatten().tolist()
+    assert again == pytest.approx(record["annotations"][0]["keypoints"])
+
+    # a model without keypoints drops them; a keypoint model on a dataset without a flip map is told so
+    cfg.MODEL.KEYPOINT_ON = False
+    assert not DatasetMapper(cfg, True)(record)["instances"].has("gt_keypoints")
+    cfg.MODEL.KEYPOINT_ON = True
+    cfg.DATASETS.TRAIN = (register([record], keypoint_names=names),)
+    with pytest.raises(ValueError, match="has no keypoint_flip_map in its metadata"):
+        DatasetMapper(cfg, True)

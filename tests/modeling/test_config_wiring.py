@@ -29,6 +29,7 @@ from d2mask.modeling import (
 )
 from d2mask.modeling.proposal_generator.rpn import RPN_HEAD_REGISTRY, StandardRPNHead
 from d2mask.modeling.roi_heads.box_head import ROI_BOX_HEAD_REGISTRY, FastRCNNConvFCHead
+from d2mask.modeling.roi_heads.keypoint_head import ROI_KEYPOINT_HEAD_REGISTRY, KRCNNConvDeconvUpsampleHead
 from d2mask.modeling.roi_heads.mask_head import ROI_MASK_HEAD_REGISTRY, MaskRCNNConvUpsampleHead
 from tests.common import tiny_rcnn_cfg
 
@@ -36,7 +37,8 @@ FPN = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
 C4 = "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x.yaml"
 CASCADE = "Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml"
 RETINANET = "COCO-Detection/retinanet_R_50_FPN_1x.yaml"
-BASE_NAMES = {FPN: "FPN", C4: "C4", CASCADE: "Cascade", RETINANET: "RetinaNet"}
+KEYPOINT = "COCO-Keypoints/keypoint_rcnn_R_50_FPN_1x.yaml"
+BASE_NAMES = {FPN: "FPN", C4: "C4", CASCADE: "Cascade", RETINANET: "RetinaNet", KEYPOINT: "Keypoint"}
 
 
 # Registered subclasses, so that each NAME key has a second choice to select.
@@ -82,10 +84,16 @@ class WiringTestMaskHead(MaskRCNNConvUpsampleHead):
     pass
 
 
+@ROI_KEYPOINT_HEAD_REGISTRY.register()
+class WiringTestKeypointHead(KRCNNConvDeconvUpsampleHead):
+    pass
+
+
 # (key, non-default value, base config, overrides applied to both builds so that the key matters)
 WIRING = [
     ("MODEL.META_ARCHITECTURE", "ProposalNetwork", FPN, []),
     ("MODEL.MASK_ON", False, FPN, []),
+    ("MODEL.KEYPOINT_ON", True, FPN, []),
     ("MODEL.PIXEL_MEAN", [100.0, 110.0, 120.0], FPN, []),
     ("MODEL.PIXEL_STD", [57.0, 58.0, 59.0], FPN, []),
     ("MODEL.BACKBONE.NAME", "wiring_test_backbone", C4, []),
@@ -183,6 +191,14 @@ WIRING = [
     ("MODEL.ROI_MASK_HEAD.CONV_DIM", 12, FPN, []),
     ("MODEL.ROI_MASK_HEAD.NORM", "BN", FPN, []),
     ("MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK", True, FPN, []),
+    ("MODEL.ROI_KEYPOINT_HEAD.NAME", "WiringTestKeypointHead", KEYPOINT, []),
+    ("MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION", 7, KEYPOINT, []),
+    ("MODEL.ROI_KEYPOINT_HEAD.POOLER_SAMPLING_RATIO", 2, KEYPOINT, []),
+    ("MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE", "ROIAlign", KEYPOINT, []),
+    ("MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", [8], KEYPOINT, []),
+    ("MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS", 5, KEYPOINT, []),
+    ("MODEL.ROI_KEYPOINT_HEAD.NORMALIZE_LOSS_BY_VISIBLE_KEYPOINTS", False, KEYPOINT, []),
+    ("MODEL.ROI_KEYPOINT_HEAD.LOSS_WEIGHT", 4.0, KEYPOINT, []),
     ("MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", [[10.0, 10.0, 5.0, 5.0], [15.0, 15.0, 8.0, 8.0], [30.0, 30.0, 15.0, 15.0]],
      CASCADE, []),
     ("MODEL.ROI_BOX_CASCADE_HEAD.IOUS", (0.5, 0.65, 0.7), CASCADE, []),
@@ -216,6 +232,7 @@ INIT_ONLY = {"MODEL.RETINANET.PRIOR_PROB"}
 EXEMPT = {
     "MODEL.DEVICE": "the tests run on the CPU only; tests/engine covers the device a trainer puts the model on",
     "MODEL.WEIGHTS": "read by the checkpointer, not by the model's constructors (tests/checkpoint)",
+    "MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE": "read by the training loader (tests/data/test_build.py)",
 }
 
 
