@@ -2,7 +2,8 @@
 `Instances`, and the augmentations the INPUT.* config keys ask for."""
 import io
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from collections import defaultdict
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 from ..structures import BitMasks, Boxes, BoxMode, Instances, Keypoints, PolygonMasks, polygons_to_bitmask
 from . import transforms as T
 from ..config import ConfigError
-from .catalog import DatasetError, MetadataCatalog
+from .catalog import DatasetCatalog, DatasetError, MetadataCatalog
 
 __all__ = [
     "SUPPORTED_IMAGE_FORMATS",
@@ -27,6 +28,8 @@ __all__ = [
     "filter_empty_instances",
     "build_augmentation",
     "check_metadata_consistency",
+    "category_image_counts",
+    "get_fed_loss_cls_weights",
 ]
 
 SUPPORTED_IMAGE_FORMATS = ("BGR", "RGB", "L")
@@ -340,3 +343,34 @@ def check_metadata_consistency(key: str, dataset_names: Sequence[str]) -> None:
                 f"Datasets '{values[0][0]}' and '{name}' have different metadata '{key}': {values[0][1]!r:.300} vs "
                 f"{value!r:.300}. Datasets trained or evaluated together must agree on it."
             )
+
+
+def category_image_counts(dataset_dicts: Iterable[Dict[str, Any]]) -> Dict[int, int]:
+    """{contiguous category id: number of images with at least one annotation of it}."""
+    counts: Dict[int, int] = defaultdict(int)
+    for record in dataset_dicts:
+        for c in {ann["category_id"] for ann in record.get("annotations", [])}:
+            counts[c] += 1
+    return dict(counts)
+
+
+def get_fed_loss_cls_weights(dataset_names: Union[str, Sequence[str]], freq_weight_power: float = 1.0) -> torch.Tensor:
+    """`Tensor[K]` float: each class's number of training images to the power `freq_weight_power`,
+    the probabilities with which the federated loss draws negative classes.
+
+    The counts are the metadata's `class_image_count` (`[{"id": ..., "image_count": ...}]`, as LVIS's
+    json gives and Detectron2's LVIS metadata holds), else counted from the datasets' dicts; K is the
+    length of `thing_classes` (or the largest category seen + 1).
+    """
+    names = [dataset_names] if isinstance(dataset_names, str) else list(dataset_names)
+    if not names:
+        raise ConfigError("MODEL.ROI_BOX_HEAD.USE_FED_LOSS needs a training set (DATASETS.TRAIN) to count classes in")
+    check_metadata_consistency("class_image_count", names)
+    meta = MetadataCatalog.get(names[0])
+    if meta.get("class_image_count") is not None:
+        counts = [c["image_count"] for c in sorted(meta.class_image_count, key=lambda c: c["id"])]
+    else:
+        per_class = category_image_counts(r for name in names for r in DatasetCatalog.get(name))
+        num_classes = max(len(meta.get("thing_classes") or ()), max(per_class, default=-1) + 1)
+        counts = [per_class.get(c, 0) for c in range(num_classes)]
+    return torch.tensor(counts, dtype=torch.float32) ** freq_weight_power

@@ -1,4 +1,5 @@
 import copy
+import json
 
 import cv2
 import numpy as np
@@ -151,3 +152,32 @@ def test_metadata_consistency(register):
     utils.check_metadata_consistency("thing_classes", [a, b])
     with pytest.raises(ValueError, match="different metadata 'thing_classes'"):
         utils.check_metadata_consistency("thing_classes", [a, c])
+
+
+def test_fed_loss_class_weights_from_metadata_from_an_lvis_json_or_from_the_dicts(tmp_path):
+    from d2mask.data import DatasetCatalog, MetadataCatalog
+    from d2mask.data.datasets import load_lvis_json
+
+    def ann(c):
+        return {"category_id": c, "bbox": [0, 0, 1, 1], "bbox_mode": BoxMode.XYWH_ABS}
+
+    try:
+        # images with each class: class 0 in 1 image (twice in it), class 2 in 2 images, classes 1 and 3 in none
+        DatasetCatalog.register("fed_counted", lambda: [{"annotations": [ann(0), ann(0), ann(2)]},
+                                                        {"annotations": [ann(2)]}, {"annotations": []}])
+        MetadataCatalog.get("fed_counted").set(thing_classes=["a", "b", "c", "d"])
+        assert utils.get_fed_loss_cls_weights("fed_counted", 0.5).tolist() == pytest.approx([1, 0, 2 ** 0.5, 0])
+
+        # an LVIS json gives each category's image count, by id (not in file order)
+        lvis = {"images": [], "annotations": [],
+                "categories": [{"id": 7, "name": "x", "image_count": 9}, {"id": 3, "name": "y", "image_count": 4}]}
+        (tmp_path / "lvis.json").write_text(json.dumps(lvis))
+        load_lvis_json(str(tmp_path / "lvis.json"), str(tmp_path), "fed_lvis")
+        assert utils.get_fed_loss_cls_weights(["fed_lvis"], 0.5).tolist() == pytest.approx([2, 3])
+        with pytest.raises(DatasetError, match="class_image_count"):
+            MetadataCatalog.get("fed_counted").set(class_image_count=[{"id": 1, "image_count": 1}])
+            utils.get_fed_loss_cls_weights(["fed_lvis", "fed_counted"])
+    finally:
+        DatasetCatalog.remove("fed_counted")
+        for name in ("fed_counted", "fed_lvis"):
+            MetadataCatalog.remove(name)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from d2mask.data import MetadataCatalog
 from d2mask.modeling import (
     ANCHOR_GENERATOR_REGISTRY,
     ANCHOR_MATCHER_REGISTRY,
@@ -33,6 +34,12 @@ from d2mask.modeling.roi_heads.keypoint_head import ROI_KEYPOINT_HEAD_REGISTRY, 
 from d2mask.modeling.roi_heads.mask_head import ROI_MASK_HEAD_REGISTRY, MaskRCNNConvUpsampleHead
 from tests.common import tiny_rcnn_cfg
 
+# The federated loss counts the classes of its training set: 3 of them, in 1, 4 and 9 images.
+MetadataCatalog.get("wiring_test_fed_loss").set(
+    class_image_count=[{"id": 1, "image_count": 1}, {"id": 2, "image_count": 4}, {"id": 3, "image_count": 9}]
+)
+FED_LOSS_CONTEXT = ["DATASETS.TRAIN", ("wiring_test_fed_loss",), "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE", True,
+                    "MODEL.ROI_BOX_HEAD.USE_FED_LOSS", True]
 FPN = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
 C4 = "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x.yaml"
 CASCADE = "Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml"
@@ -220,6 +227,10 @@ WIRING = [
     ("MODEL.RETINANET.BBOX_REG_LOSS_TYPE", "giou", RETINANET, []),
     ("MODEL.RETINANET.NORM", "GN", RETINANET, ["MODEL.FPN.OUT_CHANNELS", 32]),
     ("MODEL.RETINANET.NORM", "BN", RETINANET, []),
+    ("MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE", True, FPN, []),
+    ("MODEL.ROI_BOX_HEAD.USE_FED_LOSS", True, FPN, FED_LOSS_CONTEXT[:4]),
+    ("MODEL.ROI_BOX_HEAD.FED_LOSS_FREQ_WEIGHT_POWER", 0.25, FPN, FED_LOSS_CONTEXT),
+    ("MODEL.ROI_BOX_HEAD.FED_LOSS_NUM_CLASSES", 7, FPN, FED_LOSS_CONTEXT),
     ("TEST.DETECTIONS_PER_IMAGE", 17, FPN, []),
     ("TEST.DETECTIONS_PER_IMAGE", 17, RETINANET, []),
     ("INPUT.FORMAT", "RGB", FPN, []),
@@ -227,7 +238,7 @@ WIRING = [
 ]
 
 # Float settings that only initialise weights: the model differs, but does not hold the value.
-INIT_ONLY = {"MODEL.RETINANET.PRIOR_PROB"}
+INIT_ONLY = {"MODEL.RETINANET.PRIOR_PROB", "MODEL.ROI_BOX_HEAD.FED_LOSS_FREQ_WEIGHT_POWER"}
 
 EXEMPT = {
     "MODEL.DEVICE": "the tests run on the CPU only; tests/engine covers the device a trainer puts the model on",

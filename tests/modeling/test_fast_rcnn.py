@@ -155,3 +155,55 @@ def test_unknown_box_loss_type_is_refused_when_built():
     cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = "iou"
     with pytest.raises(ConfigError, match=r"FastRCNNOutputLayers box_reg_loss_type \(MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE\)"):
         FastRCNNOutputLayers(cfg, ShapeSpec(channels=8))
+
+
+def _bce(logit, target):
+    """Binary cross-entropy of one logit, by hand: softplus(z) - t * z."""
+    return math.log1p(math.exp(logit)) - target * logit
+
+
+def test_sigmoid_cross_entropy_by_hand_and_sigmoid_scores():
+    _, proposals = _hand_made_case()  # GT classes 0, background, 1 of K = 2
+    logits = torch.tensor([[2.0, -1.0, 0.0], [0.5, 0.0, 9.0], [0.0, 3.0, 0.0]])
+    predictor = _predictor(use_sigmoid_ce=True)
+    loss = predictor.losses((logits, torch.zeros(3, 8)), proposals)["loss_cls"]
+    # summed over the K foreground logits (the background one is not used), averaged over the regions
+    expected = (_bce(2, 1) + _bce(-1, 0) + _bce(0.5, 0) + _bce(0, 0) + _bce(0, 0) + _bce(3, 1)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    probs = predictor.predict_probs((logits, torch.zeros(3, 8)), proposals)
+    assert torch.allclose(torch.cat(probs), logits.sigmoid())
+
+
+def _fed_predictor(num_fed_classes, weights=(0.0, 2.0, 0.0, 5.0)):
+    return _predictor(num_classes=4, use_sigmoid_ce=True, use_fed_loss=True, fed_loss_num_classes=num_fed_classes,
+                      get_fed_loss_cls_weights=lambda: torch.tensor(weights))
+
+
+def test_federated_loss_counts_the_gt_classes_and_drawn_negatives_only():
+    gt_classes = torch.tensor([1, 4, 1])  # class 1 and background, K = 4
+    # 3 classes: the 2 present ones and 1 drawn among those of non-zero weight not present: class 3 only
+    assert sorted(_fed_predictor(3).fed_loss_classes(gt_classes).tolist()) == [1, 3, 4]
+    assert sorted(_fed_predictor(2).fed_loss_classes(gt_classes).tolist()) == [1, 4]
+    # more than the classes that can be drawn: all of them, not an error
+    assert sorted(_fed_predictor(50).fed_loss_classes(gt_classes).tolist()) == [1, 3, 4]
+    # drawn by weight: class 0 (weight 1) comes about a third as often as class 2 (weight 3)
+    torch.manual_seed(0)
+    draws = [_fed_predictor(3, (1.0, 0.0, 3.0, 0.0)).fed_loss_classes(gt_classes)[-1].item() for _ in range(400)]
+    assert set(draws) == {0, 2} and 0.18 < draws.count(0) / 400 < 0.32
+
+    logits = torch.tensor([[0.5, -1.0, 2.0, 1.5, 0.0], [-0.5, 0.25, 1.0, -2.0, 0.0], [1.0, 2.0, -1.0, 0.75, 0.0]])
+    proposals = Instances((50, 50), proposal_boxes=Boxes(torch.tensor([A, A, A])), gt_classes=gt_classes,
+                          gt_boxes=Boxes(torch.tensor([A, A, A])))
+    loss = _fed_predictor(3).losses((logits, torch.zeros(3, 16)), [proposals])["loss_cls"]
+    # only the columns of classes 1 and 3; region 1 is background, negative for both
+    expected = (_bce(-1.0, 1) + _bce(1.5, 0) + _bce(0.25, 0) + _bce(-2.0, 0) + _bce(2.0, 1) + _bce(0.75, 0)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_federated_loss_is_refused_without_sigmoid_or_with_weights_of_other_classes():
+    with pytest.raises(ValueError, match="MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE"):
+        _predictor(use_fed_loss=True, get_fed_loss_cls_weights=lambda: torch.ones(2))
+    with pytest.raises(ValueError, match=r"shape \(3,\), expected \(2,\)"):
+        _predictor(use_sigmoid_ce=True, use_fed_loss=True, get_fed_loss_cls_weights=lambda: torch.ones(3))
+    # a buffer, as in Detectron2's state dicts
+    assert "fed_loss_cls_weights" in _fed_predictor(3).state_dict()

@@ -59,6 +59,10 @@ def add_roi_heads_defaults(cfg) -> None:
     define(cfg, "MODEL.ROI_BOX_HEAD.CONV_DIM", 256, "Channels of the box head's convs.")
     define(cfg, "MODEL.ROI_BOX_HEAD.NORM", "", "Normalisation of the box head's convs.")
     define(cfg, "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG", False, "Predict one box per ROI instead of one per class.")
+    define(cfg, "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE", False, "Classify with one sigmoid cross-entropy per class instead of the softmax over K+1.")
+    define(cfg, "MODEL.ROI_BOX_HEAD.USE_FED_LOSS", False, "Federated loss (for LVIS): the sigmoid loss of each batch only over its GT classes and sampled negative classes; needs USE_SIGMOID_CE.")
+    define(cfg, "MODEL.ROI_BOX_HEAD.FED_LOSS_FREQ_WEIGHT_POWER", 0.5, "Negative classes of the federated loss are drawn with probability image count ** this, counted over DATASETS.TRAIN.")
+    define(cfg, "MODEL.ROI_BOX_HEAD.FED_LOSS_NUM_CLASSES", 50, "Classes (GT and sampled) in each batch's federated loss.")
     define(cfg, "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", False, "Train the mask head on the box head's predicted boxes (for each proposal's GT class) instead of the proposals.")
 
     define(

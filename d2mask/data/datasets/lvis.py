@@ -27,7 +27,8 @@ def load_lvis_json(json_file: str, image_root: str, dataset_name: Optional[str] 
     Args:
         json_file: path of the LVIS json.
         image_root: the directory holding COCO's train2017/ and val2017/.
-        dataset_name: if given, sets `thing_classes` and `thing_dataset_id_to_contiguous_id` in its metadata.
+        dataset_name: if given, sets `thing_classes`, `thing_dataset_id_to_contiguous_id` and (when the
+            categories have their "image_count") `class_image_count` in its metadata.
         extra_annotation_keys: further keys of each annotation to copy into its dict.
     """
     try:
@@ -39,8 +40,10 @@ def load_lvis_json(json_file: str, image_root: str, dataset_name: Optional[str] 
         raise DatasetError(f"{json_file}: not an LVIS json ({type(e).__name__}: {e})") from None
     id_map = {c["id"]: i for i, c in enumerate(categories)}
     if dataset_name is not None:
-        MetadataCatalog.get(dataset_name).set(thing_classes=[c["name"] for c in categories],
-                                              thing_dataset_id_to_contiguous_id=id_map)
+        meta = MetadataCatalog.get(dataset_name)
+        meta.set(thing_classes=[c["name"] for c in categories], thing_dataset_id_to_contiguous_id=id_map)
+        if all("image_count" in c for c in categories):  # the federated loss's class frequencies
+            meta.set(class_image_count=[{"id": c["id"], "image_count": c["image_count"]} for c in categories])
     per_image: Dict[Any, List[Dict]] = {}
     for ann in annotations:
         obj = {"bbox": [float(v) for v in ann["bbox"]], "bbox_mode": BoxMode.XYWH_ABS,

@@ -3,13 +3,13 @@
 Each process builds the same sampler with its own `rank`; the ranks then see disjoint indices.
 """
 import math
-from collections import defaultdict
 from typing import Dict, Iterator, List, Optional
 
 import torch
 from torch.utils.data.sampler import Sampler
 
 from ...utils import comm
+from ..detection_utils import category_image_counts
 
 __all__ = ["TrainingSampler", "RepeatFactorTrainingSampler", "InferenceSampler"]
 
@@ -79,16 +79,15 @@ class RepeatFactorTrainingSampler(Sampler):
         Returns:
             `Tensor[N]` float32.
         """
-        images_with = defaultdict(int)
-        categories_per_image = []
-        for record in dataset_dicts:
-            cats = {ann["category_id"] for ann in record["annotations"]}
-            categories_per_image.append(cats)
-            for c in cats:
-                images_with[c] += 1
         num_images = len(dataset_dicts)
-        category_factor = {c: max(1.0, math.sqrt(repeat_thresh / (n / num_images))) for c, n in images_with.items()}
-        factors = [max((category_factor[c] for c in cats), default=1.0) for cats in categories_per_image]
+        category_factor = {
+            c: max(1.0, math.sqrt(repeat_thresh / (n / num_images)))
+            for c, n in category_image_counts(dataset_dicts).items()
+        }
+        factors = [
+            max((category_factor[ann["category_id"]] for ann in record["annotations"]), default=1.0)
+            for record in dataset_dicts
+        ]
         return torch.tensor(factors, dtype=torch.float32)
 
     def _epoch_indices(self, generator: torch.Generator) -> torch.Tensor:

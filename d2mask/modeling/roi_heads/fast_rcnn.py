@@ -5,13 +5,14 @@ Shape shorthand: `R` regions over all images, `R_i` those of image i, `K` foregr
 is background), `B` the classes with their own box (K, or 1 when box regression is class-agnostic),
 `D` detections of one image.
 """
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from d2mask.config import configurable
+from d2mask.data.detection_utils import get_fed_loss_cls_weights
 from d2mask.layers import ShapeSpec, batched_nms
 from d2mask.structures import Boxes, Instances
 
@@ -114,6 +115,10 @@ class FastRCNNOutputLayers(nn.Module):
         smooth_l1_beta: float = 0.0,
         box_reg_loss_type: str = "smooth_l1",
         loss_weight: Union[float, Dict[str, float]] = 1.0,
+        use_fed_loss: bool = False,
+        use_sigmoid_ce: bool = False,
+        get_fed_loss_cls_weights: Optional[Callable[[], Tensor]] = None,
+        fed_loss_num_classes: int = 50,
     ):
         """
         Args:
@@ -126,9 +131,23 @@ class FastRCNNOutputLayers(nn.Module):
             box_reg_loss_type: "smooth_l1", "giou", "diou" or "ciou".
             loss_weight: one weight for both losses, or a dict {"loss_cls": w, "loss_box_reg": w}
                 (missing keys weigh 1).
+            use_sigmoid_ce: classify with a binary cross-entropy per foreground class (and sigmoid
+                scores at inference) instead of the softmax over K+1.
+            use_fed_loss: the federated loss of Zhou et al. ("Probabilistic two-stage detection",
+                2021) for long-tailed datasets: the sigmoid loss of a batch only over its GT classes
+                and negative classes drawn by frequency (see `fed_loss_classes`). Needs `use_sigmoid_ce`.
+            get_fed_loss_cls_weights: with `use_fed_loss`, returns `Tensor[K]`, the probabilities
+                (up to scale) of drawing each class as a negative, e.g. image counts to a power
+                (`d2mask.data.detection_utils.get_fed_loss_cls_weights`). Called once, here.
+            fed_loss_num_classes: the classes, GT ones and drawn ones, in a batch's federated loss.
         """
         super().__init__()
         check_box_reg_loss_type(box_reg_loss_type, "FastRCNNOutputLayers", "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE")
+        if use_fed_loss and not use_sigmoid_ce:
+            raise ValueError(
+                "FastRCNNOutputLayers use_fed_loss (MODEL.ROI_BOX_HEAD.USE_FED_LOSS) needs use_sigmoid_ce "
+                "(MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE True): the federated loss is a sigmoid loss per class"
+            )
         input_size = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
         num_box_classes = 1 if cls_agnostic_bbox_reg else num_classes
         self.cls_score = nn.Linear(input_size, num_classes + 1)
@@ -149,6 +168,21 @@ class FastRCNNOutputLayers(nn.Module):
         if isinstance(loss_weight, (int, float)):
             loss_weight = {"loss_cls": loss_weight, "loss_box_reg": loss_weight}
         self.loss_weight = dict(loss_weight)
+        self.use_sigmoid_ce = use_sigmoid_ce
+        self.use_fed_loss = use_fed_loss
+        self.fed_loss_num_classes = fed_loss_num_classes
+        if use_fed_loss:
+            if get_fed_loss_cls_weights is None:
+                raise ValueError("FastRCNNOutputLayers use_fed_loss needs get_fed_loss_cls_weights")
+            weights = torch.as_tensor(get_fed_loss_cls_weights(), dtype=torch.float32)
+            if weights.shape != (num_classes,):
+                raise ValueError(
+                    f"FastRCNNOutputLayers: the federated loss's class weights have shape {tuple(weights.shape)}, "
+                    f"expected ({num_classes},), one per class (MODEL.ROI_HEADS.NUM_CLASSES); are they of another "
+                    f"training set (DATASETS.TRAIN)?"
+                )
+            # a buffer in the state dict, as Detectron2's (its LVIS checkpoints hold it)
+            self.register_buffer("fed_loss_cls_weights", weights)
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
@@ -164,6 +198,13 @@ class FastRCNNOutputLayers(nn.Module):
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "box_reg_loss_type": box_head.BBOX_REG_LOSS_TYPE,
             "loss_weight": {"loss_box_reg": box_head.BBOX_REG_LOSS_WEIGHT},
+            "use_fed_loss": box_head.USE_FED_LOSS,
+            "use_sigmoid_ce": box_head.USE_SIGMOID_CE,
+            # counted only when the federated loss is on: the training set is read for it
+            "get_fed_loss_cls_weights": lambda: get_fed_loss_cls_weights(
+                cfg.DATASETS.TRAIN, freq_weight_power=box_head.FED_LOSS_FREQ_WEIGHT_POWER
+            ),
+            "fed_loss_num_classes": box_head.FED_LOSS_NUM_CLASSES,
         }
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -200,6 +241,8 @@ class FastRCNNOutputLayers(nn.Module):
 
         if gt_classes.numel() == 0:
             loss_cls = scores.sum() * 0.0
+        elif self.use_sigmoid_ce:
+            loss_cls = self.sigmoid_cross_entropy_loss(scores, gt_classes)
         else:
             loss_cls = F.cross_entropy(scores, gt_classes, reduction="mean")
 
@@ -219,6 +262,48 @@ class FastRCNNOutputLayers(nn.Module):
 
         losses = {"loss_cls": loss_cls, "loss_box_reg": loss_box_reg}
         return {name: loss * self.loss_weight.get(name, 1.0) for name, loss in losses.items()}
+
+    def sigmoid_cross_entropy_loss(self, pred_class_logits: Tensor, gt_classes: Tensor) -> Tensor:
+        """The binary cross-entropy of each of the K foreground logits against "the region is of this
+        class" (all zero for background), summed over the classes and averaged over the R regions;
+        with `use_fed_loss`, summed over the classes of `fed_loss_classes` only.
+
+        Args:
+            pred_class_logits: `Tensor[R, K+1]` (the background logit is not used).
+            gt_classes: `Tensor[R]` in [0, K].
+        """
+        num_regions, num_classes = pred_class_logits.shape[0], pred_class_logits.shape[1] - 1
+        # one-hot over K + 1, the background column dropped: a background region is negative for all
+        targets = F.one_hot(gt_classes, num_classes + 1)[:, :num_classes].to(pred_class_logits.dtype)
+        loss = F.binary_cross_entropy_with_logits(pred_class_logits[:, :-1], targets, reduction="none")  # (R, K)
+        if self.use_fed_loss:
+            kept = torch.zeros(num_classes + 1, dtype=loss.dtype, device=loss.device)
+            kept[self.fed_loss_classes(gt_classes)] = 1
+            loss = loss * kept[:num_classes]  # (R, K) * (K,)
+        return loss.sum() / num_regions
+
+    def fed_loss_classes(self, gt_classes: Tensor) -> Tensor:
+        """The classes of a batch's federated loss: those of `gt_classes` (background K included, as
+        in Detectron2), then foreground classes drawn without replacement, with probability
+        proportional to `fed_loss_cls_weights`, up to `fed_loss_num_classes` in all (or all classes
+        of non-zero weight, if fewer).
+
+        Args:
+            gt_classes: `Tensor[R]` in [0, K].
+
+        Returns:
+            `Tensor[C]` class ids in [0, K], the GT ones first.
+        """
+        present = torch.unique(gt_classes)
+        num_drawn = self.fed_loss_num_classes - len(present)
+        if num_drawn <= 0:
+            return present
+        weights = self.fed_loss_cls_weights.clone()
+        weights[present[present < self.num_classes]] = 0
+        num_drawn = min(num_drawn, int((weights > 0).sum()))
+        if num_drawn == 0:
+            return present
+        return torch.cat([present, torch.multinomial(weights, num_drawn, replacement=False)])
 
     def inference(
         self, predictions: Tuple[Tensor, Tensor], proposals: List[Instances]
@@ -254,6 +339,8 @@ class FastRCNNOutputLayers(nn.Module):
         return boxes.split([len(p) for p in proposals])
 
     def predict_probs(self, predictions: Tuple[Tensor, Tensor], proposals: List[Instances]) -> Tuple[Tensor, ...]:
-        """Per image, `Tensor[R_i, K+1]`: softmax class probabilities, background last."""
+        """Per image, `Tensor[R_i, K+1]`: class probabilities, background last (softmax, or each
+        logit's sigmoid with `use_sigmoid_ce`)."""
         scores, _ = predictions
-        return F.softmax(scores, dim=-1).split([len(p) for p in proposals])
+        probs = scores.sigmoid() if self.use_sigmoid_ce else F.softmax(scores, dim=-1)
+        return probs.split([len(p) for p in proposals])
