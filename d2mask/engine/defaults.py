@@ -50,9 +50,36 @@ class _ArgumentParser(argparse.ArgumentParser):
     """Takes flags anywhere on the line, also after the `KEY VALUE` overrides.
 
     argparse alone would read everything after the first override as overrides, so a `--resume`
-    at the end would silently become a config key. Here every token starting with "--" is a flag:
-    a known one is applied wherever it stands, an unknown one is an error.
+    at the end would silently become a config key. Here every token naming a flag (its full name or,
+    as argparse allows, an unambiguous prefix of it) is a flag, taking as many values as its `nargs`
+    says; another token starting with "--" is an error; the remaining tokens are the overrides.
     """
+
+    def _action(self, token: str) -> Optional[argparse.Action]:
+        """The action a flag token names (`--num-gpus`, `--num-gpus=2`, `--num-g`), or None."""
+        name = token.split("=", 1)[0] if token.startswith("--") else token
+        if name in self._option_string_actions:
+            return self._option_string_actions[name]
+        if not (self.allow_abbrev and name.startswith("--")):
+            return None
+        matches = {a for option, a in self._option_string_actions.items() if option.startswith(name)}
+        return matches.pop() if len(matches) == 1 else None
+
+    @staticmethod
+    def _num_values(action: argparse.Action, following: Sequence[str]) -> int:
+        """How many of the `following` tokens are values of `action`, as argparse counts them."""
+        is_value = [not t.startswith("-") or _is_number(t) for t in following]
+        nargs = action.nargs
+        if nargs is None:
+            return 1
+        if isinstance(nargs, int):
+            return nargs
+        if nargs == argparse.REMAINDER:
+            return len(following)
+        available = next((i for i, v in enumerate(is_value) if not v), len(following))
+        if nargs == argparse.OPTIONAL:
+            return min(available, 1)
+        return available  # "*" and "+": every value up to the next flag
 
     def _split(self, argv: Sequence[str]) -> Tuple[List[str], List[str]]:
         flags: List[str] = []
@@ -61,24 +88,26 @@ class _ArgumentParser(argparse.ArgumentParser):
         i = 0
         while i < len(tokens):
             token = tokens[i]
-            if token.startswith("--") or token == "-h":
-                action = self._option_string_actions.get(token.split("=", 1)[0])
-                if action is None:
-                    self.error(
-                        f"unrecognized flag '{token}'"
-                        + (" among the config overrides" if overrides else "")
-                        + f". Known flags: {', '.join(sorted(a for a in self._option_string_actions if a.startswith('--')))}"
-                    )
-                takes_value = action.nargs != 0 and "=" not in token
-                flags.append(token)
-                if takes_value:
-                    if i + 1 >= len(tokens):
-                        self.error(f"flag '{token}' needs a value")
-                    flags.append(tokens[i + 1])
-                    i += 1
-            else:
+            if token == "--":  # argparse's end of the flags: the rest are overrides
+                overrides.extend(tokens[i + 1:])
+                break
+            action = self._action(token) if token.startswith("-") else None
+            if action is None and token.startswith("--"):
+                self.error(
+                    f"unrecognized flag '{token}'"
+                    + (" among the config overrides" if overrides else "")
+                    + f". Known flags: {', '.join(sorted(a for a in self._option_string_actions if a.startswith('--')))}"
+                )
+            if action is None:
                 overrides.append(token)
-            i += 1
+                i += 1
+                continue
+            count = 0 if "=" in token else self._num_values(action, tokens[i + 1:])
+            if count > len(tokens) - i - 1 or (count == 0 and action.nargs == argparse.ONE_OR_MORE):
+                needed = action.nargs if isinstance(action.nargs, int) else 1
+                self.error(f"flag '{token}' needs {'a value' if needed == 1 else f'{needed} values'}")
+            flags.extend(tokens[i:i + 1 + count])
+            i += 1 + count
         return flags, overrides
 
     def parse_args(self, args: Optional[Sequence[str]] = None, namespace=None) -> argparse.Namespace:
@@ -86,6 +115,15 @@ class _ArgumentParser(argparse.ArgumentParser):
         ns = super().parse_args(flags, namespace)
         ns.opts = overrides
         return ns
+
+
+def _is_number(token: str) -> bool:
+    """A negative number is a value ("SEED -1", "--offset -3"), not a flag."""
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:

@@ -50,6 +50,40 @@ def test_scripts_can_add_flags():
     assert args.my_flag == 3 and args.opts == ["A.B", "1"]
 
 
+def test_flags_take_as_many_values_as_their_nargs():
+    """A script's flags may take several values (Detectron2's parser is argparse's, which reads them
+    all); the overrides around them stay overrides."""
+    parser = default_argument_parser()
+    parser.add_argument("--input", nargs="+")
+    parser.add_argument("--size", nargs=2, type=int)
+    parser.add_argument("--tag", nargs="?", const="default")
+    parser.add_argument("--offset", type=int)
+    args = parser.parse_args(["--input", "a.jpg", "b.jpg", "--tag", "SOLVER.MAX_ITER", "10", "--size", "3", "4",
+                              "--offset", "-2", "--tag", "--input", "c.jpg"])
+    assert args.input == ["c.jpg"] and args.size == [3, 4] and args.tag == "default" and args.offset == -2
+    # argparse's forms: a unique prefix of a flag, "--" ending the flags
+    args = parser.parse_args(["--conf", "a.yaml", "--num-g=2", "--", "--input", "x"])
+    assert args.config_file == "a.yaml" and args.num_gpus == 2 and args.opts == ["--input", "x"]
+    remainder = default_argument_parser()
+    remainder.add_argument("--later", nargs="...")
+    assert remainder.parse_args(["A", "1", "--later", "B", "--x"]).later == ["B", "--x"]
+
+
+def test_flag_missing_one_of_its_values_is_rejected(capsys):
+    parser = default_argument_parser()
+    parser.add_argument("--size", nargs=2, type=int)
+    parser.add_argument("--input", nargs="+")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--size", "3"])
+    assert "'--size' needs 2 values" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--input", "--resume"])
+    assert "'--input' needs a value" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # ambiguous: --num-gpus or --num-machines
+        parser.parse_args(["--num", "2"])
+    assert "unrecognized flag '--num'" in capsys.readouterr().err
+
+
 def test_default_setup_writes_config_logs_and_seeds(tmp_path, monkeypatch):
     monkeypatch.delenv("D2MASK_DATASETS", raising=False)
     config_file = tmp_path / "in.yaml"

@@ -12,6 +12,7 @@ from d2mask.modeling.roi_heads.mask_head import (
     mask_rcnn_loss,
 )
 from d2mask.structures import BitMasks, Boxes, Instances, PolygonMasks
+from d2mask.utils.events import EventStorage
 
 
 def _softplus(x):
@@ -97,3 +98,32 @@ def test_build_mask_head_from_config():
     assert head.predictor.weight.shape == (5, 16, 1, 1)
     cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK = True
     assert build_mask_head(cfg, ShapeSpec(channels=4)).predictor.weight.shape == (1, 16, 1, 1)
+
+
+def test_mask_loss_puts_prediction_beside_gt_every_vis_period():
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 1] = torch.tensor([[2.0, -1.0], [0.0, 3.0]])
+    loss = mask_rcnn_loss(logits, _foreground_regions(), vis_period=2)  # no event storage: no image, no error
+    with EventStorage(start_iter=3) as storage:
+        assert mask_rcnn_loss(logits, _foreground_regions(), vis_period=2) == loss
+        assert storage.images == []
+        storage.iter = 4
+        mask_rcnn_loss(logits, _foreground_regions(), vis_period=2)
+        (name, image, iteration), = storage.images
+    assert name == "Left: mask prediction;   Right: mask GT (0)" and iteration == 4
+    # grey (R = G = B): the class-1 probabilities, then the 2 x 2 target [[1, 0], [1, 0]]
+    expected = torch.tensor([[2.0, -1.0], [0.0, 3.0]]).sigmoid()
+    expected = torch.cat([expected, torch.tensor([[1.0, 0.0], [1.0, 0.0]])], dim=1)
+    assert image.shape == (3, 2, 4) and all(torch.allclose(torch.from_numpy(c), expected) for c in image)
+
+
+def test_mask_head_takes_vis_period_from_the_config():
+    cfg = get_cfg()
+    cfg.VIS_PERIOD = 7
+    head = build_mask_head(cfg, ShapeSpec(channels=4, height=14, width=14))
+    assert head.vis_period == 7
+    regions = _foreground_regions()
+    head.train()
+    with EventStorage(start_iter=14) as storage:
+        head(torch.rand(1, 4, 1, 1), regions)
+        assert len(storage.images) == 1

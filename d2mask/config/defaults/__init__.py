@@ -25,7 +25,7 @@ def build_defaults() -> CfgNode:
     define(cfg, "OUTPUT_DIR", "./output", "Directory for logs, metrics, checkpoints and evaluation results.")
     define(cfg, "SEED", -1, "Random seed; < 0 draws one and logs it.")
     define(cfg, "CUDNN_BENCHMARK", False, "Let cuDNN pick the fastest kernels (non-deterministic).")
-    define(cfg, "VIS_PERIOD", 0, "Every this many iterations, draw a training image with its GT boxes and proposals, to TensorBoard (or as PNG files in OUTPUT_DIR/vis without it); 0 disables.")
+    define(cfg, "VIS_PERIOD", 0, "Every this many iterations, draw a training image with its GT boxes and proposals (and the first predicted masks beside their GT), to TensorBoard (or as PNG files in OUTPUT_DIR/vis without it); 0 disables.")
     define(cfg, "DDP.FIND_UNUSED_PARAMETERS", False, "Let DistributedDataParallel handle parameters that get no gradient in a step (slower).")
     define(cfg, "IMPORTS", [], "Python modules imported before anything is built (e.g. a project's module that registers a matcher).")
     return cfg

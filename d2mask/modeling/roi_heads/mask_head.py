@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from d2mask.config import configurable
 from d2mask.layers import Conv2d, ConvTranspose2d, ShapeSpec, get_norm
 from d2mask.structures import Instances
+from d2mask.utils.events import get_event_storage, has_event_storage
 from d2mask.utils.registry import Registry
 
 __all__ = [
@@ -36,7 +37,7 @@ features): in training it returns {"loss_mask": Tensor}, in inference the instan
 """
 
 
-def mask_rcnn_loss(pred_mask_logits: Tensor, instances: List[Instances]) -> Tensor:
+def mask_rcnn_loss(pred_mask_logits: Tensor, instances: List[Instances], vis_period: int = 0) -> Tensor:
     """The mask loss of Mask R-CNN (He et al. 2017): mean per-pixel binary cross-entropy between the
     logits of each region's GT class and its GT mask cropped to the region and resampled to M x M.
 
@@ -44,6 +45,9 @@ def mask_rcnn_loss(pred_mask_logits: Tensor, instances: List[Instances]) -> Tens
         pred_mask_logits: `Tensor[R, K, M, M]` for the foreground regions of `instances`, in order.
         instances: per image, foreground regions with fields proposal_boxes, gt_classes and gt_masks
             (BitMasks or PolygonMasks, anything with `crop_and_resize(boxes, M)`).
+        vis_period: when > 0, every this many iterations (of the active event storage), the predicted
+            mask of each region beside its GT target goes to the storage as an image (see
+            `_put_mask_images`).
 
     Returns:
         A scalar; 0 (still attached to the graph) when there is no region.
@@ -68,7 +72,20 @@ def mask_rcnn_loss(pred_mask_logits: Tensor, instances: List[Instances]) -> Tens
     else:
         regions = torch.arange(len(pred_mask_logits), device=pred_mask_logits.device)
         logits = pred_mask_logits[regions, torch.cat(gt_classes)]  # (R, K, M, M) -> (R, M, M)
+    if vis_period > 0 and has_event_storage() and get_event_storage().iter % vis_period == 0:
+        _put_mask_images(logits, gt_masks)
     return F.binary_cross_entropy_with_logits(logits, gt_masks, reduction="mean")
+
+
+def _put_mask_images(logits: Tensor, gt_masks: Tensor, max_regions: int = 16) -> None:
+    """Puts in the active event storage, for each of the first `max_regions` regions, one grey image
+    `[3, M, 2M]`: the predicted mask probabilities (left) beside the GT target (right), named as
+    Detectron2 names them. Detectron2 puts every region (hundreds per iteration); a few show the same."""
+    with torch.no_grad():
+        both = torch.cat([logits[:max_regions].sigmoid(), gt_masks[:max_regions]], dim=2).float()  # (R', M, 2M)
+    storage = get_event_storage()
+    for i, image in enumerate(both):
+        storage.put_image(f"Left: mask prediction;   Right: mask GT ({i})", image.expand(3, -1, -1))
 
 
 def mask_rcnn_inference(pred_mask_logits: Tensor, pred_instances: List[Instances]) -> None:
@@ -93,17 +110,20 @@ class BaseMaskRCNNHead(nn.Module):
     """Owns the train/inference split of a mask head; a subclass defines `layers` only."""
 
     @configurable
-    def __init__(self, *, loss_weight: float = 1.0):
+    def __init__(self, *, loss_weight: float = 1.0, vis_period: int = 0):
         """
         Args:
             loss_weight: the weight of `loss_mask`.
+            vis_period: every this many iterations, put predicted and GT masks in the event storage
+                (`mask_rcnn_loss`); 0: never.
         """
         super().__init__()
         self.loss_weight = loss_weight
+        self.vis_period = vis_period
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
-        return {}
+        return {"vis_period": cfg.VIS_PERIOD}
 
     def forward(self, x: Tensor, instances: List[Instances]) -> Union[Dict[str, Tensor], List[Instances]]:
         """
@@ -117,7 +137,7 @@ class BaseMaskRCNNHead(nn.Module):
         """
         x = self.layers(x)
         if self.training:
-            return {"loss_mask": mask_rcnn_loss(x, instances) * self.loss_weight}
+            return {"loss_mask": mask_rcnn_loss(x, instances, self.vis_period) * self.loss_weight}
         mask_rcnn_inference(x, instances)
         return instances
 
