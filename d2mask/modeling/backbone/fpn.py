@@ -1,6 +1,6 @@
 """Feature Pyramid Network (Lin et al., 2017) over a bottom-up backbone."""
 import math
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch.nn.functional as F
 from fvcore.nn import weight_init
@@ -13,7 +13,23 @@ from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
 from .resnet import build_resnet_backbone
 
-__all__ = ["FPN", "LastLevelMaxPool", "LastLevelP6P7", "build_resnet_fpn_backbone", "build_retinanet_resnet_fpn_backbone"]
+__all__ = [
+    "FPN",
+    "LastLevelMaxPool",
+    "LastLevelP6P7",
+    "build_resnet_fpn_backbone",
+    "build_retinanet_resnet_fpn_backbone",
+    "log2_stages",
+]
+
+
+def log2_stages(strides: Sequence[int], what: str) -> List[int]:
+    """The stages s of pyramid levels with strides 2**s, finest first; a ValueError naming `what`
+    unless every stride is a power of two, each twice the previous one."""
+    stages = [int(math.log2(s)) for s in strides]
+    if any(2**st != s for st, s in zip(stages, strides)) or any(b != a + 1 for a, b in zip(stages, stages[1:])):
+        raise ValueError(f"{what} must have strides doubling level to level, got {list(strides)}")
+    return stages
 
 
 class LastLevelMaxPool(nn.Module):
@@ -90,9 +106,7 @@ class FPN(Backbone):
                 f"bottom-up backbone, which produces {list(input_shapes)}"
             )
         strides = [input_shapes[f].stride for f in in_features]
-        stages = [int(math.log2(s)) for s in strides]
-        if any(2**st != s for st, s in zip(stages, strides)) or any(b != a + 1 for a, b in zip(stages, stages[1:])):
-            raise ValueError(f"FPN in_features {list(in_features)} must have strides doubling level to level, got {strides}")
+        stages = log2_stages(strides, f"FPN in_features {list(in_features)}")
 
         use_bias = norm == ""
         lateral_convs, output_convs = [], []
