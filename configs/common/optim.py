@@ -21,3 +21,12 @@ SGD = L(torch.optim.SGD)(
     weight_decay=1e-4,
     nesterov=False,
 )
+
+# ViTDet's optimiser. Its configs add a layer-wise learning-rate decay:
+# `optimizer.params.lr_factor_func = partial(get_vit_lr_decay_rate, num_layers=12, lr_decay_rate=0.7)`.
+AdamW = L(torch.optim.AdamW)(
+    params=L(get_default_optimizer_params)(base_lr="${..lr}", weight_decay="${..weight_decay}", weight_decay_norm=0.0),
+    lr=1e-4,
+    betas=(0.9, 0.999),
+    weight_decay=0.1,
+)

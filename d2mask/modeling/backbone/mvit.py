@@ -80,7 +80,9 @@ class MultiScaleAttention(nn.Module):
 
         def pool(stride: int) -> nn.Conv2d:
             padding = [k // 2 for k in pool_kernel]
-            return nn.Conv2d(head_dim, head_dim, pool_kernel, stride=stride, padding=padding, groups=head_dim, bias=False)
+            return nn.Conv2d(
+                head_dim, head_dim, pool_kernel, stride=stride, padding=padding, groups=head_dim, bias=False
+            )
 
         self.pool_q, self.norm_q = pool(stride_q), norm_layer(head_dim)
         self.pool_k, self.norm_k = pool(stride_kv), norm_layer(head_dim)
@@ -271,7 +273,8 @@ class MViT(Backbone):
         last = list(last_block_indexes)
         if len(last) < 3 or any(b <= a for a, b in zip(last, last[1:])) or last[0] < 0 or last[-1] >= depth:
             raise ValueError(
-                f"MViT last_block_indexes {last}: at least three increasing block indexes in [0, {depth - 1}] (depth {depth})"
+                f"MViT last_block_indexes {last}: at least three increasing block indexes in [0, {depth - 1}] "
+                f"(depth {depth})"
             )
         names = [f"scale{stage}" for stage in range(2, 2 + len(last))]
         unknown = [f for f in out_features if f not in names]
@@ -288,7 +291,7 @@ class MViT(Backbone):
         else:
             self.pos_embed = None
 
-        drop_path_rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        drop_path_rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         dim_out = embed_dim
         stride_kv = adaptive_kv_stride
         window_size = adaptive_window_size

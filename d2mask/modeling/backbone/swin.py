@@ -139,7 +139,13 @@ class SwinTransformerBlock(nn.Module):
         self.mlp_ratio = mlp_ratio
         self.norm1 = norm_layer(dim)
         self.attn = WindowAttention(
-            dim, (window_size, window_size), num_heads, qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop
+            dim,
+            (window_size, window_size),
+            num_heads,
+            qkv_bias=qkv_bias,
+            qk_scale=qk_scale,
+            attn_drop=attn_drop,
+            proj_drop=drop,
         )
         self.drop_path = StochasticDepth(drop_path, mode="row")
         self.norm2 = norm_layer(dim)
@@ -164,7 +170,8 @@ class SwinTransformerBlock(nn.Module):
             x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
         windows, _ = window_partition(x, self.window_size)
         windows = self.attn(windows.view(-1, self.window_size**2, c), mask=mask_matrix if self.shift_size > 0 else None)
-        x = window_unpartition(windows.view(-1, self.window_size, self.window_size, c), self.window_size, padded_hw, padded_hw)
+        windows = windows.view(-1, self.window_size, self.window_size, c)
+        x = window_unpartition(windows, self.window_size, padded_hw, padded_hw)
         if self.shift_size > 0:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
         x = shortcut + self.drop_path(x[:, :h, :w, :])
@@ -343,9 +350,13 @@ class SwinTransformer(Backbone):
         """
         super().__init__()
         if len(depths) != len(num_heads):
-            raise ValueError(f"SwinTransformer depths {list(depths)} and num_heads {list(num_heads)} must have one entry per stage")
+            raise ValueError(
+                f"SwinTransformer depths {list(depths)} and num_heads {list(num_heads)} must have one entry per stage"
+            )
         if any(i not in range(len(depths)) for i in out_indices) or not out_indices:
-            raise ValueError(f"SwinTransformer out_indices {list(out_indices)}: each must be a stage in [0, {len(depths) - 1}]")
+            raise ValueError(
+                f"SwinTransformer out_indices {list(out_indices)}: each must be a stage in [0, {len(depths) - 1}]"
+            )
         self.pretrain_img_size = pretrain_img_size
         self.num_layers = len(depths)
         self.embed_dim = embed_dim
@@ -357,11 +368,12 @@ class SwinTransformer(Backbone):
         if ape:
             pretrain_h, pretrain_w = nn.modules.utils._pair(pretrain_img_size)
             patch_h, patch_w = self.patch_embed.patch_size
-            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, embed_dim, pretrain_h // patch_h, pretrain_w // patch_w))
+            grid = (pretrain_h // patch_h, pretrain_w // patch_w)
+            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, embed_dim, *grid))
             nn.init.trunc_normal_(self.absolute_pos_embed, std=0.02)
         self.pos_drop = nn.Dropout(p=drop_rate)
 
-        drop_path_rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        drop_path_rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.num_features = [embed_dim * 2**i for i in range(self.num_layers)]
         self.layers = nn.ModuleList(
             BasicLayer(

@@ -155,7 +155,8 @@ def get_abs_pos(abs_pos: Tensor, has_cls_token: bool, hw: Tuple[int, int]) -> Te
     side = math.isqrt(num_positions)
     if side * side != num_positions:
         raise ValueError(
-            f"get_abs_pos: {num_positions} position embeddings (class token {'dropped' if has_cls_token else 'absent'}) "
+            f"get_abs_pos: {num_positions} position embeddings "
+            f"(class token {'dropped' if has_cls_token else 'absent'}) "
             f"do not form a square grid; check pretrain_img_size and pretrain_use_cls_token"
         )
     grid = abs_pos.reshape(1, side, side, -1)

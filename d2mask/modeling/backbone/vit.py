@@ -238,23 +238,29 @@ class ViT(Backbone):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"ViT embed_dim {embed_dim} must be a multiple of num_heads {num_heads}")
-        for name, indexes in (("window_block_indexes", window_block_indexes), ("residual_block_indexes", residual_block_indexes)):
+        for name, indexes in (
+            ("window_block_indexes", window_block_indexes),
+            ("residual_block_indexes", residual_block_indexes),
+        ):
             if any(not 0 <= i < depth for i in indexes):
-                raise ValueError(f"ViT {name} {list(indexes)}: each must be a block index in [0, {depth - 1}] (depth {depth})")
+                raise ValueError(
+                    f"ViT {name} {list(indexes)}: each must be a block index in [0, {depth - 1}] (depth {depth})"
+                )
         if window_block_indexes and window_size <= 0:
-            raise ValueError(f"ViT window_size {window_size}: blocks {list(window_block_indexes)} use windows, it must be > 0")
+            raise ValueError(
+                f"ViT window_size {window_size}: blocks {list(window_block_indexes)} use windows, it must be > 0"
+            )
         self.pretrain_use_cls_token = pretrain_use_cls_token
         self.use_act_checkpoint = use_act_checkpoint
-        self.patch_embed = PatchEmbed(
-            kernel_size=(patch_size, patch_size), stride=(patch_size, patch_size), in_chans=in_chans, embed_dim=embed_dim
-        )
+        patch = (patch_size, patch_size)
+        self.patch_embed = PatchEmbed(kernel_size=patch, stride=patch, in_chans=in_chans, embed_dim=embed_dim)
         if use_abs_pos:
             num_positions = (pretrain_img_size // patch_size) ** 2 + int(pretrain_use_cls_token)
             self.pos_embed = nn.Parameter(torch.zeros(1, num_positions, embed_dim))
         else:
             self.pos_embed = None
 
-        drop_path_rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        drop_path_rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         tokens = img_size // patch_size
         self.blocks = nn.ModuleList(
             Block(
@@ -354,13 +360,19 @@ class SimpleFeaturePyramid(Backbone):
             raise ValueError(f"SimpleFeaturePyramid net must be a Backbone, got {type(net).__name__}")
         input_shapes = net.output_shape()
         if in_feature not in input_shapes:
-            raise ValueError(f"SimpleFeaturePyramid in_feature {in_feature!r} is not an output of net; it produces {list(input_shapes)}")
+            raise ValueError(
+                f"SimpleFeaturePyramid in_feature {in_feature!r} is not an output of net; "
+                f"it produces {list(input_shapes)}"
+            )
         unknown = [s for s in scale_factors if s not in self._SCALES]
         if unknown or not scale_factors:
-            raise ValueError(f"SimpleFeaturePyramid scale_factors {list(scale_factors)}: each must be one of {list(self._SCALES)}")
+            raise ValueError(
+                f"SimpleFeaturePyramid scale_factors {list(scale_factors)}: each must be one of {list(self._SCALES)}"
+            )
         stride = input_shapes[in_feature].stride
         strides = [int(stride / scale) for scale in scale_factors]
-        stages = log2_stages(strides, f"SimpleFeaturePyramid scale_factors {list(scale_factors)} (input stride {stride})")
+        what = f"SimpleFeaturePyramid scale_factors {list(scale_factors)} (input stride {stride})"
+        stages = log2_stages(strides, what)
 
         self.scale_factors = tuple(scale_factors)
         dim = input_shapes[in_feature].channels
