@@ -86,14 +86,16 @@ from .meta_arch import (
     SEM_SEG_HEADS_REGISTRY,
     DenseDetector,
     GeneralizedRCNN,
+    PanopticFPN,
     ProposalNetwork,
     RetinaNet,
     RetinaNetHead,
+    SemanticSegmentor,
     build_model,
     build_sem_seg_head,
 )
 from .poolers import ROIPooler
-from .postprocessing import detector_postprocess
+from .postprocessing import detector_postprocess, sem_seg_postprocess
 from .roi_heads import (
     ROI_BOX_HEAD_REGISTRY,
     ROI_HEADS_REGISTRY,
@@ -131,12 +133,14 @@ __all__ += [
     "GeneralizedRCNN",
     "KRCNNConvDeconvUpsampleHead",
     "MaskRCNNConvUpsampleHead",
+    "PanopticFPN",
     "ProposalNetwork",
     "ROIHeads",
     "ROIPooler",
     "Res5ROIHeads",
     "RetinaNet",
     "RetinaNetHead",
+    "SemanticSegmentor",
     "StandardROIHeads",
     "build_box_head",
     "build_keypoint_head",
@@ -145,4 +149,5 @@ __all__ += [
     "build_sem_seg_head",
     "build_roi_heads",
     "detector_postprocess",
+    "sem_seg_postprocess",
 ]

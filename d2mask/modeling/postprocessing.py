@@ -1,8 +1,14 @@
-"""`detector_postprocess`: a detector's outputs, from the resized network input back to the original image."""
+"""`detector_postprocess` and `sem_seg_postprocess`: a model's outputs, from the resized network input
+back to the original image."""
+from typing import Tuple
+
+from torch import Tensor
+from torch.nn import functional as F
+
 from d2mask.layers.mask_ops import paste_masks_in_image
 from d2mask.structures import Instances
 
-__all__ = ["detector_postprocess"]
+__all__ = ["detector_postprocess", "sem_seg_postprocess"]
 
 
 def detector_postprocess(
@@ -48,3 +54,19 @@ def detector_postprocess(
         keypoints[..., 1] *= scale_y
         results.pred_keypoints = keypoints
     return results
+
+
+def sem_seg_postprocess(result: Tensor, img_size: Tuple[int, int], output_height: int, output_width: int) -> Tensor:
+    """One image's semantic-segmentation logits at an output resolution, normally the original
+    image's: the padding of the batch is cut off, then the rest is resized bilinearly.
+
+    Args:
+        result: logits `Tensor[K, H, W]` over the padded network input.
+        img_size: (height, width) of the image inside the padded input.
+        output_height, output_width: the resolution wanted.
+
+    Returns:
+        `Tensor[K, output_height, output_width]` logits.
+    """
+    result = result[None, :, : img_size[0], : img_size[1]]  # (K, H, W) -> (1, K, h, w)
+    return F.interpolate(result, size=(int(output_height), int(output_width)), mode="bilinear", align_corners=False)[0]

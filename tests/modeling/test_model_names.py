@@ -1,6 +1,7 @@
-"""The full state dict of Mask R-CNN R50-FPN and R50-C4, Cascade Mask R-CNN R50-FPN, RetinaNet R50-FPN
-and keypoint R-CNN R50-FPN has exactly Detectron2's names and shapes, so Detectron2 checkpoints load with nothing missing
-or unexpected, whether built from the YAML configs or from the Python (LazyConfig) model files."""
+"""The full state dict of Mask R-CNN R50-FPN and R50-C4, Cascade Mask R-CNN R50-FPN, RetinaNet R50-FPN,
+keypoint R-CNN R50-FPN and Panoptic FPN R50 has exactly Detectron2's names and shapes, so Detectron2
+checkpoints load with nothing missing or unexpected, whether built from the YAML configs or from the
+Python (LazyConfig) model files."""
 import os
 
 import pytest
@@ -17,6 +18,7 @@ from tests.common import REPO, read_reference
         ("mask_rcnn_R_50_C4_1x.yaml", "detectron2_mask_rcnn_R_50_C4_state_dict.txt"),
         ("../Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml", "detectron2_cascade_mask_rcnn_R_50_FPN_state_dict.txt"),
         ("../COCO-Detection/retinanet_R_50_FPN_1x.yaml", "detectron2_retinanet_R_50_FPN_state_dict.txt"),
+        ("../COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml", "detectron2_panoptic_fpn_R_50_state_dict.txt"),
     ],
 )
 def test_state_dict_matches_detectron2(config, reference):
@@ -39,6 +41,7 @@ def test_state_dict_matches_detectron2(config, reference):
     [
         ("cascade_rcnn.py", "detectron2_cascade_mask_rcnn_R_50_FPN_state_dict.txt"),
         ("retinanet.py", "detectron2_retinanet_R_50_FPN_state_dict.txt"),
+        ("panoptic_fpn.py", "detectron2_panoptic_fpn_R_50_state_dict.txt"),
     ],
 )
 def test_lazy_config_models_match_detectron2(config, reference):

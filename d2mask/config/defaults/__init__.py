@@ -5,6 +5,7 @@ from ..key_docs import define
 from .data import add_data_defaults
 from .heads import add_retinanet_defaults, add_roi_heads_defaults, add_rpn_defaults
 from .model import add_model_defaults
+from .segmentation import add_segmentation_defaults
 from .solver import add_solver_defaults
 from .test import add_test_defaults
 
@@ -19,6 +20,7 @@ def build_defaults() -> CfgNode:
     add_rpn_defaults(cfg)
     add_roi_heads_defaults(cfg)
     add_retinanet_defaults(cfg)
+    add_segmentation_defaults(cfg)
     add_data_defaults(cfg)
     add_solver_defaults(cfg)
     add_test_defaults(cfg)
