@@ -8,6 +8,7 @@ import torch
 
 from ..config import configurable
 from . import detection_utils as utils
+from .catalog import DatasetError
 from . import transforms as T
 
 __all__ = ["DatasetMapper"]
@@ -21,9 +22,13 @@ class DatasetMapper:
         {"image": Tensor[C, H, W] uint8 in the model's channel order,
          "height", "width": the original image size (inference outputs are rescaled to it),
          "instances": Instances(gt_boxes, gt_classes[, gt_masks][, gt_keypoints])   # training only
+         "sem_seg": Tensor[H, W] int64 class ids   # training, when the dict has "sem_seg_file_name"
          ... and the dataset dict's other fields (file_name, image_id)}
 
     In training, crowd annotations are dropped and so are instances left empty by the transforms.
+    The label map of "sem_seg_file_name" goes through the same transforms as the image (resized
+    without interpolating between labels); evaluators read it from the file themselves, so it is
+    not read in inference.
     """
 
     @configurable
@@ -95,13 +100,24 @@ class DatasetMapper:
         dataset_dict = copy.deepcopy(dataset_dict)  # the caller's copy stays untouched
         image = utils.read_image(dataset_dict["file_name"], format=self.image_format, max_pixels=self.max_image_pixels)
         utils.check_image_size(dataset_dict, image)
+        sem_seg_file = dataset_dict.pop("sem_seg_file_name", None)
+        sem_seg = None
+        if self.is_train and sem_seg_file is not None:
+            sem_seg = utils.read_sem_seg(sem_seg_file, max_pixels=self.max_image_pixels)
+            if sem_seg.shape != image.shape[:2]:
+                raise DatasetError(
+                    f"Label map {sem_seg_file} is {sem_seg.shape[1]}x{sem_seg.shape[0]} (width x height) but its "
+                    f"image {dataset_dict['file_name']} is {image.shape[1]}x{image.shape[0]}; they must be the same size"
+                )
 
-        aug_input = T.AugInput(image)
+        aug_input = T.AugInput(image, sem_seg=sem_seg)
         transforms = self.augmentations(aug_input)
         image = aug_input.image
         image_size = image.shape[:2]
         # (H, W, C) -> (C, H, W)
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if aug_input.sem_seg is not None:
+            dataset_dict["sem_seg"] = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
 
         annos = dataset_dict.pop("annotations", None)
         if not self.is_train or annos is None:

@@ -19,6 +19,7 @@ from .catalog import DatasetCatalog, DatasetError, MetadataCatalog
 __all__ = [
     "SUPPORTED_IMAGE_FORMATS",
     "read_image",
+    "read_sem_seg",
     "convert_image_to_rgb",
     "check_image_size",
     "transform_instance_annotations",
@@ -56,15 +57,7 @@ def read_image(file_name: str, format: str = "BGR", *, max_pixels: int = MAX_IMA
     """
     if format not in SUPPORTED_IMAGE_FORMATS:
         raise ConfigError(f"Unsupported image format {format!r}; INPUT.FORMAT must be one of {SUPPORTED_IMAGE_FORMATS}")
-    try:
-        with open(file_name, "rb") as f:
-            encoded = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"Image file not found: {file_name}") from None
-    except IsADirectoryError:
-        raise DatasetError(f"Image file {file_name} is a directory, not an image") from None
-    except PermissionError:
-        raise DatasetError(f"Image file {file_name} cannot be read by this user (permission denied)") from None
+    encoded = _read_bytes(file_name, "Image")
     _check_pixels(file_name, encoded, max_pixels)
     flags = cv2.IMREAD_GRAYSCALE if format == "L" else cv2.IMREAD_COLOR
     image = cv2.imdecode(np.frombuffer(encoded, dtype=np.uint8), flags)
@@ -73,6 +66,50 @@ def read_image(file_name: str, format: str = "BGR", *, max_pixels: int = MAX_IMA
     if format == "L":
         return image[:, :, None]
     return image[:, :, ::-1].copy() if format == "RGB" else image
+
+
+def read_sem_seg(file_name: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Reads a semantic-segmentation label map: a single-channel image (8- or 16-bit grayscale, or
+    a palette image, whose pixel values are the palette indices) of one class id per pixel.
+
+    Args:
+        file_name: path of the label map (a dataset dict's "sem_seg_file_name").
+        max_pixels: the largest width x height read (INPUT.MAX_IMAGE_PIXELS).
+
+    Returns:
+        `ndarray[H, W]` of integer class ids.
+
+    Raises:
+        FileNotFoundError: no such file.
+        DatasetError: naming the file: too many pixels, not decodable, or more than one channel.
+    """
+    encoded = _read_bytes(file_name, "Label map")
+    _check_pixels(file_name, encoded, max_pixels)
+    try:
+        with Image.open(io.BytesIO(encoded)) as image:
+            mode = image.mode
+            labels = np.asarray(image)
+    except Exception:  # Pillow raises many types for files it cannot decode
+        raise DatasetError(f"Cannot decode label map {file_name}: not an image format Pillow can read, or corrupt") from None
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetError(
+            f"Label map {file_name} is a {mode} image of shape {labels.shape}; a semantic-segmentation label "
+            f"map must have one integer channel (grayscale L, I;16 or palette P) holding a class id per pixel"
+        )
+    return labels
+
+
+def _read_bytes(file_name: str, what: str) -> bytes:
+    """The content of the file `file_name`, a `what` ("Image", ...), with one-line errors."""
+    try:
+        with open(file_name, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} file not found: {file_name}") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{what} file {file_name} is a directory, not an image") from None
+    except PermissionError:
+        raise DatasetError(f"{what} file {file_name} cannot be read by this user (permission denied)") from None
 
 
 def _check_pixels(file_name: str, encoded: bytes, max_pixels: int) -> None:

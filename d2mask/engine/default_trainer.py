@@ -23,7 +23,14 @@ from ..data import (
 )
 from ..data.detection_utils import build_augmentation
 from ..data.build import min_keypoints_of
-from ..evaluation import COCOEvaluator, DatasetEvaluator, inference_on_dataset, verify_results
+from ..evaluation import (
+    COCOEvaluator,
+    DatasetEvaluator,
+    DatasetEvaluators,
+    SemSegEvaluator,
+    inference_on_dataset,
+    verify_results,
+)
 from ..modeling import build_model
 from ..solver import auto_scale_workers, build_lr_scheduler, build_optimizer, epochs_to_iterations
 from ..utils import comm
@@ -223,19 +230,27 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
-        """The evaluator named by the dataset's metadata `evaluator_type` ("coco": COCOEvaluator)."""
+        """The evaluator named by the dataset's metadata `evaluator_type`: "coco" (COCOEvaluator),
+        "sem_seg" (SemSegEvaluator), "coco_panoptic_seg" (both; d2mask computes no PQ)."""
         evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
-        if evaluator_type == "coco":
-            return COCOEvaluator(
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        evaluators: List[DatasetEvaluator] = []
+        if evaluator_type in ("sem_seg", "coco_panoptic_seg"):
+            evaluators.append(SemSegEvaluator(dataset_name, output_dir=output_folder))
+        if evaluator_type in ("coco", "coco_panoptic_seg"):
+            evaluators.append(COCOEvaluator(
                 dataset_name,
-                output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"),
+                output_dir=output_folder,
                 max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
                 kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
+            ))
+        if not evaluators:
+            raise NotImplementedError(
+                f"No evaluator for dataset '{dataset_name}' (metadata evaluator_type={evaluator_type!r}); set "
+                f"evaluator_type to 'coco', 'sem_seg' or 'coco_panoptic_seg' in its metadata or override "
+                f"DefaultTrainer.build_evaluator"
             )
-        raise NotImplementedError(
-            f"No evaluator for dataset '{dataset_name}' (metadata evaluator_type={evaluator_type!r}); set "
-            f"evaluator_type='coco' in its metadata or override DefaultTrainer.build_evaluator"
-        )
+        return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 
     @classmethod
     def test(cls, cfg: CfgNode, model: nn.Module, evaluators: Optional[List[DatasetEvaluator]] = None) -> Dict[str, Any]:
@@ -261,7 +276,7 @@ def _log_results(dataset_name: str, results: Mapping[str, Any]) -> None:
     for task, metrics in results.items():
         if not isinstance(metrics, Mapping):
             continue
-        main = [k for k in ("AP", "AP50", "AP75", "APs", "APm", "APl") if k in metrics]
+        main = [k for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "mIoU", "fwIoU", "mACC", "pACC") if k in metrics]
         logger.info(
             f"Evaluation of {dataset_name}, {task}: " + "  ".join(f"{k} {float(metrics[k]):.2f}" for k in main)
         )

@@ -1,6 +1,8 @@
-"""Evaluating a model over a dataset: the evaluator protocol, the inference loop and COCO AP."""
+"""Evaluating a model over a dataset: the evaluator protocol, the inference loop, COCO AP and
+semantic-segmentation IoU."""
 from .coco_evaluation import COCOEvaluator, instances_to_coco_json
 from .evaluator import DatasetEvaluator, DatasetEvaluators, inference_context, inference_on_dataset
+from .sem_seg_evaluation import SemSegEvaluator
 from .testing import verify_results
 
 __all__ = [
@@ -9,6 +11,7 @@ __all__ = [
     "inference_on_dataset",
     "inference_context",
     "COCOEvaluator",
+    "SemSegEvaluator",
     "instances_to_coco_json",
     "verify_results",
 ]

@@ -3,25 +3,31 @@ by `d2mask.data`.
 
 "shapes_train" and "shapes_val" are sized for the quick start: a small R18-FPN Mask R-CNN trained for
 about ten minutes on a laptop CPU reaches box and mask AP above 50 on them, and generating both takes
-a few seconds.
+a few seconds. "shapes_sem_seg_train/val" and "shapes_train/val_panoptic_separated" are their
+semantic and panoptic views (the same images, with label maps).
 
-COCO ("coco_2017_train", ...), LVIS v1 and PASCAL VOC are registered under Detectron2's names and
+COCO ("coco_2017_train", ...; COCO panoptic as "coco_2017_train_panoptic_separated" and
+"..._stuffonly"), LVIS v1 and PASCAL VOC are registered under Detectron2's names and
 relative paths below `datasets_root()` (DATASETS.ROOT, else `$D2MASK_DATASETS`, else
 `$DETECTRON2_DATASETS`, else ~/.cache/d2mask), with their metadata, so that a model trained on them
 can be run and drawn without their files. Their files are only needed when a dataset is loaded; a
 missing one then stops the run with its expected path and the settings that move it.
 """
 import os
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Sequence
 
 from ..catalog import DatasetCatalog, DatasetError, MetadataCatalog
 from .builtin_meta import get_builtin_metadata
 from .coco import register_coco_instances
+from .coco_panoptic import register_coco_panoptic_separated
 from .lvis import register_lvis_instances
 from .pascal_voc import register_pascal_voc
 from .shapes import datasets_root, register_shapes
+from .shapes_segmentation import register_shapes_panoptic_separated, register_shapes_sem_seg
 
-__all__ = ["register_all_builtins", "register_all_coco", "register_all_lvis", "register_all_pascal_voc"]
+__all__ = [
+    "register_all_builtins", "register_all_coco", "register_all_coco_panoptic", "register_all_lvis", "register_all_pascal_voc",
+]
 
 # name -> (image directory, annotation json), relative to the datasets root (Detectron2's layout).
 _PREDEFINED_SPLITS_COCO = {
@@ -49,6 +55,15 @@ _PREDEFINED_SPLITS_COCO_PERSON = {
     "keypoints_coco_2017_val_100": ("coco/val2017", "coco/annotations/person_keypoints_val2017_100.json"),
 }
 
+# prefix -> (panoptic PNG directory, panoptic json, semantic label-map directory), relative to the
+# datasets root; the images and instances json are those of the COCO split without "_panoptic".
+# The label maps are made by Detectron2's datasets/prepare_panoptic_fpn.py.
+_PREDEFINED_SPLITS_COCO_PANOPTIC = {
+    "coco_2017_train_panoptic": ("coco/panoptic_train2017", "coco/annotations/panoptic_train2017.json", "coco/panoptic_stuff_train2017"),
+    "coco_2017_val_panoptic": ("coco/panoptic_val2017", "coco/annotations/panoptic_val2017.json", "coco/panoptic_stuff_val2017"),
+    "coco_2017_val_100_panoptic": ("coco/panoptic_val2017_100", "coco/annotations/panoptic_val2017_100.json", "coco/panoptic_stuff_val2017_100"),
+}
+
 _PREDEFINED_SPLITS_LVIS = {
     "lvis_v1_train": ("coco/", "lvis/lvis_v1_train.json"),
     "lvis_v1_val": ("coco/", "lvis/lvis_v1_val.json"),
@@ -69,9 +84,10 @@ _PREDEFINED_SPLITS_VOC = {
 _FILE_DATASETS: Dict[str, Callable[[], List[Dict]]] = {}
 
 
-def _require_file(name: str, path: str, load: Callable[[], List[Dict]]) -> Callable[[], List[Dict]]:
+def _require_file(name: str, paths: Sequence[str], load: Callable[[], List[Dict]]) -> Callable[[], List[Dict]]:
     def checked() -> List[Dict]:
-        if not os.path.exists(path):
+        path = next((p for p in paths if not os.path.exists(p)), None)
+        if path is not None:
             raise DatasetError(
                 f"Built-in dataset '{name}' expects {path}, which does not exist: put the dataset there "
                 f"(Detectron2's layout), or set DATASETS.ROOT, $D2MASK_DATASETS or $DETECTRON2_DATASETS "
@@ -82,9 +98,9 @@ def _require_file(name: str, path: str, load: Callable[[], List[Dict]]) -> Calla
     return checked
 
 
-def _guard(name: str, path: str) -> None:
-    """Makes loading the just-registered dataset `name` stop with one line when `path` is missing."""
-    checked = _require_file(name, path, DatasetCatalog[name])
+def _guard(name: str, *paths: str) -> None:
+    """Makes loading the just-registered dataset `name` stop with one line when one of `paths` is missing."""
+    checked = _require_file(name, paths, DatasetCatalog[name])
     DatasetCatalog.remove(name)
     DatasetCatalog.register(name, checked)
     _FILE_DATASETS[name] = checked
@@ -99,6 +115,22 @@ def register_all_coco(root: str) -> None:
             metadata = get_builtin_metadata(dataset_type)
             register_coco_instances(name, metadata, json_file, os.path.join(root, image_root))
             _guard(name, json_file)
+
+
+def register_all_coco_panoptic(root: str) -> None:
+    """COCO panoptic in Detectron2's separated form (`<prefix>_separated`, `<prefix>_stuffonly`)."""
+    for prefix, (panoptic_root, panoptic_json, sem_seg_root) in _PREDEFINED_SPLITS_COCO_PANOPTIC.items():
+        names = (prefix + "_separated", prefix + "_stuffonly")
+        if any(n in DatasetCatalog for n in names):  # the user's own dataset of that name
+            continue
+        image_root, instances_json = (os.path.join(root, p) for p in _PREDEFINED_SPLITS_COCO[prefix[: -len("_panoptic")]])
+        sem_seg_root = os.path.join(root, sem_seg_root)
+        register_coco_panoptic_separated(
+            prefix, get_builtin_metadata("coco_panoptic_separated"), image_root, os.path.join(root, panoptic_root),
+            os.path.join(root, panoptic_json), sem_seg_root, instances_json,
+        )
+        _guard(names[0], instances_json, sem_seg_root)
+        _guard(names[1], sem_seg_root)
 
 
 def register_all_lvis(root: str) -> None:
@@ -130,6 +162,7 @@ def register_file_datasets() -> None:
     _FILE_DATASETS.clear()
     root = datasets_root()
     register_all_coco(root)
+    register_all_coco_panoptic(root)
     register_all_lvis(root)
     register_all_pascal_voc(root)
 
@@ -137,4 +170,7 @@ def register_file_datasets() -> None:
 def register_all_builtins() -> None:
     register_shapes("shapes_train", num_images=500, seed=1)
     register_shapes("shapes_val", num_images=50, seed=2)
+    for split in ("train", "val"):
+        register_shapes_sem_seg(f"shapes_sem_seg_{split}", f"shapes_{split}")
+        register_shapes_panoptic_separated(f"shapes_{split}_panoptic_separated", f"shapes_{split}")
     register_file_datasets()

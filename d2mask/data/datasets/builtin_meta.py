@@ -7,6 +7,7 @@ from ...utils.colormap import instance_colors
 
 __all__ = [
     "COCO_CATEGORIES",
+    "COCO_PANOPTIC_STUFF_CATEGORIES",
     "COCO_PERSON_KEYPOINT_FLIP_MAP",
     "COCO_PERSON_KEYPOINT_NAMES",
     "KEYPOINT_CONNECTION_RULES",
@@ -64,6 +65,21 @@ KEYPOINT_CONNECTION_RULES = [
     ("right_hip", "right_knee", _RIGHT), ("right_knee", "right_ankle", _RIGHT),
 ]
 
+# COCO panoptic's 53 stuff categories as (dataset id, name), in id order.
+COCO_PANOPTIC_STUFF_CATEGORIES = (
+    (92, "banner"), (93, "blanket"), (95, "bridge"), (100, "cardboard"), (107, "counter"), (109, "curtain"),
+    (112, "door-stuff"), (118, "floor-wood"), (119, "flower"), (122, "fruit"), (125, "gravel"), (128, "house"),
+    (130, "light"), (133, "mirror-stuff"), (138, "net"), (141, "pillow"), (144, "platform"),
+    (145, "playingfield"), (147, "railroad"), (148, "river"), (149, "road"), (151, "roof"), (154, "sand"),
+    (155, "sea"), (156, "shelf"), (159, "snow"), (161, "stairs"), (166, "tent"), (168, "towel"),
+    (171, "wall-brick"), (175, "wall-stone"), (176, "wall-tile"), (177, "wall-wood"), (178, "water-other"),
+    (180, "window-blind"), (181, "window-other"), (184, "tree-merged"), (185, "fence-merged"),
+    (186, "ceiling-merged"), (187, "sky-other-merged"), (188, "cabinet-merged"), (189, "table-merged"),
+    (190, "floor-other-merged"), (191, "pavement-merged"), (192, "mountain-merged"), (193, "grass-merged"),
+    (194, "dirt-merged"), (195, "paper-merged"), (196, "food-other-merged"), (197, "building-other-merged"),
+    (198, "rock-merged"), (199, "wall-other-merged"), (200, "rug-merged"),
+)
+
 # PASCAL VOC's 20 classes, in the order of their contiguous ids (as in the devkit and Detectron2).
 PASCAL_VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -77,8 +93,8 @@ def _colors(n: int) -> List[List[int]]:
 
 
 def get_builtin_metadata(dataset_type: str) -> Dict[str, Any]:
-    """The metadata shared by all splits of a built-in dataset family ("coco", "coco_person" or
-    "pascal_voc")."""
+    """The metadata shared by all splits of a built-in dataset family ("coco", "coco_person",
+    "coco_panoptic_separated" or "pascal_voc")."""
     if dataset_type == "coco":
         return dict(
             thing_classes=[name for _, name in COCO_CATEGORIES],
@@ -94,6 +110,16 @@ def get_builtin_metadata(dataset_type: str) -> Dict[str, Any]:
             keypoint_flip_map=[list(pair) for pair in COCO_PERSON_KEYPOINT_FLIP_MAP],
             keypoint_connection_rules=[list(rule) for rule in KEYPOINT_CONNECTION_RULES],
         )
+    if dataset_type == "coco_panoptic_separated":
+        # Semantic class 0 is every thing pixel (the label maps of Detectron2's prepare_panoptic_fpn.py);
+        # the stuff classes follow in id order, named without COCO's "-other" / "-merged" suffixes.
+        stuff_names = [name.replace("-other", "").replace("-merged", "") for _, name in COCO_PANOPTIC_STUFF_CATEGORIES]
+        return dict(
+            get_builtin_metadata("coco"),
+            stuff_classes=["things"] + stuff_names,
+            stuff_dataset_id_to_contiguous_id={0: 0, **{i: c + 1 for c, (i, _) in enumerate(COCO_PANOPTIC_STUFF_CATEGORIES)}},
+            stuff_colors=_colors(1 + len(COCO_PANOPTIC_STUFF_CATEGORIES)),
+        )
     if dataset_type == "pascal_voc":
         return dict(thing_classes=list(PASCAL_VOC_CLASSES), thing_colors=_colors(len(PASCAL_VOC_CLASSES)))
-    raise KeyError(f"No built-in metadata for dataset type '{dataset_type}'; known: coco, coco_person, pascal_voc")
+    raise KeyError(f"No built-in metadata for dataset type '{dataset_type}'; known: coco, coco_person, coco_panoptic_separated, pascal_voc")

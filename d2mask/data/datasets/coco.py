@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 from ...structures import BoxMode
 from ..catalog import DatasetCatalog, DatasetError, MetadataCatalog
 
-__all__ = ["load_coco_json", "register_coco_instances", "convert_to_coco_dict"]
+__all__ = ["load_coco_json", "register_coco_instances", "convert_to_coco_dict", "load_sem_seg"]
 
 logger = logging.getLogger(__name__)
 
@@ -348,3 +348,37 @@ def _segmentation_as_json(segm: Any, height: int, width: int) -> Tuple[Any, floa
     mask = np.asfortranarray(np.asarray(segm, dtype=np.uint8))  # a bitmask array
     rle = mask_util.encode(mask)
     return {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}, float(mask.sum())
+
+
+def load_sem_seg(gt_root: str, image_root: str, gt_ext: str = "png", image_ext: str = "jpg") -> List[Dict[str, Any]]:
+    """Dataset dicts of a semantic-segmentation dataset stored as two directories: images, and
+    label maps (one class id per pixel) of the same names, e.g. `image_root/0001.jpg` with
+    `gt_root/0001.png`. Images without a label map and label maps without an image are left out,
+    and the log says how many.
+
+    Args:
+        gt_root: directory of the label maps, files ending in `gt_ext`.
+        image_root: directory of the images, files ending in `image_ext`.
+
+    Returns:
+        One dict per image, sorted by name: {"file_name", "sem_seg_file_name"}. No file is read.
+    """
+    def stems(root: str, ext: str) -> Dict[str, str]:
+        if not os.path.isdir(root):
+            raise DatasetError(f"load_sem_seg: directory {root} does not exist")
+        return {f[: -len(ext)].rstrip("."): f for f in os.listdir(root) if f.endswith(ext)}
+
+    gts, images = stems(gt_root, gt_ext), stems(image_root, image_ext)
+    if not gts:
+        raise DatasetError(f"load_sem_seg: no label maps (*{gt_ext}) in {gt_root}")
+    common = sorted(gts.keys() & images.keys())
+    if len(common) != len(gts) or len(common) != len(images):
+        logger.warning(
+            f"{image_root} has {len(images)} *{image_ext} images and {gt_root} {len(gts)} *{gt_ext} label maps; "
+            f"using the {len(common)} names found in both"
+        )
+    logger.info(f"Loaded {len(common)} images with semantic segmentation from {image_root}")
+    return [
+        {"file_name": os.path.join(image_root, images[k]), "sem_seg_file_name": os.path.join(gt_root, gts[k])}
+        for k in common
+    ]
