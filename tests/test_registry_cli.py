@@ -33,3 +33,4 @@ def test_cli_lists_builtins_and_config_imports(tmp_path):
     assert "build_resnet_fpn_backbone" in out and "StandardROIHeads" in out
     assert "ROI_KEYPOINT_HEAD:" in out and "  KRCNNConvDeconvUpsampleHead  - " in out
     assert "build_retinanet_resnet_fpn_backbone" in out and "CascadeROIHeads" in out and "  RetinaNet  - " in out
+    assert "  PanopticFPN  - " in out and "  SemanticSegmentor  - " in out and "  SemSegFPNHead  - " in out

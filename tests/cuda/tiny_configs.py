@@ -30,6 +30,7 @@ TINY = {
     "MODEL.FPN.OUT_CHANNELS": 32,
     "MODEL.ROI_BOX_HEAD.FC_DIM": 16,
     "MODEL.ROI_MASK_HEAD.CONV_DIM": 32,
+    "MODEL.SEM_SEG_HEAD.CONVS_DIM": 32,
     "MODEL.ROI_HEADS.NUM_CLASSES": 3,
     "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
     "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0,
@@ -78,7 +79,8 @@ def tiny_lazy_model_config(path: str):
 
 
 def batch(size: int = 64):
-    """Two images of different sizes, each with two objects (boxes, classes, masks)."""
+    """Two images of different sizes, each with two objects (boxes, classes, masks) and a semantic
+    label map (0 on the objects, 1 elsewhere, as Panoptic FPN's)."""
     batch = []
     for h, w in ((size, size + 16), (size - 8, size)):
         instances = Instances((h, w))
@@ -89,5 +91,6 @@ def batch(size: int = 64):
         masks[1, 16 : h - 4, 20 : w - 2] = True
         instances.gt_masks = BitMasks(masks)
         image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
-        batch.append({"image": image, "height": h, "width": w, "instances": instances})
+        sem_seg = (~masks.any(dim=0)).long()
+        batch.append({"image": image, "height": h, "width": w, "instances": instances, "sem_seg": sem_seg})
     return batch

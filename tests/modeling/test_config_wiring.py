@@ -28,6 +28,7 @@ from d2mask.modeling import (
     build_model,
     build_resnet_backbone,
 )
+from d2mask.modeling.meta_arch.semantic_seg import SEM_SEG_HEADS_REGISTRY, SemSegFPNHead
 from d2mask.modeling.proposal_generator.rpn import RPN_HEAD_REGISTRY, StandardRPNHead
 from d2mask.modeling.roi_heads.box_head import ROI_BOX_HEAD_REGISTRY, FastRCNNConvFCHead
 from d2mask.modeling.roi_heads.keypoint_head import ROI_KEYPOINT_HEAD_REGISTRY, KRCNNConvDeconvUpsampleHead
@@ -45,7 +46,8 @@ C4 = "COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x.yaml"
 CASCADE = "Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml"
 RETINANET = "COCO-Detection/retinanet_R_50_FPN_1x.yaml"
 KEYPOINT = "COCO-Keypoints/keypoint_rcnn_R_50_FPN_1x.yaml"
-BASE_NAMES = {FPN: "FPN", C4: "C4", CASCADE: "Cascade", RETINANET: "RetinaNet", KEYPOINT: "Keypoint"}
+PANOPTIC = "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml"
+BASE_NAMES = {FPN: "FPN", C4: "C4", CASCADE: "Cascade", RETINANET: "RetinaNet", KEYPOINT: "Keypoint", PANOPTIC: "Panoptic"}
 
 
 # Registered subclasses, so that each NAME key has a second choice to select.
@@ -93,6 +95,11 @@ class WiringTestMaskHead(MaskRCNNConvUpsampleHead):
 
 @ROI_KEYPOINT_HEAD_REGISTRY.register()
 class WiringTestKeypointHead(KRCNNConvDeconvUpsampleHead):
+    pass
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class WiringTestSemSegHead(SemSegFPNHead):
     pass
 
 
@@ -231,6 +238,19 @@ WIRING = [
     ("MODEL.ROI_BOX_HEAD.USE_FED_LOSS", True, FPN, FED_LOSS_CONTEXT[:4]),
     ("MODEL.ROI_BOX_HEAD.FED_LOSS_FREQ_WEIGHT_POWER", 0.25, FPN, FED_LOSS_CONTEXT),
     ("MODEL.ROI_BOX_HEAD.FED_LOSS_NUM_CLASSES", 7, FPN, FED_LOSS_CONTEXT),
+    ("MODEL.SEM_SEG_HEAD.NAME", "WiringTestSemSegHead", PANOPTIC, []),
+    ("MODEL.SEM_SEG_HEAD.IN_FEATURES", ["p3", "p4"], PANOPTIC, []),
+    ("MODEL.SEM_SEG_HEAD.IGNORE_VALUE", 254, PANOPTIC, []),
+    ("MODEL.SEM_SEG_HEAD.NUM_CLASSES", 7, PANOPTIC, []),
+    ("MODEL.SEM_SEG_HEAD.CONVS_DIM", 64, PANOPTIC, []),
+    ("MODEL.SEM_SEG_HEAD.COMMON_STRIDE", 8, PANOPTIC, ["MODEL.SEM_SEG_HEAD.IN_FEATURES", ["p3", "p4", "p5"]]),
+    ("MODEL.SEM_SEG_HEAD.NORM", "", PANOPTIC, []),
+    ("MODEL.SEM_SEG_HEAD.LOSS_WEIGHT", 0.75, PANOPTIC, []),
+    ("MODEL.PANOPTIC_FPN.INSTANCE_LOSS_WEIGHT", 1.5, PANOPTIC, []),
+    ("MODEL.PANOPTIC_FPN.COMBINE.ENABLED", False, PANOPTIC, []),
+    ("MODEL.PANOPTIC_FPN.COMBINE.OVERLAP_THRESH", 0.625, PANOPTIC, []),
+    ("MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT", 1000, PANOPTIC, []),
+    ("MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH", 0.375, PANOPTIC, []),
     ("TEST.DETECTIONS_PER_IMAGE", 17, FPN, []),
     ("TEST.DETECTIONS_PER_IMAGE", 17, RETINANET, []),
     ("INPUT.FORMAT", "RGB", FPN, []),

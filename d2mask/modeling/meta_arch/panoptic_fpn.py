@@ -151,7 +151,7 @@ def combine_semantic_and_instance_outputs(
     fewer than `stuff_area_thresh`.
 
     The instances are pasted one after another on the device without waiting for it; the host reads
-    the outcome once at the end.
+    from the device twice: how many instances score enough, and at the end the outcome.
 
     Args:
         instance_results: Instances(scores, pred_classes, pred_masks `Tensor[D, H, W]` bool) at the
@@ -166,10 +166,12 @@ def combine_semantic_and_instance_outputs(
             "isthing": False, "category_id" (semantic class), "area"}.
     """
     device = semantic_results.device
-    panoptic_seg = torch.zeros(semantic_results.shape, dtype=torch.int32, device=device)
+    labels = semantic_results.long()
+    panoptic_seg = torch.zeros(labels.shape, dtype=torch.int32, device=device)
     scores, order = torch.sort(instance_results.scores, descending=True)
-    num_eligible = int((scores >= instances_score_thresh).sum())  # a prefix of the sorted instances
-    order = order[:num_eligible]
+    # The host reads the device twice per image: here, and the outcome at the end.
+    num_eligible, max_label = torch.stack([(scores >= instances_score_thresh).sum(), labels.max()]).tolist()
+    order = order[:num_eligible]  # the instances scoring enough are a prefix of the sorted ones
     masks = instance_results.pred_masks[order].to(device=device, dtype=torch.bool)  # (D', H, W)
 
     num_kept = torch.zeros((), dtype=torch.int32, device=device)
@@ -182,24 +184,30 @@ def combine_semantic_and_instance_outputs(
         panoptic_seg = torch.where(mask & keep & (panoptic_seg == 0), num_kept, panoptic_seg)
         kept.append(keep)
 
-    segments_info = []
-    if kept:
-        # One read for all: doubles hold the float32 scores and the integer ids exactly.
-        columns = [torch.stack(kept), scores[:num_eligible], instance_results.pred_classes[order], order]
-        for keep, score, category, instance_id in zip(*torch.stack([c.double() for c in columns]).tolist()):
-            if keep:
-                segments_info.append({"id": len(segments_info) + 1, "isthing": True, "score": score,
-                                      "category_id": int(category), "instance_id": int(instance_id)})
-
-    # The stuff: the free pixels of every class counted at once; class 0 is the things.
+    # The free pixels of every semantic class, counted at once; an extra last count collects the pixels
+    # the instances took.
     free = panoptic_seg == 0
-    labels = semantic_results.long()
-    num_classes = int(labels.max()) + 1 if labels.numel() else 1
-    areas = torch.bincount(torch.where(free, labels, num_classes).flatten(), minlength=num_classes + 1)
+    num_classes = max_label + 1
+    index = torch.where(free, labels, num_classes).flatten()
+    areas = torch.zeros(num_classes + 1, dtype=torch.int64, device=device).scatter_add_(0, index, torch.ones_like(index))
+
+    # One read of both outcomes; doubles hold the float32 scores and the integer ids and areas exactly.
+    is_kept = torch.stack(kept) if kept else torch.zeros(0, dtype=torch.bool, device=device)
+    columns = [is_kept, scores[:num_eligible], instance_results.pred_classes[order], order]
+    things = torch.stack([c.double() for c in columns])  # (4, D')
+    values = torch.cat([things.flatten(), areas[:num_classes].double()]).tolist()
+
+    segments_info = []
+    is_kept, thing_scores, classes, instance_ids = (values[i * num_eligible: (i + 1) * num_eligible] for i in range(4))
+    for keep, score, category, instance_id in zip(is_kept, thing_scores, classes, instance_ids):
+        if keep:
+            segments_info.append({"id": len(segments_info) + 1, "isthing": True, "score": score,
+                                  "category_id": int(category), "instance_id": int(instance_id)})
+    # Class 0 is the things.
     segment_of_class = [0] * num_classes
-    for label, area in enumerate(areas[:num_classes].tolist()):
+    for label, area in enumerate(values[4 * num_eligible:]):
         if label != 0 and area > 0 and area >= stuff_area_thresh:
-            segments_info.append({"id": len(segments_info) + 1, "isthing": False, "category_id": label, "area": area})
+            segments_info.append({"id": len(segments_info) + 1, "isthing": False, "category_id": label, "area": int(area)})
             segment_of_class[label] = len(segments_info)
     segment_of_class = torch.tensor(segment_of_class, dtype=torch.int32, device=device)
     panoptic_seg = torch.where(free, segment_of_class[labels], panoptic_seg)
