@@ -204,7 +204,9 @@ def do_train(args, cfg: DictConfig):
     optimizer = _build_optimizer(cfg, model)
     train_loader = instantiate(cfg.dataloader.train)
     check_model_fits_loader(model, train_loader, cfg.dataloader.train.dataset.get("names", ()))
-    model = create_training_ddp_model(model, find_unused_parameters=train.ddp.find_unused_parameters)
+    model = create_training_ddp_model(
+        model, find_unused_parameters=train.ddp.find_unused_parameters, fp16_compression=train.ddp.fp16_compression
+    )
     trainer = build_step_trainer(
         model,
         train_loader,

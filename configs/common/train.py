@@ -29,7 +29,8 @@ train = dict(
     # SOLVER.CLIP_GRADIENTS.*: clip_type "value" clamps each element, "norm" rescales each parameter's gradient
     clip_gradients=dict(enabled=False, clip_type="value", clip_value=1.0, norm_type=2.0),
     max_nonfinite_skips=0,  # SOLVER.MAX_NONFINITE_SKIPS
-    ddp=dict(find_unused_parameters=False),  # DDP.FIND_UNUSED_PARAMETERS
+    # DDP.FIND_UNUSED_PARAMETERS; fp16_compression: gradients exchanged in float16 (no YAML key)
+    ddp=dict(find_unused_parameters=False, fp16_compression=False),
     device="cuda" if torch.cuda.is_available() else "cpu",  # MODEL.DEVICE
     seed=-1,  # SEED: < 0 draws a seed and logs it
     cudnn_benchmark=False,  # CUDNN_BENCHMARK

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import torch
 from torch import nn
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import CheckpointError, DetectionCheckpointer
@@ -47,10 +48,12 @@ _NO_BUFFER_SYNC = (
 )
 
 
-def create_ddp_model(model: nn.Module, **kwargs) -> nn.Module:
+def create_ddp_model(model: nn.Module, *, fp16_compression: bool = False, **kwargs) -> nn.Module:
     """`model` wrapped in DistributedDataParallel when there are several processes, else `model`.
 
     Args:
+        fp16_compression: exchange the gradients in float16 (torch's `fp16_compress_hook`): half the
+            communication, for a small loss of gradient precision.
         kwargs: DistributedDataParallel's arguments (e.g. find_unused_parameters).
     """
     if comm.get_world_size() == 1:
@@ -59,12 +62,19 @@ def create_ddp_model(model: nn.Module, **kwargs) -> nn.Module:
     if device.type == "cuda":
         # the model's GPU, not the local rank: a process may see only its own GPU, as cuda:0
         kwargs.setdefault("device_ids", [device])
-    return DistributedDataParallel(model, **kwargs)
+    ddp = DistributedDataParallel(model, **kwargs)
+    if fp16_compression:
+        ddp.register_comm_hook(state=None, hook=default_hooks.fp16_compress_hook)
+    return ddp
 
 
-def create_training_ddp_model(model: nn.Module, find_unused_parameters: bool = False) -> nn.Module:
+def create_training_ddp_model(
+    model: nn.Module, find_unused_parameters: bool = False, fp16_compression: bool = False
+) -> nn.Module:
     """`create_ddp_model` as training uses it: batch-norm buffers are not synchronised."""
-    return create_ddp_model(model, find_unused_parameters=find_unused_parameters, **_NO_BUFFER_SYNC)
+    return create_ddp_model(
+        model, fp16_compression=fp16_compression, find_unused_parameters=find_unused_parameters, **_NO_BUFFER_SYNC
+    )
 
 
 def _classes_and_masks_to_fit(model: nn.Module) -> Optional[Tuple[int, bool, str, str]]:

@@ -1,10 +1,11 @@
 """Geometric transforms (deterministic) and the augmentations (random policies) that create them."""
 from .augmentation import AugInput, Augmentation, AugmentationList, apply_augmentations
-from .augmentation_impl import RandomCrop, RandomFlip, ResizeShortestEdge
+from .augmentation_impl import FixedSizeCrop, RandomCrop, RandomFlip, ResizeScale, ResizeShortestEdge
 from .transform import (
     CropTransform,
     HFlipTransform,
     NoOpTransform,
+    PadTransform,
     ResizeTransform,
     Transform,
     TransformList,
@@ -19,6 +20,7 @@ __all__ = [
     "VFlipTransform",
     "ResizeTransform",
     "CropTransform",
+    "PadTransform",
     "Augmentation",
     "AugInput",
     "AugmentationList",
@@ -26,4 +28,6 @@ __all__ = [
     "ResizeShortestEdge",
     "RandomFlip",
     "RandomCrop",
+    "ResizeScale",
+    "FixedSizeCrop",
 ]

@@ -1,4 +1,5 @@
-"""The augmentations driven by the INPUT.* config keys: resizing, flipping and cropping."""
+"""The augmentations driven by the INPUT.* config keys: resizing, flipping and cropping; and the
+large-scale jitter of ViTDet's Python configs (`ResizeScale`, `FixedSizeCrop`)."""
 import sys
 from typing import Sequence, Tuple, Union
 
@@ -6,9 +7,18 @@ import cv2
 import numpy as np
 
 from .augmentation import Augmentation
-from .transform import CropTransform, HFlipTransform, NoOpTransform, ResizeTransform, Transform, VFlipTransform
+from .transform import (
+    CropTransform,
+    HFlipTransform,
+    NoOpTransform,
+    PadTransform,
+    ResizeTransform,
+    Transform,
+    TransformList,
+    VFlipTransform,
+)
 
-__all__ = ["ResizeShortestEdge", "RandomFlip", "RandomCrop"]
+__all__ = ["ResizeShortestEdge", "RandomFlip", "RandomCrop", "ResizeScale", "FixedSizeCrop"]
 
 
 class ResizeShortestEdge(Augmentation):
@@ -133,3 +143,54 @@ class RandomCrop(Augmentation):
         y0 = int(np.random.randint(h - ch + 1))
         x0 = int(np.random.randint(w - cw + 1))
         return CropTransform(x0, y0, cw, ch)
+
+
+class ResizeScale(Augmentation):
+    """Large-scale jitter, resizing half (Ghiasi et al., 2021): draws a scale s uniformly in
+    [min_scale, max_scale] and resizes the image, keeping its aspect ratio, to the largest size that
+    fits in s * (target_height, target_width)."""
+
+    def __init__(
+        self, min_scale: float, max_scale: float, target_height: int, target_width: int, interp: int = cv2.INTER_LINEAR
+    ):
+        if not 0 < min_scale <= max_scale:
+            raise ValueError(f"ResizeScale needs 0 < min_scale <= max_scale, got {min_scale} and {max_scale}")
+        self.min_scale, self.max_scale = min_scale, max_scale
+        self.target_height, self.target_width = target_height, target_width
+        self.interp = interp
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        h, w = image.shape[:2]
+        scale = np.random.uniform(self.min_scale, self.max_scale)
+        ratio = min(scale * self.target_height / h, scale * self.target_width / w)
+        return ResizeTransform(h, w, int(np.round(h * ratio)), int(np.round(w * ratio)), self.interp)
+
+
+class FixedSizeCrop(Augmentation):
+    """Large-scale jitter, cropping half: a random `crop_size` (height, width) window of a larger
+    image; a smaller side is kept whole and, with `pad`, padded at the bottom or right to the crop
+    size (`pad_value` in the image, `seg_pad_value` in segmentation maps)."""
+
+    def __init__(
+        self, crop_size: Tuple[int, int], pad: bool = True, pad_value: float = 128.0, seg_pad_value: int = 255
+    ):
+        if len(crop_size) != 2 or min(crop_size) <= 0:
+            raise ValueError(f"FixedSizeCrop crop_size must be a positive (height, width), got {crop_size}")
+        self.crop_size = tuple(crop_size)
+        self.pad = pad
+        self.pad_value = pad_value
+        self.seg_pad_value = seg_pad_value
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        h, w = image.shape[:2]
+        crop_h, crop_w = self.crop_size
+        # One uniform draw places the window along both axes, as in Detectron2.
+        fraction = np.random.uniform(0.0, 1.0)
+        y0, x0 = (int(np.round(max(size - crop, 0) * fraction)) for size, crop in ((h, crop_h), (w, crop_w)))
+        kept_h, kept_w = min(h, crop_h), min(w, crop_w)
+        transforms = [CropTransform(x0, y0, kept_w, kept_h)]
+        if self.pad:
+            transforms.append(
+                PadTransform(0, 0, crop_w - kept_w, crop_h - kept_h, kept_w, kept_h, self.pad_value, self.seg_pad_value)
+            )
+        return TransformList(transforms)

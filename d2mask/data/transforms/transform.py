@@ -5,7 +5,7 @@ lives in the `Augmentation` that creates it. Every transform maps coordinates in
 convention, where pixel (x, y) covers [x, x + 1] x [y, y + 1], so the box, the polygons and the bitmap
 of one object stay consistent with each other.
 """
-from typing import List
+from typing import List, Optional
 
 import cv2
 import numpy as np
@@ -18,6 +18,7 @@ __all__ = [
     "VFlipTransform",
     "ResizeTransform",
     "CropTransform",
+    "PadTransform",
 ]
 
 
@@ -192,6 +193,43 @@ class CropTransform(Transform):
 
     def __repr__(self) -> str:
         return f"CropTransform(x0={self.x0}, y0={self.y0}, w={self.w}, h={self.h})"
+
+
+class PadTransform(Transform):
+    """Pads an image with x0 columns on the left, y0 rows on the top, x1 on the right and y1 at the
+    bottom: `pad_value` in images, `seg_pad_value` in segmentation maps."""
+
+    def __init__(
+        self,
+        x0: int,
+        y0: int,
+        x1: int,
+        y1: int,
+        orig_w: Optional[int] = None,
+        orig_h: Optional[int] = None,
+        pad_value: float = 0,
+        seg_pad_value: int = 0,
+    ):
+        """`orig_w` and `orig_h`, the size before padding, are kept for Detectron2's signature."""
+        self.x0, self.y0, self.x1, self.y1 = x0, y0, x1, y1
+        self.orig_w, self.orig_h = orig_w, orig_h
+        self.pad_value, self.seg_pad_value = pad_value, seg_pad_value
+
+    def _pad(self, img: np.ndarray, value: float) -> np.ndarray:
+        widths = [(self.y0, self.y1), (self.x0, self.x1)] + [(0, 0)] * (img.ndim - 2)
+        return np.pad(img, widths, mode="constant", constant_values=value)
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        return self._pad(img, self.pad_value)
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return self._pad(segmentation, self.seg_pad_value)
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        return np.asarray(coords, dtype=np.float64) + [self.x0, self.y0]
+
+    def __repr__(self) -> str:
+        return f"PadTransform(x0={self.x0}, y0={self.y0}, x1={self.x1}, y1={self.y1})"
 
 
 def _clip_to_half_plane(points: np.ndarray, axis: int, bound: float, keep_above: bool) -> np.ndarray:
