@@ -1,4 +1,4 @@
-"""The Cascade Mask R-CNN and RetinaNet quick-start configs train through tools/train_net.py and learn:
+"""The Cascade Mask R-CNN, RetinaNet and keypoint R-CNN quick-start configs train through tools/train_net.py and learn:
 a short run on three tiny shapes images (the small overfit case) lowers the losses and detects those
 images' shapes well."""
 import json
@@ -20,11 +20,12 @@ OVERFIT = [
 CASCADE = ["MODEL.RPN.POST_NMS_TOPK_TRAIN=100", "MODEL.RPN.POST_NMS_TOPK_TEST=50"]
 
 
-def _train(config, iterations, overrides, tmp_path):
+def _train(config, iterations, overrides, tmp_path, dataset="train_net_tiny_val"):
     """Trains `iterations` iterations; returns the metrics.json records of the losses (medians over
     iterations 0-19, 20-39, ...) and {task: AP50} of the final evaluation."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    args = ["--config-file", config, *OVERFIT, f"SOLVER.MAX_ITER={iterations}", *overrides, f"OUTPUT_DIR={tmp_path / 'out'}",
+    overfit = [o.replace("train_net_tiny_val", dataset) for o in OVERFIT]
+    args = ["--config-file", config, *overfit, f"SOLVER.MAX_ITER={iterations}", *overrides, f"OUTPUT_DIR={tmp_path / 'out'}",
             f"DATASETS.ROOT={tmp_path / 'datasets'}"]
     proc = subprocess.run([sys.executable, "tools/train_net.py", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=600)
@@ -32,7 +33,7 @@ def _train(config, iterations, overrides, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "out" / "metrics.json").read_text().splitlines()]
     losses = [r for r in records if "total_loss" in r]
     assert [r["iteration"] for r in losses] == list(range(19, iterations, 20))
-    ap50 = {task: float(v) for task, v in re.findall(r"Evaluation of train_net_tiny_val, (\w+): AP \S+  AP50 (\S+)", proc.stdout)}
+    ap50 = {task: float(v) for task, v in re.findall(rf"Evaluation of {dataset}, (\w+): AP \S+  AP50 (\S+)", proc.stdout)}
     return losses, ap50
 
 
@@ -54,3 +55,13 @@ def test_cascade_mask_rcnn_quick_start_learns(tmp_path):
     assert last["loss_mask"] < first["loss_mask"]
     assert {f"loss_{kind}_stage{k}" for kind in ("cls", "box_reg") for k in range(3)} <= set(last)
     assert ap50["bbox"] > 50 and ap50["segm"] > 25
+
+
+def test_keypoint_rcnn_quick_start_learns(tmp_path):
+    losses, ap50 = _train("configs/Shapes/keypoint_rcnn_R_18_FPN_shapes.yaml", 60, CASCADE, tmp_path,
+                          dataset="train_net_tiny_keypoints_val")
+    first, last = losses[0], losses[-1]
+    assert last["loss_keypoint"] < 0.8 * first["loss_keypoint"]
+    assert last["loss_rpn_cls"] < 0.5 * first["loss_rpn_cls"]
+    # an untrained model scores ~0 on both
+    assert ap50["bbox"] > 50 and ap50["keypoints"] > 30

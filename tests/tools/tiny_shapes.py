@@ -5,3 +5,8 @@ TRAIN, VAL = "train_net_tiny_train", "train_net_tiny_val"
 
 register_shapes(TRAIN, num_images=8, seed=1, image_size=96, object_size=(24, 48), max_objects=3)
 register_shapes(VAL, num_images=3, seed=2, image_size=96, object_size=(24, 48), max_objects=3)
+
+# the same images with keypoints, for the keypoint R-CNN quick start
+KEYPOINTS_TRAIN, KEYPOINTS_VAL = "train_net_tiny_keypoints_train", "train_net_tiny_keypoints_val"
+register_shapes(KEYPOINTS_TRAIN, num_images=8, seed=1, image_size=96, object_size=(24, 48), max_objects=3, keypoints=True)
+register_shapes(KEYPOINTS_VAL, num_images=3, seed=2, image_size=96, object_size=(24, 48), max_objects=3, keypoints=True)

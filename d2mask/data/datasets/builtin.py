@@ -4,7 +4,8 @@ by `d2mask.data`.
 "shapes_train" and "shapes_val" are sized for the quick start: a small R18-FPN Mask R-CNN trained for
 about ten minutes on a laptop CPU reaches box and mask AP above 50 on them, and generating both takes
 a few seconds. "shapes_sem_seg_train/val" and "shapes_train/val_panoptic_separated" are their
-semantic and panoptic views (the same images, with label maps).
+semantic and panoptic views (the same images, with label maps);
+"shapes_keypoints_train/val" the same images with keypoints on the shapes.
 
 COCO ("coco_2017_train", ...; COCO panoptic as "coco_2017_train_panoptic_separated" and
 "..._stuffonly"), LVIS v1 and PASCAL VOC are registered under Detectron2's names and
@@ -173,4 +174,7 @@ def register_all_builtins() -> None:
     for split in ("train", "val"):
         register_shapes_sem_seg(f"shapes_sem_seg_{split}", f"shapes_{split}")
         register_shapes_panoptic_separated(f"shapes_{split}_panoptic_separated", f"shapes_{split}")
+    # the same images, with keypoints (configs/Shapes/keypoint_rcnn_R_18_FPN_shapes.yaml)
+    register_shapes("shapes_keypoints_train", num_images=500, seed=1, keypoints=True)
+    register_shapes("shapes_keypoints_val", num_images=50, seed=2, keypoints=True)
     register_file_datasets()

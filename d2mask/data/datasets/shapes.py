@@ -5,6 +5,12 @@ position, drawn one over another so that they partly overlap. An annotation's ma
 part of its shape; its polygons trace that mask's pixel outline, so that rasterising them (as
 pycocotools does) gives back the mask.
 
+With `keypoints=True` ("shapes_keypoints_train/val"), the same images' annotations also have 4
+keypoints, named by the direction they lie in from the shape's centre (`SHAPES_KEYPOINT_NAMES`, each
+direction a 90-degree sector): a square's 4 corners, a triangle's 3 corners (the fourth keypoint
+unlabelled), a circle's 4 extreme points. A keypoint covered by a later shape is labelled occluded
+(visibility 1). A horizontal flip swaps "left" and "right".
+
 The files (PNGs and a COCO json) are generated on first use into
 `<root>/shapes/<name>-<fingerprint>/`, where root is `datasets_root()` (read at call time) and the fingerprint hashes the generator's parameters, so a changed
 parameter never reuses stale files. Generation writes into a temporary sibling directory and renames
@@ -27,11 +33,27 @@ from ...structures import polygons_to_bitmask
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .coco import load_coco_json
 
-__all__ = ["register_shapes", "SHAPES_CLASSES", "datasets_root", "set_datasets_root", "mask_to_polygons"]
+__all__ = [
+    "register_shapes",
+    "SHAPES_CLASSES",
+    "SHAPES_KEYPOINT_NAMES",
+    "datasets_root",
+    "set_datasets_root",
+    "mask_to_polygons",
+]
 
 logger = logging.getLogger(__name__)
 
 SHAPES_CLASSES = ("circle", "square", "triangle")
+SHAPES_KEYPOINT_NAMES = ("top", "right", "bottom", "left")
+_KEYPOINT_METADATA = dict(
+    keypoint_names=list(SHAPES_KEYPOINT_NAMES),
+    keypoint_flip_map=[["left", "right"]],
+    keypoint_connection_rules=[
+        ["top", "right", [255, 140, 40]], ["right", "bottom", [40, 160, 255]],
+        ["bottom", "left", [40, 220, 120]], ["left", "top", [200, 80, 220]],
+    ],
+)
 # Bump when the generator's output changes, so existing caches are regenerated.
 _GENERATOR_VERSION = 1
 _MARKER = "COMPLETE"
@@ -107,8 +129,23 @@ def _polygons_fit(mask: np.ndarray, polygons: List[np.ndarray]) -> bool:
     return (raster & mask).sum() >= _MIN_POLYGON_IOU * (raster | mask).sum()
 
 
-def _random_shape(rng: np.random.Generator, image_size: int, object_size: Tuple[int, int]) -> Tuple[int, np.ndarray]:
-    """One shape placed fully inside the image: (class index, `ndarray[S, S]` bool mask)."""
+def _sector_keypoints(cx: float, cy: float, points: np.ndarray) -> np.ndarray:
+    """`ndarray[4, 3]`: (x, y, 1) of each of `points` (`[P, 2]`, at least 90 degrees apart around
+    (cx, cy)) in the row of its direction's sector, top/right/bottom/left; (0, 0, 0) in empty rows."""
+    dx, dy = points[:, 0] - cx, points[:, 1] - cy
+    bearing = np.degrees(np.arctan2(dx, -dy))  # clockwise from up; y points down
+    sectors = (np.floor((bearing + 45) / 90).astype(int)) % 4
+    keypoints = np.zeros((len(SHAPES_KEYPOINT_NAMES), 3))
+    keypoints[sectors, :2] = points
+    keypoints[sectors, 2] = 1
+    return keypoints
+
+
+def _random_shape(
+    rng: np.random.Generator, image_size: int, object_size: Tuple[int, int]
+) -> Tuple[int, np.ndarray, np.ndarray]:
+    """One shape placed fully inside the image: (class index, `ndarray[S, S]` bool mask, its keypoints
+    `ndarray[4, 3]` (x, y, labelled) in OpenCV's pixel coordinates, where pixel i is centred on i)."""
     kind = int(rng.integers(len(SHAPES_CLASSES)))
     radius = rng.uniform(*object_size) / 2  # of the shape's circumscribed circle
     cx, cy = rng.uniform(radius, image_size - radius, size=2)
@@ -116,12 +153,14 @@ def _random_shape(rng: np.random.Generator, image_size: int, object_size: Tuple[
     scale = 16  # cv2 draws with 4 fractional bits, so sub-pixel positions are kept
     if SHAPES_CLASSES[kind] == "circle":
         cv2.circle(mask, (round(cx * scale), round(cy * scale)), round(radius * scale), 1, -1, cv2.LINE_8, 4)
+        vertices = np.array([[cx, cy - radius], [cx + radius, cy], [cx, cy + radius], [cx - radius, cy]])
     else:
         corners = 4 if SHAPES_CLASSES[kind] == "square" else 3
         angles = rng.uniform(0, 2 * np.pi) + np.arange(corners) * 2 * np.pi / corners
         vertices = np.stack([cx + radius * np.cos(angles), cy + radius * np.sin(angles)], axis=1)
         cv2.fillPoly(mask, [np.round(vertices * scale).astype(np.int32)], 1, cv2.LINE_8, 4)
-    return kind, mask.astype(bool)
+    # computed from the draws above, drawing nothing more: the images are the same with or without keypoints
+    return kind, mask.astype(bool), _sector_keypoints(cx, cy, vertices)
 
 
 def _random_colour(rng: np.random.Generator, avoid: List[np.ndarray], min_distance: float) -> np.ndarray:
@@ -141,7 +180,7 @@ def _generate_image(
     objects: List[Dict[str, Any]] = []
     for _ in range(num_objects):
         for _ in range(_PLACEMENT_TRIES):
-            kind, full = _random_shape(rng, image_size, object_size)
+            kind, full, keypoints = _random_shape(rng, image_size, object_size)
             # The new shape goes on top: every shape it overlaps keeps only its still-visible part.
             changed = {}
             for i, obj in enumerate(objects):
@@ -158,7 +197,8 @@ def _generate_image(
                 for i, (visible, polys) in changed.items():
                     objects[i].update(visible=visible, polygons=polys)
                 colour = _random_colour(rng, [background] + [o["colour"] for o in objects], 90)
-                objects.append(dict(kind=kind, visible=full, polygons=polygons, full_area=full.sum(), colour=colour))
+                objects.append(dict(kind=kind, visible=full, polygons=polygons, full_area=full.sum(), colour=colour,
+                                    full=full, keypoints=keypoints))
                 break
     image = np.empty((image_size, image_size, 3), dtype=np.uint8)
     image[:] = background
@@ -167,8 +207,21 @@ def _generate_image(
     return image, objects
 
 
+def _keypoints_with_visibility(obj: Dict[str, Any]) -> List[float]:
+    """COCO's flat keypoints of one object: visibility 2, or 1 where a later shape covers the shape
+    around the keypoint (within a pixel), 0 for an unlabelled one."""
+    keypoints = obj["keypoints"].copy()
+    occluded = obj["full"] & ~obj["visible"]
+    height, width = occluded.shape
+    for k in np.flatnonzero(keypoints[:, 2] > 0):
+        x = min(max(round(keypoints[k, 0]), 0), width - 1)
+        y = min(max(round(keypoints[k, 1]), 0), height - 1)
+        keypoints[k, 2] = 1 if occluded[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2].any() else 2
+    return np.round(keypoints, 2).flatten().tolist()
+
+
 def _generate(directory: str, *, num_images: int, seed: int, image_size: int, min_objects: int, max_objects: int,
-              object_size: Tuple[int, int], max_occlusion: float) -> None:
+              object_size: Tuple[int, int], max_occlusion: float, keypoints: bool = False) -> None:
     """Writes `num_images` PNGs and their COCO json into `directory`."""
     os.makedirs(os.path.join(directory, _IMAGE_DIR))
     images, annotations = [], []
@@ -193,6 +246,9 @@ def _generate(directory: str, *, num_images: int, seed: int, image_size: int, mi
                 "segmentation": [np.round(p, 2).tolist() for p in obj["polygons"]],
                 "iscrowd": 0,
             })
+            if keypoints:
+                annotations[-1]["keypoints"] = _keypoints_with_visibility(obj)
+                annotations[-1]["num_keypoints"] = int(obj["keypoints"][:, 2].sum())
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(SHAPES_CLASSES)]
     with open(os.path.join(directory, _JSON_NAME), "w", encoding="utf-8") as f:
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
@@ -240,6 +296,7 @@ def register_shapes(
     max_objects: int = 6,
     object_size: Tuple[int, int] = (32, 96),
     max_occlusion: float = 0.3,
+    keypoints: bool = False,
 ) -> None:
     """Registers a generated shapes dataset as `name`; its files are made on the first `DatasetCatalog.get`.
 
@@ -253,6 +310,8 @@ def register_shapes(
             satisfying `max_occlusion` is found, e.g. in very crowded settings).
         object_size: range of the shapes' outer diameters in pixels.
         max_occlusion: largest fraction of a shape that later shapes may cover.
+        keypoints: annotate each shape's keypoints too (module docstring), and set the metadata
+            keypoint models need (keypoint_names, keypoint_flip_map, keypoint_connection_rules).
     """
     if not 0 < min_objects <= max_objects:
         raise ValueError(
@@ -263,6 +322,8 @@ def register_shapes(
                          f"smaller than image_size {image_size}")
     params = dict(num_images=num_images, seed=seed, image_size=image_size, min_objects=min_objects,
                   max_objects=max_objects, object_size=tuple(object_size), max_occlusion=max_occlusion)
+    if keypoints:  # only then a parameter: the datasets without keypoints keep their fingerprints
+        params["keypoints"] = True
     fingerprint = hashlib.sha1(json.dumps([_GENERATOR_VERSION, params], sort_keys=True).encode()).hexdigest()[:10]
 
     def load() -> List[Dict]:
@@ -275,4 +336,5 @@ def register_shapes(
         thing_classes=list(SHAPES_CLASSES),
         thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(SHAPES_CLASSES))},
         evaluator_type="coco",
+        **(_KEYPOINT_METADATA if keypoints else {}),
     )
