@@ -1,4 +1,5 @@
-"""Drawing detections and annotations on images: boxes, class names, scores and translucent masks.
+"""Drawing detections and annotations on images: boxes, class names, scores, translucent masks and
+keypoints.
 
     v = Visualizer(image_rgb, MetadataCatalog.get("shapes_val"))
     v.draw_instance_predictions(outputs["instances"].to("cpu")).save("pred.png")
@@ -16,6 +17,9 @@ from .colormap import instance_colors
 __all__ = ["Visualizer", "VisImage"]
 
 _MaskLike = Union[np.ndarray, torch.Tensor, List[Any], Dict[str, Any]]
+# Keypoints whose score (or visibility) is not above this are not drawn, as in Detectron2.
+_KEYPOINT_THRESHOLD = 0.05
+_KEYPOINT_COLOR = (255, 0, 0)
 
 
 class VisImage:
@@ -47,7 +51,8 @@ class Visualizer:
         """
         Args:
             img_rgb: `ndarray[H, W, 3]` RGB (or `[H, W]` / `[H, W, 1]` grayscale), values 0-255.
-            metadata: a dataset's `Metadata`; its thing_classes name the classes.
+            metadata: a dataset's `Metadata`; its thing_classes name the classes, its
+                keypoint_names and keypoint_connection_rules say which keypoints to join by lines.
             scale: size of the drawing relative to the image.
         """
         img = np.asarray(img_rgb)
@@ -84,22 +89,30 @@ class Visualizer:
         return labels
 
     def draw_instance_predictions(self, predictions: Instances) -> VisImage:
-        """Draws a model's output `Instances` (pred_boxes, scores, pred_classes, pred_masks, each optional)."""
+        """Draws a model's output `Instances` (pred_boxes, scores, pred_classes, pred_masks, pred_keypoints,
+        each optional)."""
         boxes = predictions.pred_boxes if predictions.has("pred_boxes") else None
         scores = predictions.scores.tolist() if predictions.has("scores") else None
         classes = predictions.pred_classes.tolist() if predictions.has("pred_classes") else None
         masks = predictions.pred_masks if predictions.has("pred_masks") else None
-        return self.overlay_instances(boxes=boxes, labels=self._labels(classes, scores), masks=masks)
+        keypoints = predictions.pred_keypoints if predictions.has("pred_keypoints") else None
+        return self.overlay_instances(boxes=boxes, labels=self._labels(classes, scores), masks=masks, keypoints=keypoints)
 
     def draw_dataset_dict(self, dic: Dict[str, Any]) -> VisImage:
-        """Draws the annotations of a dataset dict (boxes in any absolute mode; polygons or RLE masks)."""
+        """Draws the annotations of a dataset dict (boxes in any absolute mode; polygons or RLE masks;
+        keypoints, the labelled ones)."""
         annos = dic.get("annotations", [])
         if not annos:
             return self.output
         boxes = [BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos]
         masks = [a["segmentation"] for a in annos] if all("segmentation" in a for a in annos) else None
         labels = self._labels([a["category_id"] for a in annos], None)
-        return self.overlay_instances(boxes=np.asarray(boxes, dtype=np.float64), labels=labels, masks=masks)
+        keypoints = None
+        if all("keypoints" in a for a in annos):
+            keypoints = np.asarray([a["keypoints"] for a in annos], dtype=np.float64).reshape(len(annos), -1, 3)
+        return self.overlay_instances(
+            boxes=np.asarray(boxes, dtype=np.float64), labels=labels, masks=masks, keypoints=keypoints
+        )
 
     def overlay_instances(
         self,
@@ -107,16 +120,18 @@ class Visualizer:
         boxes: Union[Boxes, np.ndarray, torch.Tensor, None] = None,
         labels: Optional[List[str]] = None,
         masks: Union[BitMasks, PolygonMasks, Sequence[_MaskLike], np.ndarray, torch.Tensor, None] = None,
+        keypoints: Union[np.ndarray, torch.Tensor, None] = None,
         assigned_colors: Optional[np.ndarray] = None,
         alpha: float = 0.5,
     ) -> VisImage:
-        """Draws R instances, each in its own colour: mask (translucent), box, label.
+        """Draws R instances, each in its own colour: mask (translucent), box, label; and their keypoints.
 
         Args:
             boxes: `[R, 4]` (x0, y0, x1, y1).
             labels: R strings written at the boxes' (or masks') top-left corners.
             masks: R masks: `BitMasks`, `PolygonMasks`, a `[R, H, W]` array, or a list of bitmaps,
                 polygon lists or COCO RLEs.
+            keypoints: `[R, J, 3]` (x, y, score or visibility); see `draw_and_connect_keypoints`.
             assigned_colors: `[R, 3]` RGB 0-255; default one distinct colour per instance.
             alpha: opacity of the masks.
         """
@@ -125,9 +140,11 @@ class Visualizer:
         if isinstance(boxes, torch.Tensor):
             boxes = boxes.detach().cpu().numpy()
         mask_list = self._mask_list(masks)
-        counts = {len(x) for x in (boxes, labels, mask_list) if x is not None}
+        if isinstance(keypoints, torch.Tensor):
+            keypoints = keypoints.detach().cpu().numpy()
+        counts = {len(x) for x in (boxes, labels, mask_list, keypoints) if x is not None}
         if len(counts) > 1:
-            raise ValueError(f"overlay_instances got different numbers of boxes, labels and masks: {counts}")
+            raise ValueError(f"overlay_instances got different numbers of boxes, labels, masks and keypoints: {counts}")
         n = counts.pop() if counts else 0
         colors = instance_colors(n) if assigned_colors is None else np.asarray(assigned_colors, dtype=np.uint8)
 
@@ -146,6 +163,33 @@ class Visualizer:
                 anchor = boxes[i][:2] if boxes is not None else _mask_corner(mask_list[i])
                 if anchor is not None:
                     self.draw_text(labels[i], anchor, color)
+        for instance_keypoints in keypoints if keypoints is not None else []:
+            self.draw_and_connect_keypoints(instance_keypoints)
+        return self.output
+
+    def draw_and_connect_keypoints(self, keypoints: Union[np.ndarray, torch.Tensor]) -> VisImage:
+        """Draws one instance's keypoints whose score (or visibility) is above 0.05 as dots, and a line
+        for each of the metadata's `keypoint_connection_rules` (name, name, RGB colour) whose two
+        keypoints are drawn.
+
+        Args:
+            keypoints: `[J, 3]` (x, y, score or visibility), in input-image pixels, in the order of
+                the metadata's keypoint_names.
+        """
+        if isinstance(keypoints, torch.Tensor):
+            keypoints = keypoints.detach().cpu().numpy()
+        names = self.metadata.get("keypoint_names") if self.metadata is not None else None
+        scale = self.output.scale
+        drawn = {}
+        for j, (x, y, score) in enumerate(np.asarray(keypoints, dtype=np.float64)):
+            if score > _KEYPOINT_THRESHOLD:
+                drawn[names[j] if names is not None else j] = (int(round(x * scale)), int(round(y * scale)))
+        rules = (self.metadata.get("keypoint_connection_rules") if self.metadata is not None else None) or []
+        for first, second, color in rules:
+            if first in drawn and second in drawn:
+                cv2.line(self.output.img, drawn[first], drawn[second], tuple(int(c) for c in color), self._line_width, cv2.LINE_AA)
+        for point in drawn.values():  # over the lines
+            cv2.circle(self.output.img, point, self._line_width + 2, _KEYPOINT_COLOR, -1, cv2.LINE_AA)
         return self.output
 
     def _mask_list(self, masks) -> Optional[List[np.ndarray]]:

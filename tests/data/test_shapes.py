@@ -138,3 +138,29 @@ def test_invalid_parameters():
     with pytest.raises(ValueError, match="object_size"):
         register_shapes("bad", num_images=1, seed=0, image_size=32, object_size=(10, 40))
     assert "bad" not in DatasetCatalog.list()
+
+
+def test_keypoints_view_has_the_same_images_and_keypoints_on_the_shapes(shapes, tmp_path):
+    plain_name, plain = shapes(seed=3, root=str(tmp_path / "a"), num_images=6)
+    name, with_keypoints = shapes(seed=3, root=str(tmp_path / "a"), num_images=6, keypoints=True)
+    assert dataset_dir(plain) != dataset_dir(with_keypoints)  # its own files, the plain ones untouched
+    metadata = MetadataCatalog.get(name)
+    assert metadata.keypoint_names == ["top", "right", "bottom", "left"] and metadata.keypoint_flip_map == [["left", "right"]]
+    assert MetadataCatalog.get(plain_name).get("keypoint_names") is None
+    for a, b in zip(plain, with_keypoints):
+        assert (cv2.imread(a["file_name"]) == cv2.imread(b["file_name"])).all()
+        for ann_a, ann_b in zip(a["annotations"], b["annotations"], strict=True):
+            assert ann_a["segmentation"] == ann_b["segmentation"] and "keypoints" not in ann_a
+            keypoints = np.asarray(ann_b["keypoints"]).reshape(4, 3)
+            labelled = keypoints[:, 2] > 0
+            # a triangle has 3 corners, the other shapes 4 keypoints
+            assert labelled.sum() == (3 if ann_b["category_id"] == 2 else 4)
+            x0, y0, w, h = ann_b["bbox"]
+            # a visible keypoint lies on its shape's visible outline, within the box (to a pixel)
+            visible = keypoints[keypoints[:, 2] == 2, :2]
+            assert ((visible >= [x0 - 1, y0 - 1]) & (visible <= [x0 + w + 1, y0 + h + 1])).all()
+            # each lies in the direction its name says, seen from the shape's centre
+            centre = keypoints[labelled, :2].mean(axis=0) if ann_b["category_id"] != 2 else None
+            if centre is not None:
+                top, right, bottom, left = keypoints[:, :2]
+                assert top[1] < centre[1] < bottom[1] and left[0] < centre[0] < right[0]

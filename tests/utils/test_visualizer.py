@@ -78,3 +78,27 @@ def test_instance_colors_are_distinct_and_stable():
     assert colors.shape == (12, 3) and colors.dtype == np.uint8
     assert len({tuple(c) for c in colors}) == 12
     np.testing.assert_array_equal(instance_colors(3, offset=4), colors[4:7])
+
+
+def _green(pixel):
+    """A pixel of a green line, anti-aliased: mostly green, nothing else."""
+    return pixel[1] > 150 and pixel[0] == pixel[2] == 0
+
+
+def test_keypoints_drawn_with_their_connection_rules():
+    metadata = Metadata(name="kp", keypoint_names=["a", "b", "c"], keypoint_connection_rules=[("a", "b", (0, 255, 0)), ("b", "c", (0, 0, 255))])
+    black = np.zeros((60, 80, 3), dtype=np.uint8)
+    # a and b scored, c below the threshold: the a-b line is drawn, the b-c one is not
+    keypoints = torch.tensor([[[10.0, 30.0, 0.9], [70.0, 30.0, 0.8], [40.0, 50.0, 0.01]]])
+    predictions = Instances((60, 80), pred_boxes=Boxes(torch.tensor([[5.0, 5.0, 75.0, 55.0]])),
+                            scores=torch.tensor([0.9]), pred_classes=torch.tensor([0]), pred_keypoints=keypoints)
+    out = Visualizer(black, metadata).draw_instance_predictions(predictions).get_image()
+    assert _green(out[30, 40])  # on the a-b line, half way
+    assert tuple(out[30, 10]) == (255, 0, 0) and tuple(out[30, 70]) == (255, 0, 0)  # the dots
+    assert not out[50, 40].any() and not out[40, 55].any()  # no dot at c, no b-c line
+
+    # a dataset dict's labelled keypoints (visibility 1 or 2), at half scale
+    record = {"annotations": [{"bbox": [5, 5, 70, 50], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0,
+                               "keypoints": [10, 30, 2, 70, 30, 1, 40, 50, 0]}]}
+    out = Visualizer(black, metadata, scale=0.5).draw_dataset_dict(record).get_image()
+    assert _green(out[15, 20]) and tuple(out[15, 5]) == (255, 0, 0) and not out[25, 20].any()
