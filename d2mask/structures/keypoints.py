@@ -27,8 +27,10 @@ class Keypoints:
         Args:
             keypoints: `[R, J, 3]` numbers (a tensor keeps its device).
         """
-        device = keypoints.device if isinstance(keypoints, Tensor) else torch.device("cpu")
-        tensor = torch.as_tensor(keypoints, dtype=torch.float32, device=device)
+        if isinstance(keypoints, Tensor):
+            tensor = keypoints.to(torch.float32)  # no copy when it is float32 already
+        else:
+            tensor = torch.as_tensor(keypoints, dtype=torch.float32, device=torch.device("cpu"))
         if tensor.dim() != 3 or tensor.shape[2] != 3:
             raise ValueError(f"Keypoints expects [R, J, 3] (x, y, visibility) per keypoint, got shape {tuple(tensor.shape)}")
         self.tensor = tensor
@@ -150,7 +152,7 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> Tensor:
     widths = (rois[:, 2] - rois[:, 0]).clamp(min=1).float()
     heights = (rois[:, 3] - rois[:, 1]).clamp(min=1).float()
     widths_ceil, heights_ceil = widths.ceil(), heights.ceil()
-    max_h, max_w = int(heights_ceil.max()), int(widths_ceil.max())
+    max_h, max_w = (int(v) for v in torch.stack([heights_ceil.max(), widths_ceil.max()]).tolist())  # one sync
     resize_y = _bicubic_resize_matrices(heights_ceil, side, max_h)  # (R, max_h, M)
     resize_x = _bicubic_resize_matrices(widths_ceil, side, max_w)  # (R, max_w, M)
     # the padding of a smaller region than the largest must never be its maximum

@@ -19,6 +19,9 @@ SYNC_BUDGET_BY_NAME = {
     "cascade_mask_rcnn": {"train": 52, "inference": 16},
     # the ATSS matcher selects each GT box's candidates with boolean masks
     "dense_atss": {"train": 35, "inference": 16},
+    # the keypoint branch trains on the foreground proposals with a labelled keypoint inside: a second
+    # selection per image after the foreground one
+    "keypoint_rcnn": {"train": 26, "inference": 16},
     # small GT boxes dropped from each image's targets, in the RPN and in the ROI heads
     "PortExample": {"train": 28, "inference": 16},
     # combining instances and stuff reads the device twice per image
@@ -45,10 +48,12 @@ def test_config_runs_on_cuda_within_the_sync_budget(path):
         tensors = list(model.parameters()) + list(model.buffers())
         assert all(isinstance(t, FakeCudaTensor) for t in tensors), "a parameter or buffer stayed on the CPU"
 
+        keypoint_head = getattr(getattr(model, "roi_heads", None), "keypoint_head", None)
+        num_keypoints = keypoint_head.num_keypoints if keypoint_head is not None else 0
         model.train()
         cuda.reset()
         with EventStorage():
-            losses = model(batch())
+            losses = model(batch(num_keypoints=num_keypoints))
         train_syncs = cuda.num_syncs
         assert all(v.device == CUDA for v in losses.values())
         budget = _budget(path)

@@ -8,7 +8,7 @@ import torch
 
 from d2mask.config import CfgNode, LazyConfig, get_cfg
 from d2mask.projects.port_example import add_port_example_config
-from d2mask.structures import BitMasks, Boxes, Instances
+from d2mask.structures import BitMasks, Boxes, Instances, Keypoints
 from tests.common import REPO as ROOT
 
 YAML_CONFIGS = sorted(
@@ -31,6 +31,7 @@ TINY = {
     "MODEL.ROI_BOX_HEAD.FC_DIM": 16,
     "MODEL.ROI_MASK_HEAD.CONV_DIM": 32,
     "MODEL.SEM_SEG_HEAD.CONVS_DIM": 32,
+    "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS": [32, 32],
     "MODEL.ROI_HEADS.NUM_CLASSES": 3,
     "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 32,
     "MODEL.ROI_HEADS.SCORE_THRESH_TEST": 0.0,
@@ -78,9 +79,10 @@ def tiny_lazy_model_config(path: str):
     return cfg.model
 
 
-def batch(size: int = 64):
-    """Two images of different sizes, each with two objects (boxes, classes, masks) and a semantic
-    label map (0 on the objects, 1 elsewhere, as Panoptic FPN's)."""
+def batch(size: int = 64, num_keypoints: int = 0):
+    """Two images of different sizes, each with two objects (boxes, classes, masks, and with
+    `num_keypoints` > 0 keypoints: all labelled, along each box's diagonal) and a semantic label map
+    (0 on the objects, 1 elsewhere, as Panoptic FPN's)."""
     batch = []
     for h, w in ((size, size + 16), (size - 8, size)):
         instances = Instances((h, w))
@@ -90,6 +92,11 @@ def batch(size: int = 64):
         masks[0, 6:28, 4:30] = True
         masks[1, 16 : h - 4, 20 : w - 2] = True
         instances.gt_masks = BitMasks(masks)
+        if num_keypoints:
+            along = torch.linspace(0.1, 0.9, num_keypoints)[:, None]  # (J, 1)
+            boxes = instances.gt_boxes.tensor[:, None]  # (2, 1, 4)
+            xy = boxes[..., :2] + along * (boxes[..., 2:] - boxes[..., :2])  # (2, J, 2)
+            instances.gt_keypoints = Keypoints(torch.cat([xy, torch.full((2, num_keypoints, 1), 2.0)], dim=2))
         image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
         sem_seg = (~masks.any(dim=0)).long()
         batch.append({"image": image, "height": h, "width": w, "instances": instances, "sem_seg": sem_seg})
