@@ -9,7 +9,7 @@ import inspect
 import itertools
 import logging
 import os
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import nn
@@ -108,12 +108,14 @@ def check_model_fits_data(model: nn.Module, dataset_dicts: Iterable[Dict], datas
         return
     model_classes, mask_on, yaml_key, python_key = fit
     classes = (MetadataCatalog.get(dataset_names[0]).get("thing_classes") if dataset_names else None) or []
-    num_classes, num_annotations, has_mask = len(classes), 0, False
+    num_classes, num_annotations, has_mask, keypoint_counts = len(classes), 0, False, set()
     for record in dataset_dicts:
         for ann in record.get("annotations", []):
             num_annotations += 1
             num_classes = max(num_classes, int(ann["category_id"]) + 1)
             has_mask = has_mask or "segmentation" in ann
+            if "keypoints" in ann:
+                keypoint_counts.add(len(ann["keypoints"]) // 3)
     names = tuple(dataset_names)
     if num_classes > model_classes:
         listed = f" ({', '.join(map(str, classes[:10]))}{', ...' if len(classes) > 10 else ''})" if classes else ""
@@ -126,6 +128,25 @@ def check_model_fits_data(model: nn.Module, dataset_dicts: Iterable[Dict], datas
             f"MODEL.MASK_ON is True (the model has a mask head) but no annotation of the training set {names} has "
             f"a 'segmentation'; set MODEL.MASK_ON False (in a Python config: model.roi_heads.mask_head=None) to "
             f"train boxes only, or train on a dataset with masks"
+        )
+    _check_keypoints_fit(model, keypoint_counts, names)
+
+
+def _check_keypoints_fit(model: nn.Module, keypoint_counts: Set[int], names: Tuple[str, ...]) -> None:
+    """Raises ConfigError when a keypoint model's J differs from the keypoints of its training set
+    (annotations and metadata keypoint_names), which would otherwise fail inside the loss or the flip."""
+    roi_heads = getattr(model.module if isinstance(model, DistributedDataParallel) else model, "roi_heads", None)
+    if not getattr(roi_heads, "keypoint_on", False):
+        return
+    num_keypoints = roi_heads.keypoint_head.num_keypoints
+    keypoint_names = MetadataCatalog.get(names[0]).get("keypoint_names") if names else None
+    if keypoint_names is not None:
+        keypoint_counts = keypoint_counts | {len(keypoint_names)}
+    if keypoint_counts and keypoint_counts != {num_keypoints}:
+        raise ConfigError(
+            f"MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS is {num_keypoints} but the training set {names} has "
+            f"{' and '.join(map(str, sorted(keypoint_counts)))} keypoints per instance (annotations and metadata "
+            f"keypoint_names); set it to the dataset's (in a Python config: model.roi_heads.keypoint_head.num_keypoints)"
         )
 
 

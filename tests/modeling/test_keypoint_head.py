@@ -115,3 +115,13 @@ def test_keypoint_rcnn_trains_and_predicts_through_standard_roi_heads():
     with torch.no_grad():
         out = model([{"image": batch[0]["image"]}])[0]["instances"]
     assert out.pred_keypoints.shape == (len(out), 3, 3)
+
+
+def test_res5_roi_heads_refuse_keypoints():
+    from d2mask.config import ConfigError
+    from d2mask.modeling import build_model
+
+    cfg = tiny_rcnn_cfg("COCO-InstanceSegmentation/mask_rcnn_R_50_C4_1x.yaml")
+    cfg.MODEL.KEYPOINT_ON = True
+    with pytest.raises(ConfigError, match="MODEL.KEYPOINT_ON is implemented by StandardROIHeads"):
+        build_model(cfg)

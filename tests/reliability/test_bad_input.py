@@ -177,6 +177,12 @@ CASES = {
     "MASK_ON with a dataset without masks": (
         lambda t, m, d: _model_fits_data(**{"DATASETS.TRAIN": (d([_BOX], ["a"]),), "MODEL.MASK_ON": True}),
         ConfigError, ["MODEL.MASK_ON", "reliability_dataset_0", "'segmentation'"]),
+    "NUM_KEYPOINTS other than the dataset's keypoints": (
+        lambda t, m, d: _model_fits_data(**{
+            "DATASETS.TRAIN": (d([{**_BOX, "keypoints": [3, 3, 2, 5, 5, 2]}], ["a"]),), "MODEL.KEYPOINT_ON": True,
+            "MODEL.ROI_HEADS.NAME": "StandardROIHeads", "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",
+            "MODEL.ROI_BOX_HEAD.NUM_FC": 1, "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS": [8]}),
+        ConfigError, ["MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS is 17", "reliability_dataset_0", "has 2 keypoints"]),
     "NUM_CLASSES smaller than the dataset's classes": (
         lambda t, m, d: _model_fits_data(**{"DATASETS.TRAIN": (d([_BOX], ["a", "b", "c"]),),
                                             "MODEL.ROI_HEADS.NUM_CLASSES": 2}),

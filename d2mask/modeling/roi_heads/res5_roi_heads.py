@@ -70,6 +70,8 @@ class Res5ROIHeads(ROIHeads):
         if box_cfg.TRAIN_ON_PRED_BOXES:
             # Detectron2's Res5ROIHeads ignores the key; here a set key always does something or fails.
             raise ConfigError("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES is implemented by StandardROIHeads, not Res5ROIHeads")
+        if cfg.MODEL.KEYPOINT_ON:
+            raise ConfigError("MODEL.KEYPOINT_ON is implemented by StandardROIHeads (FPN configs), not Res5ROIHeads")
         ret["in_features"] = in_features
         ret["pooler"] = ROIPooler(
             output_size=box_cfg.POOLER_RESOLUTION,
