@@ -91,18 +91,37 @@ def _classes_and_masks_to_fit(model: nn.Module) -> Optional[Tuple[int, bool, str
     return None
 
 
+def _check_semantic_classes(model: nn.Module, dataset_names: Sequence[str]) -> None:
+    """A ConfigError when the model's semantic head (SemanticSegmentor, PanopticFPN) predicts fewer
+    classes than the first training dataset's `stuff_classes`."""
+    if isinstance(model, DistributedDataParallel):
+        model = model.module
+    model_classes = getattr(getattr(model, "sem_seg_head", None), "num_classes", None)
+    classes = (MetadataCatalog.get(dataset_names[0]).get("stuff_classes") if dataset_names else None) or []
+    if isinstance(model_classes, int) and len(classes) > model_classes:
+        raise ConfigError(
+            f"MODEL.SEM_SEG_HEAD.NUM_CLASSES is {model_classes} but the training set {tuple(dataset_names)} has "
+            f"{len(classes)} stuff_classes ({', '.join(map(str, classes[:10]))}{', ...' if len(classes) > 10 else ''}); "
+            f"set MODEL.SEM_SEG_HEAD.NUM_CLASSES {len(classes)} (in a Python config: "
+            f"model.sem_seg_head.num_classes={len(classes)})"
+        )
+
+
 def check_model_fits_data(model: nn.Module, dataset_dicts: Iterable[Dict], dataset_names: Sequence[str]) -> None:
     """Raises ConfigError when `model` cannot learn the annotations of its training set: it predicts
-    fewer classes than the datasets have, or it predicts masks and no annotation has one. Checked
+    fewer classes (or semantic classes) than the datasets have, or it predicts masks and no annotation
+    has one. Checked
     before training, so that the mistake is not found at the first step (an index out of range deep
     in a loss) or never (a mask head that learns nothing).
 
     Args:
         model: the built model (or its DistributedDataParallel); R-CNN (`roi_heads.num_classes`,
-            `roi_heads.mask_on`) and RetinaNet (`num_classes`) are checked, other models are not.
+            `roi_heads.mask_on`), RetinaNet (`num_classes`) and semantic heads (`sem_seg_head.num_classes`)
+            are checked, other models are not.
         dataset_dicts: the training set's dicts, read once.
         dataset_names: the registered datasets they come from, for their `thing_classes`.
     """
+    _check_semantic_classes(model, dataset_names)
     fit = _classes_and_masks_to_fit(model)
     if fit is None:
         return

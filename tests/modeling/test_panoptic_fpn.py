@@ -6,6 +6,7 @@ import torch
 from d2mask.modeling import PanopticFPN, build_model
 from d2mask.modeling.meta_arch.panoptic_fpn import combine_semantic_and_instance_outputs
 from d2mask.structures import BitMasks, Boxes, Instances
+from d2mask.utils.events import EventStorage
 from tests.common import tiny_rcnn_cfg
 
 H, W = 4, 6
@@ -132,3 +133,12 @@ def test_inference_outputs_and_combine_enabled():
     with torch.no_grad():
         (output,) = model(_inputs())
     assert set(output) == {"sem_seg", "instances"}
+
+
+def test_vis_period_draws_the_proposals():
+    cfg = _panoptic_cfg()
+    cfg.VIS_PERIOD = 1
+    model = build_model(cfg)
+    with EventStorage() as storage:
+        model(_inputs())
+    assert "Left: GT bounding boxes;  Right: Predicted proposals" in [name for name, _, _ in storage.images]

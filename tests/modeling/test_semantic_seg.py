@@ -5,6 +5,9 @@ import math
 import pytest
 import torch
 
+from d2mask.config import ConfigError
+from d2mask.data import MetadataCatalog
+from d2mask.engine.training import check_model_fits_data
 from d2mask.layers import ShapeSpec
 from d2mask.modeling import SemanticSegmentor, build_model, sem_seg_postprocess
 from d2mask.modeling.meta_arch.semantic_seg import SemSegFPNHead, padded_sem_seg_targets
@@ -115,3 +118,15 @@ def test_semantic_segmentor_overfits_one_image_and_outputs_the_original_size():
     assert output["sem_seg"].shape == (3, 64, 96)
     upsampled = sem_seg.repeat_interleave(2, 0).repeat_interleave(2, 1)
     assert (output["sem_seg"].argmax(0) == upsampled).float().mean() > 0.9
+
+
+def test_training_refuses_fewer_classes_than_the_dataset_has():
+    model = build_model(_semantic_cfg())  # 3 classes
+    MetadataCatalog.get("semantic_seg_test_4").set(stuff_classes=["a", "b", "c", "d"])
+    try:
+        with pytest.raises(ConfigError, match=r"MODEL.SEM_SEG_HEAD.NUM_CLASSES is 3 but the training set "
+                                              r"\('semantic_seg_test_4',\) has 4 stuff_classes \(a, b, c, d\); set "
+                                              r"MODEL.SEM_SEG_HEAD.NUM_CLASSES 4"):
+            check_model_fits_data(model, [], ["semantic_seg_test_4"])
+    finally:
+        MetadataCatalog.remove("semantic_seg_test_4")

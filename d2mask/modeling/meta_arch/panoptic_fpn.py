@@ -92,6 +92,7 @@ class PanopticFPN(GeneralizedRCNN):
         gt_instances = self.gt_instances(batched_inputs)
         proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
         _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+        self._visualize_if_due(batched_inputs, proposals)
         losses.update(proposal_losses)
         losses.update({name: loss * self.instance_loss_weight for name, loss in detector_losses.items()})
         return losses

@@ -139,9 +139,13 @@ class GeneralizedRCNN(_NormalizedInput):
         features = self.backbone(images.tensor)
         proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
         _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+        self._visualize_if_due(batched_inputs, proposals)
+        return {**proposal_losses, **detector_losses}
+
+    def _visualize_if_due(self, batched_inputs: List[Dict], proposals: List[Instances]) -> None:
+        """`visualize_training` every `vis_period` iterations of an active event storage."""
         if self.vis_period > 0 and has_event_storage() and get_event_storage().iter % self.vis_period == 0:
             self.visualize_training(batched_inputs, proposals)
-        return {**proposal_losses, **detector_losses}
 
     def visualize_training(self, batched_inputs: List[Dict], proposals: List[Instances], max_proposals: int = 20) -> None:
         """Puts in the active event storage an image of the first input: its GT boxes (left) beside its

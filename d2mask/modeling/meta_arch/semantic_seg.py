@@ -152,6 +152,7 @@ class SemSegFPNHead(nn.Module):
         if num_classes < 1 or conv_dims < 1:
             raise ValueError(f"SemSegFPNHead: num_classes ({num_classes}) and conv_dims ({conv_dims}) must be positive")
         self.in_features = [name for name, _ in levels]
+        self.num_classes = num_classes
         self.ignore_value = ignore_value
         self.common_stride = common_stride
         self.loss_weight = loss_weight
