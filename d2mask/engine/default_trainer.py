@@ -27,6 +27,8 @@ from ..evaluation import (
     COCOEvaluator,
     DatasetEvaluator,
     DatasetEvaluators,
+    LVISEvaluator,
+    PascalVOCDetectionEvaluator,
     SemSegEvaluator,
     inference_on_dataset,
     verify_results,
@@ -231,9 +233,14 @@ class DefaultTrainer(TrainerBase):
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
         """The evaluator named by the dataset's metadata `evaluator_type`: "coco" (COCOEvaluator),
-        "sem_seg" (SemSegEvaluator), "coco_panoptic_seg" (both; d2mask computes no PQ)."""
+        "sem_seg" (SemSegEvaluator), "coco_panoptic_seg" (both; d2mask computes no PQ), "lvis"
+        (LVISEvaluator), "pascal_voc" (PascalVOCDetectionEvaluator)."""
         evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        if evaluator_type == "lvis":
+            return LVISEvaluator(dataset_name, output_dir=output_folder)
+        if evaluator_type == "pascal_voc":
+            return PascalVOCDetectionEvaluator(dataset_name)
         evaluators: List[DatasetEvaluator] = []
         if evaluator_type in ("sem_seg", "coco_panoptic_seg"):
             evaluators.append(SemSegEvaluator(dataset_name, output_dir=output_folder))
@@ -247,8 +254,8 @@ class DefaultTrainer(TrainerBase):
         if not evaluators:
             raise NotImplementedError(
                 f"No evaluator for dataset '{dataset_name}' (metadata evaluator_type={evaluator_type!r}); set "
-                f"evaluator_type to 'coco', 'sem_seg' or 'coco_panoptic_seg' in its metadata or override "
-                f"DefaultTrainer.build_evaluator"
+                f"evaluator_type to 'coco', 'sem_seg', 'coco_panoptic_seg', 'lvis' or 'pascal_voc' in its metadata "
+                f"or override DefaultTrainer.build_evaluator"
             )
         return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
 

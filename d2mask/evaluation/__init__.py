@@ -1,7 +1,9 @@
-"""Evaluating a model over a dataset: the evaluator protocol, the inference loop, COCO AP and
-semantic-segmentation IoU."""
+"""Evaluating a model over a dataset: the evaluator protocol, the inference loop, COCO, LVIS and PASCAL
+VOC AP, and semantic-segmentation IoU."""
 from .coco_evaluation import COCOEvaluator, instances_to_coco_json
 from .evaluator import DatasetEvaluator, DatasetEvaluators, inference_context, inference_on_dataset
+from .lvis_evaluation import LVISEvaluator
+from .pascal_voc_evaluation import PascalVOCDetectionEvaluator
 from .sem_seg_evaluation import SemSegEvaluator
 from .testing import verify_results
 
@@ -12,6 +14,8 @@ __all__ = [
     "inference_context",
     "COCOEvaluator",
     "SemSegEvaluator",
+    "LVISEvaluator",
+    "PascalVOCDetectionEvaluator",
     "instances_to_coco_json",
     "verify_results",
 ]

@@ -6,13 +6,13 @@ the image. "difficult" objects are kept, as in Detectron2 (VOC's evaluation igno
 """
 import os
 import xml.etree.ElementTree as ET
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 from ...structures import BoxMode
 from ..catalog import DatasetCatalog, DatasetError, MetadataCatalog
 from .builtin_meta import PASCAL_VOC_CLASSES
 
-__all__ = ["load_voc_instances", "register_pascal_voc"]
+__all__ = ["load_voc_instances", "register_pascal_voc", "parse_voc_objects"]
 
 CLASS_NAMES = PASCAL_VOC_CLASSES
 
@@ -24,7 +24,13 @@ def _text(node: ET.Element, path: str, xml_file: str) -> str:
     return found.text.strip()
 
 
-def _load_one(xml_file: str, image_file: str, image_id: str, class_names: Sequence[str]) -> Dict:
+def parse_voc_objects(xml_file: str, class_names: Sequence[str]) -> Tuple[int, int, List[Dict]]:
+    """The image size and objects of one VOC annotation file.
+
+    Returns:
+        (height, width, objects), each object {"category_id": index in `class_names`, "bbox": XYXY in
+        continuous coordinates, "difficult": bool}.
+    """
     try:
         tree = ET.parse(xml_file)
     except (ET.ParseError, OSError) as e:
@@ -34,7 +40,7 @@ def _load_one(xml_file: str, image_file: str, image_id: str, class_names: Sequen
         height, width = int(_text(root, "size/height", xml_file)), int(_text(root, "size/width", xml_file))
     except ValueError:
         raise DatasetError(f"{xml_file}: <size> must hold integer <height> and <width>") from None
-    annotations = []
+    objects = []
     for obj in root.findall("object"):
         name = _text(obj, "name", xml_file)
         if name not in class_names:
@@ -48,7 +54,16 @@ def _load_one(xml_file: str, image_file: str, image_id: str, class_names: Sequen
         # x covers [x - 1, x] in continuous coordinates, so only the top-left corner moves.
         box[0] -= 1.0
         box[1] -= 1.0
-        annotations.append({"category_id": class_names.index(name), "bbox": box, "bbox_mode": BoxMode.XYXY_ABS})
+        difficult = obj.find("difficult")
+        objects.append({"category_id": class_names.index(name), "bbox": box,
+                        "difficult": difficult is not None and (difficult.text or "0").strip() == "1"})
+    return height, width, objects
+
+
+def _load_one(xml_file: str, image_file: str, image_id: str, class_names: Sequence[str]) -> Dict:
+    height, width, objects = parse_voc_objects(xml_file, class_names)
+    annotations = [{"category_id": o["category_id"], "bbox": o["bbox"], "bbox_mode": BoxMode.XYXY_ABS}
+                   for o in objects]
     return {"file_name": image_file, "image_id": image_id, "height": height, "width": width,
             "annotations": annotations}
 
