@@ -5,6 +5,7 @@
     python tools/benchmark.py --task inference --compare torchvision MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.0
     python tools/benchmark.py --task data --config-file configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml
     python tools/benchmark.py --task rpn_targets --json
+    python tools/benchmark.py --task coco_eval --json
 
 Tasks (each a function `fn(args) -> list[dict]` in TASKS; `--json` prints that list):
 - train / inference: one training step (forward, backward, SGD step) or one inference of a batch, on
@@ -16,6 +17,10 @@ Tasks (each a function `fn(args) -> list[dict]` in TASKS; `--json` prints that l
 - data: images/s of the train loader alone, and the share of data loading in a training iteration,
   for each `--num-workers`.
 - rpn_targets: `RPN.label_and_sample_anchors` and the RPN's forward + backward at several GT counts.
+- coco_eval: COCOEvaluator (loading the GT json, process() of every image, evaluate()) on a synthetic
+  set of `--num-images` images x 20 detections, bbox and segm, with faster-coco-eval and with
+  pycocotools: the times, their ratio, and the largest difference between the two backends' reported
+  values (AP, AP50, ..., per class).
 
 Each case runs in a fresh subprocess, so that one case's memory high-water mark cannot hide another's.
 Times are medians over `--iters` iterations after `--warmup` untimed ones. Memory on CUDA is
@@ -32,6 +37,7 @@ import sys
 from typing import Callable, Dict, List, Optional
 
 from benchmarking.cases import CASES  # tools/benchmarking/, beside this script
+from benchmarking.coco_eval import BACKENDS, compare
 from benchmarking.inputs import load_cfg
 
 # This repository's configs import its projects (`IMPORTS: [projects.DenseText.atss_matcher]`). d2mask
@@ -45,6 +51,7 @@ _TASK_DEFAULTS = {
     "inference": (_R50, (512, 640), [8], 5, 2),
     "rpn_targets": (_R50, (800, 1333), [10, 100, 1000, 3000], 3, 1),
     "data": ("configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml", None, [0], 20, 5),
+    "coco_eval": (_R50, None, [0], 1, 0),  # the config is not used; each case runs once
 }
 
 
@@ -112,8 +119,27 @@ def bench_rpn_targets(args) -> List[Dict]:
     return results
 
 
+def bench_coco_eval(args) -> List[Dict]:
+    """Per task (bbox, segm): COCOEvaluator's times with each backend, then their comparison."""
+    results = []
+    for task in ("bbox", "segm"):
+        runs = [_run_case_in_subprocess(args, [backend, task, str(args.num_images)]) for backend in BACKENDS]
+        results += [*runs, compare(*runs)]
+        if not args.json:
+            for r in runs:
+                print(f"{task} {r['backend']:16s} {r['num_images']} images: load GT {r['load_gt_s']:7.2f} s  "
+                      f"process {r['process_s']:7.2f} s  evaluate {r['evaluate_s']:7.2f} s  "
+                      f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+            c = results[-1]
+            print(f"{task} ratio faster-coco-eval / pycocotools: evaluate {c['ratio_evaluate']:.3f}  "
+                  f"total {c['ratio_total']:.3f}  |  AP {c['AP']:.3f}, largest difference of a reported value "
+                  f"{c['max_ap_difference']:.2g} ({'identical' if c['identical'] else 'DIFFERENT'} to 1e-4)", flush=True)
+    return results
+
+
 TASKS: Dict[str, Callable] = {
     "train": bench_model, "inference": bench_model, "data": bench_data, "rpn_targets": bench_rpn_targets,
+    "coco_eval": bench_coco_eval,
 }
 
 
@@ -135,6 +161,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--batch-size", type=int, default=2, help="images per iteration (train/inference)")
     parser.add_argument("--dataset", help="train/inference: batches of this registered dataset, not synthetic")
     parser.add_argument("--num-workers", type=int, nargs="+", default=[0, 2], help="data: loader workers, one case each")
+    parser.add_argument("--num-images", type=int, default=5000, help="coco_eval: images in the synthetic set")
     parser.add_argument("--iters", type=int, help="timed iterations per case")
     parser.add_argument("--warmup", type=int, help="untimed iterations first (they measure memory)")
     parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)  # internal: run one case here

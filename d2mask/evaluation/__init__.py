@@ -1,6 +1,6 @@
 """Evaluating a model over a dataset: the evaluator protocol, the inference loop, COCO, LVIS and PASCAL
 VOC AP, and semantic-segmentation IoU."""
-from .coco_evaluation import COCOEvaluator, instances_to_coco_json
+from .coco_evaluation import COCOEvaluator, encode_masks, instances_to_coco_json
 from .evaluator import DatasetEvaluator, DatasetEvaluators, inference_context, inference_on_dataset
 from .lvis_evaluation import LVISEvaluator
 from .pascal_voc_evaluation import PascalVOCDetectionEvaluator
@@ -17,5 +17,6 @@ __all__ = [
     "LVISEvaluator",
     "PascalVOCDetectionEvaluator",
     "instances_to_coco_json",
+    "encode_masks",
     "verify_results",
 ]

@@ -24,7 +24,7 @@ from ..utils import comm
 from ..utils.atomic_write import atomic_write
 from .evaluator import DatasetEvaluator
 
-__all__ = ["COCOEvaluator", "instances_to_coco_json"]
+__all__ = ["COCOEvaluator", "instances_to_coco_json", "encode_masks"]
 
 logger = logging.getLogger(__name__)
 
@@ -240,10 +240,7 @@ def instances_to_coco_json(instances: Instances, image_id: Any) -> List[Dict[str
     ]
     if instances.has("pred_masks"):
         masks = instances.pred_masks
-        masks = masks if masks.dtype == torch.bool else masks >= 0.5
-        # (N, H, W) -> (H, W, N) in Fortran order, which pycocotools encodes in one call.
-        rles = mask_util.encode(np.asfortranarray(masks.permute(1, 2, 0).numpy().astype(np.uint8)))
-        for result, rle in zip(results, rles):
+        for result, rle in zip(results, encode_masks(masks if masks.dtype == torch.bool else masks >= 0.5)):
             rle["counts"] = rle["counts"].decode("ascii")
             result["segmentation"] = rle
     if instances.has("pred_keypoints"):
@@ -255,6 +252,57 @@ def instances_to_coco_json(instances: Instances, image_id: Any) -> List[Dict[str
     return results
 
 
+def encode_masks(masks: torch.Tensor) -> List[Dict[str, Any]]:
+    """Each mask of `Tensor[R, H, W]` (bool, CPU) as COCO's compressed RLE, as `pycocotools.mask.encode`
+    gives it.
+
+    COCO's runs go down the columns, so encoding the whole image needs a transposed copy of it, which
+    took most of the time of evaluating masks (~1.5 ms per 480 x 640 mask). The runs are counted
+    here only over the columns between a mask's first and last foreground column (a detection's
+    mask is zero outside its box); the empty columns on either side extend the first and last
+    background runs. pycocotools compresses the counts.
+    """
+    h, w = masks.shape[1:]
+    occupied = masks.numpy().any(axis=1)  # (R, H, W) -> (R, W): the columns with foreground (torch is 8x slower)
+    rles = []
+    for mask, columns in zip(masks.numpy(), occupied):
+        first, last = (np.flatnonzero(columns)[[0, -1]]) if columns.any() else (w, w - 1)
+        pixels = mask[:, first:last + 1].T.ravel()  # column-major, (H, C) -> (C * H,)
+        changes = np.flatnonzero(pixels[1:] != pixels[:-1]) + 1
+        counts = np.diff(np.concatenate(([0], changes, [pixels.size])))  # alternating runs from pixels[0]
+        # Runs alternate starting with background: a mask whose first counted pixel is set starts
+        # with an empty background run, which the empty columns before it extend.
+        counts = [0, *counts.tolist()] if pixels.size and pixels[0] else counts.tolist()
+        counts[0] += first * h
+        after = (w - 1 - last) * h
+        if len(counts) % 2 == 1:  # ends with background
+            counts[-1] += after
+        elif after:
+            counts.append(after)
+        rles.append(mask_util.frPyObjects({"counts": counts, "size": [h, w]}, h, w))
+    return rles
+
+
+def _mask_results_as_coco(coco_gt, coco_results: List[Dict[str, Any]]):
+    """The COCO object of mask results that `coco_gt.loadRes` makes of them without their "bbox": each
+    detection's area and box are its mask's. loadRes calls pycocotools once per detection for them,
+    most of the time of evaluating masks with faster-coco-eval; here it is one call for all."""
+    from faster_coco_eval import mask as fast_mask_util  # pycocotools' area() overflows past 255 masks
+
+    rles = [r["segmentation"] for r in coco_results]
+    areas, boxes = fast_mask_util.area(rles).tolist(), fast_mask_util.toBbox(rles).tolist()
+    annotations = [
+        {"id": i, "image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
+         "segmentation": rle, "area": area, "bbox": box, "iscrowd": 0}
+        for i, (r, rle, area, box) in enumerate(zip(coco_results, rles, areas, boxes), start=1)
+    ]
+    coco_dt = type(coco_gt)()
+    coco_dt.dataset = {"images": list(coco_gt.dataset["images"]), "annotations": annotations,
+                       "categories": copy.deepcopy(coco_gt.dataset["categories"])}
+    coco_dt.createIndex()
+    return coco_dt
+
+
 def _run_cocoeval(
     coco_gt,
     coco_results: List[Dict[str, Any]],
@@ -264,15 +312,18 @@ def _run_cocoeval(
     kpt_oks_sigmas: Sequence[float] = (),
 ):
     """COCOeval of `task` after evaluate() and accumulate(), by the package that built `coco_gt`."""
-    if task == "segm":
-        # With a "bbox" present, pycocotools would take the box area as the instance's area and
-        # sort masks into small/medium/large by it.
-        coco_results = [{k: v for k, v in r.items() if k != "bbox"} for r in coco_results]
     unknown = {r["image_id"] for r in coco_results} - set(coco_gt.getImgIds())
     if unknown:
         raise ValueError(f"Predictions for image ids {sorted(unknown)[:10]} that the ground truth does not have")
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it goes
-        coco_dt = coco_gt.loadRes(coco_results)
+        if task == "segm" and use_fast_impl:
+            coco_dt = _mask_results_as_coco(coco_gt, coco_results)
+        elif task == "segm":
+            # With a "bbox" present, loadRes would take the box area as the instance's area and sort
+            # masks into small/medium/large by it.
+            coco_dt = coco_gt.loadRes([{k: v for k, v in r.items() if k != "bbox"} for r in coco_results])
+        else:
+            coco_dt = coco_gt.loadRes(coco_results)
         cocoeval_class = _coco_api(use_fast_impl)[1]
         # faster-coco-eval logs its progress at INFO through its own logger; pycocotools prints it.
         extra = {"print_function": logger.debug} if use_fast_impl else {}

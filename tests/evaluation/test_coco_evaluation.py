@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from d2mask.data import DatasetCatalog, MetadataCatalog
-from d2mask.evaluation import COCOEvaluator, instances_to_coco_json
+from d2mask.evaluation import COCOEvaluator, encode_masks, instances_to_coco_json
 from d2mask.structures import Boxes, BoxMode, Instances, polygons_to_bitmask
 
 
@@ -119,6 +119,27 @@ def test_instances_to_coco_json():
     assert instances_to_coco_json(inst[[]], image_id=9) == []
 
 
+def test_encode_masks_gives_pycocotools_rle():
+    import pycocotools.mask as mask_util
+
+    # By hand: a 3 x 4 mask with foreground in column 1, rows 1-2: the column-major runs are 3 + 1
+    # background, 2 foreground, then 6 background.
+    mask = torch.zeros(1, 3, 4, dtype=torch.bool)
+    mask[0, 1:, 1] = True
+    (rle,) = encode_masks(mask)
+    assert mask_util.decode(rle).sum() == 2 and rle["size"] == [3, 4]
+    assert rle == mask_util.frPyObjects({"counts": [4, 2, 6], "size": [3, 4]}, 3, 4)
+
+    rng = np.random.default_rng(0)
+    masks = [
+        torch.zeros(2, 5, 7, dtype=torch.bool), torch.ones(2, 5, 7, dtype=torch.bool),
+        torch.from_numpy(rng.uniform(size=(40, 6, 9)) < 0.5), torch.from_numpy(rng.uniform(size=(40, 6, 9)) < 0.03),
+        torch.from_numpy(rng.uniform(size=(10, 1, 1)) < 0.5), torch.zeros(0, 4, 4, dtype=torch.bool),
+    ]
+    for m in masks:  # includes masks set in the first or last pixel and column, and empty ones
+        assert encode_masks(m) == mask_util.encode(np.asfortranarray(m.permute(1, 2, 0).numpy().astype(np.uint8)))
+
+
 def test_class_outside_the_dataset_is_an_error(dataset):
     name = dataset([box_record(1, [[0, 0, 10, 10]], [0])], thing_classes=["a"], thing_dataset_id_to_contiguous_id={1: 0})
     evaluator = COCOEvaluator(name, distributed=False)
@@ -206,11 +227,11 @@ def _evaluate(name, outputs, output_dir, **kwargs):
     return evaluator.evaluate()
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_fast_impl_reports_what_pycocotools_reports(dataset, tmp_path, monkeypatch, seed):
+@pytest.mark.parametrize("seed, num_images", [(0, 24), (1, 120)])  # 120 images: more than 255 detections
+def test_fast_impl_reports_what_pycocotools_reports(dataset, tmp_path, monkeypatch, seed, num_images):
     import faster_coco_eval
 
-    dicts, outputs = _random_set(seed)
+    dicts, outputs = _random_set(seed, num_images)
     name = dataset(dicts, thing_classes=["a", "b", "c", "never detected"],
                    thing_dataset_id_to_contiguous_id={3: 0, 5: 1, 8: 2, 9: 3})
     calls = []

@@ -3,6 +3,7 @@ import statistics
 import time
 from typing import Callable, Dict
 
+from .coco_eval import coco_eval_case
 from .inputs import dataset_batches, load_cfg, random_gt_boxes, synthetic_batch
 from .measure import Meter, process_memory, run_interleaved
 from .torchvision_twin import torchvision_inputs, torchvision_model
@@ -221,4 +222,5 @@ CASES: Dict[str, Callable] = {
     "inference": lambda num_gt, args: _model_case("inference", num_gt, args),
     "data": _data_case,
     "rpn_targets": _rpn_targets_case,
+    "coco_eval": coco_eval_case,
 }

@@ -26,6 +26,17 @@ def random_gt_boxes(num: int, image_size, device):
     return boxes.to(device)
 
 
+def octagons(boxes) -> List[List[float]]:
+    """Flat polygons [x0, y0, x1, y1, ...] of the octagons inscribed in `boxes` (XYXY numpy, `[R, 4]`)."""
+    import numpy as np
+
+    angles = np.arange(8) * (2 * math.pi / 8)
+    centres, radii = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2
+    xs = centres[:, :1] + radii[:, :1] * np.cos(angles)
+    ys = centres[:, 1:] + radii[:, 1:] * np.sin(angles)
+    return np.stack([xs, ys], axis=2).reshape(len(boxes), 16).tolist()
+
+
 def synthetic_batch(cfg, image_size, num_gt: int, batch_size: int, device) -> List[Dict]:
     """`batch_size` d2mask input dicts: noise images (float, 0..255) with `num_gt` objects each, every
     object an octagon inscribed in its box, its mask in INPUT.MASK_FORMAT."""
@@ -35,17 +46,11 @@ def synthetic_batch(cfg, image_size, num_gt: int, batch_size: int, device) -> Li
     from d2mask.structures import BitMasks, Boxes, Instances, PolygonMasks
 
     h, w = image_size
-    angles = np.arange(8) * (2 * math.pi / 8)
     batch = []
     for i in range(batch_size):
         g = torch.Generator().manual_seed(1000 + i)
         boxes = random_gt_boxes(num_gt, image_size, "cpu")
-        centres, radii = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2
-        polygons = [
-            [np.stack([cx + rx * np.cos(angles), cy + ry * np.sin(angles)], axis=1).ravel()]
-            for (cx, cy), (rx, ry) in zip(centres.double().numpy(), radii.double().numpy())
-        ]
-        masks = PolygonMasks(polygons)
+        masks = PolygonMasks([[np.asarray(p)] for p in octagons(boxes.double().numpy())])
         if cfg.INPUT.MASK_FORMAT == "bitmask":
             masks = BitMasks.from_polygon_masks(masks, h, w)
         instances = Instances(
