@@ -16,7 +16,8 @@ Tasks (each a function `fn(args) -> list[dict]` in TASKS; `--json` prints that l
   d2mask's, and the ratio d2mask / torchvision of the median times is printed.
 - data: images/s of the train loader alone, and the share of data loading in a training iteration,
   for each `--num-workers`.
-- rpn_targets: `RPN.label_and_sample_anchors` and the RPN's forward + backward at several GT counts.
+- rpn_targets: `RPN.label_and_sample_anchors`, the RPN's forward + backward, and the ROI heads'
+  `label_and_sample_proposals` (2000 proposals plus the GT boxes), at several GT counts.
 - coco_eval: COCOEvaluator (loading the GT json, process() of every image, evaluate()) on a synthetic
   set of `--num-images` images x 20 detections, bbox and segm, with faster-coco-eval and with
   pycocotools: the times, their ratio, and the largest difference between the two backends' reported
@@ -107,14 +108,16 @@ def bench_data(args) -> List[Dict]:
 
 
 def bench_rpn_targets(args) -> List[Dict]:
-    """label_and_sample_anchors, and the RPN's forward + backward in training, at several GT counts."""
+    """label_and_sample_anchors, the RPN's forward + backward in training, and the ROI heads'
+    label_and_sample_proposals, at several GT counts."""
     results = []
-    for stage in ("label_and_sample_anchors", "rpn_forward_backward"):
+    for stage in ("label_and_sample_anchors", "rpn_forward_backward", "label_and_sample_proposals"):
         for num_gt in args.num_gt:
             results.append(_run_case_in_subprocess(args, [stage, str(num_gt)]))
             if not args.json:
                 r = results[-1]
-                print(f"{stage:26s} {num_gt:6d} GT  {r['num_anchors']} anchors  median {r['median_s']:8.3f} s  "
+                boxes = f"{r['num_anchors']} anchors" if "num_anchors" in r else f"{r['num_proposals']} proposals"
+                print(f"{stage:26s} {num_gt:6d} GT  {boxes}  median {r['median_s']:8.3f} s  "
                       f"peak extra {r['peak_extra_mb']:8.1f} MB", flush=True)
     return results
 

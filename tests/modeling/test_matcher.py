@@ -1,4 +1,6 @@
 """Matcher: labels around the IoU thresholds, low-quality ties, empty inputs, chunking, config."""
+import itertools
+
 import pytest
 import torch
 
@@ -122,8 +124,9 @@ def test_chunked_matching_equals_the_full_matrix(low_quality):
     assert low_quality == (not torch.equal(expected_labels, without_low_quality))
     labels = rpn_matcher(low_quality)(pairwise_iou(gt, boxes))[1]  # the IoU-matrix form
     assert torch.equal(labels, expected_labels)
-    for chunk in (1, 7, 13 * 50, 10**6):
-        idxs, labels = rpn_matcher(low_quality, max_chunk_elements=chunk)(gt, boxes)
+    for chunk, num_per_level in itertools.product((1, 7, 13 * 50, 10**6), (None, [300])):
+        # without num_per_level the boxes are proposals, matched in an order of their own
+        idxs, labels = rpn_matcher(low_quality, max_chunk_elements=chunk)(gt, boxes, num_per_level=num_per_level)
         assert torch.equal(labels, expected_labels), chunk
         # Argmax ties may resolve differently; the matched GT must reach the best IoU all the same.
         iou = pairwise_iou(gt, boxes)
@@ -142,10 +145,48 @@ def test_iou_is_only_ever_computed_in_bounded_chunks(monkeypatch):
     monkeypatch.setattr(matcher_module, "iter_pairwise_iou_chunks", recording)
     boxes = Boxes(torch.rand(1000, 2).repeat(1, 2) * 100 + torch.tensor([0.0, 0.0, 5.0, 5.0]))
     gt = boxes[:20]
-    rpn_matcher(True, max_chunk_elements=200)(gt, boxes)
+    rpn_matcher(True, max_chunk_elements=200)(gt, boxes, num_per_level=[1000])  # anchors: in their order
     # A first pass over 1000 boxes in chunks of 10 columns of (at most) 20 GT; the second pass redoes
     # only the 2 chunks holding each GT's best match (the GT boxes themselves, boxes 0..19).
     assert len(seen) == 102 and max(seen) <= 200
+
+
+def dense_roi_scene(num_gt, num_proposals, seed=0):
+    """A crowded 800 x 1333 image: GT boxes of 8-64 px, and the ROI heads' proposals (random boxes
+    and boxes near the GT, in no spatial order, then the GT boxes appended)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def random_boxes(n, lo, hi):
+        xy = torch.rand(n, 2, generator=g) * torch.tensor([1333.0, 800.0])
+        return torch.cat([xy, xy + lo + torch.rand(n, 2, generator=g) * (hi - lo)], dim=1)
+
+    gt = random_boxes(num_gt, 8, 64)
+    near = gt[torch.randint(num_gt, (num_proposals // 2,), generator=g)]
+    near = near + torch.randn(len(near), 4, generator=g) * 4
+    proposals = torch.cat([random_boxes(num_proposals - len(near), 8, 128), near])
+    proposals = torch.cat([proposals[torch.randperm(len(proposals), generator=g)], gt])
+    return Boxes(gt), Boxes(proposals)
+
+
+@pytest.mark.parametrize("low_quality", [False, True])
+def test_dense_proposals_get_the_full_matrix_labels_from_a_fraction_of_it(monkeypatch, low_quality):
+    computed = []
+    real = matcher_module.iter_pairwise_iou_chunks
+
+    def recording(gt_boxes, boxes, max_elements):
+        for start, end, iou in real(gt_boxes, boxes, max_elements):
+            computed.append(iou.numel())
+            yield start, end, iou
+
+    monkeypatch.setattr(matcher_module, "iter_pairwise_iou_chunks", recording)
+    gt, proposals = dense_roi_scene(num_gt=600, num_proposals=400)
+    matcher = Matcher([0.5], [0, 1], allow_low_quality_matches=low_quality, max_chunk_elements=600 * 20)
+    idxs, labels = matcher(gt, proposals)
+    expected_idxs, expected_labels = reference_match(gt, proposals, [0.5], [0, 1], low_quality)
+    assert torch.equal(labels, expected_labels) and torch.equal(idxs, expected_idxs)
+    assert 600 <= int(labels.sum()) < len(proposals)  # every appended GT box is foreground, not all else
+    # Sorted by position, each chunk of 20 proposals meets only the GT boxes of its band of the image.
+    assert sum(computed) < 0.25 * len(gt) * len(proposals)
 
 
 def test_build_from_stage_config():

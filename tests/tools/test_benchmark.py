@@ -97,11 +97,14 @@ def test_rpn_targets_task():
         "--task", "rpn_targets", "--config-file", QUICK_START, "--num-gt", "5", "--image-size", "128", "160",
         "--iters", "1", "--warmup", "1",
     )
-    assert [(r["stage"], r["num_gt"]) for r in results] == [("label_and_sample_anchors", 5), ("rpn_forward_backward", 5)]
+    assert [(r["stage"], r["num_gt"]) for r in results] == [
+        ("label_and_sample_anchors", 5), ("rpn_forward_backward", 5), ("label_and_sample_proposals", 5)]
     for r in results:
         assert_timing(r, images=False)
+    for r in results[:2]:
         # 3 anchors per location on p2..p6 of the 128 x 160 image (p6: 2 x 3 locations)
         assert r["num_anchors"] == 3 * sum((128 // s) * (160 // s) for s in (4, 8, 16, 32)) + 3 * 2 * 3
+    assert results[2]["num_proposals"] == 2000 + 5  # the GT boxes appended
 
 
 def test_compare_is_refused_for_other_tasks():
@@ -110,3 +113,18 @@ def test_compare_is_refused_for_other_tasks():
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode != 0 and "--compare applies to the train and inference tasks" in proc.stderr
+
+
+def test_coco_eval_task():
+    results = run_benchmark("--task", "coco_eval", "--num-images", "12")
+    assert [(r["eval_task"], r.get("backend")) for r in results] == [
+        ("bbox", "faster-coco-eval"), ("bbox", "pycocotools"), ("bbox", None),
+        ("segm", "faster-coco-eval"), ("segm", "pycocotools"), ("segm", None),
+    ]
+    for run in results[0:2] + results[3:5]:
+        assert run["num_images"] == 12 and run["num_detections"] == 12 * 20 and run["num_gt"] > 0
+        assert run["load_gt_s"] > 0 and run["process_s"] > 0 and run["evaluate_s"] > 0
+        assert 0 < run["results"]["AP"] < 100
+    for comparison in results[2], results[5]:
+        assert comparison["identical"] and comparison["max_ap_difference"] <= 1e-4
+        assert comparison["ratio_evaluate"] > 0 and comparison["ratio_total"] > 0

@@ -174,9 +174,46 @@ def _data_case(num_workers: str, args) -> Dict:
     }
 
 
-def _rpn_targets_case(stage: str, num_gt: str, args) -> Dict:
-    """One case of the rpn_targets task: the config's RPN on random features of one image."""
+# Proposals per image given to the ROI heads in the label_and_sample_proposals stage (before the GT
+# boxes are appended), as with Detectron2's POST_NMS_TOPK_TRAIN 2000 of its C4 and 1000-per-image FPN
+# schedules at batch 2.
+_ROI_PROPOSALS = 2000
+
+
+def _roi_targets_case(num_gt: int, args) -> Dict:
+    """The label_and_sample_proposals stage: the config's ROI heads match _ROI_PROPOSALS random
+    proposals (in no spatial order, as NMS leaves them) plus the GT boxes to `num_gt` GT boxes."""
     import torch
+
+    from d2mask.modeling import build_backbone, build_roi_heads
+    from d2mask.structures import Boxes, Instances
+
+    device = torch.device(args.device)
+    cfg = load_cfg(args)
+    roi_heads = build_roi_heads(cfg, build_backbone(cfg).output_shape()).to(device).train()
+    image_size = tuple(args.image_size)
+    gt = [Instances(image_size, gt_boxes=Boxes(random_gt_boxes(num_gt, image_size, device)),
+                    gt_classes=torch.zeros(num_gt, dtype=torch.int64, device=device))]
+    boxes = random_gt_boxes(_ROI_PROPOSALS, image_size, device, seed=-1)  # not the GT's seed
+    proposals = [Instances(image_size, proposal_boxes=Boxes(boxes), objectness_logits=torch.zeros(len(boxes), device=device))]
+
+    def fn():
+        roi_heads.label_and_sample_proposals(proposals, gt)
+
+    meter = run_interleaved({"roi": fn}, device, args.iters, max(args.warmup, 1))["roi"]
+    return {"task": "rpn_targets", "stage": "label_and_sample_proposals", "num_gt": num_gt,
+            "image_size": list(image_size),
+            "num_proposals": _ROI_PROPOSALS + (num_gt if cfg.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT else 0),
+            "device": args.device, **meter.result(), **process_memory(device)}
+
+
+def _rpn_targets_case(stage: str, num_gt: str, args) -> Dict:
+    """One case of the rpn_targets task: the config's RPN on random features of one image, or its ROI
+    heads' proposal matching."""
+    import torch
+
+    if stage == "label_and_sample_proposals":
+        return _roi_targets_case(int(num_gt), args)
 
     from d2mask.modeling import build_backbone, build_proposal_generator
     from d2mask.structures import Boxes, ImageList, Instances

@@ -1,6 +1,6 @@
 """Inputs for tools/benchmark.py: the config, synthetic batches with GT boxes and masks, dataset batches."""
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 
 def load_cfg(args):
@@ -12,11 +12,12 @@ def load_cfg(args):
     return cfg
 
 
-def random_gt_boxes(num: int, image_size, device):
-    """`num` boxes with log-uniform sides of 8..256 pixels, centred uniformly, clipped to the image."""
+def random_gt_boxes(num: int, image_size, device, seed: Optional[int] = None):
+    """`num` boxes with log-uniform sides of 8..256 pixels, centred uniformly, clipped to the image;
+    the random seed is `num` unless given."""
     import torch
 
-    g = torch.Generator().manual_seed(num)
+    g = torch.Generator().manual_seed(num if seed is None else seed)
     h, w = image_size
     centres = torch.rand(num, 2, generator=g) * torch.tensor([w, h])
     sides = torch.exp(torch.empty(num, 2).uniform_(2.08, 5.55, generator=g))  # e^2.08 ~ 8, e^5.55 ~ 256
