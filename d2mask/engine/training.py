@@ -110,9 +110,8 @@ def _check_semantic_classes(model: nn.Module, dataset_names: Sequence[str]) -> N
 def check_model_fits_data(model: nn.Module, dataset_dicts: Iterable[Dict], dataset_names: Sequence[str]) -> None:
     """Raises ConfigError when `model` cannot learn the annotations of its training set: it predicts
     fewer classes (or semantic classes) than the datasets have, or it predicts masks and no annotation
-    has one. Checked
-    before training, so that the mistake is not found at the first step (an index out of range deep
-    in a loss) or never (a mask head that learns nothing).
+    has one. Checked before training, so that the mistake is not found at the first step (an index
+    out of range deep in a loss) or never (a mask head that learns nothing).
 
     Args:
         model: the built model (or its DistributedDataParallel); R-CNN (`roi_heads.num_classes`,

@@ -62,3 +62,9 @@ def test_keypoint_rcnn_matches_detectron2():
 
     lazy = LazyConfig.load(os.path.join(REPO, "configs", "common", "models", "keypoint_rcnn_fpn.py"), "model")
     assert {name: tuple(t.shape) for name, t in instantiate(lazy).state_dict().items()} == expected
+
+
+def test_lazy_semantic_fpn_is_panoptic_fpn_without_its_detector():
+    expected = dict(read_reference("detectron2_panoptic_fpn_R_50_state_dict.txt", ("backbone.", "sem_seg_head.")))
+    model = instantiate(LazyConfig.load(os.path.join(REPO, "configs", "common", "models", "semantic_fpn.py"), "model"))
+    assert {name: tuple(t.shape) for name, t in model.state_dict().items()} == expected
