@@ -7,16 +7,21 @@ import sys
 
 import pytest
 
+from d2mask.config import LazyConfig, instantiate
 from d2mask.data import DatasetCatalog, DatasetError, MetadataCatalog
 from d2mask.data.datasets import load_lvis_json, load_voc_instances, set_datasets_root
 from d2mask.data.datasets.builtin_meta import COCO_CATEGORIES
+from d2mask.data.detection_utils import create_keypoint_hflip_indices
 from d2mask.structures import BoxMode
+from tests.common import REPO
 
 DETECTRON2_NAMES = [
     "coco_2014_train", "coco_2014_val", "coco_2014_minival", "coco_2014_valminusminival", "coco_2017_train",
     "coco_2017_val", "coco_2017_test", "coco_2017_test-dev", "coco_2017_val_100", "lvis_v1_train", "lvis_v1_val",
     "lvis_v1_test_dev", "lvis_v1_test_challenge", "voc_2007_trainval", "voc_2007_train", "voc_2007_val",
-    "voc_2007_test", "voc_2012_trainval", "voc_2012_train", "voc_2012_val",
+    "voc_2007_test", "voc_2012_trainval", "voc_2012_train", "voc_2012_val", "keypoints_coco_2014_train",
+    "keypoints_coco_2014_val", "keypoints_coco_2014_minival", "keypoints_coco_2014_valminusminival",
+    "keypoints_coco_2017_train", "keypoints_coco_2017_val", "keypoints_coco_2017_val_100",
 ]
 
 
@@ -43,6 +48,22 @@ def test_coco_metadata():
     assert len(meta.thing_colors) == 80 and len({tuple(c) for c in meta.thing_colors}) == 80
     assert meta.evaluator_type == "coco"
     assert MetadataCatalog.get("voc_2012_val").thing_classes[14] == "person"
+
+
+def test_coco_person_keypoints_metadata_and_lazy_loader_config():
+    metadata = MetadataCatalog.get("keypoints_coco_2017_train")
+    assert metadata.thing_classes == ["person"] and metadata.thing_dataset_id_to_contiguous_id == {1: 0}
+    names = metadata.keypoint_names
+    assert len(names) == 17 and names[:3] == ["nose", "left_eye", "right_eye"]
+    flip = create_keypoint_hflip_indices(["keypoints_coco_2017_train", "keypoints_coco_2017_val"])
+    assert [names[i] for i in flip][:5] == ["nose", "right_eye", "left_eye", "right_ear", "left_ear"]
+    assert sorted(flip) == list(range(17))
+    assert all(a in names and b in names for a, b, _ in metadata.keypoint_connection_rules)
+
+    dataloader = LazyConfig.load(os.path.join(REPO, "configs", "common", "data", "coco_keypoint.py"), "dataloader")
+    mapper = instantiate(dataloader.train.mapper)
+    assert mapper.use_keypoint and not mapper.use_instance_mask and list(mapper.keypoint_hflip_indices) == flip
+    assert dataloader.train.dataset.min_keypoints == 1
 
 
 def test_missing_files_one_line_naming_path_and_variable(root):
