@@ -10,17 +10,77 @@
     RPN(head=..., matcher=...)        # explicit, no config anywhere
     RPN(cfg, input_shape)             # from_config builds the arguments
     RPN(cfg, input_shape, matcher=m)  # from_config, with one argument replaced
+
+Constructors validate their arguments and raise ValueError; called with a config, the class raises
+ConfigError instead (one line for the user, the value came from a key). A constructor's message names
+the key its argument comes from, as in `FPN fuse_type (MODEL.FPN.FUSE_TYPE) must be 'sum' or 'avg'`.
+A part built from different keys at different places (a Matcher from MODEL.RPN.* or
+MODEL.ROI_HEADS.*, a Box2BoxTransform, a ROIPooler) cannot know its key: it raises `ArgumentError`,
+naming the argument, and the `from_config` that builds it names the key with `config_keys`:
+
+    with config_keys(thresholds="MODEL.RPN.IOU_THRESHOLDS", labels="MODEL.RPN.IOU_LABELS"):
+        matcher = build_anchor_matcher(cfg, cfg.MODEL.RPN)
+    # ConfigError: Matcher MODEL.RPN.IOU_THRESHOLDS must be increasing IoUs in [0, 1], got [0.7, 0.3]
 """
+import contextlib
 import functools
 import inspect
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 from fvcore.common.config import CfgNode as _FvcoreCfgNode
 from omegaconf import DictConfig
 
 from .config import ConfigError
 
-__all__ = ["configurable"]
+__all__ = ["configurable", "ArgumentError", "config_keys"]
+
+
+class ArgumentError(ValueError):
+    """An invalid constructor argument of a part that several config keys can describe.
+
+    The message names each argument at fault in backticks: `ArgumentError(f"Matcher `thresholds` must
+    be increasing, got {thresholds}", "thresholds")`. `str()` shows the argument's name; inside
+    `config_keys` naming it, the error becomes a ConfigError showing the config key instead.
+    """
+
+    def __init__(self, message: str, *arguments: str):
+        self.message = message
+        self.arguments = arguments
+        super().__init__(self.naming({}))
+
+    def naming(self, keys: Dict[str, str]) -> str:
+        """The message with each argument shown as `keys[argument]` (or as its name, when not in keys)."""
+        text = self.message
+        for argument in self.arguments:
+            text = text.replace(f"`{argument}`", keys.get(argument, argument))
+        return text
+
+
+def _unkeyed_argument_error(error: Exception) -> Optional[ArgumentError]:
+    """The ArgumentError that `error` is, or that @configurable turned into this ConfigError; None
+    for anything else, and for a ConfigError that already names the keys."""
+    if isinstance(error, ArgumentError):
+        return error
+    cause = error.__cause__
+    if isinstance(error, ConfigError) and isinstance(cause, ArgumentError) and not getattr(error, "keyed", False):
+        return cause
+    return None
+
+
+@contextlib.contextmanager
+def config_keys(**keys: str) -> Iterator[None]:
+    """Names the config key of arguments of the parts built in the block (`argument="MODEL.X.KEY"`):
+    an ArgumentError about one of them becomes a ConfigError showing the key. The one way a
+    `from_config` says where the values of a shared part came from."""
+    try:
+        yield
+    except (ArgumentError, ConfigError) as error:
+        argument_error = _unkeyed_argument_error(error)
+        if argument_error is None or not any(a in keys for a in argument_error.arguments):
+            raise
+        keyed = ConfigError(argument_error.naming(keys))
+        keyed.keyed = True  # an enclosing block must not rename what this one named
+        raise keyed from argument_error
 
 
 def _is_config(obj: Any) -> bool:

@@ -6,8 +6,12 @@ check collects every violation, so that one run of the command reports all of th
 
     validate_config(cfg)   # ConfigError: 2 invalid config values: SOLVER.BASE_LR = -0.1 (...); ...
 
-Names that a registry resolves (MODEL.BACKBONE.NAME, ...) are checked by the registry when the
-model is built; here are the values no registry sees.
+The model's values are checked where they are used, by the constructors of the modules they reach
+(`@configurable` makes their refusal a one-line ConfigError naming the key): validate_config builds
+the model on the meta device, which runs every one of those checks in a few hundredths of a second,
+also those of a project's modules. What stays here, in `_RULES` and `_cross_key_problems`, is what no
+constructor sees: the data, solver, checkpoint and evaluation keys, values that must agree across
+parts (the model's channels and the data's INPUT.FORMAT), and the device.
 """
 import math
 import signal
@@ -17,15 +21,12 @@ import torch
 from omegaconf import ListConfig, OmegaConf
 
 from ..config import CfgNode, ConfigError
-from ..layers import NORM_NAMES
-from ..modeling.box_regression import BOX_REGRESSION_LOSS_TYPES
+from ..modeling import META_ARCH_REGISTRY
 
 __all__ = ["validate_config", "validate_lazy_config", "check_device"]
 
 # Channels of the images the model receives, per INPUT.FORMAT (d2mask.data.SUPPORTED_IMAGE_FORMATS).
 _CHANNELS = {"BGR": 3, "RGB": 3, "L": 1}
-_POOLERS = ("ROIAlign", "ROIAlignV2")
-_NORMS = tuple(NORM_NAMES)
 # Signals a process can handle (not SIGKILL, SIGSTOP), for SOLVER.CHECKPOINT_SIGNALS.
 _SIGNALS = tuple(s for s in signal.Signals.__members__ if s not in ("SIGKILL", "SIGSTOP"))
 
@@ -70,77 +71,15 @@ def increasing(v: Any) -> bool:
     return isinstance(v, (list, tuple)) and all(_number(x) for x in v) and all(a < b for a, b in zip(v, v[1:]))
 
 
-# (key, check, what is allowed); checked in this order, each independently of the others.
+# (key, check, what is allowed); checked in this order, each independently of the others. The model's
+# keys are not here: the constructors they reach check them (see _model_problems). Left here are the
+# keys no constructor sees: those of the data, solver, checkpoints and evaluation, and the counts of
+# layers that from_config expands into lists (a negative count gives an empty list, which the
+# constructor cannot tell from a count of 0).
 _RULES: Sequence[Tuple[str, Callable[[Any], bool], str]] = [
-    ("MODEL.ROI_HEADS.NUM_CLASSES", positive_int, "an int > 0"),
-    ("MODEL.BACKBONE.FREEZE_AT", lambda v: _int(v) and 0 <= v <= 5, "0 (nothing frozen) to 5"),
-    ("MODEL.RESNETS.DEPTH", one_of(18, 34, 50, 101, 152), "18, 34, 50, 101 or 152"),
-    ("MODEL.RESNETS.NUM_GROUPS", positive_int, "an int > 0"),
-    ("MODEL.RESNETS.WIDTH_PER_GROUP", positive_int, "an int > 0"),
-    ("MODEL.RESNETS.RES5_DILATION", one_of(1, 2), "1 or 2"),
-    ("MODEL.RESNETS.RES2_OUT_CHANNELS", positive_int, "an int > 0"),
-    ("MODEL.RESNETS.STEM_OUT_CHANNELS", positive_int, "an int > 0"),
-    ("MODEL.RESNETS.NORM", one_of(*_NORMS), f"one of {list(_NORMS)}"),
-    ("MODEL.RESNETS.DEFORM_ON_PER_STAGE", lambda v: each(one_of(True, False))(v) and len(v) == 4, "4 booleans, res2..res5"),
-    ("MODEL.RESNETS.DEFORM_NUM_GROUPS", positive_int, "an int > 0"),
-    ("MODEL.FPN.OUT_CHANNELS", positive_int, "an int > 0"),
-    ("MODEL.FPN.NORM", one_of(*_NORMS), f"one of {list(_NORMS)}"),
-    ("MODEL.FPN.FUSE_TYPE", one_of("sum", "avg"), "'sum' or 'avg'"),
-    ("MODEL.ANCHOR_GENERATOR.SIZES", each(each(positive)), "lists of sizes > 0"),
-    ("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", each(each(positive)), "lists of ratios > 0"),
-    ("MODEL.ANCHOR_GENERATOR.OFFSET", lambda v: _number(v) and 0 <= v < 1, "in [0, 1)"),
-    ("MODEL.PROPOSAL_GENERATOR.MIN_SIZE", non_negative, "a number >= 0"),
-    ("MODEL.RPN.BATCH_SIZE_PER_IMAGE", positive_int, "an int > 0"),
-    ("MODEL.RPN.POSITIVE_FRACTION", fraction, "in [0, 1]"),
-    ("MODEL.RPN.NMS_THRESH", fraction, "in [0, 1]"),
-    ("MODEL.RPN.PRE_NMS_TOPK_TRAIN", positive_int, "an int > 0"),
-    ("MODEL.RPN.PRE_NMS_TOPK_TEST", positive_int, "an int > 0"),
-    ("MODEL.RPN.POST_NMS_TOPK_TRAIN", positive_int, "an int > 0"),
-    ("MODEL.RPN.POST_NMS_TOPK_TEST", positive_int, "an int > 0"),
-    ("MODEL.RPN.BBOX_REG_LOSS_TYPE", one_of(*BOX_REGRESSION_LOSS_TYPES), f"one of {list(BOX_REGRESSION_LOSS_TYPES)}"),
-    ("MODEL.RPN.SMOOTH_L1_BETA", non_negative, "a number >= 0"),
-    ("MODEL.RPN.IOU_THRESHOLDS", lambda v: increasing(v) and each(fraction)(v), "increasing IoUs in [0, 1]"),
-    ("MODEL.RPN.IOU_LABELS", each(one_of(-1, 0, 1)), "labels -1, 0 or 1"),
-    ("MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", positive_int, "an int > 0"),
-    ("MODEL.ROI_HEADS.POSITIVE_FRACTION", fraction, "in [0, 1]"),
-    ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", fraction, "in [0, 1]"),
-    ("MODEL.ROI_HEADS.NMS_THRESH_TEST", fraction, "in [0, 1]"),
-    ("MODEL.ROI_HEADS.IOU_THRESHOLDS", lambda v: increasing(v) and each(fraction)(v), "increasing IoUs in [0, 1]"),
-    ("MODEL.ROI_HEADS.IOU_LABELS", each(one_of(-1, 0, 1)), "labels -1, 0 or 1"),
-    ("MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE", one_of(*BOX_REGRESSION_LOSS_TYPES), f"one of {list(BOX_REGRESSION_LOSS_TYPES)}"),
-    ("MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA", non_negative, "a number >= 0"),
-    ("MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", positive_int, "an int > 0"),
-    ("MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", non_negative_int, "an int >= 0"),
-    ("MODEL.ROI_BOX_HEAD.POOLER_TYPE", one_of(*_POOLERS), f"one of {list(_POOLERS)}"),
     ("MODEL.ROI_BOX_HEAD.NUM_FC", non_negative_int, "an int >= 0"),
-    ("MODEL.ROI_BOX_HEAD.FC_DIM", positive_int, "an int > 0"),
     ("MODEL.ROI_BOX_HEAD.NUM_CONV", non_negative_int, "an int >= 0"),
-    ("MODEL.ROI_BOX_HEAD.CONV_DIM", positive_int, "an int > 0"),
-    ("MODEL.ROI_BOX_CASCADE_HEAD.IOUS", lambda v: len(v) > 0 and each(fraction)(v), "one IoU in [0, 1] per stage"),
-    ("MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", each(lambda w: len(w) == 4 and each(positive)(w)),
-     "4 weights > 0 (wx, wy, ww, wh) per stage"),
-    ("MODEL.RETINANET.NUM_CLASSES", positive_int, "an int > 0"),
-    ("MODEL.RETINANET.NUM_CONVS", positive_int, "an int > 0"),
-    ("MODEL.RETINANET.IOU_THRESHOLDS", lambda v: increasing(v) and each(fraction)(v), "increasing IoUs in [0, 1]"),
-    ("MODEL.RETINANET.IOU_LABELS", each(one_of(-1, 0, 1)), "labels -1, 0 or 1"),
-    ("MODEL.RETINANET.PRIOR_PROB", lambda v: _number(v) and 0 < v < 1, "in (0, 1)"),
-    ("MODEL.RETINANET.SCORE_THRESH_TEST", fraction, "in [0, 1]"),
-    ("MODEL.RETINANET.TOPK_CANDIDATES_TEST", positive_int, "an int > 0"),
-    ("MODEL.RETINANET.NMS_THRESH_TEST", fraction, "in [0, 1]"),
-    ("MODEL.RETINANET.BBOX_REG_WEIGHTS", lambda v: len(v) == 4 and each(positive)(v), "4 weights > 0 (wx, wy, ww, wh)"),
-    ("MODEL.RETINANET.FOCAL_LOSS_GAMMA", non_negative, "a number >= 0"),
-    ("MODEL.RETINANET.FOCAL_LOSS_ALPHA", fraction, "in [0, 1]"),
-    ("MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", non_negative, "a number >= 0"),
-    ("MODEL.RETINANET.BBOX_REG_LOSS_TYPE", one_of(*BOX_REGRESSION_LOSS_TYPES), f"one of {list(BOX_REGRESSION_LOSS_TYPES)}"),
-    ("MODEL.RETINANET.NORM", one_of(*_NORMS), f"one of {list(_NORMS)}"),
-    ("MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", positive_int, "an int > 0"),
-    ("MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO", non_negative_int, "an int >= 0"),
-    # "": no pooler, the mask head pools the features itself (StandardROIHeads)
-    ("MODEL.ROI_MASK_HEAD.POOLER_TYPE", one_of("", *_POOLERS), f"one of {['', *_POOLERS]}"),
     ("MODEL.ROI_MASK_HEAD.NUM_CONV", non_negative_int, "an int >= 0"),
-    ("MODEL.ROI_MASK_HEAD.CONV_DIM", positive_int, "an int > 0"),
-    ("MODEL.ROI_BOX_HEAD.NORM", one_of(*_NORMS), f"one of {list(_NORMS)}"),
-    ("MODEL.ROI_MASK_HEAD.NORM", one_of(*_NORMS), f"one of {list(_NORMS)}"),
     ("INPUT.FORMAT", one_of(*_CHANNELS), f"one of {list(_CHANNELS)}"),
     ("TEST.EXPECTED_RESULTS", each(lambda e: isinstance(e, (list, tuple)) and len(e) == 4 and isinstance(e[0], str)
                                    and isinstance(e[1], str) and _number(e[2]) and non_negative(e[3])),
@@ -237,27 +176,13 @@ def _cross_key_problems(cfg: CfgNode) -> List[str]:
     """Problems of values that must agree with each other."""
     problems = []
     channels = _CHANNELS.get(cfg.INPUT.FORMAT)
+    # The data gives the model images of INPUT.FORMAT; the model normalises as many channels as it has means.
     for key in ("MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD"):
         value = _get(cfg, key)
         if channels is not None and (not isinstance(value, (list, tuple)) or len(value) != channels):
             problems.append(
                 f"{key} = {value!r} (one value per channel: {channels} for INPUT.FORMAT {cfg.INPUT.FORMAT})"
             )
-        elif not _passes(each(_number), value) or (key.endswith("STD") and not _passes(each(positive), value)):
-            problems.append(f"{key} = {value!r} ({'numbers > 0' if key.endswith('STD') else 'finite numbers'})")
-    for head in ("RPN", "ROI_HEADS", "RETINANET"):
-        thresholds, labels = cfg.MODEL[head].IOU_THRESHOLDS, cfg.MODEL[head].IOU_LABELS
-        if _passes(lambda v: len(v) != len(thresholds) + 1, labels):
-            problems.append(
-                f"MODEL.{head}.IOU_LABELS = {list(labels)!r} (one label more than MODEL.{head}.IOU_THRESHOLDS, "
-                f"which has {len(thresholds)})"
-            )
-    ious, weights = cfg.MODEL.ROI_BOX_CASCADE_HEAD.IOUS, cfg.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS
-    if _passes(lambda v: len(v) != len(ious), weights):
-        problems.append(
-            f"MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS = {weights!r} (one entry per cascade stage, as many as "
-            f"MODEL.ROI_BOX_CASCADE_HEAD.IOUS, which has {len(ious)})"
-        )
     if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "range" and _passes(lambda v: len(v) != 2, cfg.INPUT.MIN_SIZE_TRAIN):
         problems.append(
             f"INPUT.MIN_SIZE_TRAIN = {cfg.INPUT.MIN_SIZE_TRAIN!r} (two sizes [min, max] with "
@@ -318,17 +243,32 @@ def validate_lazy_config(cfg: Any) -> None:
         raise ConfigError(f"Invalid config {noun}: " + "; ".join(problems))
 
 
+def _model_problems(cfg: CfgNode) -> List[str]:
+    """The problem (none or one) that the constructors of the model find in their arguments, from
+    building the model on the meta device: no memory, no weights, and a few hundredths of a second.
+    `build_model` would also move the model to MODEL.DEVICE, which the meta device cannot."""
+    try:
+        with torch.device("meta"):
+            META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+    except ConfigError as e:
+        return [str(e)]
+    return []
+
+
 def validate_config(cfg: CfgNode) -> None:
-    """Checks every value of `cfg` that d2mask reads, and the device it asks for.
+    """Checks every value of `cfg` that d2mask reads, and the device it asks for: the values that no
+    constructor sees by `_RULES`, the model's by building it on the meta device.
 
     Raises:
-        ConfigError: one line listing every invalid value as `KEY = value (what is allowed)`.
+        ConfigError: one line listing every invalid value as `KEY = value (what is allowed)`, and the
+            first that a constructor of the model refuses.
     """
     problems = [
         f"{key} = {_get(cfg, key)!r} ({allowed})" for key, check, allowed in _RULES if not _passes(check, _get(cfg, key))
     ]
     problems += _cross_key_problems(cfg)
     problems += check_device(cfg.MODEL.DEVICE)
+    problems += _model_problems(cfg)
     if problems:
         noun = "value" if len(problems) == 1 else f"{len(problems)} values"
         raise ConfigError(f"Invalid config {noun}: " + "; ".join(problems))

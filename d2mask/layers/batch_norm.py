@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from fvcore.nn.distributed import differentiable_all_reduce
 from torch import Tensor, nn
 
+from d2mask.config import ArgumentError
 from d2mask.utils import comm
 from d2mask.utils.registry import did_you_mean
 
@@ -230,9 +231,9 @@ def get_norm(norm: Union[str, Callable[[int], nn.Module], None], out_channels: i
         return None
     if isinstance(norm, str):
         if norm not in _NORMS:
-            raise ValueError(
-                f"Unknown norm '{norm}'.{did_you_mean(norm, _NORMS)} Valid names: "
-                f"{', '.join(repr(n) for n in NORM_NAMES)}."
+            # `norm` comes from a key such as MODEL.FPN.NORM, which the builder names with config_keys.
+            raise ArgumentError(
+                f"`norm` must be one of {list(NORM_NAMES)}, got {norm!r}.{did_you_mean(norm, _NORMS)}", "norm"
             )
         norm = _NORMS[norm]
     return norm(out_channels)

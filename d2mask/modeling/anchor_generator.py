@@ -38,6 +38,10 @@ def permute_to_N_HWA_K(tensor: Tensor, K: int) -> Tensor:
     return tensor.view(n, -1, K, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, K)
 
 
+def _is_positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < math.inf
+
+
 def _broadcast_per_level(values: Sequence, num_levels: int, name: str) -> List[List[float]]:
     """Expands anchor parameters to one list per level, as Detectron2 does: a flat list, or a list
     holding a single list, serves every level; otherwise there must be one list per level."""
@@ -52,6 +56,8 @@ def _broadcast_per_level(values: Sequence, num_levels: int, name: str) -> List[L
             f"DefaultAnchorGenerator {name} has {len(values)} lists for {num_levels} feature levels "
             f"(strides); give one per level or a single one"
         )
+    if not all(isinstance(v, _SequenceABC) and len(v) > 0 and all(_is_positive(x) for x in v) for v in values):
+        raise ValueError(f"DefaultAnchorGenerator {name} must be lists of numbers > 0, got {values!r}")
     return [list(v) for v in values]
 
 

@@ -11,6 +11,8 @@ from fvcore.nn import smooth_l1_loss
 from torch import Tensor
 from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 
+from d2mask.config import ArgumentError
+
 __all__ = ["Box2BoxTransform", "box_regression_loss", "check_box_reg_loss_type", "BOX_REGRESSION_LOSS_TYPES"]
 
 # Bounds exp(dw), exp(dh): a predicted box is at most 1000/16 times wider or taller than its reference.
@@ -41,8 +43,11 @@ class Box2BoxTransform:
             weights: (wx, wy, ww, wh), scaling the deltas to a range that suits the loss.
             scale_clamp: the largest dw / ww and dh / wh applied when decoding.
         """
-        if len(weights) != 4:
-            raise ValueError(f"Box2BoxTransform needs 4 weights (wx, wy, ww, wh), got {tuple(weights)}")
+        positive = all(isinstance(w, (int, float)) and not isinstance(w, bool) and 0 < w < math.inf for w in weights)
+        if len(weights) != 4 or not positive:
+            raise ArgumentError(
+                f"Box2BoxTransform `weights` must be 4 weights > 0 (wx, wy, ww, wh), got {tuple(weights)}", "weights"
+            )
         self.weights = tuple(float(w) for w in weights)
         self.scale_clamp = scale_clamp
 

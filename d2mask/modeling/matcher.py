@@ -2,17 +2,17 @@
 
 Shape shorthand: `G` ground-truth boxes, `R` anchors or proposals.
 """
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from d2mask.config import configurable
+from d2mask.config import ArgumentError, configurable
 from d2mask.layers import nonzero_tuple
 from d2mask.structures import Boxes, iter_pairwise_iou_chunks
 from d2mask.utils.registry import Registry
 
-__all__ = ["ANCHOR_MATCHER_REGISTRY", "Matcher", "build_anchor_matcher", "classes_of_matches"]
+__all__ = ["ANCHOR_MATCHER_REGISTRY", "Matcher", "build_anchor_matcher", "classes_of_matches", "stage_keys"]
 
 ANCHOR_MATCHER_REGISTRY = Registry("ANCHOR_MATCHER")
 ANCHOR_MATCHER_REGISTRY.__doc__ = """
@@ -30,6 +30,18 @@ proposals, which have no levels, come without.
 # Each IoU chunk holds at most this many elements: 16 MB in float32, so the chunk and the few
 # temporaries that compute it stay around 100 MB even for thousands of GT boxes.
 _MAX_CHUNK_ELEMENTS = 1 << 22
+
+
+def _is_iou(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def stage_keys(stage: str) -> Dict[str, str]:
+    """The config keys under `stage` (MODEL.RPN, MODEL.ROI_HEADS, MODEL.RETINANET) of the arguments
+    that the stage's matcher and sampler take from it, for `config_keys` around building them."""
+    keys = {"thresholds": "IOU_THRESHOLDS", "labels": "IOU_LABELS",
+            "batch_size_per_image": "BATCH_SIZE_PER_IMAGE", "positive_fraction": "POSITIVE_FRACTION"}
+    return {argument: f"{stage}.{key}" for argument, key in keys.items()}
 
 
 def build_anchor_matcher(cfg, stage_cfg):
@@ -91,19 +103,21 @@ class Matcher:
                 A GT box overlapping no box at all has none.
             max_chunk_elements: the most IoU values computed at once; bounds the memory used.
         """
-        thresholds = [float(t) for t in thresholds]
-        labels = [int(label) for label in labels]
-        if any(b < a for a, b in zip(thresholds, thresholds[1:])):
-            raise ValueError(f"Matcher thresholds (IOU_THRESHOLDS) must be increasing, got {thresholds}")
-        if len(labels) != len(thresholds) + 1:
-            raise ValueError(
-                f"Matcher needs one label per IoU interval: {len(thresholds)} thresholds (IOU_THRESHOLDS) "
-                f"make {len(thresholds) + 1} intervals, got {len(labels)} labels (IOU_LABELS) {labels}"
+        if not all(_is_iou(t) for t in thresholds) or any(b < a for a, b in zip(thresholds, thresholds[1:])):
+            raise ArgumentError(
+                f"Matcher `thresholds` must be increasing IoUs in [0, 1], got {list(thresholds)}", "thresholds"
             )
-        if any(label not in (-1, 0, 1) for label in labels):
-            raise ValueError(f"Matcher labels (IOU_LABELS) must be -1, 0 or 1, got {labels}")
+        if len(labels) != len(thresholds) + 1:
+            raise ArgumentError(
+                f"Matcher `labels` {list(labels)} must have one label per IoU interval, one label more than "
+                f"`thresholds` {list(thresholds)}", "labels", "thresholds",
+            )
+        if any(label not in (-1, 0, 1) or isinstance(label, bool) for label in labels):
+            raise ArgumentError(f"Matcher `labels` must be -1, 0 or 1, got {list(labels)}", "labels")
         if max_chunk_elements < 1:
             raise ValueError(f"Matcher max_chunk_elements must be positive, got {max_chunk_elements}")
+        thresholds = [float(t) for t in thresholds]
+        labels = [int(label) for label in labels]
         self.thresholds = thresholds
         self.labels = labels
         self.allow_low_quality_matches = allow_low_quality_matches

@@ -9,10 +9,11 @@ from typing import List, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from d2mask.config import ArgumentError, config_keys
 from d2mask.layers import ROIAlign, bincount_bounded, nonzero_tuple
 from d2mask.structures import Boxes
 
-__all__ = ["ROIPooler", "assign_boxes_to_levels", "convert_boxes_to_pooler_format"]
+__all__ = ["ROIPooler", "assign_boxes_to_levels", "convert_boxes_to_pooler_format", "roi_pooler_from_config"]
 
 # ROIAlign is the original, half-pixel-offset variant; ROIAlignV2 samples at the exact box coordinates.
 _ALIGNED_BY_POOLER_TYPE = {"ROIAlign": False, "ROIAlignV2": True}
@@ -81,8 +82,16 @@ class ROIPooler(nn.Module):
         """
         super().__init__()
         if pooler_type not in _ALIGNED_BY_POOLER_TYPE:
-            raise ValueError(
-                f"Unknown POOLER_TYPE '{pooler_type}'; expected one of {sorted(_ALIGNED_BY_POOLER_TYPE)}"
+            raise ArgumentError(
+                f"ROIPooler `pooler_type` must be one of {sorted(_ALIGNED_BY_POOLER_TYPE)}, got {pooler_type!r}",
+                "pooler_type",
+            )
+        sides = output_size if isinstance(output_size, (tuple, list)) else (output_size,)
+        if not all(isinstance(side, int) and side > 0 for side in sides):
+            raise ArgumentError(f"ROIPooler `output_size` must be an int > 0, got {output_size!r}", "output_size")
+        if not isinstance(sampling_ratio, int) or sampling_ratio < 0:
+            raise ArgumentError(
+                f"ROIPooler `sampling_ratio` must be an int >= 0, got {sampling_ratio!r}", "sampling_ratio"
             )
         if len(scales) == 0:
             raise ValueError("ROIPooler needs the scale of at least one feature level")
@@ -139,6 +148,20 @@ class ROIPooler(nn.Module):
             # Each level's (R_l, C, S, S) goes straight to its boxes' rows: no concatenated copy.
             output.index_copy_(0, idx, pooler(features, rois[idx]).to(output.dtype))
         return output
+
+
+def roi_pooler_from_config(cfg, head: str, scales: Sequence[float]) -> ROIPooler:
+    """The ROIPooler of MODEL.<head>.POOLER_* over feature levels of `scales`, for the branch `head`
+    ("ROI_BOX_HEAD", "ROI_MASK_HEAD", "ROI_KEYPOINT_HEAD"); a bad value is a ConfigError naming its key."""
+    node = cfg.MODEL[head]
+    keys = {"output_size": "POOLER_RESOLUTION", "sampling_ratio": "POOLER_SAMPLING_RATIO", "pooler_type": "POOLER_TYPE"}
+    with config_keys(**{argument: f"MODEL.{head}.{key}" for argument, key in keys.items()}):
+        return ROIPooler(
+            output_size=node.POOLER_RESOLUTION,
+            scales=scales,
+            sampling_ratio=node.POOLER_SAMPLING_RATIO,
+            pooler_type=node.POOLER_TYPE,
+        )
 
 
 def _indices_per_level(levels: Tensor, num_levels: int) -> List[Tensor]:

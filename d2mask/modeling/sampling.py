@@ -7,7 +7,7 @@ from typing import Callable, Optional, Tuple
 import torch
 from torch import Tensor
 
-from d2mask.config import configurable
+from d2mask.config import ArgumentError, configurable
 from d2mask.layers import nonzero_tuple
 from d2mask.utils.registry import Registry
 
@@ -79,10 +79,14 @@ class RandomSampler:
             positive_fraction: the largest share of positives among them, in [0, 1].
         """
         name = type(self).__name__
-        if batch_size_per_image < 1:
-            raise ValueError(f"{name} batch_size_per_image (BATCH_SIZE_PER_IMAGE) must be >= 1, got {batch_size_per_image}")
+        if not isinstance(batch_size_per_image, int) or batch_size_per_image < 1:
+            raise ArgumentError(
+                f"{name} `batch_size_per_image` must be an int > 0, got {batch_size_per_image!r}", "batch_size_per_image"
+            )
         if not 0.0 <= positive_fraction <= 1.0:
-            raise ValueError(f"{name} positive_fraction (POSITIVE_FRACTION) must be in [0, 1], got {positive_fraction}")
+            raise ArgumentError(
+                f"{name} `positive_fraction` must be in [0, 1], got {positive_fraction}", "positive_fraction"
+            )
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from d2mask.config import CfgNode, ConfigError, configurable
+from d2mask.config import CfgNode, ConfigError, config_keys, configurable
 from d2mask.layers import LayerNorm, ShapeSpec
 from d2mask.modeling import BACKBONE_REGISTRY, FPN, Backbone, LastLevelMaxPool
 
@@ -147,4 +147,6 @@ class ConvNeXt(Backbone):
 @BACKBONE_REGISTRY.register()
 def build_convnext_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     """A ConvNeXt (MODEL.CONVNEXT.*) under an FPN (MODEL.FPN.*) with a max-pooled extra level p6."""
-    return FPN(cfg, bottom_up=ConvNeXt(cfg, input_shape), top_block=LastLevelMaxPool())
+    bottom_up = ConvNeXt(cfg, input_shape)
+    with config_keys(norm="MODEL.FPN.NORM"):  # FPN's norm goes to get_norm, which names only its argument
+        return FPN(cfg, bottom_up=bottom_up, top_block=LastLevelMaxPool())

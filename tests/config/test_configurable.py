@@ -1,7 +1,7 @@
 """`@configurable`: the same constructor called explicitly or from a config."""
 import pytest
 
-from d2mask.config import configurable, get_cfg
+from d2mask.config import ArgumentError, config_keys, configurable, get_cfg
 
 
 class Head:
@@ -83,3 +83,44 @@ def test_a_part_built_in_from_config_is_a_config_error_naming_the_class():
     with pytest.raises(ConfigError) as error:
         Outer(cfg)
     assert str(error.value) == "Outer (from the config): Checked beta (MODEL.RPN.SMOOTH_L1_BETA) must be >= 0, got -1.0"
+
+
+class Part:
+    """A part built from different keys in different places: it names its argument, not a key."""
+
+    @configurable
+    def __init__(self, *, low: float, high: float):
+        if not low < high:
+            raise ArgumentError(f"Part `high` {high} must be above `low` {low}", "high", "low")
+
+    @classmethod
+    def from_config(cls, cfg, stage_cfg):
+        low, high = stage_cfg.IOU_THRESHOLDS
+        return {"low": low, "high": high}
+
+
+def test_config_keys_names_the_full_key_of_a_part_built_from_a_config_node():
+    from d2mask.config import ConfigError
+
+    cfg = get_cfg()
+    cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS = [0.6, 0.4]
+    with pytest.raises(ValueError) as explicit:
+        Part(low=0.6, high=0.4)
+    assert str(explicit.value) == "Part high 0.4 must be above low 0.6"
+    with pytest.raises(ConfigError) as keyed:
+        with config_keys(high="MODEL.ROI_HEADS.IOU_THRESHOLDS[1]", low="MODEL.ROI_HEADS.IOU_THRESHOLDS[0]"):
+            Part(cfg, cfg.MODEL.ROI_HEADS)
+    assert str(keyed.value) == "Part MODEL.ROI_HEADS.IOU_THRESHOLDS[1] 0.4 must be above MODEL.ROI_HEADS.IOU_THRESHOLDS[0] 0.6"
+
+
+def test_the_innermost_config_keys_names_the_key_and_others_pass_it_on():
+    from d2mask.config import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        with config_keys(high="MODEL.RPN.X"):  # an enclosing builder using the same argument name
+            with config_keys(high="MODEL.ROI_HEADS.X"):
+                Part(low=1.0, high=0.0)
+    assert str(error.value) == "Part MODEL.ROI_HEADS.X 0.0 must be above low 1.0"
+    with pytest.raises(ArgumentError):  # an argument the block does not name stays as it is
+        with config_keys(other="MODEL.RPN.X"):
+            Part(low=1.0, high=0.0)

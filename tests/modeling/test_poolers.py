@@ -69,7 +69,7 @@ def test_gradients_flow_to_every_level():
 
 
 def test_bad_arguments_are_explained():
-    with pytest.raises(ValueError, match="POOLER_TYPE"):
+    with pytest.raises(ValueError, match="pooler_type must be one of"):
         ROIPooler(7, [1 / 4], 0, "ROIPool")
     with pytest.raises(ValueError, match="powers of 2"):
         ROIPooler(7, [1 / 4, 1 / 6], 0, "ROIAlignV2")

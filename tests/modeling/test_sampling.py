@@ -82,8 +82,8 @@ def test_random_sampler_from_stage_config():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"batch_size_per_image": 0, "positive_fraction": 0.5}, "BATCH_SIZE_PER_IMAGE"),
-    ({"batch_size_per_image": 8, "positive_fraction": 1.5}, "POSITIVE_FRACTION"),
+    ({"batch_size_per_image": 0, "positive_fraction": 0.5}, "batch_size_per_image must be an int > 0"),
+    ({"batch_size_per_image": 8, "positive_fraction": 1.5}, r"positive_fraction must be in \[0, 1\]"),
 ])
 def test_bad_settings_are_explained(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -2,6 +2,7 @@
 either starts (model, optimizer and schedule are built and one training step runs) or stops with one
 ConfigError line, before anything is built. Nothing else may escape: a traceback from inside a
 constructor or the first step means a value validate_config should have refused."""
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -36,6 +37,9 @@ KEYS = [
     "SOLVER.WEIGHT_DECAY", "SOLVER.GAMMA", "SOLVER.STEPS", "SOLVER.WARMUP_FACTOR", "SOLVER.WARMUP_ITERS",
     "SOLVER.WARMUP_METHOD", "SOLVER.MAX_ITER", "SOLVER.CLIP_GRADIENTS.ENABLED", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE",
     "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "SOLVER.CHECKPOINT_PERIOD", "SOLVER.IMS_PER_BATCH", "DATALOADER.NUM_WORKERS",
+    "MODEL.RESNETS.WIDTH_PER_GROUP", "MODEL.RESNETS.STEM_OUT_CHANNELS", "MODEL.ROI_BOX_HEAD.FC_DIM",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM", "MODEL.ROI_MASK_HEAD.NORM", "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS",
+    "MODEL.RPN.BBOX_REG_WEIGHTS", "MODEL.RPN.NMS_THRESH", "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
 ]
 def _tiny_mask_rcnn():
     cfg = get_cfg()
@@ -99,3 +103,33 @@ def test_random_values_either_start_or_stop_with_one_config_error_line(items):
         _one_step(cfg)
     except ConfigError as e:
         assert "\n" not in str(e), str(e)
+
+
+_MASK_RCNN = "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml"
+_RETINANET = "configs/Shapes/retinanet_R_18_FPN_shapes.yaml"
+
+
+@pytest.mark.parametrize("config, key, value", [
+    # Values that building the model crashed on (negative dimensions, division by zero) ...
+    (_MASK_RCNN, "MODEL.ROI_HEADS.NUM_CLASSES", "-1"),
+    (_MASK_RCNN, "MODEL.ROI_BOX_HEAD.FC_DIM", "-1"),
+    (_MASK_RCNN, "MODEL.ROI_MASK_HEAD.CONV_DIM", "-1"),
+    (_MASK_RCNN, "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.0, 1.0]]"),
+    (_RETINANET, "MODEL.RETINANET.PRIOR_PROB", "0.0"),
+    (_RETINANET, "MODEL.RETINANET.NUM_CLASSES", "-1"),
+    # ... or built a model from silently
+    (_MASK_RCNN, "MODEL.RESNETS.WIDTH_PER_GROUP", "-1"),
+    (_MASK_RCNN, "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "0"),
+    (_MASK_RCNN, "MODEL.RPN.BBOX_REG_WEIGHTS", "(1.0, 1.0, 1.0, 0.0)"),
+    (_MASK_RCNN, "MODEL.RPN.IOU_THRESHOLDS", "[0.3, 1.5]"),
+    (_MASK_RCNN, "MODEL.BACKBONE.FREEZE_AT", "7"),
+    (_RETINANET, "MODEL.RETINANET.FOCAL_LOSS_ALPHA", "1.5"),
+])
+def test_the_model_refuses_a_bad_value_in_one_line_naming_its_key(config, key, value):
+    """Without validate_config (a user's script calling build_model): the constructors refuse it."""
+    cfg = get_cfg()
+    cfg.merge_from_file(config)
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", key, value])
+    with pytest.raises(ConfigError) as e:
+        build_model(cfg)
+    assert key in str(e.value) and "\n" not in str(e.value)

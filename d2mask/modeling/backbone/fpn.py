@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from fvcore.nn import weight_init
 from torch import Tensor, nn
 
-from d2mask.config import ConfigError, configurable
+from d2mask.config import ConfigError, config_keys, configurable
 from d2mask.layers import Conv2d, ShapeSpec, get_norm
 
 from .backbone import Backbone
@@ -52,6 +52,8 @@ class LastLevelP6P7(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, in_feature: str = "res5"):
         super().__init__()
+        if not out_channels > 0:
+            raise ValueError(f"LastLevelP6P7 out_channels (MODEL.FPN.OUT_CHANNELS) must be an int > 0, got {out_channels}")
         self.num_levels = 2
         self.in_feature = in_feature
         self.p6 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1)
@@ -98,6 +100,8 @@ class FPN(Backbone):
         super().__init__()
         if fuse_type not in ("sum", "avg"):
             raise ValueError(f"FPN fuse_type (MODEL.FPN.FUSE_TYPE) must be 'sum' or 'avg', got {fuse_type!r}")
+        if not out_channels > 0:
+            raise ValueError(f"FPN out_channels (MODEL.FPN.OUT_CHANNELS) must be an int > 0, got {out_channels}")
         input_shapes = bottom_up.output_shape()
         missing = [f for f in in_features if f not in input_shapes]
         if missing or not in_features:
@@ -190,7 +194,8 @@ class FPN(Backbone):
 def _resnet_fpn(cfg, input_shape: ShapeSpec, top_block: Callable[[Backbone], nn.Module]) -> FPN:
     """A ResNet (MODEL.RESNETS.*) under an FPN (MODEL.FPN.*) whose top block `top_block(bottom_up)` builds."""
     bottom_up = build_resnet_backbone(cfg, input_shape)
-    return FPN(cfg, bottom_up=bottom_up, top_block=top_block(bottom_up))
+    with config_keys(norm="MODEL.FPN.NORM"):  # FPN's norm goes to get_norm, which names only its argument
+        return FPN(cfg, bottom_up=bottom_up, top_block=top_block(bottom_up))
 
 
 @BACKBONE_REGISTRY.register()

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from fvcore.nn import weight_init
 from torch import Tensor, nn
 
-from d2mask.config import ConfigError
+from d2mask.config import ArgumentError, ConfigError, config_keys
 from d2mask.layers import CNNBlockBase, Conv2d, DeformConv, ModulatedDeformConv, ShapeSpec, get_norm
 
 from .backbone import Backbone
@@ -26,6 +26,7 @@ __all__ = [
     "make_stage",
     "default_stage_specs",
     "build_resnet_backbone",
+    "RESNET_CONFIG_KEYS",
 ]
 
 # Blocks per stage res2..res5 for each supported depth.
@@ -114,6 +115,8 @@ class BottleneckBlock(CNNBlockBase):
             dilation: dilation (and padding) of the 3x3 convolution.
         """
         super().__init__(in_channels, out_channels, stride)
+        if not num_groups >= 1:
+            raise ArgumentError(f"BottleneckBlock `num_groups` must be an int > 0, got {num_groups}", "num_groups")
         self.shortcut = _shortcut(in_channels, out_channels, stride, norm)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = Conv2d(
@@ -173,6 +176,11 @@ class DeformBottleneckBlock(BottleneckBlock):
             in_channels, out_channels, bottleneck_channels=bottleneck_channels, stride=stride,
             num_groups=num_groups, norm=norm, stride_in_1x1=stride_in_1x1, dilation=dilation,
         )
+        if not deform_num_groups >= 1:
+            raise ArgumentError(
+                f"DeformBottleneckBlock `deform_num_groups` must be an int > 0, got {deform_num_groups}",
+                "deform_num_groups",
+            )
         self.deform_modulated = deform_modulated
         stride_3x3 = 1 if stride_in_1x1 else stride
         # per deformable group and tap of the 3x3 kernel: (dy, dx), and for DCNv2 a mask value
@@ -219,6 +227,8 @@ class ResNet(Backbone):
             freeze_at: freeze the stem (>= 1) and the stages res2..res{freeze_at} (see `freeze`).
         """
         super().__init__()
+        if not 0 <= freeze_at <= 5:
+            raise ArgumentError(f"ResNet `freeze_at` must be 0 (nothing frozen) to 5, got {freeze_at}", "freeze_at")
         self.stem = stem
         stride = stem.stride
         self._out_feature_strides = {"stem": stride}
@@ -360,8 +370,16 @@ def default_stage_specs(
         per stage, {num_blocks, stride_per_block, in_channels, out_channels} and, for depth >= 50,
         bottleneck_channels (and dilation, when res5 is dilated).
     """
-    if depth not in _BLOCKS_PER_STAGE:
-        raise ValueError(f"ResNet depth must be one of {sorted(_BLOCKS_PER_STAGE)}, got {depth}")
+    checks = [
+        ("depth", depth in _BLOCKS_PER_STAGE, "18, 34, 50, 101 or 152", depth),
+        ("stem_out_channels", stem_out_channels > 0, "an int > 0", stem_out_channels),
+        ("res2_out_channels", res2_out_channels is None or res2_out_channels > 0, "an int > 0", res2_out_channels),
+        ("bottleneck_channels", bottleneck_channels > 0, "an int > 0", bottleneck_channels),
+        ("res5_dilation", res5_dilation in (1, 2), "1 or 2", res5_dilation),
+    ]
+    for argument, ok, expected, value in checks:
+        if not ok:
+            raise ArgumentError(f"ResNet `{argument}` must be {expected}, got {value!r}", argument)
     bottleneck = depth >= 50
     in_channels = stem_out_channels
     out_channels = res2_out_channels or (256 if bottleneck else 64)
@@ -390,22 +408,34 @@ def _check(ok: bool, key: str, value, expected: str) -> None:
         raise ConfigError(f"MODEL.{key}: expected {expected}, got {value!r}")
 
 
+# The config keys of the arguments that a ResNet built from MODEL.RESNETS.* gives the stage arithmetic,
+# the blocks and ResNet, for `config_keys` (build_resnet_backbone, Res5ROIHeads' res5).
+RESNET_CONFIG_KEYS = {
+    "depth": "MODEL.RESNETS.DEPTH",
+    "stem_out_channels": "MODEL.RESNETS.STEM_OUT_CHANNELS",
+    "res2_out_channels": "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "bottleneck_channels": "MODEL.RESNETS.NUM_GROUPS * MODEL.RESNETS.WIDTH_PER_GROUP",
+    "res5_dilation": "MODEL.RESNETS.RES5_DILATION",
+    "num_groups": "MODEL.RESNETS.NUM_GROUPS",
+    "norm": "MODEL.RESNETS.NORM",
+    "deform_num_groups": "MODEL.RESNETS.DEFORM_NUM_GROUPS",
+    "freeze_at": "MODEL.BACKBONE.FREEZE_AT",
+}
+
+
 @BACKBONE_REGISTRY.register()
 def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """A ResNet/ResNeXt from MODEL.RESNETS.* and MODEL.BACKBONE.FREEZE_AT.
 
-    Only the stages up to the deepest of MODEL.RESNETS.OUT_FEATURES are built.
+    Only the stages up to the deepest of MODEL.RESNETS.OUT_FEATURES are built. The values are
+    checked by the parts they reach; what is checked here is what only this translation reads.
     """
     r = cfg.MODEL.RESNETS
-    _check(r.DEPTH in _BLOCKS_PER_STAGE, "RESNETS.DEPTH", r.DEPTH, f"one of {sorted(_BLOCKS_PER_STAGE)}")
     _check(
         len(r.OUT_FEATURES) > 0 and all(f in _FEATURE_NAMES for f in r.OUT_FEATURES),
         "RESNETS.OUT_FEATURES", r.OUT_FEATURES, f"a non-empty list of names among {list(_FEATURE_NAMES)}",
     )
-    _check(r.RES5_DILATION in (1, 2), "RESNETS.RES5_DILATION", r.RES5_DILATION, "1 or 2")
-    _check(r.NUM_GROUPS >= 1, "RESNETS.NUM_GROUPS", r.NUM_GROUPS, "a positive number of groups")
     _check(len(r.DEFORM_ON_PER_STAGE) == 4, "RESNETS.DEFORM_ON_PER_STAGE", r.DEFORM_ON_PER_STAGE, "4 booleans, res2..res5")
-    _check(r.DEFORM_NUM_GROUPS >= 1, "RESNETS.DEFORM_NUM_GROUPS", r.DEFORM_NUM_GROUPS, "a positive number of groups")
     basic = r.DEPTH in (18, 34)
     if basic:
         # BasicBlocks have no bottleneck: res2 keeps the stem's 64 channels and nothing is grouped or dilated.
@@ -414,25 +444,26 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
         _check(r.NUM_GROUPS == 1, "RESNETS.NUM_GROUPS", r.NUM_GROUPS, "1 for ResNet-18/34")
         _check(not any(r.DEFORM_ON_PER_STAGE), "RESNETS.DEFORM_ON_PER_STAGE", r.DEFORM_ON_PER_STAGE, "all False for ResNet-18/34")
 
-    stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
-    specs = default_stage_specs(
-        r.DEPTH,
-        stem_out_channels=r.STEM_OUT_CHANNELS,
-        res2_out_channels=r.RES2_OUT_CHANNELS,
-        bottleneck_channels=r.NUM_GROUPS * r.WIDTH_PER_GROUP,
-        res5_dilation=r.RES5_DILATION,
-    )
-    if basic:
-        block_class, block_kwargs = BasicBlock, dict(norm=r.NORM)
-    else:
-        block_class = BottleneckBlock
-        block_kwargs = dict(norm=r.NORM, stride_in_1x1=r.STRIDE_IN_1X1, num_groups=r.NUM_GROUPS)
-    last_stage = max(_FEATURE_NAMES.index(f) + 1 for f in r.OUT_FEATURES)  # "res4" -> 4
-    stages = []
-    for index, spec in enumerate(specs[: last_stage - 1], start=2):
-        if not basic and r.DEFORM_ON_PER_STAGE[index - 2]:
-            deform = dict(deform_modulated=r.DEFORM_MODULATED, deform_num_groups=r.DEFORM_NUM_GROUPS)
-            stages.append(ResNet.make_stage(DeformBottleneckBlock, **spec, **block_kwargs, **deform))
+    with config_keys(**RESNET_CONFIG_KEYS):
+        specs = default_stage_specs(
+            r.DEPTH,
+            stem_out_channels=r.STEM_OUT_CHANNELS,
+            res2_out_channels=r.RES2_OUT_CHANNELS,
+            bottleneck_channels=r.NUM_GROUPS * r.WIDTH_PER_GROUP,
+            res5_dilation=r.RES5_DILATION,
+        )
+        stem = BasicStem(in_channels=input_shape.channels, out_channels=r.STEM_OUT_CHANNELS, norm=r.NORM)
+        if basic:
+            block_class, block_kwargs = BasicBlock, dict(norm=r.NORM)
         else:
-            stages.append(ResNet.make_stage(block_class, **spec, **block_kwargs))
-    return ResNet(stem, stages, out_features=list(r.OUT_FEATURES), freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+            block_class = BottleneckBlock
+            block_kwargs = dict(norm=r.NORM, stride_in_1x1=r.STRIDE_IN_1X1, num_groups=r.NUM_GROUPS)
+        last_stage = max(_FEATURE_NAMES.index(f) + 1 for f in r.OUT_FEATURES)  # "res4" -> 4
+        stages = []
+        for index, spec in enumerate(specs[: last_stage - 1], start=2):
+            if not basic and r.DEFORM_ON_PER_STAGE[index - 2]:
+                deform = dict(deform_modulated=r.DEFORM_MODULATED, deform_num_groups=r.DEFORM_NUM_GROUPS)
+                stages.append(ResNet.make_stage(DeformBottleneckBlock, **spec, **block_kwargs, **deform))
+            else:
+                stages.append(ResNet.make_stage(block_class, **spec, **block_kwargs))
+        return ResNet(stem, stages, out_features=list(r.OUT_FEATURES), freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)

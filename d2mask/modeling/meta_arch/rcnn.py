@@ -5,6 +5,7 @@ Both take Detectron2's inputs, a list of N dicts, one per image:
 - "instances" (training): Instances(gt_boxes, gt_classes[, gt_masks]);
 - "height", "width" (optional): the size to rescale outputs to, normally the original image's.
 """
+import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -24,6 +25,13 @@ from .build import META_ARCH_REGISTRY
 __all__ = ["GeneralizedRCNN", "ProposalNetwork"]
 
 
+def _all_finite(values: Sequence[float]) -> bool:
+    try:
+        return all(math.isfinite(float(v)) for v in values)
+    except (TypeError, ValueError):  # not numbers
+        return False
+
+
 class _NormalizedInput(nn.Module):
     """The input normalisation and batching shared by the R-CNN meta-architectures; a subclass sets
     `self.backbone` (whose `size_divisibility` and `padding_constraints` the batch is padded to)."""
@@ -32,6 +40,10 @@ class _NormalizedInput(nn.Module):
         super().__init__()
         if len(pixel_mean) != len(pixel_std):
             raise ValueError(f"PIXEL_MEAN {list(pixel_mean)} and PIXEL_STD {list(pixel_std)} differ in length")
+        if not _all_finite(pixel_mean):
+            raise ValueError(f"pixel_mean (MODEL.PIXEL_MEAN) must be finite numbers, got {list(pixel_mean)}")
+        if not _all_finite(pixel_std) or not all(float(s) > 0 for s in pixel_std):
+            raise ValueError(f"pixel_std (MODEL.PIXEL_STD) must be numbers > 0, got {list(pixel_std)}")
         # Not persistent: they come from the config, and Detectron2 checkpoints do not contain them.
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from d2mask.config import ConfigError, configurable
+from d2mask.config import ConfigError, config_keys, configurable
 from d2mask.layers import CycleBatchNormList, ShapeSpec, batched_nms, cat, get_norm
 from d2mask.structures import Boxes, ImageList, Instances
 from d2mask.utils.events import get_event_storage, has_event_storage
@@ -21,7 +21,7 @@ from ..anchor_generator import build_anchor_generator
 from ..backbone import Backbone, build_backbone
 from ..backbone.backbone import in_feature_shapes
 from ..box_regression import Box2BoxTransform, box_regression_loss, check_box_reg_loss_type
-from ..matcher import build_anchor_matcher, classes_of_matches
+from ..matcher import build_anchor_matcher, classes_of_matches, stage_keys
 from .build import META_ARCH_REGISTRY
 from .dense_detector import DenseDetector, permute_to_N_HWA_K  # noqa: F401 (Detectron2 exports it here too)
 
@@ -58,6 +58,10 @@ class RetinaNetHead(nn.Module):
         super().__init__()
         if not conv_dims:
             raise ValueError("RetinaNetHead needs at least one subnet conv (MODEL.RETINANET.NUM_CONVS >= 1)")
+        if not num_classes > 0:
+            raise ValueError(f"RetinaNetHead num_classes (MODEL.RETINANET.NUM_CLASSES) must be > 0, got {num_classes}")
+        if not 0 < prior_prob < 1:
+            raise ValueError(f"RetinaNetHead prior_prob (MODEL.RETINANET.PRIOR_PROB) must be in (0, 1), got {prior_prob}")
         channels = {s.channels for s in input_shape}
         if len(channels) != 1:
             raise ValueError(f"RetinaNetHead shares its convs over levels, which need equal channels; got {sorted(channels)}")
@@ -169,6 +173,18 @@ class RetinaNet(DenseDetector):
             input_format=input_format,
         )
         check_box_reg_loss_type(box_reg_loss_type, "RetinaNet", "MODEL.RETINANET.BBOX_REG_LOSS_TYPE")
+        checks = [
+            ("num_classes", "NUM_CLASSES", num_classes, num_classes > 0, "an int > 0"),
+            ("focal_loss_alpha", "FOCAL_LOSS_ALPHA", focal_loss_alpha, 0 <= focal_loss_alpha <= 1, "in [0, 1]"),
+            ("focal_loss_gamma", "FOCAL_LOSS_GAMMA", focal_loss_gamma, focal_loss_gamma >= 0, "a number >= 0"),
+            ("smooth_l1_beta", "SMOOTH_L1_LOSS_BETA", smooth_l1_beta, smooth_l1_beta >= 0, "a number >= 0"),
+            ("test_score_thresh", "SCORE_THRESH_TEST", test_score_thresh, 0 <= test_score_thresh <= 1, "in [0, 1]"),
+            ("test_topk_candidates", "TOPK_CANDIDATES_TEST", test_topk_candidates, test_topk_candidates > 0, "an int > 0"),
+            ("test_nms_thresh", "NMS_THRESH_TEST", test_nms_thresh, 0 <= test_nms_thresh <= 1, "in [0, 1]"),
+        ]
+        for argument, key, value, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"RetinaNet {argument} (MODEL.RETINANET.{key}) must be {expected}, got {value}")
         self.anchor_generator = anchor_generator
         self.box2box_transform = box2box_transform
         self.anchor_matcher = anchor_matcher
@@ -188,13 +204,18 @@ class RetinaNet(DenseDetector):
         backbone = build_backbone(cfg)
         backbone_shape = backbone.output_shape()
         feature_shapes = in_feature_shapes("MODEL.RETINANET.IN_FEATURES", retinanet.IN_FEATURES, backbone_shape)
+        keys = dict(stage_keys("MODEL.RETINANET"), weights="MODEL.RETINANET.BBOX_REG_WEIGHTS", norm="MODEL.RETINANET.NORM")
+        with config_keys(**keys):
+            head = RetinaNetHead(cfg, feature_shapes)
+            box2box_transform = Box2BoxTransform(weights=retinanet.BBOX_REG_WEIGHTS)
+            matcher = build_anchor_matcher(cfg, retinanet)
         return {
             "backbone": backbone,
-            "head": RetinaNetHead(cfg, feature_shapes),
+            "head": head,
             "head_in_features": list(retinanet.IN_FEATURES),
             "anchor_generator": build_anchor_generator(cfg, feature_shapes),
-            "box2box_transform": Box2BoxTransform(weights=retinanet.BBOX_REG_WEIGHTS),
-            "anchor_matcher": build_anchor_matcher(cfg, retinanet),
+            "box2box_transform": box2box_transform,
+            "anchor_matcher": matcher,
             "num_classes": retinanet.NUM_CLASSES,
             "focal_loss_alpha": retinanet.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": retinanet.FOCAL_LOSS_GAMMA,

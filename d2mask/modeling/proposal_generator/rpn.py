@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from d2mask.config import ConfigError, configurable
+from d2mask.config import ConfigError, config_keys, configurable
 from d2mask.layers import Conv2d, ShapeSpec, cat
 from d2mask.structures import Boxes, ImageList, Instances
 from d2mask.utils.registry import Registry
@@ -18,7 +18,7 @@ from d2mask.utils.registry import Registry
 from ..anchor_generator import build_anchor_generator, permute_to_N_HWA_K
 from ..backbone.backbone import in_feature_shapes
 from ..box_regression import Box2BoxTransform, box_regression_loss, check_box_reg_loss_type
-from ..matcher import build_anchor_matcher
+from ..matcher import build_anchor_matcher, stage_keys
 from ..sampling import build_sampler, resolve_sampler
 from .build import PROPOSAL_GENERATOR_REGISTRY
 from .proposal_utils import find_top_rpn_proposals
@@ -168,6 +168,16 @@ class RPN(nn.Module):
         """
         super().__init__()
         check_box_reg_loss_type(box_reg_loss_type, "RPN", "MODEL.RPN.BBOX_REG_LOSS_TYPE")
+        for argument, keys, pair in (("pre_nms_topk", "PRE_NMS_TOPK_TRAIN/TEST", pre_nms_topk),
+                                     ("post_nms_topk", "POST_NMS_TOPK_TRAIN/TEST", post_nms_topk)):
+            if len(pair) != 2 or not all(k > 0 for k in pair):
+                raise ValueError(f"RPN {argument} (MODEL.RPN.{keys}) must be (training, inference) ints > 0, got {pair}")
+        if not 0 <= nms_thresh <= 1:
+            raise ValueError(f"RPN nms_thresh (MODEL.RPN.NMS_THRESH) must be in [0, 1], got {nms_thresh}")
+        if not min_box_size >= 0:
+            raise ValueError(f"RPN min_box_size (MODEL.PROPOSAL_GENERATOR.MIN_SIZE) must be >= 0, got {min_box_size}")
+        if not smooth_l1_beta >= 0:
+            raise ValueError(f"RPN smooth_l1_beta (MODEL.RPN.SMOOTH_L1_BETA) must be a number >= 0, got {smooth_l1_beta}")
         self.in_features = list(in_features)
         self.rpn_head = head
         self.anchor_generator = anchor_generator
@@ -193,13 +203,16 @@ class RPN(nn.Module):
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         rpn = cfg.MODEL.RPN
         shapes = in_feature_shapes("MODEL.RPN.IN_FEATURES", rpn.IN_FEATURES, input_shape)
+        with config_keys(**stage_keys("MODEL.RPN"), weights="MODEL.RPN.BBOX_REG_WEIGHTS"):
+            matcher, sampler = build_anchor_matcher(cfg, rpn), build_sampler(cfg, rpn)
+            box2box_transform = Box2BoxTransform(weights=rpn.BBOX_REG_WEIGHTS)
         return {
             "in_features": list(rpn.IN_FEATURES),
             "head": build_rpn_head(cfg, shapes),
             "anchor_generator": build_anchor_generator(cfg, shapes),
-            "anchor_matcher": build_anchor_matcher(cfg, rpn),
-            "sampler": build_sampler(cfg, rpn),
-            "box2box_transform": Box2BoxTransform(weights=rpn.BBOX_REG_WEIGHTS),
+            "anchor_matcher": matcher,
+            "sampler": sampler,
+            "box2box_transform": box2box_transform,
             "batch_size_per_image": rpn.BATCH_SIZE_PER_IMAGE,
             "pre_nms_topk": (rpn.PRE_NMS_TOPK_TRAIN, rpn.PRE_NMS_TOPK_TEST),
             "post_nms_topk": (rpn.POST_NMS_TOPK_TRAIN, rpn.POST_NMS_TOPK_TEST),

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from fvcore.nn import weight_init
 from torch import nn
 
-from d2mask.config import configurable
+from d2mask.config import config_keys, configurable
 from d2mask.layers import Conv2d, ShapeSpec, get_norm
 from d2mask.utils.registry import Registry
 
@@ -41,6 +41,9 @@ class FastRCNNConvFCHead(nn.Sequential):
         super().__init__()
         if not conv_dims and not fc_dims:
             raise ValueError("FastRCNNConvFCHead needs at least one conv or fc layer (NUM_CONV + NUM_FC > 0)")
+        for argument, key, dims in (("conv_dims", "CONV_DIM", conv_dims), ("fc_dims", "FC_DIM", fc_dims)):
+            if not all(dim > 0 for dim in dims):
+                raise ValueError(f"FastRCNNConvFCHead {argument} (MODEL.ROI_BOX_HEAD.{key}) must be > 0, got {list(dims)}")
         channels, height, width = input_shape.channels, input_shape.height, input_shape.width
         for k, dim in enumerate(conv_dims, start=1):
             conv = Conv2d(
@@ -81,4 +84,5 @@ class FastRCNNConvFCHead(nn.Sequential):
 
 def build_box_head(cfg, input_shape: ShapeSpec) -> nn.Module:
     """The box head named by `cfg.MODEL.ROI_BOX_HEAD.NAME`, built for pooled features of `input_shape`."""
-    return ROI_BOX_HEAD_REGISTRY.get(cfg.MODEL.ROI_BOX_HEAD.NAME)(cfg, input_shape)
+    with config_keys(norm="MODEL.ROI_BOX_HEAD.NORM"):
+        return ROI_BOX_HEAD_REGISTRY.get(cfg.MODEL.ROI_BOX_HEAD.NAME)(cfg, input_shape)

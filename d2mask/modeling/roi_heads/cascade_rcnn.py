@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from d2mask.config import ConfigError, configurable
+from d2mask.config import ConfigError, config_keys, configurable
 from d2mask.layers import ShapeSpec
 from d2mask.structures import Boxes, ImageList, Instances
 from d2mask.utils.events import get_event_storage, has_event_storage
@@ -74,11 +74,13 @@ class CascadeROIHeads(StandardROIHeads):
         """
         if "proposal_matcher" in kwargs:
             raise ValueError("CascadeROIHeads takes one matcher per stage as proposal_matchers=, not proposal_matcher=")
-        num_stages = len(box_heads)
-        if num_stages == 0 or not len(box_predictors) == len(proposal_matchers) == num_stages:
+        num_stages = len(proposal_matchers)
+        if num_stages == 0 or not len(box_heads) == len(box_predictors) == num_stages:
             raise ValueError(
-                f"CascadeROIHeads needs one box head, box predictor and matcher per stage, got {len(box_heads)} "
-                f"box heads, {len(box_predictors)} predictors and {len(proposal_matchers)} matchers"
+                f"CascadeROIHeads needs at least one stage, and one box head, box predictor and matcher per stage "
+                f"(from the config: one entry per cascade stage in MODEL.ROI_BOX_CASCADE_HEAD.IOUS, and in "
+                f"MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS as many as MODEL.ROI_BOX_CASCADE_HEAD.IOUS); got "
+                f"{len(box_heads)} box heads, {len(box_predictors)} box predictors and {num_stages} matchers"
             )
         if kwargs.get("train_on_pred_boxes"):
             raise ValueError(
@@ -105,34 +107,32 @@ class CascadeROIHeads(StandardROIHeads):
     @classmethod
     def _init_box_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         cascade = cfg.MODEL.ROI_BOX_CASCADE_HEAD
-        ious, weights = list(cascade.IOUS), [tuple(w) for w in cascade.BBOX_REG_WEIGHTS]
-        if len(ious) != len(weights) or not ious:
-            raise ConfigError(
-                f"MODEL.ROI_BOX_CASCADE_HEAD.IOUS {ious} and BBOX_REG_WEIGHTS {weights} must give one entry "
-                f"per cascade stage, and as many of each"
-            )
         if not cfg.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG:
             raise ConfigError(
                 "CascadeROIHeads needs MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG: True (each stage passes one box "
                 "per region to the next)"
             )
-        if ious[0] != cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS[0]:
+        first = cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS[:1]
+        if cascade.IOUS and list(first) != [cascade.IOUS[0]]:
             raise ConfigError(
-                f"MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] ({ious[0]}) is the first stage's threshold and must equal "
-                f"MODEL.ROI_HEADS.IOU_THRESHOLDS[0] ({cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS[0]})"
+                f"MODEL.ROI_BOX_CASCADE_HEAD.IOUS[0] ({cascade.IOUS[0]}) is the first stage's threshold and must equal "
+                f"MODEL.ROI_HEADS.IOU_THRESHOLDS[0] ({first[0] if first else 'none given'})"
             )
         in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
-        pooler, channels = _pooler_from_config(cfg.MODEL.ROI_BOX_HEAD, in_features, input_shape)
+        pooler, channels = _pooler_from_config(cfg, "ROI_BOX_HEAD", in_features, input_shape)
         side = cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
         pooled_shape = ShapeSpec(channels=channels, height=side, width=side)
-        box_heads, box_predictors, matchers = [], [], []
-        for iou, stage_weights in zip(ious, weights):
-            box_head = build_box_head(cfg, pooled_shape)
-            box_heads.append(box_head)
-            box_predictors.append(
-                FastRCNNOutputLayers(cfg, box_head.output_shape, box2box_transform=Box2BoxTransform(weights=stage_weights))
-            )
-            matchers.append(build_anchor_matcher(cfg, _stage_matcher_cfg(cfg.MODEL.ROI_HEADS, iou)))
+        # A matcher and a box head per IoU, a predictor per box coding: the constructor checks they agree.
+        matchers, box_heads, box_predictors = [], [], []
+        for k, iou in enumerate(cascade.IOUS):
+            with config_keys(thresholds=f"MODEL.ROI_BOX_CASCADE_HEAD.IOUS[{k}]"):
+                matchers.append(build_anchor_matcher(cfg, _stage_matcher_cfg(cfg.MODEL.ROI_HEADS, iou)))
+            box_heads.append(build_box_head(cfg, pooled_shape))
+        head_shape = box_heads[0].output_shape if box_heads else pooled_shape  # the stages' heads are alike
+        for k, stage_weights in enumerate(cascade.BBOX_REG_WEIGHTS):
+            with config_keys(weights=f"MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS[{k}]"):
+                box2box_transform = Box2BoxTransform(weights=stage_weights)
+            box_predictors.append(FastRCNNOutputLayers(cfg, head_shape, box2box_transform=box2box_transform))
         return {
             "box_in_features": in_features,
             "box_pooler": pooler,

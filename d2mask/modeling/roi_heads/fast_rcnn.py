@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from d2mask.config import configurable
+from d2mask.config import config_keys, configurable
 from d2mask.data.detection_utils import get_fed_loss_cls_weights
 from d2mask.layers import ShapeSpec, batched_nms
 from d2mask.structures import Boxes, Instances
@@ -143,6 +143,17 @@ class FastRCNNOutputLayers(nn.Module):
         """
         super().__init__()
         check_box_reg_loss_type(box_reg_loss_type, "FastRCNNOutputLayers", "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE")
+        name = "FastRCNNOutputLayers"
+        if not num_classes > 0:
+            raise ValueError(f"{name} num_classes (MODEL.ROI_HEADS.NUM_CLASSES) must be an int > 0, got {num_classes}")
+        for argument, key, value in (("test_score_thresh", "SCORE_THRESH_TEST", test_score_thresh),
+                                     ("test_nms_thresh", "NMS_THRESH_TEST", test_nms_thresh)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} {argument} (MODEL.ROI_HEADS.{key}) must be in [0, 1], got {value}")
+        if not smooth_l1_beta >= 0:
+            raise ValueError(
+                f"{name} smooth_l1_beta (MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA) must be a number >= 0, got {smooth_l1_beta}"
+            )
         if use_fed_loss and not use_sigmoid_ce:
             raise ValueError(
                 "FastRCNNOutputLayers use_fed_loss (MODEL.ROI_BOX_HEAD.USE_FED_LOSS) needs use_sigmoid_ce "
@@ -187,9 +198,11 @@ class FastRCNNOutputLayers(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec):
         box_head = cfg.MODEL.ROI_BOX_HEAD
+        with config_keys(weights="MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS"):
+            box2box_transform = Box2BoxTransform(weights=box_head.BBOX_REG_WEIGHTS)
         return {
             "input_shape": input_shape,
-            "box2box_transform": Box2BoxTransform(weights=box_head.BBOX_REG_WEIGHTS),
+            "box2box_transform": box2box_transform,
             "num_classes": cfg.MODEL.ROI_HEADS.NUM_CLASSES,
             "cls_agnostic_bbox_reg": box_head.CLS_AGNOSTIC_BBOX_REG,
             "smooth_l1_beta": box_head.SMOOTH_L1_BETA,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from fvcore.nn import weight_init
 from torch import Tensor, nn
 
-from d2mask.config import configurable
+from d2mask.config import config_keys, configurable
 from d2mask.layers import Conv2d, ConvTranspose2d, ShapeSpec, get_norm
 from d2mask.structures import Instances
 from d2mask.utils.events import get_event_storage, has_event_storage
@@ -164,8 +164,18 @@ class MaskRCNNConvUpsampleHead(BaseMaskRCNNHead):
             kwargs: passed to `BaseMaskRCNNHead`.
         """
         super().__init__(**kwargs)
+        name = type(self).__name__
+        if not isinstance(input_shape, ShapeSpec):
+            raise ValueError(
+                f"{name} takes pooled features and pools none itself: it needs a pooler (MODEL.ROI_MASK_HEAD.POOLER_TYPE "
+                f"'ROIAlign' or 'ROIAlignV2'), got the shapes of feature maps {sorted(input_shape)}"
+            )
         if len(conv_dims) < 1:
-            raise ValueError("conv_dims needs at least the transposed conv's channels as its last entry")
+            raise ValueError(f"{name} conv_dims needs at least the transposed conv's channels as its last entry")
+        if not all(dim > 0 for dim in conv_dims):
+            raise ValueError(f"{name} conv_dims (MODEL.ROI_MASK_HEAD.CONV_DIM) must be channels > 0, got {list(conv_dims)}")
+        if not num_classes > 0:
+            raise ValueError(f"{name} num_classes (MODEL.ROI_HEADS.NUM_CLASSES) must be an int > 0, got {num_classes}")
         channels = input_shape.channels
         self.conv_norm_relus = []
         for k, dim in enumerate(conv_dims[:-1], start=1):
@@ -204,4 +214,5 @@ class MaskRCNNConvUpsampleHead(BaseMaskRCNNHead):
 
 def build_mask_head(cfg, input_shape: ShapeSpec) -> nn.Module:
     """The mask head named by `cfg.MODEL.ROI_MASK_HEAD.NAME`, built for pooled features of `input_shape`."""
-    return ROI_MASK_HEAD_REGISTRY.get(cfg.MODEL.ROI_MASK_HEAD.NAME)(cfg, input_shape)
+    with config_keys(norm="MODEL.ROI_MASK_HEAD.NORM"):
+        return ROI_MASK_HEAD_REGISTRY.get(cfg.MODEL.ROI_MASK_HEAD.NAME)(cfg, input_shape)

@@ -7,12 +7,12 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from d2mask.config import ConfigError, configurable
+from d2mask.config import ConfigError, config_keys, configurable
 from d2mask.layers import ShapeSpec
 from d2mask.structures import Boxes, ImageList, Instances
 
-from ..backbone.resnet import BottleneckBlock, ResNet, default_stage_specs
-from ..poolers import ROIPooler
+from ..backbone.resnet import RESNET_CONFIG_KEYS, BottleneckBlock, ResNet, default_stage_specs
+from ..poolers import ROIPooler, roi_pooler_from_config
 from .fast_rcnn import FastRCNNOutputLayers
 from .mask_head import build_mask_head
 from .roi_heads import ROI_HEADS_REGISTRY, ROIHeads, select_foreground_proposals
@@ -73,12 +73,8 @@ class Res5ROIHeads(ROIHeads):
         if cfg.MODEL.KEYPOINT_ON:
             raise ConfigError("MODEL.KEYPOINT_ON is implemented by StandardROIHeads (FPN configs), not Res5ROIHeads")
         ret["in_features"] = in_features
-        ret["pooler"] = ROIPooler(
-            output_size=box_cfg.POOLER_RESOLUTION,
-            scales=[1.0 / input_shape[f].stride for f in in_features[:1]],  # more than one: __init__ says so
-            sampling_ratio=box_cfg.POOLER_SAMPLING_RATIO,
-            pooler_type=box_cfg.POOLER_TYPE,
-        )
+        scales = [1.0 / input_shape[f].stride for f in in_features[:1]]  # more than one feature: __init__ says so
+        ret["pooler"] = roi_pooler_from_config(cfg, "ROI_BOX_HEAD", scales)
         ret["res5"], out_channels = cls._build_res5_block(cfg)
         ret["box_predictor"] = FastRCNNOutputLayers(cfg, ShapeSpec(channels=out_channels, height=1, width=1))
         if cfg.MODEL.MASK_ON:
@@ -94,15 +90,16 @@ class Res5ROIHeads(ROIHeads):
         if r.RES5_DILATION != 1:
             raise ConfigError(f"MODEL.RESNETS.RES5_DILATION must be 1 with Res5ROIHeads, got {r.RES5_DILATION}")
         # the res5 of a bottleneck ResNet, 3 blocks at every depth, as in Detectron2's C4 heads
-        res5 = default_stage_specs(
-            50,
-            stem_out_channels=r.STEM_OUT_CHANNELS,
-            res2_out_channels=r.RES2_OUT_CHANNELS,
-            bottleneck_channels=r.NUM_GROUPS * r.WIDTH_PER_GROUP,
-        )[-1]
-        blocks = ResNet.make_stage(
-            BottleneckBlock, **res5, num_groups=r.NUM_GROUPS, norm=r.NORM, stride_in_1x1=r.STRIDE_IN_1X1
-        )
+        with config_keys(**RESNET_CONFIG_KEYS):
+            res5 = default_stage_specs(
+                50,
+                stem_out_channels=r.STEM_OUT_CHANNELS,
+                res2_out_channels=r.RES2_OUT_CHANNELS,
+                bottleneck_channels=r.NUM_GROUPS * r.WIDTH_PER_GROUP,
+            )[-1]
+            blocks = ResNet.make_stage(
+                BottleneckBlock, **res5, num_groups=r.NUM_GROUPS, norm=r.NORM, stride_in_1x1=r.STRIDE_IN_1X1
+            )
         out_channels = res5["out_channels"]
         return nn.Sequential(*blocks), out_channels
 

@@ -8,12 +8,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from d2mask.config import configurable
+from d2mask.config import config_keys, configurable
 from d2mask.layers import ShapeSpec
 from d2mask.structures import Boxes, ImageList, Instances
 from d2mask.utils.registry import Registry
 
-from ..matcher import build_anchor_matcher, classes_of_matches
+from ..matcher import build_anchor_matcher, classes_of_matches, stage_keys
 from ..proposal_generator import add_ground_truth_to_proposals
 from ..sampling import build_sampler, resolve_sampler
 
@@ -110,6 +110,9 @@ class ROIHeads(nn.Module):
                 kept to train the heads.
         """
         super().__init__()
+        if not num_classes > 0:
+            name = type(self).__name__
+            raise ValueError(f"{name} num_classes (MODEL.ROI_HEADS.NUM_CLASSES) must be an int > 0, got {num_classes}")
         self.num_classes = num_classes
         self.proposal_matcher = proposal_matcher
         self.proposal_sampler = resolve_sampler(
@@ -120,10 +123,12 @@ class ROIHeads(nn.Module):
     @classmethod
     def from_config(cls, cfg):
         stage_cfg = cfg.MODEL.ROI_HEADS
+        with config_keys(**stage_keys("MODEL.ROI_HEADS")):
+            matcher, sampler = build_anchor_matcher(cfg, stage_cfg), build_sampler(cfg, stage_cfg)
         return {
             "num_classes": stage_cfg.NUM_CLASSES,
-            "proposal_matcher": build_anchor_matcher(cfg, stage_cfg),
-            "proposal_sampler": build_sampler(cfg, stage_cfg),
+            "proposal_matcher": matcher,
+            "proposal_sampler": sampler,
             "proposal_append_gt": stage_cfg.PROPOSAL_APPEND_GT,
         }
 

@@ -11,7 +11,7 @@ from d2mask.config import configurable
 from d2mask.layers import ShapeSpec
 from d2mask.structures import Boxes, ImageList, Instances
 
-from ..poolers import ROIPooler
+from ..poolers import ROIPooler, roi_pooler_from_config
 from .box_head import build_box_head
 from .fast_rcnn import FastRCNNOutputLayers
 from .keypoint_head import build_keypoint_head
@@ -26,21 +26,18 @@ from .roi_heads import (
 __all__ = ["StandardROIHeads"]
 
 
-def _pooler_from_config(head_cfg, in_features: List[str], input_shape: Dict[str, ShapeSpec]) -> Tuple[ROIPooler, int]:
-    """The pooler of one branch (box, mask or keypoint) and the channels of the features it pools."""
+def _pooler_from_config(
+    cfg, head: str, in_features: List[str], input_shape: Dict[str, ShapeSpec]
+) -> Tuple[ROIPooler, int]:
+    """The pooler of one branch (`head` "ROI_BOX_HEAD", "ROI_MASK_HEAD" or "ROI_KEYPOINT_HEAD") and the channels
+    of the features it pools."""
     channels = {input_shape[f].channels for f in in_features}
     if len(channels) != 1:
         raise ValueError(
             f"MODEL.ROI_HEADS.IN_FEATURES {in_features} have different channel counts {sorted(channels)}; "
             f"one pooler needs equal channels on every level"
         )
-    pooler = ROIPooler(
-        output_size=head_cfg.POOLER_RESOLUTION,
-        scales=[1.0 / input_shape[f].stride for f in in_features],
-        sampling_ratio=head_cfg.POOLER_SAMPLING_RATIO,
-        pooler_type=head_cfg.POOLER_TYPE,
-    )
-    return pooler, channels.pop()
+    return roi_pooler_from_config(cfg, head, [1.0 / input_shape[f].stride for f in in_features]), channels.pop()
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -119,7 +116,7 @@ class StandardROIHeads(ROIHeads):
     def _init_box_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
         head_cfg = cfg.MODEL.ROI_BOX_HEAD
-        pooler, channels = _pooler_from_config(head_cfg, in_features, input_shape)
+        pooler, channels = _pooler_from_config(cfg, "ROI_BOX_HEAD", in_features, input_shape)
         side = head_cfg.POOLER_RESOLUTION
         box_head = build_box_head(cfg, ShapeSpec(channels=channels, height=side, width=side))
         return {
@@ -136,7 +133,7 @@ class StandardROIHeads(ROIHeads):
         if not head_cfg.POOLER_TYPE:  # the head pools for itself
             shapes = {f: input_shape[f] for f in in_features}
             return {"mask_in_features": in_features, "mask_pooler": None, "mask_head": build_mask_head(cfg, shapes)}
-        pooler, channels = _pooler_from_config(head_cfg, in_features, input_shape)
+        pooler, channels = _pooler_from_config(cfg, "ROI_MASK_HEAD", in_features, input_shape)
         side = head_cfg.POOLER_RESOLUTION
         return {
             "mask_in_features": in_features,
@@ -151,7 +148,7 @@ class StandardROIHeads(ROIHeads):
         if not head_cfg.POOLER_TYPE:  # the head pools for itself
             shapes = {f: input_shape[f] for f in in_features}
             return {"keypoint_in_features": in_features, "keypoint_pooler": None, "keypoint_head": build_keypoint_head(cfg, shapes)}
-        pooler, channels = _pooler_from_config(head_cfg, in_features, input_shape)
+        pooler, channels = _pooler_from_config(cfg, "ROI_KEYPOINT_HEAD", in_features, input_shape)
         side = head_cfg.POOLER_RESOLUTION
         return {
             "keypoint_in_features": in_features,
