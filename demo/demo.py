@@ -14,7 +14,7 @@ import glob
 import os
 import sys
 import time
-from typing import Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import cv2
 import numpy as np
@@ -73,9 +73,15 @@ class VisualizationDemo:
     def run_on_image(self, image: np.ndarray):
         """(predictions, drawing) for a BGR image; the drawing is RGB `ndarray[H, W, 3]`."""
         predictions = self.predictor(image)
-        instances = predictions["instances"].to("cpu")
-        drawing = Visualizer(image[:, :, ::-1], self.metadata).draw_instance_predictions(instances).get_image()
-        return predictions, drawing
+        visualizer = Visualizer(image[:, :, ::-1], self.metadata)
+        if "panoptic_seg" in predictions:
+            panoptic_seg, segments_info = predictions["panoptic_seg"]
+            drawing = visualizer.draw_panoptic_seg(panoptic_seg.cpu(), segments_info)
+        elif "sem_seg" in predictions:
+            drawing = visualizer.draw_sem_seg(predictions["sem_seg"].argmax(dim=0).cpu())
+        else:
+            drawing = visualizer.draw_instance_predictions(predictions["instances"].to("cpu"))
+        return predictions, drawing.get_image()
 
     def run_on_video(self, video: cv2.VideoCapture) -> Iterator[np.ndarray]:
         """The BGR drawing of each frame."""
@@ -84,6 +90,15 @@ class VisualizationDemo:
             if not ok:
                 break
             yield self.run_on_image(frame)[1][:, :, ::-1]
+
+
+def _summary(predictions: Dict) -> str:
+    """What a model found in one image: its instances, or its segments."""
+    if "panoptic_seg" in predictions:
+        return f"{len(predictions['panoptic_seg'][1])} segments"
+    if "instances" in predictions:
+        return f"{len(predictions['instances'])} instances"
+    return f"{len(predictions['sem_seg'].argmax(dim=0).unique())} classes"
 
 
 def _expand_inputs(inputs: List[str]) -> List[str]:
@@ -106,7 +121,7 @@ def _run_on_images(demo: VisualizationDemo, args: argparse.Namespace) -> List[st
         image = read_image(path, "BGR", max_pixels=demo.predictor.cfg.INPUT.MAX_IMAGE_PIXELS)
         start = time.perf_counter()
         predictions, drawing = demo.run_on_image(image)
-        print(f"{path}: {len(predictions['instances'])} instances in {time.perf_counter() - start:.2f}s")
+        print(f"{path}: {_summary(predictions)} in {time.perf_counter() - start:.2f}s")
         if args.output:
             target = _output_path(args.output, path, len(paths) > 1)
             if not cv2.imwrite(target, drawing[:, :, ::-1]):

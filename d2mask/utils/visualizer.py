@@ -1,5 +1,5 @@
-"""Drawing detections and annotations on images: boxes, class names, scores, translucent masks and
-keypoints.
+"""Drawing detections and annotations on images: boxes, class names, scores, translucent masks,
+keypoints, and semantic and panoptic segmentations.
 
     v = Visualizer(image_rgb, MetadataCatalog.get("shapes_val"))
     v.draw_instance_predictions(outputs["instances"].to("cpu")).save("pred.png")
@@ -44,7 +44,7 @@ class VisImage:
 
 
 class Visualizer:
-    """Draws instances on one image. Coordinates given to the draw methods are in the input image's
+    """Draws instances or segmentations on one image. Coordinates given to the draw methods are in the input image's
     pixels; the drawing happens on a copy scaled by `scale`."""
 
     def __init__(self, img_rgb: np.ndarray, metadata: Optional[Any] = None, scale: float = 1.0):
@@ -113,6 +113,62 @@ class Visualizer:
         return self.overlay_instances(
             boxes=np.asarray(boxes, dtype=np.float64), labels=labels, masks=masks, keypoints=keypoints
         )
+
+    def draw_sem_seg(self, sem_seg: Union[np.ndarray, torch.Tensor], area_threshold: Optional[int] = None,
+                     alpha: float = 0.8) -> VisImage:
+        """Draws a semantic segmentation: the pixels of each class tinted in its colour and named.
+
+        Args:
+            sem_seg: `[H, W]` class ids (e.g. the argmax of a model's "sem_seg" logits).
+            area_threshold: classes with fewer pixels are not drawn.
+            alpha: opacity of the tint.
+        """
+        sem_seg = sem_seg.detach().cpu().numpy() if isinstance(sem_seg, torch.Tensor) else np.asarray(sem_seg)
+        labels, areas = np.unique(sem_seg, return_counts=True)
+        names = self.metadata.get("stuff_classes") if self.metadata is not None else None
+        # Classes the metadata does not name (an ignore label) are not drawn; the largest go first.
+        keep = [l for l, a in sorted(zip(labels.tolist(), areas.tolist()), key=lambda la: -la[1])
+                if a >= (area_threshold or 0) and (names is None or 0 <= l < len(names))]
+        return self.overlay_instances(
+            masks=[sem_seg == label for label in keep],
+            labels=[names[label] if names else str(label) for label in keep],
+            assigned_colors=self._category_colors("stuff_colors", keep),
+            alpha=alpha,
+        )
+
+    def draw_panoptic_seg(self, panoptic_seg: Union[np.ndarray, torch.Tensor], segments_info: List[Dict[str, Any]],
+                          area_threshold: Optional[int] = None, alpha: float = 0.7) -> VisImage:
+        """Draws a panoptic segmentation as `PanopticFPN` outputs it: each segment tinted and named,
+        things by thing_classes (with their score), stuff by stuff_classes.
+
+        Args:
+            panoptic_seg: `[H, W]` segment ids, 0 for none.
+            segments_info: one dict per segment: "id", "isthing", "category_id" (and "score").
+            area_threshold: segments with fewer pixels are not drawn.
+            alpha: opacity of the tint.
+        """
+        panoptic_seg = panoptic_seg.detach().cpu().numpy() if isinstance(panoptic_seg, torch.Tensor) else np.asarray(panoptic_seg)
+        masks = [panoptic_seg == s["id"] for s in segments_info]
+        shown = [i for i, m in enumerate(masks) if m.sum() >= max(area_threshold or 0, 1)]
+        thing_names = self._class_names()
+        stuff_names = self.metadata.get("stuff_classes") if self.metadata is not None else None
+        labels, colors = [], []
+        for i in shown:
+            info, category = segments_info[i], int(segments_info[i]["category_id"])
+            names, color_key = (thing_names, "thing_colors") if info["isthing"] else (stuff_names, "stuff_colors")
+            name = names[category] if names and 0 <= category < len(names) else str(category)
+            labels.append(f"{name} {info['score'] * 100:.0f}%" if "score" in info else name)
+            # things and stuff share category indices: offset the stuff colours past the things'
+            offset = 0 if info["isthing"] else len(thing_names or [])
+            colors.append(self._category_colors(color_key, [category], offset)[0])
+        return self.overlay_instances(masks=[masks[i] for i in shown], labels=labels, assigned_colors=colors, alpha=alpha)
+
+    def _category_colors(self, key: str, categories: Sequence[int], offset: int = 0) -> np.ndarray:
+        """`[len(categories), 3]` RGB: the metadata's colours under `key`, else one fixed colour per category."""
+        given = self.metadata.get(key) if self.metadata is not None else None
+        if given and all(0 <= c < len(given) for c in categories):
+            return np.asarray([given[c] for c in categories], dtype=np.uint8).reshape(-1, 3)
+        return np.asarray([instance_colors(1, offset=offset + c)[0] for c in categories], dtype=np.uint8).reshape(-1, 3)
 
     def overlay_instances(
         self,

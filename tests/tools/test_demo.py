@@ -80,3 +80,18 @@ def test_source_flags_are_checked(demo, flags, message, capsys):
 def test_an_unreadable_video_is_one_line(demo, tmp_path):
     with pytest.raises(FileNotFoundError, match="Cannot open the video .*nothing.mp4"):
         demo.main(["--config-file", CONFIG, "--video-input", str(tmp_path / "nothing.mp4"), *OPTS])
+
+
+@pytest.mark.parametrize("config, summary", [
+    ("configs/Shapes/semantic_R_18_FPN_shapes.yaml", "classes"),
+    ("configs/Shapes/panoptic_fpn_R_18_shapes.yaml", "segments"),
+])
+def test_semantic_and_panoptic_models_are_drawn(demo, tmp_path, capsys, config, summary):
+    cv2.imwrite(str(tmp_path / "in.png"), _image(0))
+    # With a stuff area limit of 1 pixel every stuff class predicted anywhere is a panoptic segment.
+    opts = OPTS + ["MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT", "1"]
+    (path,) = demo.main(["--config-file", os.path.join(REPO, config), "--input", str(tmp_path / "in.png"),
+                         "--output", str(tmp_path / "out.png"), *opts])
+    assert summary in capsys.readouterr().out
+    drawn = cv2.imread(path)
+    assert drawn.shape == (48, 64, 3) and not np.array_equal(drawn, _image(0))  # the segments tinted

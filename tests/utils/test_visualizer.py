@@ -102,3 +102,24 @@ def test_keypoints_drawn_with_their_connection_rules():
                                "keypoints": [10, 30, 2, 70, 30, 1, 40, 50, 0]}]}
     out = Visualizer(black, metadata, scale=0.5).draw_dataset_dict(record).get_image()
     assert _green(out[15, 20]) and tuple(out[15, 5]) == (255, 0, 0) and not out[25, 20].any()
+
+
+def test_sem_seg_and_panoptic_seg_are_tinted_by_class_and_named():
+    # Labels are written at the segments' top-left corners; the pixels checked are away from them.
+    image = np.zeros((40, 120, 3), dtype=np.uint8)
+    sem_seg = np.zeros((40, 120), dtype=np.int64)
+    sem_seg[20:36, 40:60] = 1
+    sem_seg[39, 119] = 255  # an ignore label: not drawn
+    meta = Metadata(name="vis_sem_seg_test", stuff_classes=["sky", "grass"], stuff_colors=[[0, 0, 200], [0, 200, 0]],
+                    thing_classes=["cat"])
+    drawn = Visualizer(image, meta).draw_sem_seg(sem_seg, alpha=1.0).get_image()
+    assert tuple(drawn[30, 50]) == (0, 200, 0) and tuple(drawn[38, 100]) == (0, 0, 200)
+    assert not drawn[39, 119].any()
+    panoptic = np.zeros((40, 120), dtype=np.int32)
+    panoptic[20:36, 40:60] = 1
+    panoptic[36:, :] = 2
+    segments = [{"id": 1, "isthing": True, "category_id": 0, "score": 0.9},
+                {"id": 2, "isthing": False, "category_id": 1, "area": 480}]
+    drawn = Visualizer(image, meta).draw_panoptic_seg(panoptic, segments, alpha=1.0).get_image()
+    assert tuple(drawn[38, 100]) == (0, 200, 0)  # stuff in its stuff colour
+    assert tuple(drawn[30, 50]) == tuple(instance_colors(1)[0]) and not drawn[5, 100].any()
