@@ -1,10 +1,12 @@
 """`d2mask.projects.<name>` finds the packages under the repository's projects/ folder."""
 import importlib
+import subprocess
 import sys
 
 import pytest
 
 import d2mask.projects
+from tests.common import REPO
 
 
 def _write(root, files):
@@ -53,3 +55,38 @@ def test_unknown_and_ambiguous_names(projects_root):
 def test_the_repository_projects_folder_is_the_default():
     assert d2mask.projects.PROJECT_ROOT.name == "projects"
     assert (d2mask.projects.PROJECT_ROOT / "README.md").is_file()
+
+
+def test_a_module_imported_by_both_names_is_one_module_executed_once(projects_root, monkeypatch):
+    """Configs' IMPORTS name `projects.X...` (the tools put the repository root on the path), code
+    may name `d2mask.projects.X...`: both are one module, so its registrations run once."""
+    _write(projects_root, {
+        "PairThing/pair_thing/__init__.py": "from .parts import COUNT\n",
+        "PairThing/pair_thing/parts.py": "import builtins\nbuiltins.pair_thing_runs = getattr(builtins, 'pair_thing_runs', 0) + 1\nCOUNT = 1\n",
+        "FlatPair/flat.py": "import builtins\nbuiltins.flat_pair_runs = getattr(builtins, 'flat_pair_runs', 0) + 1\n",
+    })
+    (projects_root / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(projects_root.parent))
+    name = projects_root.name  # stands for the repository's "projects" folder
+    monkeypatch.setattr(d2mask.projects, "_PREFIXES", ("d2mask.projects.", f"{name}."))
+    import builtins
+
+    first = importlib.import_module(f"{name}.PairThing.pair_thing.parts")
+    assert importlib.import_module("d2mask.projects.pair_thing.parts") is first
+    assert importlib.import_module("d2mask.projects.PairThing.pair_thing.parts") is first
+    assert importlib.import_module("d2mask.projects.pair_thing") is importlib.import_module(f"{name}.PairThing.pair_thing")
+    flat = importlib.import_module("d2mask.projects.FlatPair.flat")  # the other order
+    assert importlib.import_module(f"{name}.FlatPair.flat") is flat
+    assert (builtins.pair_thing_runs, builtins.flat_pair_runs) == (1, 1)
+    del builtins.pair_thing_runs, builtins.flat_pair_runs
+
+
+def test_the_repository_project_registers_once_by_either_name():
+    """The registry refused the second execution ("registered twice") before the names were one module."""
+    code = (
+        "import sys; sys.path.insert(0, '.'); import d2mask.projects.port_example as a; "
+        "import projects.PortExample.port_example as b; import projects.DenseText.atss_matcher as c; "
+        "import d2mask.projects.DenseText.atss_matcher as d; assert a is b and c is d"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
