@@ -4,7 +4,8 @@ import logging
 import os
 import zipfile
 from collections import defaultdict
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+from urllib.parse import parse_qs
 
 import numpy as np
 import torch
@@ -47,6 +48,22 @@ def _group_names(names: Iterable[str]) -> str:
     return "\n".join(lines)
 
 
+def _split_matching_heuristics(path: str) -> Tuple[str, bool]:
+    """`path` without Detectron2's `?matching_heuristics=True` query, and whether it had it: the
+    way a config asks for names matched by suffix (e.g. `train.init_checkpoint` of an MAE-pretrained
+    ViT, whose names lack the model's `backbone.net.` prefix)."""
+    base, sep, query = path.partition("?")
+    if not sep:
+        return path, False
+    queries = parse_qs(query)
+    heuristics = queries.pop("matching_heuristics", ["False"]) == ["True"]
+    if queries:
+        raise CheckpointError(
+            f"{path}: unsupported query {sorted(queries)}; only matching_heuristics=True is understood"
+        )
+    return base, heuristics
+
+
 class DetectionCheckpointer(Checkpointer):
     """fvcore's Checkpointer for detection models.
 
@@ -79,6 +96,7 @@ class DetectionCheckpointer(Checkpointer):
         )
         self.logger = logging.getLogger(__name__)
         self.path_manager = PathManager  # d2mask's, which also resolves detectron2:// paths
+        self._matching_heuristics_requested = False  # by the query of the path being loaded
 
     def save(self, name: str, **kwargs: Any) -> None:
         """Writes the model and checkpointables to `<save_dir>/<name>.pth` (with `kwargs` as extra
@@ -105,7 +123,8 @@ class DetectionCheckpointer(Checkpointer):
     def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
         """Loads the model (and the named checkpointables, default all) from `path`, a file or URL
         (including Detectron2's `detectron2://`); "" loads nothing. A URL is downloaded once, with a
-        logged line, by `d2mask.utils.download.get_local_path` (https only).
+        logged line, by `d2mask.utils.download.get_local_path` (https only). A path ending in
+        `?matching_heuristics=True` has its names matched to the model's by suffix, as in Detectron2.
 
         Returns:
             The checkpoint's entries not consumed (e.g. {"iteration": ...}).
@@ -117,6 +136,7 @@ class DetectionCheckpointer(Checkpointer):
                 values, or not one of its tensors fits the model (a checkpoint of another
                 architecture).
         """
+        path, self._matching_heuristics_requested = _split_matching_heuristics(path)
         if path:
             local_path = self.path_manager.get_local_path(path)
             if not os.path.isfile(local_path):
@@ -147,6 +167,8 @@ class DetectionCheckpointer(Checkpointer):
                 f"{filename}: {len(with_nan)} of its {len(model)} tensors hold NaN values (e.g. {with_nan[:3]}); the "
                 f"run that saved it diverged or the file is damaged; load an earlier checkpoint"
             )
+        if self._matching_heuristics_requested:
+            checkpoint["matching_heuristics"] = True
         return checkpoint
 
     def _load_pth(self, filename: str) -> Dict[str, Any]:
