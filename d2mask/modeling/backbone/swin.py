@@ -3,7 +3,7 @@ Shifted Windows"): attention within windows that every other block shifts by hal
 patch merging between stages. Outputs "p0", "p1", ... of strides 4, 8, ... (for patch_size 4).
 
 Shape shorthand: N images, H x W tokens of C channels (channels-last `Tensor[N, H, W, C]`), w the
-window side, nW windows per image, nH attention heads.
+window side, T = w * w tokens per window, nW windows per image, nH attention heads.
 """
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -75,27 +75,27 @@ class WindowAttention(nn.Module):
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """
         Args:
-            x: the windows' tokens `Tensor[N * nW, Wh*Ww, C]`.
-            mask: 0 or -100 per pair of tokens of each window `Tensor[nW, Wh*Ww, Wh*Ww]`, or None.
+            x: the windows' tokens `Tensor[N * nW, T, C]`.
+            mask: 0 or -100 per pair of tokens of each window `Tensor[nW, T, T]`, or None.
 
         Returns:
-            `Tensor[N * nW, Wh*Ww, C]`.
+            `Tensor[N * nW, T, C]`.
         """
         b, length, c = x.shape
-        # (N*nW, L, 3C) -> (3, N*nW, nH, L, C/nH)
+        # (N*nW, T, 3C) -> (3, N*nW, nH, T, C/nH)
         q, k, v = self.qkv(x).reshape(b, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        # (L*L, nH) -> (nH, L, L)
+        # (T*T, nH) -> (nH, T, T)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(length, length, -1).permute(2, 0, 1)
         if mask is not None:
             num_windows = mask.shape[0]
-            # Windows come image by image: (N*nW, ...) -> (N, nW, ...) against the (nW, nH, L, L) logits' terms.
+            # Windows come image by image: (N*nW, ...) -> (N, nW, ...) against the (nW, nH, T, T) logits' terms.
             q, k, v = (t.reshape(b // num_windows, num_windows, *t.shape[1:]) for t in (q, k, v))
             bias = bias[None] + mask[:, None]
         x = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
         )
-        # (..., nH, L, C/nH) -> (N*nW, L, nH, C/nH) -> (N*nW, L, C)
+        # (..., nH, T, C/nH) -> (N*nW, T, nH, C/nH) -> (N*nW, T, C)
         x = x.reshape(b, self.num_heads, length, -1).transpose(1, 2).reshape(b, length, c)
         return self.proj_drop(self.proj(x))
 

@@ -2,7 +2,8 @@
 position embeddings, patch embedding and the MLP of a transformer block.
 
 Shape shorthand: N images, H x W tokens of C channels ("channels-last" `Tensor[N, H, W, C]`, the
-layout the transformer blocks work in), w the window side, nW the windows per image.
+layout the transformer blocks work in), w the window side, nW the windows per image, O the offsets
+of a relative position table.
 """
 import math
 from typing import Optional, Tuple
@@ -81,14 +82,14 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: Tensor) -> Tensor:
     Args:
         q_size: positions of the queries along the axis.
         k_size: positions of the keys along the axis.
-        rel_pos: the table `Tensor[L, C]`.
+        rel_pos: the table `Tensor[O, C]`, one row per offset.
 
     Returns:
         `Tensor[q_size, k_size, C]`.
     """
     num_offsets = 2 * max(q_size, k_size) - 1
     if rel_pos.shape[0] != num_offsets:
-        # (L, C) -> (1, C, L): interpolate along the offsets -> (num_offsets, C)
+        # (O, C) -> (1, C, O): interpolate along the offsets -> (num_offsets, C)
         resized = F.interpolate(rel_pos.t().unsqueeze(0), size=num_offsets, mode="linear")
         rel_pos = resized[0].t()
     q_scale = max(k_size / q_size, 1.0)
@@ -108,8 +109,8 @@ def decomposed_rel_pos_bias(
 
     Args:
         q: the (unscaled) queries `Tensor[B, q_h * q_w, C]`, B being images x heads (x windows).
-        rel_pos_h: the height table `Tensor[Lh, C]`.
-        rel_pos_w: the width table `Tensor[Lw, C]`.
+        rel_pos_h: the height table `Tensor[Oh, C]`.
+        rel_pos_w: the width table `Tensor[Ow, C]`.
         q_size: (q_h, q_w).
         k_size: (k_h, k_w).
 

@@ -2,7 +2,7 @@
 a plain ViT with window attention in most blocks, and the simple feature pyramid built from its
 single stride-16 output.
 
-Shape shorthand: N images, L levels, H x W tokens of C channels (channels-last `Tensor[N, H, W, C]`
+Shape shorthand: N images, H x W tokens of C channels (channels-last `Tensor[N, H, W, C]`
 inside the transformer), nH attention heads.
 """
 import math
