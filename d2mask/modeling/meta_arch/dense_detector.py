@@ -14,12 +14,12 @@ from d2mask.utils.events import get_event_storage, has_event_storage
 
 from ..anchor_generator import permute_to_N_HWA_K  # Detectron2 exports it from this module
 from ..backbone import Backbone
-from .rcnn import _gt_beside_boxes, _NormalizedInput, _rescale
+from .batched_inputs import NormalizedInput, gt_beside_boxes, rescale_to_inputs
 
 __all__ = ["DenseDetector", "permute_to_N_HWA_K"]
 
 
-class DenseDetector(_NormalizedInput):
+class DenseDetector(NormalizedInput):
     """A backbone and a head applied to chosen backbone features; a subclass defines
     `forward_training` (the losses) and `forward_inference` (the detections)."""
 
@@ -80,12 +80,12 @@ class DenseDetector(_NormalizedInput):
                     self.visualize_training(batched_inputs, self.forward_inference(images, features, predictions))
             return losses
         results = self.forward_inference(images, features, predictions)
-        return [{"instances": r} for r in _rescale(results, batched_inputs, images.image_sizes)]
+        return [{"instances": r} for r in rescale_to_inputs(results, batched_inputs, images.image_sizes)]
 
     def visualize_training(self, batched_inputs: List[Dict], results: List[Instances], max_boxes: int = 20) -> None:
         """Puts in the active event storage an image of the first input: its GT boxes (left) beside its
         `max_boxes` highest-scoring detections (right)."""
-        both = _gt_beside_boxes(batched_inputs[0], results[0].pred_boxes[:max_boxes], self.input_format)
+        both = gt_beside_boxes(batched_inputs[0], results[0].pred_boxes[:max_boxes], self.input_format)
         get_event_storage().put_image(f"Left: GT bounding boxes;  Right: {max_boxes} highest-scoring detections", both)
 
     def forward_training(

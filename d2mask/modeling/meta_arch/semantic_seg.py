@@ -20,7 +20,7 @@ from ..backbone import Backbone, build_backbone
 from ..backbone.backbone import in_feature_shapes
 from ..postprocessing import sem_seg_postprocess
 from .build import META_ARCH_REGISTRY
-from .rcnn import _NormalizedInput
+from .batched_inputs import NormalizedInput
 
 __all__ = ["SemanticSegmentor", "SEM_SEG_HEADS_REGISTRY", "SemSegFPNHead", "build_sem_seg_head"]
 
@@ -54,7 +54,7 @@ def padded_sem_seg_targets(batched_inputs: List[Dict], backbone: Backbone, ignor
 
 
 @META_ARCH_REGISTRY.register()
-class SemanticSegmentor(_NormalizedInput):
+class SemanticSegmentor(NormalizedInput):
     """A backbone and a semantic-segmentation head: one class per pixel.
 
     Inputs are Detectron2's list of dicts, one per image: "image" `Tensor[C, H, W]`; "sem_seg"
