@@ -9,9 +9,9 @@ import torch
 from fvcore.common.param_scheduler import ParamScheduler
 from torch.optim.lr_scheduler import LRScheduler as TorchLRScheduler
 
+from ...solver import LRMultiplier
 from ...utils import comm
 from ...utils.events import EventWriter
-from ...solver import LRMultiplier
 from ...utils.plotting import plot_metrics
 from ..train_loop import HookBase
 
