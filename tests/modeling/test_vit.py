@@ -54,6 +54,21 @@ def test_window_attention_keeps_information_within_its_window():
         assert (outside.max() == 0) == local  # a global block lets every token see the change
 
 
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = _tiny_vit(window_size=4, window_block_indexes=[0], residual_block_indexes=[1])
+    checkpointed = _tiny_vit(window_size=4, window_block_indexes=[0], residual_block_indexes=[1], use_act_checkpoint=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    calls = []
+    checkpointed.blocks[0].register_forward_pre_hook(lambda *args: calls.append(1))
+    image = torch.randn(1, 3, 64, 64)
+    for vit in (plain, checkpointed):
+        vit(image)["last_feat"].square().sum().backward()
+    assert len(calls) == 2  # the block started again in the backward pass (recomputation may stop early)
+    for (name, p), q in zip(plain.named_parameters(), checkpointed.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), name
+
+
 def test_simple_feature_pyramid_levels_and_square_padding():
     vit = _tiny_vit(patch_size=16, window_size=2, window_block_indexes=[0])
     sfp = SimpleFeaturePyramid(
