@@ -8,6 +8,7 @@ import pytest
 
 from d2mask.config import ConfigError, LazyConfig, get_cfg, load_yaml_with_base
 from d2mask.config.__main__ import main as print_config
+from tests.common import REPO
 
 
 def _alias_bomb(levels: int) -> str:
@@ -115,11 +116,10 @@ def test_imports_can_be_refused_to_inspect_a_config(tmp_path, monkeypatch, capsy
 
 def test_every_shipped_config_with_imports_loads_without_the_current_directory(monkeypatch, tmp_path):
     # from elsewhere, with the repository root on the path as the tools put it
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     monkeypatch.chdir(tmp_path)
     with_imports = []
     for folder in ("configs", "projects"):
-        for root, _, files in os.walk(os.path.join(repo, folder)):
+        for root, _, files in os.walk(os.path.join(REPO, folder)):
             for path in (os.path.join(root, name) for name in files if name.endswith(".yaml")):
                 if load_yaml_with_base(path).get("IMPORTS"):
                     get_cfg().merge_from_file(path)

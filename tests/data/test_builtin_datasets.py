@@ -163,11 +163,10 @@ def test_lvis_json_loads_with_file_names_from_coco_urls(tmp_path):
 
 
 def test_train_net_on_coco_without_its_files_stops_with_one_line(tmp_path):
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run(
         [sys.executable, "tools/train_net.py", "--config-file", "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml",
          "DATASETS.TRAIN=('coco_2017_train',)", "MODEL.DEVICE=cpu", f"OUTPUT_DIR={tmp_path / 'out'}"],
-        cwd=repo, env=dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "d2"), D2MASK_DATASETS=""),
+        cwd=REPO, env=dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "d2"), D2MASK_DATASETS=""),
         capture_output=True, text=True, timeout=300,
     )
     expected = os.path.join(str(tmp_path / "d2"), "coco", "annotations", "instances_train2017.json")

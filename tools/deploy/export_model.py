@@ -24,7 +24,7 @@ from typing import List, Optional
 import torch
 
 from d2mask.checkpoint import DetectionCheckpointer
-from d2mask.config import get_cfg
+from d2mask.config import load_config
 from d2mask.data import build_detection_test_loader
 from d2mask.data import transforms as T
 from d2mask.data.detection_utils import read_image
@@ -146,9 +146,7 @@ def check(path: str, adapter) -> None:
 def main(argv: Optional[List[str]] = None) -> str:
     args = parse_args(argv)
     setup_logger(name="d2mask")
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.freeze()
     # Tracing warns at every size check it records as a constant; the comparison with the eager model
