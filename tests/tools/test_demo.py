@@ -88,10 +88,10 @@ def test_an_unreadable_video_is_one_line(demo, tmp_path):
 ])
 def test_semantic_and_panoptic_models_are_drawn(demo, tmp_path, capsys, config, summary):
     cv2.imwrite(str(tmp_path / "in.png"), _image(0))
-    # With a stuff area limit of 1 pixel every stuff class predicted anywhere is a panoptic segment.
-    opts = OPTS + ["MODEL.PANOPTIC_FPN.COMBINE.STUFF_AREA_LIMIT", "1"]
+    # The untrained panoptic model's instances all become segments (its detections score ~1/4).
+    opts = OPTS + ["MODEL.PANOPTIC_FPN.COMBINE.INSTANCES_CONFIDENCE_THRESH", "0.0"]
     (path,) = demo.main(["--config-file", os.path.join(REPO, config), "--input", str(tmp_path / "in.png"),
-                         "--output", str(tmp_path / "out.png"), *opts])
+                         "--output", str(tmp_path / "out.png"), "--confidence-threshold", "0.0", *opts])
     assert summary in capsys.readouterr().out
     drawn = cv2.imread(path)
     assert drawn.shape == (48, 64, 3) and not np.array_equal(drawn, _image(0))  # the segments tinted
