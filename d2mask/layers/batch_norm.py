@@ -2,7 +2,7 @@
 
 Shape shorthand: `N` images, `C` channels, `H x W` the feature map.
 """
-from typing import Callable, Optional, Type, Union
+from typing import Callable, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -35,10 +35,14 @@ class FrozenBatchNorm2d(nn.Module):
         # 1 - eps makes a freshly built layer the identity.
         self.register_buffer("running_var", torch.ones(num_features) - eps)
 
+    def scale_and_shift(self) -> Tuple[Tensor, Tensor]:
+        """The layer as `y = x * scale + shift`: two `Tensor[C]`, in the buffers' dtype."""
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        return scale, self.bias - self.running_mean * scale
+
     def forward(self, x: Tensor) -> Tensor:
         """`Tensor[N, C, H, W]` -> `Tensor[N, C, H, W]`, as a per-channel scale and shift."""
-        scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
+        scale, shift = self.scale_and_shift()
         return x * scale.to(x.dtype).view(1, -1, 1, 1) + shift.to(x.dtype).view(1, -1, 1, 1)
 
     def _load_from_state_dict(

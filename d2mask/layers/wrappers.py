@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .batch_norm import FrozenBatchNorm2d
+
 __all__ = ["Conv2d", "ConvTranspose2d", "bincount_bounded", "cat", "interpolate", "nonzero_tuple", "shapes_to_tensor"]
 
 # Re-exported so model code ported from Detectron2 keeps importing them from `layers`.
@@ -74,7 +76,10 @@ class Conv2d(nn.Conv2d):
     """`nn.Conv2d` followed by an optional normalisation and activation.
 
     The normalisation is the submodule `norm`, so its parameters are saved as `<name>.norm.weight`,
-    the names Detectron2 checkpoints use.
+    the names Detectron2 checkpoints use. A `FrozenBatchNorm2d` norm is folded into the convolution at
+    each call (its scale multiplies the weight, its shift becomes the bias): the same function, up to
+    float rounding, for a pass over the weights instead of two over the output (and its gradient);
+    the module's parameters and buffers, and so its state dict, stay as they are.
     """
 
     def __init__(
@@ -91,9 +96,15 @@ class Conv2d(nn.Conv2d):
         self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self._conv_forward(x, self.weight, self.bias)
-        if self.norm is not None:
-            x = self.norm(x)
+        if isinstance(self.norm, FrozenBatchNorm2d):
+            scale, shift = self.norm.scale_and_shift()
+            weight = self.weight * scale.to(self.weight.dtype).view(-1, 1, 1, 1)
+            bias = shift if self.bias is None else self.bias * scale + shift
+            x = self._conv_forward(x, weight, bias.to(self.weight.dtype))
+        else:
+            x = self._conv_forward(x, self.weight, self.bias)
+            if self.norm is not None:
+                x = self.norm(x)
         if self.activation is not None:
             x = self.activation(x)
         return x

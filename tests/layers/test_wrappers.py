@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from d2mask.layers import Conv2d, ShapeSpec, cat, nonzero_tuple
+from d2mask.layers import Conv2d, FrozenBatchNorm2d, ShapeSpec, cat, nonzero_tuple
 
 
 def test_conv2d_applies_norm_then_activation():
@@ -21,6 +21,34 @@ def test_conv2d_applies_norm_then_activation():
     torch.testing.assert_close(conv(x), expected)
     assert (conv(x) >= 0).all() and (conv(x) == 0).any()
     assert {"weight", "norm.weight", "norm.bias", "norm.running_mean"} <= set(conv.state_dict())
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv2d_folds_frozen_bn_into_the_convolution(bias):
+    """Output and gradients equal the convolution followed by the frozen norm; the state dict is
+    unchanged by the fold (it happens per call, on copies)."""
+    torch.manual_seed(0)
+    conv = Conv2d(3, 4, kernel_size=3, padding=1, bias=bias, norm=FrozenBatchNorm2d(4), activation=F.relu)
+    norm = conv.norm
+    norm.weight.uniform_(0.5, 2)
+    norm.bias.uniform_(-1, 1)
+    norm.running_mean.uniform_(-1, 1)
+    norm.running_var.uniform_(0.1, 3)
+    before = {k: v.clone() for k, v in conv.state_dict().items()}
+    x = torch.randn(2, 3, 6, 5, requires_grad=True)
+    # By hand: (conv(x) - mean) / sqrt(var + eps) * gamma + beta, then ReLU.
+    y = F.conv2d(x, conv.weight, conv.bias, padding=1)
+    std = (norm.running_var + norm.eps).sqrt().view(1, -1, 1, 1)
+    expected = F.relu((y - norm.running_mean.view(1, -1, 1, 1)) / std * norm.weight.view(1, -1, 1, 1)
+                      + norm.bias.view(1, -1, 1, 1))
+    out = conv(x)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    params = [x, conv.weight] + ([conv.bias] if bias else [])
+    torch.testing.assert_close(torch.autograd.grad(out, params, grad), torch.autograd.grad(expected, params, grad))
+    assert conv.state_dict().keys() == before.keys()
+    for key, value in conv.state_dict().items():
+        assert torch.equal(value, before[key]), key
 
 
 def test_plain_conv2d_equals_torch_conv():
