@@ -3,6 +3,7 @@
 
     python tools/benchmark.py --task train --compare torchvision --iters 5 --warmup 2
     python tools/benchmark.py --task inference --compare torchvision MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.0
+    python tools/benchmark.py --task inference --compare torchvision-matched --batch-size 1 MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.0
     python tools/benchmark.py --task data --config-file configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml
     python tools/benchmark.py --task rpn_targets --json
     python tools/benchmark.py --task coco_eval --json
@@ -13,7 +14,10 @@ Tasks (each a function `fn(args) -> list[dict]` in TASKS; `--json` prints that l
   batches of a registered dataset (`--dataset NAME`). With `--compare torchvision`, torchvision's Mask
   R-CNN, built with the same image size, classes, norm, frozen stages and RPN/ROI settings wherever it
   has the knob, runs on identical inputs in the same process, its iterations alternating with
-  d2mask's, and the ratio d2mask / torchvision of the median times is printed.
+  d2mask's, and the ratio d2mask / torchvision of the median times is printed. `--compare
+  torchvision-matched` builds torchvision's modules in the config's own architecture instead
+  (Detectron2's ResNet block layout, FPN width and norm, box and mask head sizes; see
+  docs/benchmarks.md for what it matches and what it cannot).
 - data: images/s of the train loader alone, and the share of data loading in a training iteration,
   for each `--num-workers`.
 - rpn_targets: `RPN.label_and_sample_anchors`, the RPN's forward + backward, and the ROI heads'
@@ -40,6 +44,7 @@ from typing import Callable, Dict, List, Optional
 from benchmarking.cases import CASES  # tools/benchmarking/, beside this script
 from benchmarking.coco_eval import BACKENDS, compare
 from benchmarking.inputs import load_cfg
+from benchmarking.torchvision_twin import TWINS
 
 # This repository's configs import its projects (`IMPORTS: [projects.DenseText.atss_matcher]`). d2mask
 # never adds a directory to the import path (not even the current one); its tools add the repository root.
@@ -77,10 +82,10 @@ def _print_model(r: Dict) -> None:
     for name in ("d2mask", "torchvision"):
         if name in r:
             m = r[name]
-            line += (f"  | {name} {m['median_s']:.3f} s/iter {m['images_per_s']:.2f} img/s "
+            line += (f"  | {r['compare'] if name == 'torchvision' else name} {m['median_s']:.3f} s/iter {m['images_per_s']:.2f} img/s "
                      f"peak +{m['peak_extra_mb']:.0f} MB")
     if "ratio" in r:
-        line += (f"  | ratio d2mask/torchvision {r['ratio']:.3f} (paired {r['ratio_paired_median']:.3f}, "
+        line += (f"  | ratio d2mask/{r['compare']} {r['ratio']:.3f} (paired {r['ratio_paired_median']:.3f}, "
                  f"fastest {r['ratio_min']:.3f}, CPU time {r['ratio_cpu']:.3f})")
     print(line, flush=True)
 
@@ -158,7 +163,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--config-file", default=None, help="default: R50-FPN Mask R-CNN; quick start for data")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON list")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--compare", choices=["torchvision"], help="train/inference: time torchvision alongside")
+    parser.add_argument("--compare", choices=sorted(TWINS), help="train/inference: time torchvision alongside, "
+                        "in its own architecture (torchvision) or in the config's (torchvision-matched)")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"), help="synthetic image size")
     parser.add_argument("--num-gt", type=int, nargs="+", help="GT objects per image, one case each")
     parser.add_argument("--batch-size", type=int, default=2, help="images per iteration (train/inference)")

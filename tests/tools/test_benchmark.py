@@ -45,15 +45,17 @@ def assert_timing(measured, images=True):
         assert measured["images_per_s"] > 0
 
 
-@pytest.mark.parametrize("task", ["train", "inference"])
-def test_model_tasks_compare_with_torchvision(task):
+@pytest.mark.parametrize("task, twin", [("train", "torchvision"), ("inference", "torchvision"),
+                                        ("train", "torchvision-matched")])
+def test_model_tasks_compare_with_torchvision(task, twin):
     results = run_benchmark(
-        "--task", task, "--config-file", QUICK_START, "--compare", "torchvision", "--image-size", "64", "96",
+        "--task", task, "--config-file", QUICK_START, "--compare", twin, "--image-size", "64", "96",
         "--num-gt", "2", "--batch-size", "1", "--iters", "2", "--warmup", "1", *SMALL_HEADS,
     )
     assert len(results) == 1
     r = results[0]
     assert (r["task"], r["num_gt"], r["batch_size"], r["image_sizes"]) == (task, 2, 1, [[64, 96]])
+    assert r["compare"] == twin
     for name in ("d2mask", "torchvision"):
         assert_timing(r[name])
         assert len(r[name]["times_s"]) == 2
@@ -128,3 +130,47 @@ def test_coco_eval_task():
     for comparison in results[2], results[5]:
         assert comparison["identical"] and comparison["max_ap_difference"] <= 1e-4
         assert comparison["ratio_evaluate"] > 0 and comparison["ratio_total"] > 0
+
+
+def _conv_shapes(model):
+    """(in, out, kernel, stride, groups) of every convolution, in a sorted list."""
+    import torch
+
+    return sorted((m.in_channels, m.out_channels, m.kernel_size, m.stride, m.groups)
+                  for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+@pytest.mark.parametrize("config", [QUICK_START, "configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"])
+def test_torchvision_matched_twin_has_the_configs_architecture(config):
+    """Same convolutions (with Detectron2's strides in the 1x1 of R50's bottlenecks), same linear
+    layers, same frozen parameters; torchvision's predictors alone add the background class."""
+    import importlib.util
+
+    import torch
+
+    from d2mask.config import load_config
+    from d2mask.modeling import build_model
+
+    spec = importlib.util.spec_from_file_location(
+        "torchvision_twin", os.path.join(REPO, "tools", "benchmarking", "torchvision_twin.py"))
+    twin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(twin)
+    cfg = load_config(os.path.join(REPO, config), ["MODEL.DEVICE", "cpu"])
+    ours, theirs = build_model(cfg), twin.torchvision_matched_model(cfg, (256, 320), "cpu")
+    classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    mask_dim, fc_dim = cfg.MODEL.ROI_MASK_HEAD.CONV_DIM, cfg.MODEL.ROI_BOX_HEAD.FC_DIM
+    # The mask predictor's 1x1 convolution has one more output, for the background.
+    expected = _conv_shapes(ours)
+    expected[expected.index((mask_dim, classes, (1, 1), (1, 1), 1))] = (mask_dim, classes + 1, (1, 1), (1, 1), 1)
+    assert _conv_shapes(theirs) == sorted(expected)
+    if cfg.MODEL.RESNETS.DEPTH >= 50:  # stride 2 in a 1x1 convolution: the MSRA layout, not torchvision's
+        assert (256, 128, (1, 1), (2, 2), 1) in expected
+    linear = lambda m: sorted((l.in_features, l.out_features) for l in m.modules() if isinstance(l, torch.nn.Linear))
+    expected = linear(ours)
+    expected[expected.index((fc_dim, 4 * classes))] = (fc_dim, 4 * (classes + 1))  # class-specific boxes
+    assert linear(theirs) == sorted(expected)
+    frozen = lambda m: sum(p.numel() for p in m.parameters() if not p.requires_grad)
+    assert frozen(theirs) == frozen(ours)
+    background = 4 * (fc_dim + 1) + (mask_dim + 1)  # box regression and mask logits of class 0
+    count = lambda m: sum(p.numel() for p in m.parameters())
+    assert count(theirs) - count(ours) == background

@@ -6,7 +6,7 @@ from typing import Callable, Dict
 from .coco_eval import coco_eval_case
 from .inputs import dataset_batches, load_cfg, random_gt_boxes, synthetic_batch
 from .measure import Meter, process_memory, run_interleaved
-from .torchvision_twin import torchvision_inputs, torchvision_model
+from .torchvision_twin import TWINS, torchvision_inputs
 
 
 # The box-regression layers whose weights the benchmark zeroes, by framework.
@@ -67,7 +67,7 @@ def _model_case(task: str, num_gt: str, args) -> Dict:
         batches = [synthetic_batch(cfg, args.image_size, num_gt, args.batch_size, device)] * count
     sizes = {tuple(x["image"].shape[-2:]) for batch in batches for x in batch}
     if args.compare and len(sizes) > 1:
-        raise ValueError(f"--compare torchvision needs images of one size (torchvision resizes each image to "
+        raise ValueError(f"--compare {args.compare} needs images of one size (torchvision resizes each image to "
                          f"its min_size/max_size); the batches hold sizes {sorted(sizes)}")
     if task == "inference":
         batches = [[{k: v for k, v in x.items() if k != "instances"} for x in batch] for batch in batches]
@@ -76,7 +76,7 @@ def _model_case(task: str, num_gt: str, args) -> Dict:
     torch.manual_seed(0)
     models = {"d2mask": build_model(cfg).train(train)}
     if args.compare:
-        models["torchvision"] = torchvision_model(cfg, next(iter(sizes)), device).train(train)
+        models["torchvision"] = TWINS[args.compare](cfg, next(iter(sizes)), device).train(train)
     for name, model in models.items():
         _zero_box_regression(model, name)
     optimizers = {name: _sgd(model) for name, model in models.items()} if train else {}
@@ -111,6 +111,7 @@ def _model_case(task: str, num_gt: str, args) -> Dict:
         "task": task, "config": args.config_file, "opts": args.opts, "device": args.device,
         "threads": torch.get_num_threads(), "dataset": args.dataset, "image_sizes": sorted(sizes), "num_gt": None if args.dataset else num_gt,
         "batch_size": args.batch_size, "iters": args.iters, "warmup": args.warmup,
+        "compare": args.compare,  # which twin the "torchvision" entry is
     }
     for name, meter in meters.items():
         result[name] = meter.result(args.batch_size)
