@@ -1,5 +1,6 @@
 """The speed-ups of the model's forward and backward compute what the plain computation does: a few
-training steps and an inference of a tiny Mask R-CNN, against a copy run the unoptimised way."""
+training steps and an inference of a tiny Mask R-CNN, against a copy run the unoptimised way (frozen
+norms as separate ops; NCHW memory format)."""
 import copy
 
 import pytest
@@ -8,6 +9,7 @@ from torch import nn
 
 from d2mask.layers import Conv2d, FrozenBatchNorm2d
 from d2mask.modeling import build_model
+from d2mask.modeling.backbone import resnet
 from tests.common import tiny_rcnn_cfg
 from tests.modeling.test_rcnn import _input, _instances
 
@@ -79,3 +81,16 @@ def test_frozen_bn_folded_into_convolutions_trains_and_infers_as_unfused():
     model = _model()
     reference = _unfused(model)
     _assert_same_run(_train_and_infer(model), _train_and_infer(reference))
+
+
+def test_channels_last_backbone_trains_and_infers_as_nchw(monkeypatch):
+    model = _model()
+    reference = copy.deepcopy(model)
+    fast = _train_and_infer(model)
+    monkeypatch.setattr(resnet, "_CHANNELS_LAST_ON_CPU", False)
+    _assert_same_run(fast, _train_and_infer(reference))
+
+
+def test_channels_last_backbone_outputs_channels_last_features():
+    features = _model().backbone(torch.zeros(1, 3, 64, 96))
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in features.values())
