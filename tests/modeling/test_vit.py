@@ -232,3 +232,10 @@ def test_tiny_vitdet_mask_rcnn_from_the_config_learns():
     assert first["loss_rpn_cls"] == pytest.approx(0.693, abs=0.01) and last["loss_rpn_cls"] < 0.1, last
     assert first["loss_mask"] == pytest.approx(0.693, abs=0.01) and last["loss_mask"] < 0.5, last
     assert first["loss_cls"] == pytest.approx(1.099, abs=0.05) and last["loss_cls"] < 0.7, last
+
+    # Inference on an image smaller than the square, asked for at twice its size.
+    model.eval()
+    with torch.no_grad():
+        result = model([{"image": inputs["image"][:, :100, :120], "height": 200, "width": 240}])[0]["instances"]
+    assert result.image_size == (200, 240)
+    assert result.pred_masks.shape[1:] == (200, 240) and len(result) > 0
