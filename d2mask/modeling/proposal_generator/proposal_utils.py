@@ -80,7 +80,10 @@ def find_top_rpn_proposals(
         # NMS output is by decreasing score. Without grouping by image, a traced model keeps its
         # proposal count dynamic (split sizes are Python ints, recorded as the sample's).
         candidates = nonzero_tuple(flat_valid)[0]
-        kept = candidates[batched_nms(flat_boxes[candidates], flat_scores[candidates], groups[candidates], nms_thresh)]
+        kept = batched_nms(
+            flat_boxes[candidates], flat_scores[candidates], groups[candidates], nms_thresh, num_categories=num_levels
+        )
+        kept = candidates[kept]
         per_image = [kept[:post_nms_topk]]
     else:
         # Invalid boxes stay in the NMS rather than being selected out (a host sync on a GPU): as
@@ -91,6 +94,7 @@ def find_top_rpn_proposals(
             torch.where(flat_valid, flat_scores, float("-inf")),
             groups,
             nms_thresh,
+            num_categories=num_images * num_levels,
         )
         per_image = _top_per_image(kept, flat_valid[kept], k_total, num_images, post_nms_topk)
     results = []

@@ -74,7 +74,7 @@ def fast_rcnn_inference_single_image(
     # A diverging model may produce inf/NaN; such regions get score 0 and never pass the threshold.
     finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
     scores = torch.where(finite[:, None], scores, torch.zeros_like(scores))[:, :-1]  # drop background
-    num_box_classes = boxes.shape[1] // 4
+    num_classes, num_box_classes = scores.shape[1], boxes.shape[1] // 4
     clipped = Boxes(boxes.reshape(-1, 4))
     clipped.clip(image_shape)
     boxes = clipped.tensor.view(-1, num_box_classes, 4)  # (R, B*4) -> (R, B, 4)
@@ -87,7 +87,7 @@ def fast_rcnn_inference_single_image(
         boxes = boxes[candidates]  # row-major, the order of nonzero()
     scores = scores[candidates]
 
-    keep = batched_nms(boxes, scores, region_and_class[:, 1], nms_thresh)
+    keep = batched_nms(boxes, scores, region_and_class[:, 1], nms_thresh, num_categories=num_classes)
     if topk_per_image >= 0:
         keep = keep[:topk_per_image]
     result = Instances(image_shape)
