@@ -1,6 +1,6 @@
 """Exported detectors against eager ones, on the same weights and images: TorchScript by tracing,
-ONNX run by onnxruntime, torch.export; Faster and Mask R-CNN, FPN and C4; a project's backbone; and the
-one-line refusal of what cannot be exported.
+ONNX run by onnxruntime, torch.export; Faster and Mask R-CNN, FPN and C4; many candidate detections; a
+project's backbone; and the one-line refusal of what cannot be exported.
 
 Each artefact is exported on one image and run on another of a different size (not a multiple of the
 FPN's 32), so a size, a proposal count or a detection count recorded from the sample would show.
@@ -103,6 +103,43 @@ def test_torch_export_runs_when_the_rpn_keeps_fewer_than_two_proposals():
     module = program.module()
     for img in TEST_IMAGES:
         assert_same_detections(adapter.outputs_schema(module(img)), _eager(model, img))
+
+
+def _export_and_count_nms(method: str, model) -> tuple:
+    """Exports `model` by `method`; returns its detections on each of TEST_IMAGES as Instances and the
+    number of NMS operations in the artefact."""
+    if method == "onnx":
+        onnxruntime = pytest.importorskip("onnxruntime", reason="ONNX export is tested with the 'export' extra")
+        onnx = pytest.importorskip("onnx", reason="ONNX export is tested with the 'export' extra")
+        f = io.BytesIO()
+        adapter = export_onnx(model, SAMPLE, f)
+        session = onnxruntime.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
+        run = lambda img: [torch.from_numpy(o) for o in session.run(output_names(adapter), {"image": img.numpy()})]  # noqa: E731
+        count = [n.op_type for n in onnx.load_from_string(f.getvalue()).graph.node].count("NonMaxSuppression")
+    elif method == "tracing":
+        run, adapter = export_torchscript(model, SAMPLE)
+        count = len(run.inlined_graph.findAllNodes("torchvision::nms"))
+    else:
+        program, adapter = export_torch_export(model, SAMPLE)
+        run = program.module()
+        count = [n.target for n in program.graph.nodes].count(torch.ops.torchvision.nms.default)
+    return [adapter.outputs_schema(run(img)) for img in TEST_IMAGES], count
+
+
+@pytest.mark.parametrize("method", ["tracing", "onnx", "torch_export"])
+def test_many_candidates_match_eager_with_one_nms_per_class(method):
+    # SCORE_THRESH_TEST 0: every (region, class) pair is a candidate, 160 x 8 = 1280, more than the 1000
+    # boxes from which eager mode runs NMS class by class. The artefact does the same, one NMS per class
+    # and per RPN level (p2-p6), not one over all candidates, whose time grows with their square.
+    overrides = ["MODEL.ROI_HEADS.NUM_CLASSES", "8", "MODEL.RPN.POST_NMS_TOPK_TEST", "160",
+                 "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0"]
+    model = tiny_model(tiny_cfg(QUICK_START, overrides))
+    detections, count = _export_and_count_nms(method, model)
+    assert count == 8 + 5
+    for actual, img in zip(detections, TEST_IMAGES):
+        expected = _eager(model, img)
+        assert len(expected) == 100  # TEST.DETECTIONS_PER_IMAGE: NMS left more, the best 100 are kept
+        assert_same_detections(actual, expected)
 
 
 def test_cascade_mask_rcnn_traces():
