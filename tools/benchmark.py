@@ -7,6 +7,7 @@
     python tools/benchmark.py --task data --config-file configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml
     python tools/benchmark.py --task rpn_targets --json
     python tools/benchmark.py --task coco_eval --json
+    python tools/benchmark.py --task export MODEL.ROI_HEADS.SCORE_THRESH_TEST 0 MODEL.PIXEL_STD [100,100,100]
 
 Tasks (each a function `fn(args) -> list[dict]` in TASKS; `--json` prints that list):
 - train / inference: one training step (forward, backward, SGD step) or one inference of a batch, on
@@ -26,6 +27,10 @@ Tasks (each a function `fn(args) -> list[dict]` in TASKS; `--json` prints that l
   set of `--num-images` images x 20 detections, bbox and segm, with faster-coco-eval and with
   pycocotools: the times, their ratio, and the largest difference between the two backends' reported
   values (AP, AP50, ..., per class).
+- export: eager inference against the artefacts of d2mask.export (`--methods`: TorchScript by tracing,
+  torch.export, ONNX Runtime) on one `--image-size` image, random weights, on the CPU; each artefact
+  is first checked to give the eager detections, then the runs are interleaved and each method's
+  ratio to eager is printed (tools/benchmarking/export.py).
 
 Each case runs in a fresh subprocess, so that one case's memory high-water mark cannot hide another's.
 Times are medians over `--iters` iterations after `--warmup` untimed ones. Memory on CUDA is
@@ -43,6 +48,7 @@ from typing import Callable, Dict, List, Optional
 
 from benchmarking.cases import CASES  # tools/benchmarking/, beside this script
 from benchmarking.coco_eval import BACKENDS, compare
+from benchmarking.export import METHODS, print_export
 from benchmarking.inputs import load_cfg
 from benchmarking.torchvision_twin import TWINS
 
@@ -58,6 +64,7 @@ _TASK_DEFAULTS = {
     "rpn_targets": (_R50, (800, 1333), [10, 100, 1000, 3000], 3, 1),
     "data": ("configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml", None, [0], 20, 5),
     "coco_eval": (_R50, None, [0], 1, 0),  # the config is not used; each case runs once
+    "export": (_R50, (512, 512), [0], 5, 2),
 }
 
 
@@ -145,9 +152,20 @@ def bench_coco_eval(args) -> List[Dict]:
     return results
 
 
+def bench_export(args) -> List[Dict]:
+    """Eager inference against each of `--methods`' artefacts, interleaved in one process."""
+    if "onnx" in args.methods:
+        import onnxruntime  # noqa: F401  (an ImportError is one line: install the 'export' extra)
+    results = [_run_case_in_subprocess(args, [",".join(args.methods)])]
+    if not args.json:
+        print_export(results[0])
+    return results
+
+
 TASKS: Dict[str, Callable] = {
     "train": bench_model, "inference": bench_model, "data": bench_data, "rpn_targets": bench_rpn_targets,
     "coco_eval": bench_coco_eval,
+    "export": bench_export,
 }
 
 
@@ -171,6 +189,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--dataset", help="train/inference: batches of this registered dataset, not synthetic")
     parser.add_argument("--num-workers", type=int, nargs="+", default=[0, 2], help="data: loader workers, one case each")
     parser.add_argument("--num-images", type=int, default=5000, help="coco_eval: images in the synthetic set")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="export: the export methods to time against eager")
     parser.add_argument("--iters", type=int, help="timed iterations per case")
     parser.add_argument("--warmup", type=int, help="untimed iterations first (they measure memory)")
     parser.add_argument("--case", nargs="+", help=argparse.SUPPRESS)  # internal: run one case here
@@ -185,7 +205,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     args.num_gt = args.num_gt or num_gt
     args.iters = iters if args.iters is None else args.iters
     args.warmup = warmup if args.warmup is None else args.warmup
-    args.device = args.device or _default_device()
+    # Exported artefacts are compared on the CPU, where ONNX Runtime runs them here.
+    args.device = args.device or ("cpu" if args.task == "export" else _default_device())
+    if args.task == "export" and args.device != "cpu":
+        parser.error(f"--task export measures on the CPU, not --device {args.device}")
     if args.iters < 1 or args.warmup < 0:
         parser.error(f"--iters must be >= 1 and --warmup >= 0, got {args.iters} and {args.warmup}")
     if args.case:

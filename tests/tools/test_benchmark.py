@@ -3,6 +3,7 @@
 No timing is asserted: only that each figure exists and is positive. This module also registers the
 tiny dataset the benchmark's subprocesses load, through the config's IMPORTS.
 """
+import importlib.util
 import json
 import os
 import subprocess
@@ -174,3 +175,30 @@ def test_torchvision_matched_twin_has_the_configs_architecture(config):
     background = 4 * (fc_dim + 1) + (mask_dim + 1)  # box regression and mask logits of class 0
     count = lambda m: sum(p.numel() for p in m.parameters())
     assert count(theirs) - count(ours) == background
+
+
+def test_export_task():
+    methods = ["tracing", "onnx"] if importlib.util.find_spec("onnxruntime") else ["tracing"]
+    results = run_benchmark(
+        "--task", "export", "--config-file", QUICK_START, "--image-size", "96", "128", "--methods", *methods,
+        "--iters", "2", "--warmup", "1", *SMALL_HEADS,
+    )
+    assert len(results) == 1
+    r = results[0]
+    assert (r["task"], r["image_size"], r["device"]) == ("export", [96, 128], "cpu")
+    assert r["detections"] == 10  # TEST.DETECTIONS_PER_IMAGE, every artefact checked to give the same
+    assert_timing(r["eager"])
+    for method in methods:
+        assert_timing(r[method])
+        assert len(r[method]["times_s"]) == 2 and r[method]["export_s"] > 0
+        assert r[method]["ratio"] == pytest.approx(r[method]["median_s"] / r["eager"]["median_s"])
+        assert r[method]["ratio_paired_median"] > 0
+    assert "torch_export" not in r
+
+
+def test_export_task_is_refused_on_another_device():
+    proc = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--task", "export", "--device", "cuda"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode != 0 and "--task export measures on the CPU, not --device cuda" in proc.stderr

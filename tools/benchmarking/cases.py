@@ -4,6 +4,7 @@ import time
 from typing import Callable, Dict
 
 from .coco_eval import coco_eval_case
+from .export import export_case
 from .inputs import dataset_batches, load_cfg, random_gt_boxes, synthetic_batch
 from .measure import Meter, process_memory, run_interleaved
 from .torchvision_twin import TWINS, torchvision_inputs
@@ -261,4 +262,5 @@ CASES: Dict[str, Callable] = {
     "data": _data_case,
     "rpn_targets": _rpn_targets_case,
     "coco_eval": coco_eval_case,
+    "export": export_case,
 }
