@@ -3,8 +3,10 @@ tools/deploy/run_exported_model.py in a process where d2mask cannot be imported:
 original image equal the eager model's."""
 import os
 import runpy
+import struct
 import subprocess
 import sys
+import zlib
 
 import cv2
 import numpy as np
@@ -82,6 +84,13 @@ def test_exported_model_runs_without_d2mask_and_matches_eager(trained, method_an
     assert masks.shape == expected.pred_masks.shape and expected.pred_masks.any()
     assert (mask_iou(masks, expected.pred_masks) > 0.99).all()
 
+    refused = _run(["-c", WITHOUT_D2MASK, SAMPLE, str(artefact), "--input", image_file, "--max-pixels", "12599"])
+    assert refused.returncode == 1 and refused.stdout == ""
+    # (torch.jit.load's deprecation warning may come before it)
+    assert refused.stderr.splitlines()[-1] == (
+        f"Image {image_file} is 140x90 (width x height), more than --max-pixels 12599; it was not decoded"
+    )
+
 
 def test_unsupported_model_is_one_line(trained, monkeypatch, capsys):
     root, opts, image_file, _ = trained
@@ -103,3 +112,34 @@ def test_format_the_method_cannot_write_is_refused(capsys):
         )
     assert e.value.code == 2
     assert "--export-method torch_export cannot write --format onnx" in capsys.readouterr().err
+
+
+def _png_declaring(path, width: int, height: int) -> str:
+    """A PNG file of one pixel whose header declares `width` x `height` (its data cannot be decoded)."""
+    data = bytearray(cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR: width, height ...
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # ... and the chunk's CRC
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def test_sample_refuses_images_of_too_many_pixels_before_decoding(tmp_path, monkeypatch):
+    sample = runpy.run_path(SAMPLE)  # the sample's functions, without running main
+    read = sample["read_image"]
+    # 108 million pixels declared: more than d2mask's INPUT.MAX_IMAGE_PIXELS, the sample's default
+    large = _png_declaring(tmp_path / "large.png", 12000, 9000)
+    with pytest.raises(SystemExit, match=r"is 12000x9000 \(width x height\), more than --max-pixels 100000000; it was not decoded$"):
+        read(large)
+    # Beyond Pillow's own limit, which hides the size
+    with pytest.raises(SystemExit, match=r"declares more than \d+ pixels, more than --max-pixels 100000000; it was not decoded$"):
+        read(_png_declaring(tmp_path / "huge.png", 30000, 20000))
+
+    small = str(tmp_path / "small.png")
+    cv2.imwrite(small, np.full((10, 12, 3), 7, np.uint8))
+    assert read(small, max_pixels=120).shape == (10, 12, 3)
+    with pytest.raises(SystemExit, match=r"is 12x10 \(width x height\), more than --max-pixels 119; it was not decoded$"):
+        read(small, max_pixels=119)
+    # Without Pillow the size is checked after decoding, before the model runs.
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    with pytest.raises(SystemExit, match=r"is 12x10 \(width x height\), more than --max-pixels 119$"):
+        read(small, max_pixels=119)

@@ -15,10 +15,14 @@ Copy `load_model`, `preprocess` and `postprocess` into your own code to deploy.
 import argparse
 import json
 import os
+import warnings
 from typing import Callable, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
+
+# The default of d2mask's INPUT.MAX_IMAGE_PIXELS (this sample does not import d2mask).
+MAX_IMAGE_PIXELS = 100_000_000
 
 
 def load_model(path: str) -> Tuple[Callable[[np.ndarray], Dict[str, np.ndarray]], dict]:
@@ -44,6 +48,45 @@ def load_model(path: str) -> Tuple[Callable[[np.ndarray], Dict[str, np.ndarray]]
         return {name: value.numpy() for name, value in zip(names, outputs)}
 
     return run, info
+
+
+def read_image(file_name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """`Array[H, W, 3]` uint8 BGR of the image file. Exits with one line if the file cannot be read
+    or has more than `max_pixels` pixels; the size is checked in the file's header before decoding
+    where Pillow can read it there, otherwise after decoding."""
+    declared = _declared_size(file_name, max_pixels)
+    if declared is not None and declared[0] * declared[1] > max_pixels:
+        raise SystemExit(f"Image {file_name} is {declared[0]}x{declared[1]} (width x height), more than "
+                         f"--max-pixels {max_pixels}; it was not decoded")
+    image = cv2.imread(file_name, cv2.IMREAD_COLOR)
+    if image is None:
+        raise SystemExit(f"Cannot read image {file_name}")
+    if image.shape[0] * image.shape[1] > max_pixels:
+        raise SystemExit(f"Image {file_name} is {image.shape[1]}x{image.shape[0]} (width x height), more than "
+                         f"--max-pixels {max_pixels}")
+    return image
+
+
+def _declared_size(file_name: str, max_pixels: int) -> Optional[Tuple[int, int]]:
+    """(width, height) declared in the image file's header, read by Pillow without decoding; None
+    where Pillow is not installed or cannot parse the header."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit is max_pixels
+            with Image.open(file_name) as image:
+                return image.size
+    except Image.DecompressionBombError:  # Pillow's own limit, above which it hides the size
+        bomb_limit = 2 * Image.MAX_IMAGE_PIXELS
+        if max_pixels < bomb_limit:
+            raise SystemExit(f"Image {file_name} declares more than {bomb_limit} pixels, more than "
+                             f"--max-pixels {max_pixels}; it was not decoded") from None
+        return None
+    except Exception:  # Pillow raises many types for files it cannot parse; OpenCV decides
+        return None
 
 
 def preprocess(image: np.ndarray, info: dict) -> np.ndarray:
@@ -102,13 +145,15 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, np.ndarray]]:
     parser.add_argument("model", help="model.ts, model.onnx or model.pt2, with deploy.json beside it")
     parser.add_argument("--input", nargs="+", required=True, help="image files")
     parser.add_argument("--output", default=None, help="an .npz file for the detections' arrays")
+    parser.add_argument("--max-pixels", type=int, default=MAX_IMAGE_PIXELS,
+                        help="refuse images of more pixels (width x height) than this")
     args = parser.parse_args(argv)
+    if args.max_pixels < 1:
+        parser.error(f"--max-pixels must be a positive number of pixels, got {args.max_pixels}")
     run, info = load_model(args.model)
     results, arrays = [], {}
     for i, file_name in enumerate(args.input):
-        image = cv2.imread(file_name, cv2.IMREAD_COLOR)
-        if image is None:
-            raise SystemExit(f"Cannot read image {file_name}")
+        image = read_image(file_name, args.max_pixels)
         detections = postprocess(run(preprocess(image, info)), *image.shape[:2])
         results.append(detections)
         arrays.update({f"{i}_{key}": value for key, value in detections.items()})
