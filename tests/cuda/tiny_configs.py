@@ -73,9 +73,16 @@ def tiny_lazy_model_config(path: str):
     """The model of the Python config at `path`, shrunk, not yet built."""
     cfg = LazyConfig.load(os.path.join(ROOT, path))
     cfg.model.backbone.out_channels = 32
-    cfg.model.roi_heads.box_head.fc_dims = [16]
-    cfg.model.roi_heads.box_predictor.input_shape.channels = 16
-    cfg.model.roi_heads.mask_head.conv_dims = [32, 32]
+    if "head" in cfg.model:  # RetinaNet
+        cfg.model.head.conv_dims = [32, 32]
+        return cfg.model
+    roi_heads = cfg.model.roi_heads
+    roi_heads.num_classes = 3  # as TINY: the batch's classes (keypoint R-CNN has 1)
+    roi_heads.box_head.fc_dims = [16]
+    roi_heads.box_predictor.input_shape.channels = 16
+    for name in ("mask_head", "keypoint_head"):
+        if name in roi_heads:
+            roi_heads[name].conv_dims = [32, 32]
     return cfg.model
 
 

@@ -99,3 +99,29 @@ def test_an_installed_package_ships_the_configs(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(tmp_path / "lib")},
                          cwd=str(tmp_path), check=True, capture_output=True, text=True).stdout.split()
     assert out == [str(tmp_path / "lib/d2mask/model_zoo/configs/Shapes/mask_rcnn_R_18_FPN_shapes.py"), "64"]
+
+
+@pytest.mark.parametrize("path, reference", [
+    ("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.py", "detectron2_mask_rcnn_R_50_FPN_state_dict.txt"),
+    ("COCO-Detection/retinanet_R_50_FPN_1x.py", "detectron2_retinanet_R_50_FPN_state_dict.txt"),
+    ("COCO-Keypoints/keypoint_rcnn_R_50_FPN_1x.py", "detectron2_keypoint_rcnn_R_50_FPN_state_dict.txt"),
+])
+def test_detectron2s_python_coco_configs(path, reference):
+    """Detectron2's model-zoo Python configs: its model, an `lr_multiplier` 1x schedule, its weights."""
+    from d2mask.config import instantiate
+    from tests.common import read_reference
+
+    cfg = model_zoo.get_config(path)
+    assert set(cfg) == {"model", "dataloader", "optimizer", "lr_multiplier", "train"}
+    assert cfg.model.backbone.bottom_up.freeze_at == 2
+    assert cfg.train.init_checkpoint == "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+    multiplier = instantiate(cfg.lr_multiplier)  # warm-up from 0.001, x0.1 at 2/3, x0.01 at 8/9
+    assert [multiplier(p) for p in (0.0, 0.5, 0.7, 0.9)] == pytest.approx([0.001, 1.0, 0.1, 0.01])
+    with torch.device("meta"):  # names and shapes only
+        model = instantiate(cfg.model)
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == dict(read_reference(reference))
+
+
+def test_python_config_trained_weights_are_those_of_its_yaml_twin():
+    trained = model_zoo.get_config("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.py", trained=True)
+    assert trained.train.init_checkpoint == model_zoo.get_checkpoint_url(MASK_RCNN)
