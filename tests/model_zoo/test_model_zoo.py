@@ -56,6 +56,9 @@ def test_trained_weights_are_detectron2s_url():
     assert cfg.MODEL.WEIGHTS == ("https://dl.fbaipublicfiles.com/detectron2/COCO-InstanceSegmentation/"
                                  "mask_rcnn_R_50_FPN_1x/137260431/model_final_a54504.pkl")
     assert model_zoo.get_config(MASK_RCNN).MODEL.WEIGHTS == "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+    assert model_zoo.get_checkpoint_url("COCO-Keypoints/keypoint_rcnn_R_50_FPN_1x.yaml") == (
+        "https://dl.fbaipublicfiles.com/detectron2/COCO-Keypoints/keypoint_rcnn_R_50_FPN_1x/137261548/model_final_04e291.pkl"
+    )
     with pytest.raises(ConfigError, match="No trained weights for 'Shapes/mask_rcnn_R_18_FPN_shapes.py'"):
         model_zoo.get_config("Shapes/mask_rcnn_R_18_FPN_shapes.py", trained=True)
 
