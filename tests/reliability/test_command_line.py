@@ -59,16 +59,27 @@ def test_weights_that_cannot_be_downloaded_end_the_run_with_one_line(tmp_path, m
 
 
 def test_a_user_error_in_every_process_of_a_job_is_one_line_each(tmp_path):
-    proc = _train_net("--num-gpus", "2", *TOY, "MODEL.META_ARCHITECTURE=ReliabilityToyModle", f"OUTPUT_DIR={tmp_path}")
+    # a mistake only the processes find: the training set is loaded there, not before launching
+    toy = [arg for arg in TOY if not arg.startswith("DATASETS.TRAIN=")]
+    proc = _train_net("--num-gpus", "2", *toy, "DATASETS.TRAIN=('reliability_toy_trian',)", f"OUTPUT_DIR={tmp_path}")
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     reported = [line for line in lines if line.startswith("Rank ")]
     assert reported, proc.stderr[-3000:]
     for line in reported:
-        assert "RegistryError: No object named 'ReliabilityToyModle' in the META_ARCH registry. Did you mean " \
-               "'ReliabilityToyModel'?" in line
+        assert "RegistryError: No dataset named 'reliability_toy_trian'." in line
     assert lines[-1].startswith("LaunchError: Process ") and lines[-1].endswith("stopped on the error it printed above")
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_mistake_in_the_model_is_one_line_before_any_process_starts(tmp_path):
+    """validate_config builds the model on the meta device before launching: no process sees it."""
+    proc = _train_net("--num-gpus", "2", *TOY, "MODEL.META_ARCHITECTURE=ReliabilityToyModle", f"OUTPUT_DIR={tmp_path}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("RegistryError: No object named 'ReliabilityToyModle' in the META_ARCH registry. "
+                                "Did you mean 'ReliabilityToyModel'?")
+    assert not any(line.startswith("Rank ") for line in lines) and "Traceback" not in proc.stdout + proc.stderr
 
 
 
