@@ -12,7 +12,8 @@ def _gradient(fp16_compression: bool, monkeypatch, tmp_path) -> float:
     model = nn.Linear(1, 1, bias=False)
     nn.init.ones_(model.weight)
     # One process only; the world size is faked so that create_ddp_model wraps the model.
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/rendezvous_{fp16_compression}", rank=0, world_size=1)
+    rendezvous = f"file://{tmp_path}/rendezvous_{fp16_compression}"
+    dist.init_process_group("gloo", init_method=rendezvous, rank=0, world_size=1)
     try:
         monkeypatch.setattr(comm, "get_world_size", lambda: 2)
         ddp = create_ddp_model(model, fp16_compression=fp16_compression)

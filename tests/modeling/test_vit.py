@@ -56,8 +56,9 @@ def test_window_attention_keeps_information_within_its_window():
 
 def test_activation_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
-    plain = _tiny_vit(window_size=4, window_block_indexes=[0], residual_block_indexes=[1])
-    checkpointed = _tiny_vit(window_size=4, window_block_indexes=[0], residual_block_indexes=[1], use_act_checkpoint=True)
+    kwargs = dict(window_size=4, window_block_indexes=[0], residual_block_indexes=[1])
+    plain = _tiny_vit(**kwargs)
+    checkpointed = _tiny_vit(**kwargs, use_act_checkpoint=True)
     checkpointed.load_state_dict(plain.state_dict())
     calls = []
     checkpointed.blocks[0].register_forward_pre_hook(lambda *args: calls.append(1))
