@@ -1,6 +1,7 @@
 """COCO-style box, mask and keypoint AP, computed by faster-coco-eval (C++) or pycocotools (the reference)."""
 import contextlib
 import copy
+import gc
 import importlib.util
 import io
 import itertools
@@ -315,7 +316,7 @@ def _run_cocoeval(
     unknown = {r["image_id"] for r in coco_results} - set(coco_gt.getImgIds())
     if unknown:
         raise ValueError(f"Predictions for image ids {sorted(unknown)[:10]} that the ground truth does not have")
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it goes
+    with contextlib.redirect_stdout(io.StringIO()), _without_gc_passes():  # pycocotools prints as it goes
         if task == "segm" and use_fast_impl:
             coco_dt = _mask_results_as_coco(coco_gt, coco_results)
         elif task == "segm":
@@ -335,6 +336,22 @@ def _run_cocoeval(
         coco_eval.evaluate()
         coco_eval.accumulate()
     return coco_eval
+
+
+@contextlib.contextmanager
+def _without_gc_passes():
+    """Python's cyclic garbage collector pauses off: evaluation allocates a few objects per detection
+    and GT box, and each of the collector's full passes walks every object alive (the results, the
+    COCO indexes, and in training the dataset and model). That was about a quarter of faster-coco-eval's
+    time on 500 images of the coco_eval benchmark (measured under load). The records hold no reference
+    cycles; the collector is back on afterwards, unless it was off before."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _set_oks_sigmas(coco_eval, coco_gt, coco_results: List[Dict[str, Any]], sigmas: Sequence[float]) -> None:

@@ -253,6 +253,20 @@ def test_fast_impl_reports_what_pycocotools_reports(dataset, tmp_path, monkeypat
     assert saved[0] == saved[1]
 
 
+def test_evaluation_leaves_the_garbage_collector_as_it_was(dataset, tmp_path):
+    import gc
+
+    dicts, outputs = _random_set(num_images=3)
+    name = dataset(dicts, thing_classes=["a", "b", "c", "d"])
+    try:
+        for enabled in (True, False):
+            gc.enable() if enabled else gc.disable()
+            assert _evaluate(name, outputs, tmp_path)["bbox"]["AP"] > 0
+            assert gc.isenabled() == enabled
+    finally:
+        gc.enable()
+
+
 def test_fast_impl_without_any_detections(dataset, tmp_path):
     dicts, outputs = _random_set(num_images=3)
     name = dataset(dicts, thing_classes=["a", "b", "c", "d"])
