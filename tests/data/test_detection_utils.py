@@ -96,6 +96,22 @@ def test_transform_keypoints_as_detectron2():
                                [[0, 0, 0], [3, 5, 1], [0, 0, 0]])
 
 
+def test_keypoints_become_gt_keypoints_of_one_size():
+    box = {"bbox": [0, 0, 10, 10], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0}
+    annos = [{**box, "keypoints": np.array([[1, 2, 2], [3, 4, 1]])}, {**box, "keypoints": [5, 6, 2, 0, 0, 0]}]
+    keypoints = utils.annotations_to_instances(annos, (20, 20)).gt_keypoints
+    assert keypoints.tensor.tolist() == [[[1, 2, 2], [3, 4, 1]], [[5, 6, 2], [0, 0, 0]]]
+    with pytest.raises(DatasetError, match=r"different numbers of keypoints \[2, 1\]"):
+        utils.annotations_to_instances([annos[0], {**box, "keypoints": [5, 6, 2]}], (20, 20))
+
+
+def test_flip_map_naming_an_unknown_keypoint_is_an_error(register):
+    name = register([], keypoint_names=["a", "b"], keypoint_flip_map=[["a", "c"]])
+    with pytest.raises(DatasetError, match=r"keypoint_flip_map entry \('a', 'c'\) is not a pair of its keypoint_names"):
+        utils.create_keypoint_hflip_indices([name])
+    assert utils.create_keypoint_hflip_indices(register([], keypoint_names=["a", "b"], keypoint_flip_map=[])) == [0, 1]
+
+
 def test_polygon_format_keeps_an_image_of_polygons_and_rles_as_exact_bitmasks():
     annos, mask = annotations()
     mixed = utils.annotations_to_instances(copy.deepcopy(annos), (20, 30), mask_format="polygon")
