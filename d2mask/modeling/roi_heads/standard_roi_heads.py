@@ -2,7 +2,7 @@
 
 Shape shorthand: `R` regions over all images, `C` channels, `S` the pooled side.
 """
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -128,33 +128,27 @@ class StandardROIHeads(ROIHeads):
 
     @classmethod
     def _init_mask_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
-        in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
-        head_cfg = cfg.MODEL.ROI_MASK_HEAD
-        if not head_cfg.POOLER_TYPE:  # the head pools for itself
-            shapes = {f: input_shape[f] for f in in_features}
-            return {"mask_in_features": in_features, "mask_pooler": None, "mask_head": build_mask_head(cfg, shapes)}
-        pooler, channels = _pooler_from_config(cfg, "ROI_MASK_HEAD", in_features, input_shape)
-        side = head_cfg.POOLER_RESOLUTION
-        return {
-            "mask_in_features": in_features,
-            "mask_pooler": pooler,
-            "mask_head": build_mask_head(cfg, ShapeSpec(channels=channels, height=side, width=side)),
-        }
+        in_features, pooler, head = cls._init_pooled_branch(cfg, input_shape, "ROI_MASK_HEAD", build_mask_head)
+        return {"mask_in_features": in_features, "mask_pooler": pooler, "mask_head": head}
 
     @classmethod
     def _init_keypoint_head(cls, cfg, input_shape: Dict[str, ShapeSpec]):
+        in_features, pooler, head = cls._init_pooled_branch(cfg, input_shape, "ROI_KEYPOINT_HEAD", build_keypoint_head)
+        return {"keypoint_in_features": in_features, "keypoint_pooler": pooler, "keypoint_head": head}
+
+    @classmethod
+    def _init_pooled_branch(
+        cls, cfg, input_shape: Dict[str, ShapeSpec], head: str, build_head: Callable
+    ) -> Tuple[List[str], Optional[ROIPooler], nn.Module]:
+        """The in_features, pooler and head of the mask or keypoint branch (`head` "ROI_MASK_HEAD" or
+        "ROI_KEYPOINT_HEAD"). With POOLER_TYPE "" there is no pooler and the head, built for the
+        features' {name: ShapeSpec}, pools them itself."""
         in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
-        head_cfg = cfg.MODEL.ROI_KEYPOINT_HEAD
-        if not head_cfg.POOLER_TYPE:  # the head pools for itself
-            shapes = {f: input_shape[f] for f in in_features}
-            return {"keypoint_in_features": in_features, "keypoint_pooler": None, "keypoint_head": build_keypoint_head(cfg, shapes)}
-        pooler, channels = _pooler_from_config(cfg, "ROI_KEYPOINT_HEAD", in_features, input_shape)
-        side = head_cfg.POOLER_RESOLUTION
-        return {
-            "keypoint_in_features": in_features,
-            "keypoint_pooler": pooler,
-            "keypoint_head": build_keypoint_head(cfg, ShapeSpec(channels=channels, height=side, width=side)),
-        }
+        if not cfg.MODEL[head].POOLER_TYPE:
+            return in_features, None, build_head(cfg, {f: input_shape[f] for f in in_features})
+        pooler, channels = _pooler_from_config(cfg, head, in_features, input_shape)
+        side = cfg.MODEL[head].POOLER_RESOLUTION
+        return in_features, pooler, build_head(cfg, ShapeSpec(channels=channels, height=side, width=side))
 
     def forward(
         self,
@@ -212,13 +206,7 @@ class StandardROIHeads(ROIHeads):
             return {} if self.training else instances
         if self.training:
             instances, _ = select_foreground_proposals(instances, self.num_classes)
-        x: Union[Tensor, Dict[str, Tensor]]
-        if self.mask_pooler is None:
-            x = {f: features[f] for f in self.mask_in_features}
-        else:
-            boxes = [i.proposal_boxes if self.training else i.pred_boxes for i in instances]
-            x = self.mask_pooler([features[f] for f in self.mask_in_features], boxes)
-        return self.mask_head(x, instances)
+        return self.mask_head(self._branch_input(features, self.mask_in_features, self.mask_pooler, instances), instances)
 
     def _forward_keypoint(self, features: Dict[str, Tensor], instances: List[Instances]):
         """The keypoint branch: {"loss_keypoint"} in training (on the foreground proposals with a
@@ -229,10 +217,16 @@ class StandardROIHeads(ROIHeads):
         if self.training:
             instances, _ = select_foreground_proposals(instances, self.num_classes)
             instances = select_proposals_with_visible_keypoints(instances)
-        x: Union[Tensor, Dict[str, Tensor]]
-        if self.keypoint_pooler is None:
-            x = {f: features[f] for f in self.keypoint_in_features}
-        else:
-            boxes = [i.proposal_boxes if self.training else i.pred_boxes for i in instances]
-            x = self.keypoint_pooler([features[f] for f in self.keypoint_in_features], boxes)
+        x = self._branch_input(features, self.keypoint_in_features, self.keypoint_pooler, instances)
         return self.keypoint_head(x, instances)
+
+    def _branch_input(
+        self, features: Dict[str, Tensor], in_features: List[str], pooler: Optional[ROIPooler], instances: List[Instances]
+    ) -> Union[Tensor, Dict[str, Tensor]]:
+        """What the mask or keypoint head reads: the features of `in_features` pooled from the regions of
+        `instances` (proposals in training, detections in inference), `Tensor[R, C, S, S]`; without a
+        pooler, the features themselves by name."""
+        if pooler is None:
+            return {f: features[f] for f in in_features}
+        boxes = [i.proposal_boxes if self.training else i.pred_boxes for i in instances]
+        return pooler([features[f] for f in in_features], boxes)
