@@ -25,7 +25,8 @@ from d2mask.utils.visualizer import VisImage, Visualizer
 
 def create_instances(predictions: List[Dict[str, Any]], image_size, conf_threshold: float,
                      dataset_id_map: Callable[[int], int]) -> Instances:
-    """The predictions of one image scoring above `conf_threshold`, as Instances (boxes XYXY)."""
+    """The predictions of one image scoring above `conf_threshold`, as Instances (boxes XYXY; masks
+    and keypoints when every prediction has them)."""
     chosen = [p for p in predictions if p["score"] > conf_threshold]
     boxes = np.asarray([p["bbox"] for p in chosen], dtype=np.float64).reshape(-1, 4)
     instances = Instances(image_size)
@@ -34,6 +35,10 @@ def create_instances(predictions: List[Dict[str, Any]], image_size, conf_thresho
     instances.pred_classes = np.asarray([dataset_id_map(p["category_id"]) for p in chosen], dtype=np.int64)
     if chosen and all("segmentation" in p for p in chosen):
         instances.pred_masks = [p["segmentation"] for p in chosen]
+    if chosen and all("keypoints" in p for p in chosen):
+        keypoints = np.asarray([p["keypoints"] for p in chosen], dtype=np.float64).reshape(len(chosen), -1, 3)
+        keypoints[..., :2] += 0.5  # COCO's pixel indices -> continuous coordinates, as the COCO loader does
+        instances.pred_keypoints = keypoints
     return instances
 
 

@@ -65,6 +65,9 @@ def test_json_results_become_instances():
     instances = tool.create_instances(predictions, (100, 120), 0.5, {1: 0, 3: 2}.__getitem__)
     assert len(instances) == 1 and instances.image_size == (100, 120)
     assert instances.pred_boxes.tensor.tolist() == [[10, 20, 40, 60]] and instances.pred_classes.tolist() == [2]
+    predictions[0]["keypoints"] = [11, 21, 0.8, 30, 50, 0.01]  # as COCOEvaluator writes them
+    keypoints = tool.create_instances(predictions, (100, 120), 0.5, {1: 0, 3: 2}.__getitem__).pred_keypoints
+    np.testing.assert_allclose(keypoints, [[[11.5, 21.5, 0.8], [30.5, 50.5, 0.01]]])
 
 
 def test_analyze_model_reports_all_tasks(tmp_path, monkeypatch):
