@@ -67,6 +67,10 @@ def test_head_normalisers_from_config():
 
     with pytest.raises(ValueError, match="loss_normalizer must be 'visible' or a positive number"):
         KRCNNConvDeconvUpsampleHead(ShapeSpec(channels=4), num_keypoints=2, conv_dims=[4], loss_normalizer="all")
+    with pytest.raises(ValueError, match=r"conv_dims \(MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS\) must be positive ints, got \[4, 0\]"):
+        KRCNNConvDeconvUpsampleHead(ShapeSpec(channels=4), num_keypoints=2, conv_dims=[4, 0])
+    with pytest.raises(ValueError, match="num_keypoints must be a positive int, got 0"):
+        KRCNNConvDeconvUpsampleHead(ShapeSpec(channels=4), num_keypoints=0, conv_dims=[4])
 
 
 def test_head_layers_and_inference_shapes():

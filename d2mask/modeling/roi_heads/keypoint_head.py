@@ -161,6 +161,11 @@ class KRCNNConvDeconvUpsampleHead(BaseKeypointRCNNHead, nn.Sequential):
             kwargs: passed to `BaseKeypointRCNNHead`.
         """
         super().__init__(num_keypoints=num_keypoints, **kwargs)
+        if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in conv_dims):
+            raise ValueError(
+                f"{type(self).__name__}: conv_dims (MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS) must be positive ints, "
+                f"got {list(conv_dims)}"
+            )
         channels = input_shape.channels
         for k, dim in enumerate(conv_dims, start=1):
             self.add_module(f"conv_fcn{k}", Conv2d(channels, dim, kernel_size=3, padding=1))
