@@ -132,10 +132,13 @@ def coco_eval_case(backend: str, task: str, num_images: str, args) -> Dict:
 
 def compare(fast: Dict, reference: Dict) -> Dict:
     """The ratios fast / reference, and the largest difference between any two reported values."""
-    differences = [
-        0.0 if math.isnan(v) and math.isnan(fast["results"][k]) else abs(fast["results"][k] - v)
-        for k, v in reference["results"].items()
-    ]
+    differences = []
+    for name, value in reference["results"].items():
+        other = fast["results"].get(name, math.nan)
+        if math.isnan(value) or math.isnan(other):  # NaN (no GT) must be NaN on both sides
+            differences.append(0.0 if math.isnan(value) and math.isnan(other) else math.inf)
+        else:
+            differences.append(abs(other - value))
     return {
         "task": "coco_eval", "eval_task": fast["eval_task"], "num_images": fast["num_images"],
         "ratio_evaluate": fast["evaluate_s"] / reference["evaluate_s"],
