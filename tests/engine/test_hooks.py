@@ -62,6 +62,13 @@ def test_lr_scheduler_hook_wraps_a_param_scheduler_over_the_trainers_optimizer_a
     assert lrs == pytest.approx([0.02, 0.03, 0.04, 0.04, 0.004, 0.004, 0.004, 0.004])
 
 
+def test_lr_scheduler_hook_without_any_scheduler_says_so():
+    trainer = _trainer()
+    trainer.register_hooks([hooks.LRScheduler()])
+    with pytest.raises(ValueError, match="was given no scheduler and its trainer \\(SimpleTrainer\\) has none"):
+        trainer.train(0, 1)
+
+
 def _scheduled_run(tmp_path, scheduler_fn, stop_after=None, resume=False):
     """Eight iterations with checkpoints every two; crashing after `stop_after`, or resumed from
     `tmp_path`: the recorded {iteration: lr}."""

@@ -130,7 +130,14 @@ class LRScheduler(HookBase):
 
     @property
     def scheduler(self):
-        return self._scheduler if self._scheduler is not None else self.trainer.scheduler
+        if self._scheduler is not None:
+            return self._scheduler
+        if getattr(self.trainer, "scheduler", None) is None:
+            raise ValueError(
+                f"hooks.LRScheduler was given no scheduler and its trainer ({self.trainer.__class__.__name__}) has none; "
+                f"pass scheduler= (a torch LRScheduler or an fvcore ParamScheduler)"
+            )
+        return self.trainer.scheduler
 
     def before_train(self) -> None:
         if self._optimizer is None:
