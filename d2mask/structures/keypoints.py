@@ -144,7 +144,7 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> Tensor:
     Returns:
         `Tensor[R, J, 4]`: (x, y, logit, score) of each keypoint.
     """
-    num_rois, num_keypoints, side = maps.shape[:3]
+    num_rois, num_keypoints, map_h, map_w = maps.shape
     out = maps.new_zeros(num_rois, num_keypoints, 4)
     if num_rois == 0:
         return out
@@ -153,8 +153,8 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> Tensor:
     heights = (rois[:, 3] - rois[:, 1]).clamp(min=1).float()
     widths_ceil, heights_ceil = widths.ceil(), heights.ceil()
     max_h, max_w = (int(v) for v in torch.stack([heights_ceil.max(), widths_ceil.max()]).tolist())  # one sync
-    resize_y = _bicubic_resize_matrices(heights_ceil, side, max_h)  # (R, max_h, M)
-    resize_x = _bicubic_resize_matrices(widths_ceil, side, max_w)  # (R, max_w, M)
+    resize_y = _bicubic_resize_matrices(heights_ceil, map_h, max_h)  # (R, max_h, M)
+    resize_x = _bicubic_resize_matrices(widths_ceil, map_w, max_w)  # (R, max_w, M)
     # the padding of a smaller region than the largest must never be its maximum
     outside = (torch.arange(max_h, device=maps.device)[None, :, None] >= heights_ceil[:, None, None]) | (
         torch.arange(max_w, device=maps.device)[None, None, :] >= widths_ceil[:, None, None]
