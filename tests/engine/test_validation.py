@@ -11,6 +11,7 @@ _CONFIG_READING = {
     "MODEL.ROI_MASK_HEAD.": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
     "MODEL.RETINANET.": "COCO-Detection/retinanet_R_50_FPN_1x.yaml",
     "MODEL.ROI_BOX_CASCADE_HEAD.": "Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml",
+    "MODEL.SEM_SEG_HEAD.": "Shapes/semantic_R_18_FPN_shapes.yaml",
 }
 
 
@@ -64,6 +65,7 @@ def test_defaults_and_shipped_configs_are_valid():
         ("MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS", "(10.0, 10.0, 5.0)", "must be 4 weights > 0"),
         ("MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION", "0", "must be an int > 0"),
         ("MODEL.RESNETS.NORM", "XN", "must be one of ['', 'BN'"),
+        ("MODEL.SEM_SEG_HEAD.NORM", "XN", "must be one of ['', 'BN'"),
         ("INPUT.MASK_FORMAT", "rle", "'polygon' or 'bitmask'"),
         ("INPUT.MAX_IMAGE_PIXELS", "0", "an int > 0"),
         ("MODEL.DEVICE", "gpu0", "a device such as 'cpu', 'cuda' or 'cuda:1'"),

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from d2mask.config import configurable
+from d2mask.config import config_keys, configurable
 from d2mask.layers import Conv2d, ShapeSpec, get_norm
 from d2mask.structures import ImageList
 from d2mask.utils.registry import Registry
@@ -35,7 +35,8 @@ training), with an `ignore_value` attribute: the label of GT pixels without loss
 
 def build_sem_seg_head(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:
     """The head named by `cfg.MODEL.SEM_SEG_HEAD.NAME`."""
-    return SEM_SEG_HEADS_REGISTRY.get(cfg.MODEL.SEM_SEG_HEAD.NAME)(cfg, input_shape)
+    with config_keys(norm="MODEL.SEM_SEG_HEAD.NORM"):
+        return SEM_SEG_HEADS_REGISTRY.get(cfg.MODEL.SEM_SEG_HEAD.NAME)(cfg, input_shape)
 
 
 def padded_sem_seg_targets(batched_inputs: List[Dict], backbone: Backbone, ignore_value: int, device) -> Tensor:
