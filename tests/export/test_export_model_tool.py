@@ -135,10 +135,14 @@ def test_sample_refuses_images_of_too_many_pixels_before_decoding(tmp_path, monk
     read = sample["read_image"]
     # 108 million pixels declared: more than d2mask's INPUT.MAX_IMAGE_PIXELS, the sample's default
     large = _png_declaring(tmp_path / "large.png", 12000, 9000)
-    with pytest.raises(SystemExit, match=r"is 12000x9000 \(width x height\), more than --max-pixels 100000000; it was not decoded$"):
+    with pytest.raises(
+        SystemExit, match=r"is 12000x9000 \(width x height\), more than --max-pixels 100000000; it was not decoded$"
+    ):
         read(large)
     # Beyond Pillow's own limit, which hides the size
-    with pytest.raises(SystemExit, match=r"declares more than \d+ pixels, more than --max-pixels 100000000; it was not decoded$"):
+    with pytest.raises(
+        SystemExit, match=r"declares more than \d+ pixels, more than --max-pixels 100000000; it was not decoded$"
+    ):
         read(_png_declaring(tmp_path / "huge.png", 30000, 20000))
 
     small = str(tmp_path / "small.png")

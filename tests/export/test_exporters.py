@@ -114,7 +114,8 @@ def _export_and_count_nms(method: str, model) -> tuple:
         f = io.BytesIO()
         adapter = export_onnx(model, SAMPLE, f)
         session = onnxruntime.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
-        run = lambda img: [torch.from_numpy(o) for o in session.run(output_names(adapter), {"image": img.numpy()})]  # noqa: E731
+        names = output_names(adapter)
+        run = lambda img: [torch.from_numpy(o) for o in session.run(names, {"image": img.numpy()})]  # noqa: E731
         count = [n.op_type for n in onnx.load_from_string(f.getvalue()).graph.node].count("NonMaxSuppression")
     elif method == "tracing":
         run, adapter = export_torchscript(model, SAMPLE)
