@@ -50,18 +50,19 @@ def _labelled_keypoints(record: Dict[str, Any]) -> int:
 
 
 def get_detection_dataset_dicts(
-    names: Sequence[str], filter_empty: bool = True, min_keypoints: int = 0, check_consistency: bool = True
+    names: Union[str, Sequence[str]], filter_empty: bool = True, min_keypoints: int = 0, check_consistency: bool = True
 ) -> List[Dict]:
     """The dataset dicts of several registered datasets, concatenated.
 
     Args:
-        names: registered dataset names (a tuple or list, not a single string).
+        names: a registered dataset name, or several (a tuple or list), as in Detectron2, whose
+            Python configs give one name as a string.
         filter_empty: drop images without non-crowd annotations.
         min_keypoints: drop images with fewer labelled keypoints (MODEL.ROI_KEYPOINT_HEAD.
             MIN_KEYPOINTS_PER_IMAGE for a keypoint model); 0 keeps all.
         check_consistency: require the datasets to agree on their thing_classes.
     """
-    names = check_dataset_names(names)
+    names = [names] if isinstance(names, str) else check_dataset_names(names)
     if not names:
         raise ConfigError("No dataset names given; set DATASETS.TRAIN / DATASETS.TEST to registered dataset names")
     per_dataset = [DatasetCatalog.get(name) for name in names]
@@ -266,9 +267,8 @@ def build_detection_train_loader(
 def _test_loader_from_config(
     cfg, dataset_name: Union[str, Sequence[str]], mapper: Optional[Callable] = None
 ) -> Dict[str, Any]:
-    names = [dataset_name] if isinstance(dataset_name, str) else check_dataset_names(dataset_name)
     return {
-        "dataset": get_detection_dataset_dicts(names, filter_empty=False),
+        "dataset": get_detection_dataset_dicts(dataset_name, filter_empty=False),
         "mapper": DatasetMapper(cfg, False) if mapper is None else mapper,
         "num_workers": cfg.DATALOADER.NUM_WORKERS,
         "pin_memory": _pins_memory(cfg),

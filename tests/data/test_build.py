@@ -106,8 +106,12 @@ def test_string_for_dataset_tuple_is_a_clear_error():
     cfg.DATASETS.TRAIN = "shapes_train"
     with pytest.raises(TypeError, match=r"DATASETS.TRAIN must be a tuple or list .* \('shapes_train',\)"):
         build_detection_train_loader(cfg)
-    with pytest.raises(TypeError, match="got the string 'shapes_train'"):
-        get_detection_dataset_dicts("shapes_train")
+
+
+def test_one_dataset_name_as_a_string_in_python(register):
+    """Detectron2's Python configs write `names="coco_2017_train"`: one name, not its letters."""
+    name = register(with_annotations(0, 0, 2), thing_classes=["a"])
+    assert get_detection_dataset_dicts(name, filter_empty=False) == get_detection_dataset_dicts((name,), filter_empty=False)
 
 
 def test_unknown_sampler_name(register):

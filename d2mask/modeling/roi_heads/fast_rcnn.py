@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from d2mask.config import config_keys, configurable
-from d2mask.data.detection_utils import get_fed_loss_cls_weights
 from d2mask.layers import ShapeSpec, batched_nms
 from d2mask.structures import Boxes, Instances
 
@@ -214,9 +213,7 @@ class FastRCNNOutputLayers(nn.Module):
             "use_fed_loss": box_head.USE_FED_LOSS,
             "use_sigmoid_ce": box_head.USE_SIGMOID_CE,
             # counted only when the federated loss is on: the training set is read for it
-            "get_fed_loss_cls_weights": lambda: get_fed_loss_cls_weights(
-                cfg.DATASETS.TRAIN, freq_weight_power=box_head.FED_LOSS_FREQ_WEIGHT_POWER
-            ),
+            "get_fed_loss_cls_weights": lambda: _dataset_class_weights(cfg),
             "fed_loss_num_classes": box_head.FED_LOSS_NUM_CLASSES,
         }
 
@@ -357,3 +354,12 @@ class FastRCNNOutputLayers(nn.Module):
         scores, _ = predictions
         probs = scores.sigmoid() if self.use_sigmoid_ce else F.softmax(scores, dim=-1)
         return probs.split([len(p) for p in proposals])
+
+
+def _dataset_class_weights(cfg) -> Tensor:
+    """The federated loss's class weights from the training set of `cfg`. The data package is imported
+    here, not at the top: the model package must import without it (only a config-built model with
+    the federated loss reads a dataset)."""
+    from d2mask.data.detection_utils import get_fed_loss_cls_weights
+
+    return get_fed_loss_cls_weights(cfg.DATASETS.TRAIN, freq_weight_power=cfg.MODEL.ROI_BOX_HEAD.FED_LOSS_FREQ_WEIGHT_POWER)
