@@ -64,7 +64,7 @@ def test_torchscript_matches_eager_on_another_image_size(model, tmp_path):
     assert len(counts) == 2, "the test images should give different detection counts"
 
 
-@pytest.mark.parametrize("name", ["mask_FPN", "mask_C4"])
+@pytest.mark.parametrize("name", ["faster_FPN", "mask_FPN", "mask_C4"])
 def test_onnx_runtime_matches_eager(name):
     onnxruntime = pytest.importorskip("onnxruntime", reason="ONNX export is tested with the 'export' extra")
     pytest.importorskip("onnx", reason="ONNX export is tested with the 'export' extra")
@@ -80,7 +80,7 @@ def test_onnx_runtime_matches_eager(name):
         assert_same_detections(actual, _eager(model, img))
 
 
-@pytest.mark.parametrize("config_file", [QUICK_START, MODELS["mask_C4"]])
+@pytest.mark.parametrize("config_file", [QUICK_START, MODELS["faster_C4"], MODELS["mask_C4"]])
 def test_torch_export_matches_eager(config_file, tmp_path):
     model = tiny_model(tiny_cfg(config_file))
     program, adapter = export_torch_export(model, SAMPLE)
