@@ -21,6 +21,14 @@ def read_reference(filename: str, prefixes: Sequence[str] = ("",)) -> List[Tuple
     return entries
 
 
+# Tiny widths for Detectron2's R-50 configs, as command-line overrides (tools under test take them too).
+TINY_WIDTHS = [
+    "MODEL.RESNETS.STEM_OUT_CHANNELS", "8", "MODEL.RESNETS.RES2_OUT_CHANNELS", "16",
+    "MODEL.RESNETS.WIDTH_PER_GROUP", "4", "MODEL.FPN.OUT_CHANNELS", "16", "MODEL.ROI_BOX_HEAD.FC_DIM", "32",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM", "8", "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS", "[8, 8]",
+]
+
+
 def tiny_rcnn_cfg(config: str = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml", num_classes: int = 3) -> CfgNode:
     """A config of configs/ (path relative to it) with tiny widths: Detectron2's structure and names,
     a few thousand parameters, random weights, on the CPU."""
@@ -29,11 +37,5 @@ def tiny_rcnn_cfg(config: str = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = cfg.MODEL.RETINANET.NUM_CLASSES = num_classes
-    cfg.MODEL.RESNETS.STEM_OUT_CHANNELS = 8
-    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 16
-    cfg.MODEL.RESNETS.WIDTH_PER_GROUP = 4
-    cfg.MODEL.FPN.OUT_CHANNELS = 16
-    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 32
-    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 8
-    cfg.MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS = [8, 8]
+    cfg.merge_from_list(TINY_WIDTHS)
     return cfg

@@ -17,7 +17,9 @@ from d2mask.checkpoint import DetectionCheckpointer
 from d2mask.data import transforms as T
 from d2mask.data.detection_utils import read_image
 
-from .tiny_models import COMMON, REPO, TINY_R50, mask_iou, tiny_cfg, tiny_model
+from tests.common import TINY_WIDTHS
+
+from .tiny_models import COMMON, REPO, SPREAD_SCORES, mask_iou, tiny_cfg, tiny_model
 
 CONFIG = "configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
 EXPORT = os.path.join(REPO, "tools/deploy/export_model.py")
@@ -43,7 +45,7 @@ def trained(tmp_path_factory):
     DetectionCheckpointer(model, save_dir=str(root)).save("model")
     image_file = str(root / "image.png")
     cv2.imwrite(image_file, np.random.RandomState(0).randint(0, 256, (90, 140, 3)).astype(np.uint8))
-    opts = COMMON + TINY_R50 + ["MODEL.WEIGHTS", str(root / "model.pth")]
+    opts = COMMON + TINY_WIDTHS + ["MODEL.ROI_HEADS.NUM_CLASSES", "3"] + SPREAD_SCORES + ["MODEL.WEIGHTS", str(root / "model.pth")]
 
     cfg = tiny_cfg(CONFIG)
     original = read_image(image_file, cfg.INPUT.FORMAT)

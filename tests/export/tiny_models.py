@@ -6,31 +6,28 @@ import torch
 
 from d2mask.config import get_cfg
 from d2mask.modeling import build_model, detector_postprocess
-from tests.common import REPO
+from tests.common import REPO, tiny_rcnn_cfg
 
 # Any config: CPU, random weights, few proposals, small test images.
 COMMON = [
     "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
     "TEST.DETECTIONS_PER_IMAGE", "100", "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "160",
 ]
-# Detectron2's R-50 configs with tiny widths: the structure of the real models, few parameters.
-TINY_R50 = [
-    "MODEL.ROI_HEADS.NUM_CLASSES", "3", "MODEL.RESNETS.STEM_OUT_CHANNELS", "8",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS", "16", "MODEL.RESNETS.WIDTH_PER_GROUP", "4", "MODEL.FPN.OUT_CHANNELS", "16",
-    "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM", "8",
-    # Random weights on raw pixels saturate every score at 1.0 (ties, whose order is arbitrary); smaller
-    # inputs keep the scores apart.
-    "MODEL.PIXEL_STD", "[100.0, 100.0, 100.0]",
-]
+# Random weights on raw pixels saturate every score at 1.0 (ties, whose order is arbitrary); smaller
+# inputs keep the scores apart.
+SPREAD_SCORES = ["MODEL.PIXEL_STD", "[100.0, 100.0, 100.0]"]
 
 
 def tiny_cfg(config_file: str, overrides=()):
     """The config of `config_file` (relative to the repository) for a test; Detectron2's R-50 configs
-    (configs/COCO-*) with tiny widths."""
-    cfg = get_cfg()
-    cfg.merge_from_file(os.path.join(REPO, config_file))
-    tiny = TINY_R50 if config_file.startswith("configs/COCO-") else []
-    cfg.merge_from_list(COMMON + tiny + list(overrides))
+    (configs/COCO-*) with tiny widths (`tests.common.tiny_rcnn_cfg`)."""
+    if config_file.startswith("configs/COCO-"):
+        cfg = tiny_rcnn_cfg(os.path.relpath(config_file, "configs"))
+        cfg.merge_from_list(SPREAD_SCORES)
+    else:
+        cfg = get_cfg()
+        cfg.merge_from_file(os.path.join(REPO, config_file))
+    cfg.merge_from_list(COMMON + list(overrides))
     return cfg
 
 
