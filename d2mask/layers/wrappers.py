@@ -14,6 +14,19 @@ ConvTranspose2d = nn.ConvTranspose2d
 interpolate = F.interpolate
 
 
+# On the CPU, convolutional networks run in channels-last memory format (NHWC): oneDNN's convolutions
+# take it as it is, where an NCHW tensor is reordered before and after every convolution. Values and
+# shapes are the same either way. Tests switch it off to compare with the NCHW computation.
+_CHANNELS_LAST_ON_CPU = True
+
+
+def channels_last_on_cpu(x: Tensor) -> Tensor:
+    """`Tensor[N, C, H, W]` in channels-last memory format on the CPU (see above); `x` itself elsewhere."""
+    if _CHANNELS_LAST_ON_CPU and x.device.type == "cpu":
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def cat(tensors: List[Tensor], dim: int = 0) -> Tensor:
     """`torch.cat` that returns a single tensor as it is instead of copying it."""
     if not isinstance(tensors, (list, tuple)) or len(tensors) == 0:

@@ -9,7 +9,7 @@ from torch import nn
 
 from d2mask.layers import Conv2d, FrozenBatchNorm2d
 from d2mask.modeling import build_model
-from d2mask.modeling.backbone import resnet
+from d2mask.layers import wrappers
 from tests.common import tiny_rcnn_cfg
 from tests.modeling.test_rcnn import _input, _instances
 
@@ -83,11 +83,11 @@ def test_frozen_bn_folded_into_convolutions_trains_and_infers_as_unfused():
     _assert_same_run(_train_and_infer(model), _train_and_infer(reference))
 
 
-def test_channels_last_backbone_trains_and_infers_as_nchw(monkeypatch):
+def test_channels_last_backbone_and_mask_head_train_and_infer_as_nchw(monkeypatch):
     model = _model()
     reference = copy.deepcopy(model)
     fast = _train_and_infer(model)
-    monkeypatch.setattr(resnet, "_CHANNELS_LAST_ON_CPU", False)
+    monkeypatch.setattr(wrappers, "_CHANNELS_LAST_ON_CPU", False)
     _assert_same_run(fast, _train_and_infer(reference))
 
 

@@ -5,13 +5,13 @@ checkpoints, and torchvision's after `d2mask.checkpoint.convert_torchvision_chec
 """
 from typing import Dict, List, Optional, Sequence, Type
 
-import torch
 import torch.nn.functional as F
 from fvcore.nn import weight_init
 from torch import Tensor, nn
 
 from d2mask.config import ArgumentError, ConfigError, config_keys
 from d2mask.layers import CNNBlockBase, Conv2d, DeformConv, ModulatedDeformConv, ShapeSpec, get_norm
+from d2mask.layers.wrappers import channels_last_on_cpu
 
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
@@ -36,12 +36,6 @@ _FEATURE_NAMES = ("stem", "res2", "res3", "res4", "res5")
 
 # Detectron2's older name for the base of ResNet blocks, which projects still subclass.
 ResNetBlockBase = CNNBlockBase
-
-
-# On the CPU, ResNet runs in channels-last memory format (NHWC): oneDNN's convolutions take it as it is,
-# where an NCHW tensor is reordered before and after every convolution. Its features (and the FPN's)
-# come out channels-last; their values and shapes are the same. Tests switch it off to compare.
-_CHANNELS_LAST_ON_CPU = True
 
 
 class BasicStem(CNNBlockBase):
@@ -270,9 +264,8 @@ class ResNet(Backbone):
         if x.dim() != 4:
             raise ValueError(f"ResNet takes a batch of images [N, C, H, W], got shape {tuple(x.shape)}")
         outputs = {}
-        if _CHANNELS_LAST_ON_CPU and x.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        x = self.stem(x)
+        # its features (and the FPN's) come out channels-last on the CPU
+        x = self.stem(channels_last_on_cpu(x))
         if "stem" in self._out_features:
             outputs["stem"] = x
         for name, stage in zip(self.stage_names, self.stages):
