@@ -36,6 +36,30 @@ def test_state_dict_matches_detectron2(config, reference):
     assert not any("pixel_" in name for name in got)
 
 
+def test_dilated_c5_mask_rcnn_has_detectron2s_names():
+    """Detectron2 publishes no list for its DC5 models; their names and shapes follow from two that it
+    does: the C4 model's ResNet with res5 moved from the ROI heads into the backbone (2048 channels at
+    stride 16, which the RPN and the FPN model's box and mask heads then read instead of 1024 and 256)."""
+    c4 = read_reference("detectron2_mask_rcnn_R_50_C4_state_dict.txt", ("backbone.", "roi_heads.res5.", "proposal_"))
+    fpn_heads = read_reference("detectron2_mask_rcnn_R_50_FPN_state_dict.txt", ("roi_heads.",))
+    expected = {name.replace("roi_heads.res5.", "backbone.res5."): shape for name, shape in c4}
+    for name, shape in expected.items():
+        if name.startswith("proposal_generator."):
+            expected[name] = tuple(2048 if s == 1024 else s for s in shape)
+    expected.update(fpn_heads)
+    expected["roi_heads.box_head.fc1.weight"] = (1024, 2048 * 7 * 7)
+    expected["roi_heads.mask_head.mask_fcn1.weight"] = (256, 2048, 3, 3)
+
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO, "configs", "COCO-InstanceSegmentation", "mask_rcnn_R_50_DC5_1x.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    assert {name: tuple(t.shape) for name, t in model.state_dict().items()} == expected
+    conv = model.backbone.res5[0].conv2
+    assert (conv.stride, conv.dilation, conv.padding) == ((1, 1), (2, 2), (2, 2))
+    assert model.backbone.output_shape()["res5"].stride == 16
+
+
 @pytest.mark.parametrize(
     "config, reference",
     [

@@ -24,7 +24,7 @@ def _cfg(name):
     return cfg
 
 
-@pytest.fixture(scope="module", params=["mask_rcnn_R_50_FPN_1x.yaml", "mask_rcnn_R_50_C4_1x.yaml"])
+@pytest.fixture(scope="module", params=["mask_rcnn_R_50_FPN_1x.yaml", "mask_rcnn_R_50_C4_1x.yaml", "mask_rcnn_R_50_DC5_1x.yaml"])
 def model_and_cfg(request):
     torch.manual_seed(0)
     cfg = _cfg(request.param)
