@@ -50,6 +50,32 @@ def test_coco_metadata():
     assert MetadataCatalog.get("voc_2012_val").thing_classes[14] == "person"
 
 
+def test_detectron2s_private_metadata_function_registers_a_coco_variant(tmp_path):
+    """Detectron2 projects (PointSup) import `_get_builtin_metadata` from `data.datasets.builtin` to
+    register a COCO json of their own with COCO's classes and ids."""
+    from d2mask.data.datasets import register_coco_instances
+    from d2mask.data.datasets.builtin import _get_builtin_metadata
+
+    meta = _get_builtin_metadata("coco")
+    assert meta["thing_dataset_id_to_contiguous_id"][90] == 79 and meta["thing_classes"][0] == "person"
+    assert _get_builtin_metadata("coco_person")["keypoint_names"][0] == "nose"
+    with pytest.raises(KeyError, match="cityscapes"):
+        _get_builtin_metadata("cityscapes")
+
+    categories = [{"id": i, "name": name} for i, name in COCO_CATEGORIES]
+    ann = {"images": [{"id": 7, "file_name": "a.jpg", "height": 20, "width": 30}], "categories": categories,
+           "annotations": [{"id": 1, "image_id": 7, "category_id": 90, "bbox": [1, 2, 5, 6], "iscrowd": 0, "area": 30}]}
+    (tmp_path / "points.json").write_text(json.dumps(ann))
+    register_coco_instances("test_coco_points_variant", meta, str(tmp_path / "points.json"), str(tmp_path))
+    try:
+        (record,) = DatasetCatalog.get("test_coco_points_variant")
+        assert record["annotations"][0]["category_id"] == 79
+        assert MetadataCatalog.get("test_coco_points_variant").thing_classes[79] == "toothbrush"
+    finally:
+        DatasetCatalog.remove("test_coco_points_variant")
+        MetadataCatalog.remove("test_coco_points_variant")
+
+
 def test_coco_person_keypoints_metadata_and_lazy_loader_config():
     metadata = MetadataCatalog.get("keypoints_coco_2017_train")
     assert metadata.thing_classes == ["person"] and metadata.thing_dataset_id_to_contiguous_id == {1: 0}

@@ -18,7 +18,7 @@ import os
 from typing import Callable, Dict, List, Sequence
 
 from ..catalog import DatasetCatalog, DatasetError, MetadataCatalog
-from .builtin_meta import get_builtin_metadata
+from .builtin_meta import _get_builtin_metadata, get_builtin_metadata  # noqa: F401 (Detectron2's import path)
 from .coco import register_coco_instances
 from .coco_panoptic import register_coco_panoptic_separated
 from .lvis import register_lvis_instances

@@ -123,3 +123,8 @@ def get_builtin_metadata(dataset_type: str) -> Dict[str, Any]:
     if dataset_type == "pascal_voc":
         return dict(thing_classes=list(PASCAL_VOC_CLASSES), thing_colors=_colors(len(PASCAL_VOC_CLASSES)))
     raise KeyError(f"No built-in metadata for dataset type '{dataset_type}'; known: coco, coco_person, coco_panoptic_separated, pascal_voc")
+
+
+# Detectron2's name for it, imported by its projects (PointSup's COCO-with-points registration) from
+# here and from `d2mask.data.datasets.builtin`.
+_get_builtin_metadata = get_builtin_metadata
