@@ -1,6 +1,14 @@
 """Training: the loop and its hooks, the config-driven DefaultTrainer, and multi-process launch."""
 from . import hooks
-from .defaults import DefaultPredictor, DefaultTrainer, check_run_request, create_ddp_model, default_argument_parser, default_setup
+from .defaults import (
+    DefaultPredictor,
+    DefaultTrainer,
+    check_run_request,
+    create_ddp_model,
+    default_argument_parser,
+    default_setup,
+    default_writers,
+)
 from .errors import (
     EXIT_USER_ERROR,
     USER_ERRORS,
@@ -33,6 +41,7 @@ __all__ = [
     "DefaultTrainer",
     "create_ddp_model",
     "default_argument_parser",
+    "default_writers",
     "default_setup",
     "check_run_request",
     "USER_ERRORS",

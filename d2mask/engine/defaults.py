@@ -27,9 +27,11 @@ from ..modeling import build_model
 from ..utils import comm
 from ..utils.atomic_write import atomic_write
 from ..utils.env import seed_all_rng
+from ..utils.events import EventWriter
 from ..utils.logger import setup_logger
 from .output_dir import check_eval_weights, check_output_dir, check_resumed_config
 from .rendezvous import DEFAULT_JOIN_TIMEOUT
+from .training import build_default_writers
 from .validation import validate_config, validate_lazy_config
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "DefaultPredictor",
     "DefaultTrainer",
     "create_ddp_model",
+    "default_writers",
 ]
 
 # Loggers set up by default_setup: d2mask itself, fvcore (its checkpointer), and user projects
@@ -248,6 +251,14 @@ def _save_config(cfg: Any, path: str) -> None:
             f.write(cfg.dump())
     else:
         LazyConfig.save(cfg, path)
+
+
+def default_writers(output_dir: str, max_iter: Optional[int] = None) -> List[EventWriter]:
+    """Detectron2's name and signature for `build_default_writers` (console lines, metrics.json and
+    TensorBoard files in `output_dir`, which is created), as its lazyconfig_train_net.py calls it.
+    `max_iter` (the last iteration + 1) gives the console lines an ETA; None gives none."""
+    os.makedirs(output_dir, exist_ok=True)
+    return build_default_writers(output_dir, max_iter)
 
 
 def default_setup(cfg: Any, args: Optional[argparse.Namespace] = None) -> None:

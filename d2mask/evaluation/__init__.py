@@ -5,7 +5,7 @@ from .evaluator import DatasetEvaluator, DatasetEvaluators, inference_context, i
 from .lvis_evaluation import LVISEvaluator
 from .pascal_voc_evaluation import PascalVOCDetectionEvaluator
 from .sem_seg_evaluation import SemSegEvaluator
-from .testing import verify_results
+from .testing import print_csv_format, verify_results
 
 __all__ = [
     "DatasetEvaluator",
@@ -18,5 +18,6 @@ __all__ = [
     "PascalVOCDetectionEvaluator",
     "instances_to_coco_json",
     "encode_masks",
+    "print_csv_format",
     "verify_results",
 ]

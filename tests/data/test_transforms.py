@@ -121,3 +121,28 @@ def test_aug_input_transforms_boxes_with_the_image():
     np.testing.assert_allclose(aug_input.boxes, [[42.0, 8.0, 54.0, 20.0]])
     np.testing.assert_allclose(transforms.apply_box(box), aug_input.boxes)
     assert len(transforms) == 2
+
+
+def test_random_apply_of_a_resize_then_crop_list_as_mvitv2_configs_use_it():
+    """Detectron2's MViTv2 configs wrap ResizeShortestEdge + an absolute_range RandomCrop in
+    RandomApply(tfm_or_aug=AugmentationList(...), prob=0.5)."""
+    resize_crop = T.AugmentationList([T.ResizeShortestEdge([40], max_size=1000), T.RandomCrop("absolute_range", (10, 20))])
+    boxes = np.array([[2.0, 2.0, 8.0, 6.0]])
+
+    aug_input = T.AugInput(np.zeros((20, 30, 3), np.uint8), boxes=boxes.copy())
+    tfm = T.RandomApply(tfm_or_aug=resize_crop, prob=1.0)(aug_input)
+    assert len(tfm.transforms) == 2 and 10 <= aug_input.image.shape[0] <= 20 and 10 <= aug_input.image.shape[1] <= 20
+
+    aug_input = T.AugInput(np.zeros((20, 30, 3), np.uint8), boxes=boxes.copy())
+    assert isinstance(T.RandomApply(resize_crop, prob=0.0)(aug_input), T.NoOpTransform)
+    assert aug_input.image.shape == (20, 30, 3) and (aug_input.boxes == boxes).all()
+
+    # a fixed transform, applied in about `prob` of the draws
+    aug_input = T.AugInput(np.zeros((20, 30, 3), np.uint8), boxes=boxes.copy())
+    T.RandomApply(T.HFlipTransform(30), prob=1.0)(aug_input)
+    assert aug_input.boxes.tolist() == [[22.0, 2.0, 28.0, 6.0]]
+    np.random.seed(0)
+    flips = [isinstance(T.RandomApply(T.HFlipTransform(30), 0.3).get_transform(None), T.HFlipTransform) for _ in range(1000)]
+    assert 250 < sum(flips) < 350
+    with pytest.raises(ValueError, match="prob must be in"):
+        T.RandomApply(resize_crop, prob=1.5)

@@ -23,3 +23,15 @@ def test_within_tolerance_passes_and_a_miss_exits_with_status_1(caplog):
             verify_results(_cfg([expected]), results)
         assert exit_info.value.code == 1
     assert "bbox/AP = 38.4, expected 38.5 +- 0.05" in caplog.text
+
+
+def test_print_csv_format_logs_detectron2s_copypaste_lines(caplog):
+    from d2mask.evaluation import print_csv_format
+
+    caplog.set_level("INFO", logger="d2mask")
+    print_csv_format({"bbox": {"AP": 37.91234, "AP50": 58.5, "AP-person": 50.0}, "sem_seg": {"mIoU": 1}, "count": 3})
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "copypaste: Task: bbox", "copypaste: AP,AP50", "copypaste: 37.9123,58.5000",
+        "copypaste: Task: sem_seg", "copypaste: mIoU", "copypaste: 1.0000", "copypaste: count=3",
+    ]

@@ -146,3 +146,18 @@ def test_image_writer_writes_queued_images_as_png_and_frees_them(tmp_path, monke
     # without TensorBoard, the default writers keep VIS_PERIOD's images as these files
     monkeypatch.setattr(training, "_tensorboard_available", lambda: False)
     assert any(isinstance(w, ImageWriter) for w in training.build_default_writers(str(tmp_path), 10))
+
+
+def test_detectron2s_default_writers_creates_the_folder_and_writes_metrics(tmp_path, monkeypatch):
+    """Detectron2's lazyconfig_train_net.py builds its writers with
+    `d2mask.engine.default_writers(output_dir, max_iter)`, for a folder that need not exist yet."""
+    from d2mask.engine import default_writers
+
+    monkeypatch.setattr(training, "_tensorboard_available", lambda: False)
+    out = tmp_path / "new" / "run"
+    writers = default_writers(str(out), 5)
+    assert [type(w).__name__ for w in writers] == ["CommonMetricPrinter", "JSONWriter", "ImageWriter"]
+    with EventStorage(0) as storage:
+        storage.put_scalar("loss", 1.5)
+        writers[1].write()
+    assert json.loads((out / "metrics.json").read_text().splitlines()[0])["loss"] == 1.5

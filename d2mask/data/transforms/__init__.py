@@ -1,6 +1,6 @@
 """Geometric transforms (deterministic) and the augmentations (random policies) that create them."""
 from .augmentation import AugInput, Augmentation, AugmentationList, apply_augmentations
-from .augmentation_impl import FixedSizeCrop, RandomCrop, RandomFlip, ResizeScale, ResizeShortestEdge
+from .augmentation_impl import FixedSizeCrop, RandomApply, RandomCrop, RandomFlip, ResizeScale, ResizeShortestEdge
 from .transform import (
     CropTransform,
     HFlipTransform,
@@ -30,4 +30,5 @@ __all__ = [
     "RandomCrop",
     "ResizeScale",
     "FixedSizeCrop",
+    "RandomApply",
 ]

@@ -1,12 +1,13 @@
 """The augmentations driven by the INPUT.* config keys: resizing, flipping and cropping; and the
-large-scale jitter of ViTDet's Python configs (`ResizeScale`, `FixedSizeCrop`)."""
+large-scale jitter of ViTDet's Python configs (`ResizeScale`, `FixedSizeCrop`); `RandomApply`, which
+applies another with a probability (MViTv2's configs, around a resize-and-crop)."""
 import sys
 from typing import Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
-from .augmentation import Augmentation
+from .augmentation import AugInput, Augmentation
 from .transform import (
     CropTransform,
     HFlipTransform,
@@ -18,7 +19,7 @@ from .transform import (
     VFlipTransform,
 )
 
-__all__ = ["ResizeShortestEdge", "RandomFlip", "RandomCrop", "ResizeScale", "FixedSizeCrop"]
+__all__ = ["ResizeShortestEdge", "RandomFlip", "RandomCrop", "ResizeScale", "FixedSizeCrop", "RandomApply"]
 
 
 class ResizeShortestEdge(Augmentation):
@@ -194,3 +195,31 @@ class FixedSizeCrop(Augmentation):
                 PadTransform(0, 0, crop_w - kept_w, crop_h - kept_h, kept_w, kept_h, self.pad_value, self.seg_pad_value)
             )
         return TransformList(transforms)
+
+
+class RandomApply(Augmentation):
+    """Applies `tfm_or_aug` with probability `prob`, else nothing (a `NoOpTransform`). It may be an
+    augmentation, e.g. an `AugmentationList` that resizes then crops, or a fixed `Transform`."""
+
+    def __init__(self, tfm_or_aug: Union[Transform, Augmentation], prob: float = 0.5):
+        if not isinstance(tfm_or_aug, (Transform, Augmentation)):
+            raise TypeError(f"RandomApply takes a Transform or an Augmentation, got {type(tfm_or_aug).__name__}")
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"RandomApply prob must be in [0, 1], got {prob}")
+        self.aug = tfm_or_aug
+        self.prob = prob
+
+    def get_transform(self, image: np.ndarray) -> Transform:
+        if np.random.rand() >= self.prob:
+            return NoOpTransform()
+        return self.aug if isinstance(self.aug, Transform) else self.aug.get_transform(image)
+
+    def __call__(self, aug_input: AugInput) -> Transform:
+        # An AugmentationList decides each step on the previous step's output, so it is called, not
+        # asked for one transform up front.
+        if np.random.rand() >= self.prob:
+            return NoOpTransform()
+        if isinstance(self.aug, Transform):
+            aug_input.transform(self.aug)
+            return self.aug
+        return self.aug(aug_input)
