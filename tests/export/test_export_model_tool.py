@@ -1,6 +1,7 @@
 """tools/deploy/export_model.py run as a user runs it, and the artefacts it writes run by
 tools/deploy/run_exported_model.py in a process where d2mask cannot be imported: the detections on the
 original image equal the eager model's."""
+import json
 import os
 import runpy
 import struct
@@ -14,8 +15,12 @@ import pytest
 import torch
 
 from d2mask.checkpoint import DetectionCheckpointer
+from d2mask.data import build_detection_test_loader
 from d2mask.data import transforms as T
 from d2mask.data.detection_utils import read_image
+from d2mask.engine import DefaultTrainer
+from d2mask.evaluation import inference_on_dataset
+from d2mask.modeling import build_model
 
 from tests.common import TINY_WIDTHS
 
@@ -156,3 +161,35 @@ def test_sample_refuses_images_of_too_many_pixels_before_decoding(tmp_path, monk
     monkeypatch.setitem(sys.modules, "PIL", None)
     with pytest.raises(SystemExit, match=r"is 12x10 \(width x height\), more than --max-pixels 119$"):
         read(small, max_pixels=119)
+
+
+def test_run_eval_evaluates_the_artefact_as_the_eager_model_is_evaluated(trained, tmp_path, monkeypatch):
+    """--run-eval (Detectron2's flag): the artefact's predictions on DATASETS.TEST, written by the
+    evaluator train_net uses, are the eager model's."""
+    root, opts, _, _ = trained
+    monkeypatch.setenv("D2MASK_DATASETS", str(tmp_path / "datasets"))
+    opts = opts + ["DATASETS.TEST", "('shapes_val',)"]
+    export = _run([EXPORT, "--config-file", CONFIG, "--output", str(tmp_path / "ts"), "--run-eval", *opts])
+    assert export.returncode == 0, export.stderr
+    assert "Evaluation of the artefact on shapes_val: " in export.stdout
+
+    cfg = tiny_cfg(CONFIG, opts[len(COMMON):])
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    evaluator = DefaultTrainer.build_evaluator(cfg, "shapes_val", str(tmp_path / "eager"))
+    inference_on_dataset(model, build_detection_test_loader(cfg, "shapes_val"), evaluator)
+    results = [
+        json.loads((folder / "coco_instances_results.json").read_text())
+        for folder in (tmp_path / "ts" / "inference" / "shapes_val", tmp_path / "eager")
+    ]
+    assert len(results[1]) > 0 and len(results[0]) == len(results[1])
+    # Detections of equal score may come in either order: each of the artefact's is matched to one of eager's.
+    unmatched = list(results[1])
+    for actual in results[0]:
+        match = next(
+            i for i, expected in enumerate(unmatched)
+            if (actual["image_id"], actual["category_id"]) == (expected["image_id"], expected["category_id"])
+            and actual["bbox"] == pytest.approx(expected["bbox"], abs=0.05)
+            and actual["score"] == pytest.approx(expected["score"], abs=1e-4)
+        )
+        del unmatched[match]

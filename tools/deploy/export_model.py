@@ -9,7 +9,8 @@
 Writes into --output the artefact (model.ts, model.onnx or model.pt2) and deploy.json, what the sample
 tools/deploy/run_exported_model.py needs to run it (input format and test resize, output names), then
 runs the saved artefact on the sample and checks that it reproduces the eager model's detections.
-Without --sample-image, the first image of DATASETS.TEST[0] is the sample. Config and flag mistakes,
+Without --sample-image, the first image of DATASETS.TEST[0] is the sample. --run-eval then evaluates
+the artefact on DATASETS.TEST as `train_net.py --eval-only` evaluates the eager model. Config and flag mistakes,
 and models that cannot be exported, end with one line and exit status 2.
 """
 import argparse
@@ -19,16 +20,18 @@ import math
 import os
 import sys
 import warnings
-from typing import List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
+from torch import nn
 
 from d2mask.checkpoint import DetectionCheckpointer
 from d2mask.config import load_config
 from d2mask.data import build_detection_test_loader
 from d2mask.data import transforms as T
 from d2mask.data.detection_utils import read_image
-from d2mask.engine import EXIT_USER_ERROR, USER_ERRORS, user_error_message
+from d2mask.engine import EXIT_USER_ERROR, USER_ERRORS, DefaultTrainer, user_error_message
+from d2mask.evaluation import inference_on_dataset
 from d2mask.export import (
     ExportError,
     dump_torchscript_IR,
@@ -39,7 +42,7 @@ from d2mask.export import (
     output_names,
     verify_export,
 )
-from d2mask.modeling import build_model
+from d2mask.modeling import build_model, detector_postprocess
 from d2mask.utils.logger import setup_logger
 
 # This repository's configs import its projects (`IMPORTS: [projects.DenseText.atss_matcher]`). d2mask
@@ -68,6 +71,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     )
     parser.add_argument("--sample-image", default=None, help="image to trace with; default: first of DATASETS.TEST[0]")
     parser.add_argument("--output", required=True, help="directory for the artefact and deploy.json")
+    parser.add_argument(
+        "--run-eval", action="store_true",
+        help="evaluate the saved artefact on DATASETS.TEST (results in OUTPUT/inference), as Detectron2's flag",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs (MODEL.WEIGHTS ...)")
     args = parser.parse_args(argv)
     if args.format is None:
@@ -90,8 +97,8 @@ def sample_image(cfg, file_name: Optional[str]) -> torch.Tensor:
     return torch.as_tensor(image.astype("float32").transpose(2, 0, 1))  # (H, W, C) -> (C, H, W)
 
 
-def export(cfg, args: argparse.Namespace) -> str:
-    """Exports the model of `cfg` as `args` ask; returns the artefact's path."""
+def export(cfg, args: argparse.Namespace):
+    """Exports the model of `cfg` as `args` ask; returns the artefact's path and its TracingAdapter."""
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     model.eval()
@@ -120,27 +127,60 @@ def export(cfg, args: argparse.Namespace) -> str:
     with open(os.path.join(args.output, "deploy.json"), "w") as f:
         json.dump(info, f, indent=2)
     logger.info(f"Outputs schema: {adapter.outputs_schema}")
-    check(path, adapter)
-    return path
+    return path, adapter
 
 
-def check(path: str, adapter) -> None:
-    """Runs the saved artefact on the sample and compares its detections with the eager model's."""
-    image = adapter.flattened_inputs[0]
+def load_artefact(path: str, adapter) -> Optional[Callable[[torch.Tensor], List[torch.Tensor]]]:
+    """The saved artefact as a function of one image `Tensor[C, H, W]` returning its flat outputs;
+    None for an ONNX model without onnxruntime."""
     if path.endswith(".onnx"):
         try:
             import onnxruntime
         except ImportError:
-            logger.warning("onnxruntime is not installed (the 'export' extra): the ONNX model was not checked")
-            return
+            logger.warning("onnxruntime is not installed (the 'export' extra): the ONNX model cannot be run")
+            return None
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        outputs = session.run(output_names(adapter), {"image": image.numpy()})
-    else:
-        module = torch.export.load(path).module() if path.endswith(".pt2") else torch.jit.load(path)
-        with torch.no_grad():
-            outputs = module(image)
+        names = output_names(adapter)
+        return lambda image: [torch.from_numpy(o) for o in session.run(names, {"image": image.numpy()})]
+    module = torch.export.load(path).module() if path.endswith(".pt2") else torch.jit.load(path)
+    return lambda image: list(module(image))
+
+
+def check(path: str, run: Callable[[torch.Tensor], List[torch.Tensor]], adapter) -> None:
+    """Runs the saved artefact on the sample and compares its detections with the eager model's."""
+    with torch.no_grad():
+        outputs = run(adapter.flattened_inputs[0])
     count = verify_export(outputs, adapter)
     print(f"Checked: {path} reproduces the eager model's {count} detections on the sample.")
+
+
+class ArtefactDetector(nn.Module):
+    """The artefact behind the eager model's interface (batched input dicts in, `{"instances": ...}`
+    at each image's original size out), so that the evaluators take it as they take the model."""
+
+    def __init__(self, run: Callable[[torch.Tensor], List[torch.Tensor]], adapter):
+        super().__init__()
+        self.run = run
+        self.outputs_schema = adapter.outputs_schema
+
+    def forward(self, batched_inputs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+        results = []
+        for inputs in batched_inputs:
+            image = inputs["image"].float()
+            instances = self.outputs_schema(self.run(image))
+            height, width = inputs.get("height", image.shape[-2]), inputs.get("width", image.shape[-1])
+            results.append({"instances": detector_postprocess(instances, height, width)})
+        return results
+
+
+def evaluate(cfg, detector: nn.Module, output: str) -> Dict[str, Any]:
+    """Results of `detector` on each dataset of DATASETS.TEST, with the evaluator train_net would use."""
+    results = {}
+    for name in cfg.DATASETS.TEST:
+        evaluator = DefaultTrainer.build_evaluator(cfg, name, os.path.join(output, "inference", name))
+        results[name] = inference_on_dataset(detector, build_detection_test_loader(cfg, name), evaluator)
+        print(f"Evaluation of the artefact on {name}: {json.dumps(results[name])}")
+    return results
 
 
 def main(argv: Optional[List[str]] = None) -> str:
@@ -152,9 +192,16 @@ def main(argv: Optional[List[str]] = None) -> str:
     # Tracing warns at every size check it records as a constant; the comparison with the eager model
     # on the sample (`check`) is the test that matters, and reports a difference as one line.
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    path = export(cfg, args)
+    path, adapter = export(cfg, args)
+    run = load_artefact(path, adapter)
+    if run is not None:
+        check(path, run, adapter)
     print(f"Wrote {path} and {os.path.join(args.output, 'deploy.json')}. Run it without d2mask:")
     print(f"    python tools/deploy/run_exported_model.py {path} --input IMAGE [IMAGE ...]")
+    if args.run_eval:
+        if run is None:
+            raise ExportError("--run-eval on an ONNX model needs onnxruntime: pip install -e \".[export]\"")
+        evaluate(cfg, ArtefactDetector(run, adapter), args.output)
     return path
 
 
