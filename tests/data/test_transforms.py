@@ -146,3 +146,13 @@ def test_random_apply_of_a_resize_then_crop_list_as_mvitv2_configs_use_it():
     assert 250 < sum(flips) < 350
     with pytest.raises(ValueError, match="prob must be in"):
         T.RandomApply(resize_crop, prob=1.5)
+
+
+def test_augmentation_list_takes_detectron2s_keyword():
+    """Detectron2's configs build it as L(T.AugmentationList)(augs=[...])."""
+    from d2mask.config import LazyCall as L, instantiate
+
+    augs = instantiate(L(T.AugmentationList)(augs=[L(T.RandomFlip)(prob=1.0)]))
+    aug_input = T.AugInput(np.zeros((4, 6, 3), np.uint8), boxes=np.array([[0.0, 0.0, 2.0, 2.0]]))
+    augs(aug_input)
+    assert aug_input.boxes.tolist() == [[4.0, 0.0, 6.0, 2.0]]

@@ -66,8 +66,13 @@ class Augmentation:
 class AugmentationList(Augmentation):
     """Augmentations applied in sequence, each seeing the output of the previous ones."""
 
-    def __init__(self, augmentations: List[Augmentation]):
-        self.augmentations = list(augmentations)
+    def __init__(self, augs: List[Augmentation]):
+        """
+        Args:
+            augs: the augmentations, in order (Detectron2's argument name, which its Python
+                configs give by keyword).
+        """
+        self.augmentations = list(augs)
 
     def __call__(self, aug_input: AugInput) -> TransformList:
         return TransformList([aug(aug_input) for aug in self.augmentations])
