@@ -38,6 +38,10 @@ def _is_torch_attr(func: ast.AST, names) -> bool:
 ALLOWED = {
     ("d2mask/modeling/anchor_generator.py", "DefaultAnchorGenerator.generate_cell_anchors"):
         "Detectron2's static method; the constructor registers its result as a buffer",
+    ("d2mask/modeling/backbone/swin.py", "_relative_position_index"):
+        "at construction; the constructor registers its result as a buffer",
+    ("d2mask/modeling/roi_heads/fast_rcnn.py", "FastRCNNOutputLayers.__init__"):
+        "the federated loss's class weights, checked, then registered as a buffer",
     ("d2mask/structures/boxes.py", "BoxMode.convert"): "converts lists and arrays too, returning the same type",
     ("d2mask/structures/boxes.py", "Boxes.cat"): "of no Boxes at all, whose device is unknown",
     ("d2mask/structures/masks.py", "BitMasks.from_polygon_masks"): "polygons are host data, as in Detectron2",

@@ -168,7 +168,7 @@ def test_run_eval_evaluates_the_artefact_as_the_eager_model_is_evaluated(trained
     evaluator train_net uses, are the eager model's."""
     root, opts, _, _ = trained
     monkeypatch.setenv("D2MASK_DATASETS", str(tmp_path / "datasets"))
-    opts = opts + ["DATASETS.TEST", "('shapes_val',)"]
+    opts = opts + ["DATASETS.TEST", "('shapes_val',)", "DATALOADER.NUM_WORKERS", "0"]
     export = _run([EXPORT, "--config-file", CONFIG, "--output", str(tmp_path / "ts"), "--run-eval", *opts])
     assert export.returncode == 0, export.stderr
     assert "Evaluation of the artefact on shapes_val: " in export.stdout
