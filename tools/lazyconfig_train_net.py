@@ -142,7 +142,7 @@ def apply_schedule(cfg: DictConfig) -> None:
         num_images,
         train.max_epochs,
         steps_epochs=train.steps_epochs,
-        checkpoint_period_epochs=train.checkpointer.period_epochs,
+        checkpoint_period_epochs=train.checkpoint_period_epochs,
         eval_period_epochs=train.eval_period_epochs,
         val_loss_period_epochs=train.val_loss_period_epochs,
     )
@@ -225,7 +225,7 @@ def do_train(args, cfg: DictConfig):
         checkpointer=checkpointer,
         checkpoint_period=train.checkpointer.period,
         checkpoints_to_keep=train.checkpointer.max_to_keep,
-        checkpoint_signals=train.checkpointer.signals,
+        checkpoint_signals=train.checkpoint_signals,
         eval_period=train.eval_period,
         test_function=lambda: do_test(cfg, model),
         val_loss_period=train.val_loss_period,

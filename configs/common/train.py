@@ -22,9 +22,11 @@ train = dict(
     # number (batch, learning rate, iteration counts); 0: used as it is
     reference_world_size=0,
     log_period=20,  # write metrics every this many iterations
-    # SOLVER.CHECKPOINT_PERIOD, SOLVER.CHECKPOINTS_TO_KEEP, SOLVER.CHECKPOINT_PERIOD_EPOCHS,
-    # SOLVER.CHECKPOINT_SIGNALS
-    checkpointer=dict(period=5000, max_to_keep=0, period_epochs=0.0, signals=["SIGTERM", "SIGINT"]),
+    # SOLVER.CHECKPOINT_PERIOD, SOLVER.CHECKPOINTS_TO_KEEP: the arguments of hooks.PeriodicCheckpointer,
+    # and nothing else, since Detectron2's scripts pass this dict to it as it is
+    checkpointer=dict(period=5000, max_to_keep=0),
+    checkpoint_period_epochs=0.0,  # SOLVER.CHECKPOINT_PERIOD_EPOCHS
+    checkpoint_signals=["SIGTERM", "SIGINT"],  # SOLVER.CHECKPOINT_SIGNALS
     amp=dict(enabled=False, precision="float16"),  # SOLVER.AMP.*
     # SOLVER.CLIP_GRADIENTS.*: clip_type "value" clamps each element, "norm" rescales each parameter's gradient
     clip_gradients=dict(enabled=False, clip_type="value", clip_value=1.0, norm_type=2.0),

@@ -201,7 +201,7 @@ _LAZY_RULES: Sequence[Tuple[str, Callable[[Any], bool], str]] = [
     ("train.log_period", positive_int, "an int > 0"),
     ("train.checkpointer.period", positive_int, "an int > 0"),
     ("train.checkpointer.max_to_keep", non_negative_int, "an int >= 0"),
-    ("train.checkpointer.signals", each(one_of(*_SIGNALS)), "signal names such as 'SIGTERM' or 'SIGUSR1'"),
+    ("train.checkpoint_signals", each(one_of(*_SIGNALS)), "signal names such as 'SIGTERM' or 'SIGUSR1'"),
     ("train.amp.precision", one_of("float16", "bfloat16"), "'float16' or 'bfloat16'"),
     ("train.max_nonfinite_skips", non_negative_int, "an int >= 0"),
     ("train.seed", _int, "an int"),

@@ -86,7 +86,7 @@ def schedule_from_epochs(
             name
             for name, value in (
                 ("SOLVER.STEPS_EPOCHS / train.steps_epochs", steps_epochs),
-                ("SOLVER.CHECKPOINT_PERIOD_EPOCHS / train.checkpointer.period_epochs", checkpoint_period_epochs),
+                ("SOLVER.CHECKPOINT_PERIOD_EPOCHS / train.checkpoint_period_epochs", checkpoint_period_epochs),
                 ("TEST.EVAL_PERIOD_EPOCHS / train.eval_period_epochs", eval_period_epochs),
                 ("TEST.VAL_LOSS_PERIOD_EPOCHS / train.val_loss_period_epochs", val_loss_period_epochs),
             )

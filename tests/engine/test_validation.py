@@ -122,14 +122,14 @@ def test_a_python_config_has_its_run_settings_checked_alike():
     cfg.train.device = "cpu"
     validate_lazy_config(cfg)
     cfg.train.checkpointer.period = 0
-    cfg.train.checkpointer.signals = ["SIGTERM", "SIGKILL"]
+    cfg.train.checkpoint_signals = ["SIGTERM", "SIGKILL"]
     cfg.dataloader.train.total_batch_size = -2
     del cfg.train["max_iter"]
     with pytest.raises(ConfigError) as e:
         validate_lazy_config(cfg)
     assert str(e.value) == (
         "Invalid config 4 values: train.max_iter is missing (an int >= 0; see configs/common/train.py); "
-        "train.checkpointer.period = 0 (an int > 0); train.checkpointer.signals = ['SIGTERM', 'SIGKILL'] "
+        "train.checkpointer.period = 0 (an int > 0); train.checkpoint_signals = ['SIGTERM', 'SIGKILL'] "
         "(signal names such as 'SIGTERM' or 'SIGUSR1'); dataloader.train.total_batch_size = -2 (an int > 0)"
     )
 

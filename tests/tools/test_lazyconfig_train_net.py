@@ -228,3 +228,15 @@ def test_python_config_checks_the_model_against_its_data(tiny_shapes, tmp_path):
     assert "is 2 but the training set ('lazy_tool_shapes_train',) has 3 classes" in message
     assert "model.roi_heads.num_classes=3" in message
     assert not (tmp_path / "model_final.pth").exists()
+
+
+def test_detectron2s_scripts_give_train_checkpointer_to_the_hook_as_it_is(tmp_path):
+    """Detectron2's lazyconfig_train_net.py builds `hooks.PeriodicCheckpointer(checkpointer,
+    **cfg.train.checkpointer)`: the dict holds that hook's arguments and nothing else."""
+    from d2mask.checkpoint import DetectionCheckpointer
+    from d2mask.engine import hooks
+
+    train = LazyConfig.load(os.path.join(REPO, "configs/common/train.py")).train
+    hook = hooks.PeriodicCheckpointer(DetectionCheckpointer(torch.nn.Linear(1, 1), str(tmp_path)), **train.checkpointer)
+    assert (hook.period, hook.max_to_keep) == (5000, None)
+    assert (train.checkpoint_period_epochs, list(train.checkpoint_signals)) == (0.0, ["SIGTERM", "SIGINT"])
