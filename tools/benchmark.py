@@ -42,6 +42,7 @@ docs/benchmarks.md.
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from typing import Callable, Dict, List, Optional
@@ -80,8 +81,18 @@ def _run_case_in_subprocess(args, case: List[str]) -> Dict:
         cmd += ["--compare", args.compare]
     proc = subprocess.run([*cmd, "--", *args.opts], capture_output=True, text=True, cwd=_REPO)
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark case {case} failed:\n{proc.stderr[-4000:]}")
+        # One line, not the case's traceback: SystemExit prints it and ends the run with status 1.
+        raise SystemExit(f"Benchmark case '{args.task} {' '.join(case)}' failed: {_case_error(proc)}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _case_error(proc: subprocess.CompletedProcess) -> str:
+    """The error that ended a case's subprocess: the last line of its traceback, or the signal."""
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else f"exit status {proc.returncode}"
 
 
 def _print_model(r: Dict) -> None:

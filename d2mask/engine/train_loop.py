@@ -81,6 +81,7 @@ class TrainerBase:
         self.max_iter = 0
         self.storage: Optional[EventStorage] = None
         self._stop_reason: Optional[str] = None
+        self._loop_ended = False
 
     def register_hooks(self, hooks: Iterable[Optional[HookBase]]) -> None:
         """Appends hooks (None entries are skipped); they run in the order registered."""
@@ -106,6 +107,7 @@ class TrainerBase:
         self.iter = self.start_iter = start_iter
         self.max_iter = max_iter
         self._stop_reason = None
+        self._loop_ended = False
         with EventStorage(start_iter) as self.storage:
             try:
                 self.before_train()
@@ -118,6 +120,7 @@ class TrainerBase:
                         break
                 # past the last completed iteration, as if the loop had run to its end
                 self.iter += 1
+                self._loop_ended = True
             except USER_ERRORS as e:
                 # The caller prints the message alone; a traceback here would bury it.
                 logger.error(f"Training stopped at iteration {self.iter}: {user_error_message(e)}")
@@ -160,7 +163,9 @@ class TrainerBase:
             state = h.state_dict()
             if state:
                 hooks[type(h).__qualname__] = state
-        return {"iteration": self.iter, "hooks": hooks}
+        # the last completed iteration, which a resumed run continues after: during a step's hooks
+        # that is `iter`; after the loop (a final checkpoint saved by `after_train`) `iter` is one past it
+        return {"iteration": self.iter - 1 if self._loop_ended else self.iter, "hooks": hooks}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.iter = state["iteration"]

@@ -351,3 +351,22 @@ def test_resuming_a_model_whose_shapes_changed_is_refused_before_loading(tmp_pat
     assert "the model differs from the one that saved it (2 tensors, e.g. head.weight: (1, 4) saved, (3, 4) now" \
         in str(e.value)
     assert all(torch.equal(before[k], v) for k, v in changed.state_dict().items())
+
+
+def test_resuming_after_an_early_stop_continues_with_the_next_iteration(tmp_path):
+    def run(resume):
+        trainer = _trainer()
+        checkpointer = DetectionCheckpointer(trainer.model, str(tmp_path), trainer=trainer)
+        first = []
+        trainer.register_hooks([
+            hooks.CallbackHook(before_step=lambda t: first.append(t.iter) if not first else None),
+            hooks.PeriodicCheckpointer(checkpointer, period=100),
+            hooks.EvalHook(2, ScriptedEval([10, 20, 15, 18, 30])),
+            hooks.EarlyStopping(2, "toy/AP", patience=2, mode="max"),
+        ])
+        trainer.train(resume_training(checkpointer, trainer, ToyLoader(), "", resume, 8), 20)
+        return first[0]
+
+    assert run(resume=False) == 0  # stops after iteration 7 (the evaluations after 5 and 7 are worse)
+    assert torch.load(tmp_path / "model_final.pth", weights_only=True)["iteration"] == 7
+    assert run(resume=True) == 8

@@ -173,14 +173,15 @@ def test_state_dict_round_trip_includes_optimizer_and_hook_state():
     trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=0.1, momentum=0.9)
     trainer.train(0, 4)
     state = trainer.state_dict()
-    assert state["iteration"] == 4 and state["hooks"] == {"Counter": {"count": 4}}
+    # the last completed iteration (a resumed run continues with the next), also after the loop
+    assert state["iteration"] == 3 and state["hooks"] == {"Counter": {"count": 4}}
 
     other = _trainer()
     other.optimizer = torch.optim.SGD(other.model.parameters(), lr=0.1, momentum=0.9)
     hook = Counter()
     other.register_hooks([hook])
     other.load_state_dict(state)
-    assert other.iter == 4 and hook.count == 4
+    assert other.iter == 3 and hook.count == 4
     saved, loaded = trainer.optimizer.state_dict()["state"], other.optimizer.state_dict()["state"]
     assert loaded.keys() == saved.keys() and len(saved) == len(list(trainer.model.parameters()))
     for i, state in saved.items():

@@ -110,6 +110,18 @@ def test_rpn_targets_task():
     assert results[2]["num_proposals"] == 2000 + 5  # the GT boxes appended
 
 
+def test_a_failing_case_is_one_line_naming_it():
+    proc = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--task", "rpn_targets", "--device", "cpu", "--config-file", QUICK_START,
+         "--num-gt", "-1", "--image-size", "64", "64", "--iters", "1", "--warmup", "0"],
+        cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "Benchmark case 'rpn_targets label_and_sample_anchors -1' failed: RuntimeError: Trying to create tensor "
+        "with negative dimension -1: [-1, 2]"]
+
+
 def test_compare_is_refused_for_other_tasks():
     proc = subprocess.run(
         [sys.executable, "tools/benchmark.py", "--task", "data", "--compare", "torchvision"],
