@@ -25,6 +25,7 @@ from ..data.detection_utils import build_augmentation
 from ..data.build import min_keypoints_of
 from ..evaluation import (
     COCOEvaluator,
+    COCOPanopticEvaluator,
     DatasetEvaluator,
     DatasetEvaluators,
     LVISEvaluator,
@@ -233,7 +234,7 @@ class DefaultTrainer(TrainerBase):
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
         """The evaluator named by the dataset's metadata `evaluator_type`: "coco" (COCOEvaluator),
-        "sem_seg" (SemSegEvaluator), "coco_panoptic_seg" (both; d2mask computes no PQ), "lvis"
+        "sem_seg" (SemSegEvaluator), "coco_panoptic_seg" (those two and COCOPanopticEvaluator), "lvis"
         (LVISEvaluator), "pascal_voc" (PascalVOCDetectionEvaluator)."""
         evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
@@ -251,6 +252,8 @@ class DefaultTrainer(TrainerBase):
                 max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
                 kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
             ))
+        if evaluator_type == "coco_panoptic_seg":
+            evaluators.append(COCOPanopticEvaluator(dataset_name, output_folder))
         if not evaluators:
             raise NotImplementedError(
                 f"No evaluator for dataset '{dataset_name}' (metadata evaluator_type={evaluator_type!r}); set "
@@ -283,7 +286,8 @@ def _log_results(dataset_name: str, results: Mapping[str, Any]) -> None:
     for task, metrics in results.items():
         if not isinstance(metrics, Mapping):
             continue
-        main = [k for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "mIoU", "fwIoU", "mACC", "pACC") if k in metrics]
+        main = [k for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "mIoU", "fwIoU", "mACC", "pACC", "PQ", "SQ", "RQ",
+                            "PQ_th", "PQ_st") if k in metrics]
         logger.info(
             f"Evaluation of {dataset_name}, {task}: " + "  ".join(f"{k} {float(metrics[k]):.2f}" for k in main)
         )

@@ -1,8 +1,9 @@
 """Evaluating a model over a dataset: the evaluator protocol, the inference loop, COCO, LVIS and PASCAL
-VOC AP, and semantic-segmentation IoU."""
+VOC AP, semantic-segmentation IoU and panoptic quality."""
 from .coco_evaluation import COCOEvaluator, encode_masks, instances_to_coco_json
 from .evaluator import DatasetEvaluator, DatasetEvaluators, inference_context, inference_on_dataset
 from .lvis_evaluation import LVISEvaluator
+from .panoptic_evaluation import COCOPanopticEvaluator
 from .pascal_voc_evaluation import PascalVOCDetectionEvaluator
 from .sem_seg_evaluation import SemSegEvaluator
 from .testing import print_csv_format, verify_results
@@ -13,6 +14,7 @@ __all__ = [
     "inference_on_dataset",
     "inference_context",
     "COCOEvaluator",
+    "COCOPanopticEvaluator",
     "SemSegEvaluator",
     "LVISEvaluator",
     "PascalVOCDetectionEvaluator",

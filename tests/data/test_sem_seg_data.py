@@ -10,6 +10,7 @@ from PIL import Image
 from d2mask.data import DatasetCatalog, DatasetError, DatasetMapper, MetadataCatalog
 from d2mask.data import transforms as T
 from d2mask.data.datasets import load_sem_seg, register_coco_panoptic_separated, register_shapes
+from d2mask.data.datasets.coco_panoptic import read_panoptic_png
 from d2mask.data.datasets.shapes_segmentation import register_shapes_panoptic_separated, register_shapes_sem_seg
 from d2mask.data.detection_utils import read_sem_seg
 
@@ -89,6 +90,17 @@ def test_builtin_coco_panoptic_stops_with_the_missing_path(tmp_path):
         DatasetCatalog.get("coco_2017_val_panoptic_stuffonly")
 
 
+def test_builtin_coco_panoptic_standard_form():
+    meta = MetadataCatalog.get("coco_2017_train_panoptic")
+    assert (meta.evaluator_type, meta.label_divisor) == ("coco_panoptic_seg", 1000)
+    # one contiguous id space: the 80 things, then the 53 stuff classes
+    assert meta.thing_classes == meta.stuff_classes and len(meta.thing_classes) == 133
+    assert meta.thing_dataset_id_to_contiguous_id[90] == 79 and meta.stuff_dataset_id_to_contiguous_id[92] == 80
+    assert meta.stuff_classes[80] == "banner" and meta.panoptic_json.endswith("coco/annotations/panoptic_train2017.json")
+    with pytest.raises(DatasetError, match=r"'coco_2017_val_panoptic' expects .*coco/annotations/panoptic_val2017.json"):
+        DatasetCatalog.get("coco_2017_val_panoptic")
+
+
 def test_register_coco_panoptic_separated_merges_instances_and_label_maps(tmp_path, coco_dir):
     data = coco_dir.good()
     for record in data["images"]:  # COCO's images are JPEGs
@@ -126,6 +138,16 @@ def test_shapes_views_label_what_the_images_show(tmp_path):
             assert ((classes == 0) == background).mean() > 0.97
             assert ((stuff == 1) == (classes == 0)).all() and set(np.unique(classes)) <= {0, 1, 2, 3}
             assert "annotations" not in sem and pan["annotations"]
+            # The panoptic ground truth: a segment per shape (its category the shape's dataset id) and
+            # the background (category 4) where the stuff label map has it.
+            ids = read_panoptic_png(pan["pan_seg_file_name"])
+            segments = {s["id"]: s for s in pan["segments_info"]}
+            assert set(np.unique(ids)) == set(segments)
+            (background,) = [s for s in pan["segments_info"] if not s["isthing"]]
+            assert background["category_id"] == 1 and ((ids == background["id"]) == (stuff == 1)).all()
+            things = [s for s in pan["segments_info"] if s["isthing"]]
+            assert [s["category_id"] for s in things] == [a["category_id"] for a in pan["annotations"]]
+            assert all(s["area"] == (ids == s["id"]).sum() for s in things)
         # Drawn once: a second load reuses the files.
         mtime = os.path.getmtime(semantic[0]["sem_seg_file_name"])
         DatasetCatalog.get("sem_seg_data_shapes_sem_seg")

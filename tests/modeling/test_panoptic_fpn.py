@@ -146,12 +146,12 @@ def test_vis_period_draws_the_proposals():
 
 def test_detectron2_python_config_loads_with_its_loaders_and_evaluators():
     from d2mask.config import LazyConfig
-    from d2mask.evaluation import COCOEvaluator, SemSegEvaluator
+    from d2mask.evaluation import COCOEvaluator, COCOPanopticEvaluator, SemSegEvaluator
     from tests.common import REPO
 
     cfg = LazyConfig.load(f"{REPO}/configs/COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.py")
     assert cfg.model._target_ is PanopticFPN and cfg.model.sem_seg_head.num_classes == 54
     assert list(cfg.dataloader.train.dataset.names) == ["coco_2017_train_panoptic_separated"]
     assert cfg.dataloader.train.dataset.filter_empty is False
-    assert [e._target_ for e in cfg.dataloader.evaluator] == [COCOEvaluator, SemSegEvaluator]
+    assert [e._target_ for e in cfg.dataloader.evaluator] == [COCOEvaluator, SemSegEvaluator, COCOPanopticEvaluator]
     assert {e.dataset_name for e in cfg.dataloader.evaluator} == {"coco_2017_val_panoptic_separated"}

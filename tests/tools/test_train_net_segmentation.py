@@ -1,6 +1,6 @@
 """The semantic FPN and Panoptic FPN quick-start configs train through tools/train_net.py and learn on
 the small overfit case of test_train_net_models.py (three tiny shapes images), evaluated by the
-evaluators their datasets' evaluator_type names."""
+evaluators their datasets' evaluator_type names (for Panoptic FPN: mIoU, box and mask AP, PQ)."""
 import json
 import os
 import re
@@ -45,3 +45,9 @@ def test_panoptic_quick_start_learns(tmp_path):
     assert last["loss_sem_seg"] < 0.5 * first["loss_sem_seg"] and last["loss_rpn_cls"] < 0.5 * first["loss_rpn_cls"]
     assert last["loss_mask"] < first["loss_mask"]
     assert results["sem_seg"]["mIoU"] > 60 and results["bbox"]["AP50"] > 30 and "segm" in results
+    # PQ: the background (the one stuff class) nearly perfect, the shapes partly; All averages the
+    # three shape classes and the background.
+    pq = results["panoptic_seg"]
+    assert pq["PQ_st"] > 80 and 5 < pq["PQ_th"] < pq["PQ_st"] and pq["SQ"] >= pq["PQ"]
+    assert abs(pq["PQ"] - (3 * pq["PQ_th"] + pq["PQ_st"]) / 4) < 0.03
+    assert (tmp_path / "out" / "inference" / "predictions.json").is_file()

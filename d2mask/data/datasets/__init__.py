@@ -1,7 +1,7 @@
 """Dataset loaders: COCO (instances, semantic label maps, panoptic), LVIS and PASCAL VOC files, and the
 generated shapes dataset."""
 from .coco import convert_to_coco_dict, load_coco_json, load_sem_seg, register_coco_instances
-from .coco_panoptic import merge_to_panoptic, register_coco_panoptic_separated
+from .coco_panoptic import load_coco_panoptic_json, merge_to_panoptic, register_coco_panoptic, register_coco_panoptic_separated
 from .lvis import load_lvis_json, register_lvis_instances
 from .pascal_voc import load_voc_instances, register_pascal_voc
 from .shapes import SHAPES_CLASSES, datasets_root, mask_to_polygons, register_shapes, set_datasets_root
@@ -12,6 +12,8 @@ __all__ = [
     "register_coco_instances",
     "convert_to_coco_dict",
     "load_sem_seg",
+    "load_coco_panoptic_json",
+    "register_coco_panoptic",
     "register_coco_panoptic_separated",
     "merge_to_panoptic",
     "register_shapes",

@@ -7,8 +7,8 @@ a few seconds. "shapes_sem_seg_train/val" and "shapes_train/val_panoptic_separat
 semantic and panoptic views (the same images, with label maps);
 "shapes_keypoints_train/val" the same images with keypoints on the shapes.
 
-COCO ("coco_2017_train", ...; COCO panoptic as "coco_2017_train_panoptic_separated" and
-"..._stuffonly"), LVIS v1 and PASCAL VOC are registered under Detectron2's names and
+COCO ("coco_2017_train", ...; COCO panoptic as "coco_2017_train_panoptic" (the standard form),
+"coco_2017_train_panoptic_separated" and "..._stuffonly"), LVIS v1 and PASCAL VOC are registered under Detectron2's names and
 relative paths below `datasets_root()` (DATASETS.ROOT, else `$D2MASK_DATASETS`, else
 `$DETECTRON2_DATASETS`, else ~/.cache/d2mask), with their metadata, so that a model trained on them
 can be run and drawn without their files. Their files are only needed when a dataset is loaded; a
@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Sequence
 from ..catalog import DatasetCatalog, DatasetError, MetadataCatalog
 from .builtin_meta import _get_builtin_metadata, get_builtin_metadata  # noqa: F401 (Detectron2's import path)
 from .coco import register_coco_instances
-from .coco_panoptic import register_coco_panoptic_separated
+from .coco_panoptic import register_coco_panoptic, register_coco_panoptic_separated
 from .lvis import register_lvis_instances
 from .pascal_voc import register_pascal_voc
 from .shapes import datasets_root, register_shapes
@@ -119,16 +119,23 @@ def register_all_coco(root: str) -> None:
 
 
 def register_all_coco_panoptic(root: str) -> None:
-    """COCO panoptic in Detectron2's separated form (`<prefix>_separated`, `<prefix>_stuffonly`)."""
+    """COCO panoptic in Detectron2's standard form (`<prefix>`) and separated form (`<prefix>_separated`,
+    `<prefix>_stuffonly`)."""
     for prefix, (panoptic_root, panoptic_json, sem_seg_root) in _PREDEFINED_SPLITS_COCO_PANOPTIC.items():
-        names = (prefix + "_separated", prefix + "_stuffonly")
-        if any(n in DatasetCatalog for n in names):  # the user's own dataset of that name
-            continue
         image_root, instances_json = (os.path.join(root, p) for p in _PREDEFINED_SPLITS_COCO[prefix[: -len("_panoptic")]])
+        panoptic_root, panoptic_json = os.path.join(root, panoptic_root), os.path.join(root, panoptic_json)
+        if prefix not in DatasetCatalog:  # else the user's own dataset of that name
+            register_coco_panoptic(
+                prefix, get_builtin_metadata("coco_panoptic_standard"), image_root, panoptic_root, panoptic_json, instances_json
+            )
+            _guard(prefix, panoptic_json, panoptic_root)
+        names = (prefix + "_separated", prefix + "_stuffonly")
+        if any(n in DatasetCatalog for n in names):
+            continue
         sem_seg_root = os.path.join(root, sem_seg_root)
         register_coco_panoptic_separated(
-            prefix, get_builtin_metadata("coco_panoptic_separated"), image_root, os.path.join(root, panoptic_root),
-            os.path.join(root, panoptic_json), sem_seg_root, instances_json,
+            prefix, get_builtin_metadata("coco_panoptic_separated"), image_root, panoptic_root, panoptic_json,
+            sem_seg_root, instances_json,
         )
         _guard(names[0], instances_json, sem_seg_root)
         _guard(names[1], sem_seg_root)

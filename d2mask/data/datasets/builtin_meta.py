@@ -94,7 +94,7 @@ def _colors(n: int) -> List[List[int]]:
 
 def get_builtin_metadata(dataset_type: str) -> Dict[str, Any]:
     """The metadata shared by all splits of a built-in dataset family ("coco", "coco_person",
-    "coco_panoptic_separated" or "pascal_voc")."""
+    "coco_panoptic_separated", "coco_panoptic_standard" or "pascal_voc")."""
     if dataset_type == "coco":
         return dict(
             thing_classes=[name for _, name in COCO_CATEGORIES],
@@ -120,9 +120,19 @@ def get_builtin_metadata(dataset_type: str) -> Dict[str, Any]:
             stuff_dataset_id_to_contiguous_id={0: 0, **{i: c + 1 for c, (i, _) in enumerate(COCO_PANOPTIC_STUFF_CATEGORIES)}},
             stuff_colors=_colors(1 + len(COCO_PANOPTIC_STUFF_CATEGORIES)),
         )
+    if dataset_type == "coco_panoptic_standard":
+        # One contiguous id space over all 133 categories, things (ids 1-90) before stuff (ids 92-200);
+        # thing_ and stuff_classes both list all names, as Detectron2's Visualizer expects.
+        categories = COCO_CATEGORIES + COCO_PANOPTIC_STUFF_CATEGORIES
+        names, colors = [name for _, name in categories], _colors(len(categories))
+        return dict(
+            thing_classes=names, stuff_classes=list(names), thing_colors=colors, stuff_colors=list(colors),
+            thing_dataset_id_to_contiguous_id={i: c for c, (i, _) in enumerate(COCO_CATEGORIES)},
+            stuff_dataset_id_to_contiguous_id={i: c + len(COCO_CATEGORIES) for c, (i, _) in enumerate(COCO_PANOPTIC_STUFF_CATEGORIES)},
+        )
     if dataset_type == "pascal_voc":
         return dict(thing_classes=list(PASCAL_VOC_CLASSES), thing_colors=_colors(len(PASCAL_VOC_CLASSES)))
-    raise KeyError(f"No built-in metadata for dataset type '{dataset_type}'; known: coco, coco_person, coco_panoptic_separated, pascal_voc")
+    raise KeyError(f"No built-in metadata for dataset type '{dataset_type}'; known: coco, coco_person, coco_panoptic_separated, coco_panoptic_standard, pascal_voc")
 
 
 # Detectron2's name for it, imported by its projects (PointSup's COCO-with-points registration) from

@@ -62,7 +62,7 @@ def _read_json(json_file: str) -> Dict[str, Any]:
     missing = [k for k in _TOP_LEVEL_KEYS if k not in data and k != "annotations"]
     data.setdefault("annotations", [])
     if missing:
-        raise DatasetError(f"{json_file}: missing top-level key(s) {missing}; a COCO instances json has "
+        raise DatasetError(f"{json_file}: missing top-level key(s) {missing}; a COCO json has "
                            f"{list(_TOP_LEVEL_KEYS)} (found {sorted(data)})")
     return data
 
