@@ -22,8 +22,7 @@ import torch
 from tabulate import tabulate
 
 from ..data.catalog import DatasetCatalog, DatasetError, MetadataCatalog
-from ..data.datasets.coco import _read_json
-from ..data.datasets.coco_panoptic import encode_panoptic_png, read_panoptic_png
+from ..data.datasets.coco_panoptic import encode_panoptic_png, load_coco_panoptic_json, read_panoptic_png
 from ..utils import comm
 from ..utils.atomic_write import atomic_write
 from .evaluator import DatasetEvaluator
@@ -44,8 +43,8 @@ class COCOPanopticEvaluator(DatasetEvaluator):
 
     The ground truth is the dataset's `panoptic_json` and `panoptic_root` when its metadata has them
     (COCO's files, so the numbers are the official ones), otherwise the registered dataset dicts'
-    "pan_seg_file_name" and "segments_info" (the standard form, e.g. the shapes' panoptic views), with
-    the categories of the metadata's thing_ and stuff_dataset_id_to_contiguous_id.
+    "pan_seg_file_name" and "segments_info" (the standard form, e.g. the shapes' panoptic views). The
+    categories are those of the metadata's thing_ and stuff_dataset_id_to_contiguous_id.
 
     Each process scores its own images; `evaluate` sums the counts of all processes.
     """
@@ -69,10 +68,15 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         self._thing_ids = {c: i for i, c in maps[0].items()}  # contiguous -> dataset id
         self._stuff_ids = {c: i for i, c in maps[1].items()}
         self._label_divisor = meta.get("label_divisor")
+        # {dataset category id: (name, isthing)}. Dataset id 0 is no category of the panoptic format;
+        # Detectron2's separated metadata uses it for the "things" class of the semantic label maps.
+        self._categories = {i: (meta.thing_classes[c], True) for c, i in self._thing_ids.items()}
+        self._categories.update({i: (meta.stuff_classes[c], False) for c, i in self._stuff_ids.items() if i != 0})
         if meta.get("panoptic_json"):
-            self._categories, self._ground_truth = _ground_truth_from_json(meta.panoptic_json, meta.panoptic_root)
+            dicts = load_coco_panoptic_json(meta.panoptic_json, meta.get("image_root", ""), meta.panoptic_root, meta.as_dict())
         else:
-            self._categories, self._ground_truth = self._ground_truth_from_dicts(meta)
+            dicts = DatasetCatalog.get(dataset_name)
+        self._ground_truth = self._ground_truth_of(dicts)
         self.reset()
 
     def reset(self) -> None:
@@ -159,13 +163,11 @@ class COCOPanopticEvaluator(DatasetEvaluator):
                              f"which its segments_info does not list")
         return ids, segments
 
-    def _ground_truth_from_dicts(self, meta) -> Tuple[Dict[int, Tuple[str, bool]], Dict[Any, Tuple[str, Dict]]]:
-        # Dataset id 0 is no category of the panoptic format; Detectron2's separated metadata uses it
-        # for the "things" class of the semantic label maps.
-        categories = {i: (meta.thing_classes[c], True) for c, i in self._thing_ids.items()}
-        categories.update({i: (meta.stuff_classes[c], False) for c, i in self._stuff_ids.items() if i != 0})
+    def _ground_truth_of(self, dicts: List[Dict]) -> Dict[Any, Tuple[str, Dict[int, Dict[str, Any]]]]:
+        """{image id: (panoptic PNG, {segment id: {"category_id" (the dataset's), "iscrowd"}})} of
+        standard-form dataset dicts."""
         ground_truth = {}
-        for record in DatasetCatalog.get(self._dataset_name):
+        for record in dicts:
             if "pan_seg_file_name" not in record:
                 raise DatasetError(f"COCOPanopticEvaluator: dataset '{self._dataset_name}' has no panoptic_json in its "
                                    f"metadata and its dict of {record.get('file_name')} has no 'pan_seg_file_name'")
@@ -175,7 +177,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
                 for s in record["segments_info"]
             }
             ground_truth[record["image_id"]] = (record["pan_seg_file_name"], segments)
-        return categories, ground_truth
+        return ground_truth
 
     def _write_predictions(self, predictions: List[Dict[str, Any]]) -> None:
         png_dir = os.path.join(self._output_dir, "panoptic_predictions")
@@ -188,17 +190,6 @@ class COCOPanopticEvaluator(DatasetEvaluator):
         with atomic_write(path) as f:
             json.dump({"annotations": predictions, "categories": categories}, f)
         logger.info(f"Saved {len(predictions)} panoptic predictions to {path} and {png_dir}")
-
-
-def _ground_truth_from_json(panoptic_json: str, panoptic_root: str) -> Tuple[Dict[int, Tuple[str, bool]], Dict[Any, Tuple[str, Dict]]]:
-    """{category id: (name, isthing)} and {image id: (PNG path, {segment id: segment})} of a COCO panoptic json."""
-    data = _read_json(panoptic_json)
-    categories = {c["id"]: (c["name"], bool(c.get("isthing", 0))) for c in data["categories"]}
-    ground_truth = {
-        ann["image_id"]: (os.path.join(panoptic_root, ann["file_name"]), {s["id"]: s for s in ann["segments_info"]})
-        for ann in data["annotations"]
-    }
-    return categories, ground_truth
 
 
 def pq_image_stats(

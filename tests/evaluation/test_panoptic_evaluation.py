@@ -1,6 +1,7 @@
 """COCOPanopticEvaluator: PQ, SQ, RQ computed by hand on tiny label maps (a match whose IoU leaves the
 VOID pixels out, a false positive, a false negative, a prediction on VOID, crowd regions), through
-the evaluator on a COCO panoptic set registered with register_coco_panoptic."""
+the evaluator on a COCO panoptic set registered with register_coco_panoptic, and on the shapes'
+panoptic view."""
 import json
 import math
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from d2mask.data import DatasetCatalog, DatasetError, MetadataCatalog
-from d2mask.data.datasets import load_coco_panoptic_json, register_coco_panoptic
+from d2mask.data.datasets import load_coco_panoptic_json, register_coco_panoptic, register_shapes
+from d2mask.data.datasets.shapes_segmentation import register_shapes_panoptic_separated
 from d2mask.data.datasets.coco_panoptic import encode_panoptic_png, read_panoptic_png
 from d2mask.evaluation import COCOPanopticEvaluator
 from d2mask.evaluation.panoptic_evaluation import pq_image_stats
@@ -184,3 +186,24 @@ def test_prediction_errors_name_the_problem(panoptic_set):
         evaluator.process([{"image_id": 5, "file_name": "x.jpg"}], [_output(gt[:5], {1: 1, 2: 2})])
     with pytest.raises(DatasetError, match="image id 9 "):
         evaluator.process([{"image_id": 9, "file_name": "z.jpg"}], [_output(gt, {1: 1, 2: 2, 3: 3})])
+
+
+def test_ground_truth_from_the_dataset_dicts(tmp_path):
+    """Without panoptic_json in the metadata (the shapes' panoptic view), the dicts' "pan_seg_file_name"
+    and "segments_info" are the ground truth: predicting them scores 100."""
+    register_shapes("pq_test_shapes", str(tmp_path), num_images=2, seed=3, image_size=64, object_size=(16, 32))
+    register_shapes_panoptic_separated("pq_test_shapes_panoptic", "pq_test_shapes")
+    try:
+        dicts = DatasetCatalog.get("pq_test_shapes_panoptic")
+        outputs = [
+            {"panoptic_seg": (torch.as_tensor(read_panoptic_png(d["pan_seg_file_name"])), d["segments_info"])} for d in dicts
+        ]
+        evaluator = COCOPanopticEvaluator("pq_test_shapes_panoptic")
+        evaluator.reset()
+        evaluator.process(dicts, outputs)
+        results = evaluator.evaluate()["panoptic_seg"]
+        assert results["PQ"] == results["PQ_th"] == results["PQ_st"] == results["PQ-background"] == pytest.approx(100)
+    finally:
+        for name in ("pq_test_shapes", "pq_test_shapes_panoptic"):
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
