@@ -86,6 +86,8 @@ class COCOPanopticEvaluator(DatasetEvaluator):
 
     def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
         for inp, out in zip(inputs, outputs):
+            if "panoptic_seg" not in out:  # e.g. PanopticFPN with COMBINE.ENABLED False
+                continue
             pred_ids, pred_segments = self._prediction(*out["panoptic_seg"])
             if inp["image_id"] not in self._ground_truth:
                 raise DatasetError(f"COCOPanopticEvaluator: image id {inp['image_id']!r} ({inp.get('file_name')}) has no "
