@@ -1,7 +1,8 @@
 """`instantiate`: builds the objects a Python config describes.
 
 A node with a `_target_` is a call: its other keys are keyword arguments, built first (depth first),
-then `_target_(**kwargs)` is called. Lists and mappings without `_target_` are built element by
+then `_target_(**kwargs)` is called. An `_args_` list gives positional arguments before them
+(`LazyConfig.save` writes a `functools.partial` so; `LazyCall` records keyword arguments only). Lists and mappings without `_target_` are built element by
 element into plain Python lists and dicts; every other value is passed through unchanged.
 
     cfg = LazyCall(FPN)(bottom_up=LazyCall(ResNet)(depth=18, ...), out_channels=256, ...)
@@ -19,6 +20,7 @@ from .config import ConfigError
 __all__ = ["instantiate", "locate", "target_name", "InstantiationError"]
 
 TARGET_KEY = "_target_"
+ARGS_KEY = "_args_"
 
 
 class InstantiationError(ConfigError):
@@ -129,10 +131,14 @@ def _build(node: Any, path: str) -> Any:
             raise InstantiationError(f"{where}: {e}") from None
     if not callable(target):
         raise InstantiationError(f"{where}: _target_ must be a callable or a 'module.qualname', got {target!r}")
-    kwargs = {k: _build(v, _join(path, k)) for k, v in node.items() if k != TARGET_KEY}
+    args = node.get(ARGS_KEY, [])
+    if not isinstance(args, (list, tuple)):
+        raise InstantiationError(f"{where}: {ARGS_KEY} must be a list of positional arguments, got {args!r}")
+    args = _build(list(args), _join(path, ARGS_KEY))
+    kwargs = {k: _build(v, _join(path, k)) for k, v in node.items() if k not in (TARGET_KEY, ARGS_KEY)}
     _check_kwargs(target, kwargs, where)
     try:
-        return target(**kwargs)
+        return target(*args, **kwargs)
     except InstantiationError:
         raise  # a nested instantiate() inside the target already says where
     except Exception as e:

@@ -17,18 +17,19 @@ imports a mapping from another config file gets it as a DictConfig, to edit with
 """
 import builtins
 import dataclasses
+import functools
 import inspect
 import io
 import os
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, SCMode
 
 from ..utils.atomic_write import atomic_write
 from ..utils.registry import did_you_mean, nearest
 from .config import ConfigError, _parse_literal, load_yaml_document
-from .instantiate import TARGET_KEY, locate, target_name
+from .instantiate import ARGS_KEY, TARGET_KEY, locate, target_name
 
 __all__ = ["LazyCall", "LazyConfig"]
 
@@ -240,28 +241,52 @@ def _unknown_key(cfg: DictConfig, key: str, override: str, reached: str, node: A
     return ConfigError(f"Unknown config key '{key}' in override '{override}'.{hint} Overrides never add keys")
 
 
-def _to_yaml_container(value: Any, path: str) -> Any:
-    """Checks that `value` is YAML-able, writing each callable `_target_` as its name."""
+def _to_yaml_container(value: Any, path: str, dropped: Optional[List[str]]) -> Any:
+    """`value` in YAML-able form: each callable `_target_` as its name, a `functools.partial` or a
+    class or function given as a value as a node that `instantiate` turns back into it.
+
+    Args:
+        dropped: None to raise on a value with no YAML form; a list to leave out the key holding it
+            instead, appending "key (why)" to the list.
+    """
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             where = f"{path}.{k}" if path else str(k)
             if k == TARGET_KEY and callable(v):
-                try:
-                    out[k] = target_name(v)
-                except ConfigError as e:
-                    raise ConfigError(f"Cannot save {where}: {e}") from None
-            else:
-                out[k] = _to_yaml_container(v, where)
+                # never dropped alone: the node would build something else; the key holding it goes
+                out[k] = _target_yaml(v, where)
+                continue
+            try:
+                out[k] = _to_yaml_container(v, where, dropped)
+            except ConfigError as e:
+                if dropped is None:
+                    raise
+                dropped.append(f"{where} ({str(e).split(': ', 1)[-1]})")
         return out
     if isinstance(value, (list, tuple)):
-        return [_to_yaml_container(v, f"{path}.{i}") for i, v in enumerate(value)]
+        return [_to_yaml_container(v, f"{path}.{i}", dropped) for i, v in enumerate(value)]
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
+    if isinstance(value, functools.partial):
+        # partial(f, *args, **keywords) takes f positionally: `_args_` holds the positional arguments
+        # (saved whole or not at all: a partial missing an argument would be another function)
+        args = [_to_yaml_container(a, f"{path}.{ARGS_KEY}.{i}", None) for i, a in enumerate((value.func, *value.args))]
+        return {TARGET_KEY: target_name(functools.partial), ARGS_KEY: args,
+                **_to_yaml_container(dict(value.keywords), path, None)}
+    if inspect.isclass(value) or inspect.isroutine(value):
+        return {TARGET_KEY: target_name(locate), "name": _target_yaml(value, path)}
     raise ConfigError(
         f"Cannot save {path}: {type(value).__name__} {value!r} has no YAML form; describe it with "
         f"LazyCall(...) in the config instead of building it there"
     )
+
+
+def _target_yaml(target: Callable, path: str) -> str:
+    try:
+        return target_name(target)
+    except ConfigError as e:
+        raise ConfigError(f"Cannot save {path}: {e}") from None
 
 
 class LazyConfig:
@@ -323,26 +348,38 @@ class LazyConfig:
         return LazyConfig.load(os.path.join(os.path.dirname(caller), filename), keys)
 
     @staticmethod
-    def save(cfg: DictConfig, filename: str) -> None:
-        """Writes `cfg` as YAML that `load` reads back to an equal config (targets as names).
+    def save(cfg: DictConfig, filename: str, dropped: Optional[List[str]] = None) -> None:
+        """Writes `cfg` as YAML that `load` reads back to an equal config: targets as names, a
+        `functools.partial` as a `functools.partial` call with `_args_`, a class or function given as
+        a value as a `locate` call; `instantiate` builds the same objects from either.
+
+        Args:
+            dropped: None to raise on a value with no YAML form; a list to write the rest, leave out
+                each key holding such a value (a comment at the top of the file names them) and
+                append "key (why)" to the list.
 
         Raises:
-            ConfigError: a value with no YAML form (an object built in the config, a lambda target),
-            naming its key.
+            ConfigError: (without `dropped`) a value with no YAML form (an object built in the
+            config, a lambda target), naming its key.
         """
-        text = LazyConfig.to_yaml(cfg)
+        text = LazyConfig.to_yaml(cfg, dropped)
         with atomic_write(filename) as f:
             f.write(text)
 
     @staticmethod
-    def to_yaml(cfg: DictConfig) -> str:
-        """The YAML text `save` writes (targets as names).
+    def to_yaml(cfg: DictConfig, dropped: Optional[List[str]] = None) -> str:
+        """The YAML text `save` writes.
 
         Raises:
-            ConfigError: a value with no YAML form, naming its key.
+            ConfigError: (without `dropped`) a value with no YAML form, naming its key.
         """
         data = OmegaConf.to_container(cfg, resolve=False, structured_config_mode=SCMode.INSTANTIATE)
-        return OmegaConf.to_yaml(DictConfig(_to_yaml_container(data, "")))
+        left_out: List[str] = []
+        text = OmegaConf.to_yaml(DictConfig(_to_yaml_container(data, "", None if dropped is None else left_out)))
+        if left_out:
+            dropped.extend(left_out)
+            text = "".join(f"# Not saved (no YAML form): {key}\n" for key in left_out) + text
+        return text
 
     @staticmethod
     def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:

@@ -236,21 +236,22 @@ def _setting(cfg: Any, yaml_key: str, python_key: str, default: Any = None) -> A
 
 
 def _plain_config(cfg: Any) -> dict:
-    """`cfg` as the nested dicts its config.yaml holds; {} for a Python config with no YAML form."""
+    """`cfg` as the nested dicts its config.yaml holds (a Python config without its values that have
+    no YAML form, which config.yaml leaves out too)."""
     if isinstance(cfg, CfgNode):
         return yaml.safe_load(cfg.dump())
-    try:
-        return yaml.safe_load(LazyConfig.to_yaml(cfg))
-    except ConfigError:  # not saved either: nothing to compare a resumed run with
-        return {}
+    return yaml.safe_load(LazyConfig.to_yaml(cfg, dropped=[]))
 
 
-def _save_config(cfg: Any, path: str) -> None:
+def _save_config(cfg: Any, path: str) -> List[str]:
+    """Writes `cfg` to `path`; returns the keys of a Python config left out (values with no YAML form)."""
+    dropped: List[str] = []
     if isinstance(cfg, CfgNode):
         with atomic_write(path) as f:
             f.write(cfg.dump())
     else:
-        LazyConfig.save(cfg, path)
+        LazyConfig.save(cfg, path, dropped=dropped)
+    return dropped
 
 
 def default_writers(output_dir: str, max_iter: Optional[int] = None) -> List[EventWriter]:
@@ -302,11 +303,11 @@ def default_setup(cfg: Any, args: Optional[argparse.Namespace] = None) -> None:
                 logger.info(f"Contents of config file {config_file}:\n{f.read()}")
     if output_dir and comm.is_main_process():
         path = os.path.join(output_dir, "config.yaml")
-        try:
-            _save_config(cfg, path)
+        dropped = _save_config(cfg, path)
+        if dropped:  # objects built in a Python config; the run itself does not need the dump
+            logger.warning(f"Config saved to {path} without the values that have no YAML form: {'; '.join(dropped)}")
+        else:
             logger.info(f"Full config saved to {path}")
-        except ConfigError as e:  # a Python config may hold objects with no YAML form; the run does not need the dump
-            logger.warning(f"The config cannot be saved as YAML, so {path} is not written: {e}")
 
     seed = _setting(cfg, "SEED", "train.seed", -1)
     seed_all_rng(None if seed < 0 else seed + rank)

@@ -1,16 +1,19 @@
 """Python configs: LazyCall/instantiate, LazyConfig load/save/overrides, relative imports."""
 import collections
+import functools
 import os
 import re
 import sys
 import textwrap
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 from d2mask.config import ConfigError, LazyCall as L, LazyConfig, instantiate
 from d2mask.config.instantiate import InstantiationError, locate, target_name
 from d2mask.layers import ShapeSpec
+from d2mask.modeling.backbone.vit import get_vit_lr_decay_rate
 from tests.common import REPO
 
 
@@ -202,6 +205,55 @@ def test_save_rejects_values_without_a_yaml_form(tmp_path):
     cfg = DictConfig({"model": L(lambda: 0)()}, flags={"allow_objects": True})
     with pytest.raises(ConfigError, match="model._target_"):
         LazyConfig.save(cfg, str(tmp_path / "y.yaml"))
+
+
+def test_partials_and_callables_as_values_save_and_build_again(tmp_path):
+    cfg = DictConfig({"model": L(collect)(make=functools.partial(Pair, 1, right=[2, 3]), kind=Pair, fn=add)},
+                     flags={"allow_objects": True})
+    LazyConfig.save(cfg, str(tmp_path / "dump.yaml"))
+    built = instantiate(LazyConfig.load(str(tmp_path / "dump.yaml")).model)
+    assert isinstance(built["make"], functools.partial)
+    assert (built["make"].func, built["make"].args, built["make"].keywords) == (Pair, (1,), {"right": [2, 3]})
+    assert built["kind"] is Pair and built["fn"] is add
+    with pytest.raises(InstantiationError, match="Building 'model.make': _args_ must be a list"):
+        instantiate(DictConfig({"model": {"make": {"_target_": "functools.partial", "_args_": 3}}}).model)
+
+
+def test_save_may_leave_out_values_without_a_yaml_form_and_name_them(tmp_path):
+    cfg = DictConfig({"model": L(Pair)(left=1, right=ShapeSpec(channels=3)), "other": L(lambda: 0)(), "n": 5},
+                     flags={"allow_objects": True})
+    dropped = []
+    LazyConfig.save(cfg, str(tmp_path / "x.yaml"), dropped=dropped)
+    assert [d.split(" ")[0] for d in dropped] == ["model.right", "other"]  # a node whose target has no name: whole
+    assert "ShapeSpec" in dropped[0] and "no importable" in dropped[1]
+    text = (tmp_path / "x.yaml").read_text()
+    assert text.startswith("# Not saved (no YAML form): model.right (ShapeSpec")
+    again = LazyConfig.load(str(tmp_path / "x.yaml"))
+    assert set(again) == {"model", "n"} and instantiate(again.model).right == 0
+
+
+def test_a_vitdet_config_saves_and_reloads_to_the_same_model(tmp_path):
+    """ViTDet's config holds `partial(nn.LayerNorm, eps=1e-6)` and `partial(get_vit_lr_decay_rate, ...)`;
+    its dump builds the same (shrunk) model, weight for weight, and the same decay function."""
+    cfg = LazyConfig.load(os.path.join(REPO, "projects/ViTDet/configs/COCO/mask_rcnn_vitdet_b_100ep.py"))
+    LazyConfig.apply_overrides(cfg, [
+        "model.backbone.net.img_size=64", "model.backbone.net.embed_dim=16", "model.backbone.net.depth=2",
+        "model.backbone.net.num_heads=2", "model.backbone.net.window_size=2", "model.backbone.net.window_block_indexes=[0]",
+        "model.backbone.square_pad=64", "model.backbone.out_channels=16", "model.roi_heads.box_head.conv_dims=[16]",
+        "model.roi_heads.box_head.fc_dims=[32]", "model.roi_heads.mask_head.conv_dims=[16]",
+    ])
+    LazyConfig.save(cfg, str(tmp_path / "config.yaml"))
+    again = LazyConfig.load(str(tmp_path / "config.yaml"))
+    models = []
+    for c in (cfg, again):
+        torch.manual_seed(0)
+        models.append(instantiate(c.model))
+    assert str(models[0]) == str(models[1]) and "LayerNorm((16,), eps=1e-06" in str(models[1])
+    state, reloaded = models[0].state_dict(), models[1].state_dict()
+    assert list(state) == list(reloaded) and all(torch.equal(state[k], reloaded[k]) for k in state)
+    decay = instantiate(again.optimizer.params.lr_factor_func)
+    assert decay.func is get_vit_lr_decay_rate and decay.keywords == {"num_layers": 12, "lr_decay_rate": 0.7}
+    assert LazyConfig.to_yaml(again) == (tmp_path / "config.yaml").read_text()
 
 
 def test_load_errors_name_the_file(tmp_path):

@@ -131,3 +131,21 @@ def test_negative_seed_is_drawn_and_logged(tmp_path, caplog):
     first = float(torch.rand(1))
     torch.manual_seed(seed)
     assert float(torch.rand(1)) == first
+
+
+def test_a_python_config_with_an_object_is_saved_without_it_and_the_warning_names_it(tmp_path):
+    from d2mask.config import LazyConfig
+    from d2mask.layers import ShapeSpec
+    from tests.common import REPO
+
+    cfg = LazyConfig.load(os.path.join(REPO, "configs/Shapes/mask_rcnn_R_18_FPN_shapes.py"))
+    cfg.train.output_dir = str(tmp_path)
+    cfg.model.roi_heads.box_predictor.input_shape = ShapeSpec(channels=8)  # built in the config: no YAML form
+    try:
+        default_setup(cfg)
+    finally:
+        set_datasets_root(None)
+    saved = LazyConfig.load(str(tmp_path / "config.yaml"))
+    assert "input_shape" not in saved.model.roi_heads.box_predictor and saved.train.max_iter == cfg.train.max_iter
+    warnings = [line for line in (tmp_path / "log.txt").read_text().splitlines() if "without the values" in line]
+    assert len(warnings) == 1 and "model.roi_heads.box_predictor.input_shape (ShapeSpec" in warnings[0]
