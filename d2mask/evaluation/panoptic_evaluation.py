@@ -102,8 +102,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
             if unknown:
                 raise ValueError(f"COCOPanopticEvaluator: the model predicts category ids {sorted(unknown)}, which dataset "
                                  f"'{self._dataset_name}' does not have (known: {sorted(self._categories)})")
-            for category, counts in pq_image_stats(gt_ids, gt_segments, pred_ids, pred_segments).items():
-                self._stats[category] = self._stats.get(category, 0) + counts
+            _accumulate(self._stats, pq_image_stats(gt_ids, gt_segments, pred_ids, pred_segments))
             if self._output_dir:
                 self._predictions.append({
                     "image_id": inp["image_id"],
@@ -120,8 +119,7 @@ class COCOPanopticEvaluator(DatasetEvaluator):
             return {}
         stats: Stats = {}
         for _, part in parts:
-            for category, counts in part.items():
-                stats[category] = stats.get(category, 0) + counts
+            _accumulate(stats, part)
         if not sum(n for n, _ in parts):
             logger.warning("COCOPanopticEvaluator received no predictions; was process() called with 'panoptic_seg' outputs?")
             return {}
@@ -248,6 +246,12 @@ def pq_image_stats(
         if ignored <= 0.5 * pred_area[p]:
             stats[category][_FP] += 1
     return stats
+
+
+def _accumulate(total: Stats, stats: Stats) -> None:
+    """Adds the counts `stats` to `total`, in place."""
+    for category, counts in stats.items():
+        total[category] = total.get(category, 0) + counts
 
 
 def pq_metrics(stats: Stats, categories: Dict[int, Tuple[str, bool]]) -> Tuple[Dict[str, float], str]:
