@@ -8,7 +8,8 @@ the ground truth). Unmatched ground-truth segments are false negatives, except c
 half on VOID or on the crowd region of their category. Per category over the dataset,
 PQ = sum of matched IoUs / (TP + FP / 2 + FN / 2), SQ = that sum / TP, RQ = TP / (TP + FP / 2 + FN / 2);
 All / Things / Stuff average the categories with any TP, FP or FN. (torchmetrics' PanopticQuality
-differs: it also leaves VOID predictions out of the union and has no crowd regions.)
+differs: it also leaves ground-truth pixels predicted as VOID out of the union and does not count
+a ground-truth segment predicted mostly VOID as missed; and it has no crowd regions.)
 """
 import itertools
 import json
