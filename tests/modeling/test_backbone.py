@@ -211,6 +211,16 @@ def test_fpn_positional_arguments_and_square_pad_as_detectron2():
     assert FPN(_ConstantFeatures(), ["res4", "res5"], 4).padding_constraints == {}
 
 
+def test_backbone_base_reports_padding_needs_its_subclass_sets():
+    assert _ConstantFeatures().size_divisibility == 0 and _ConstantFeatures().padding_constraints == {}
+
+    class Padded(_ConstantFeatures):
+        _size_divisibility = 64
+        _square_pad = 512
+
+    assert Padded().size_divisibility == 64 and Padded().padding_constraints == {"square_size": 512}
+
+
 class _ConstantFeatures(Backbone):
     """Two 1-channel levels: res4 (4x4, all 1) and res5 (2x2, all 2)."""
 

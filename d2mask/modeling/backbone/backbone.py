@@ -23,8 +23,13 @@ class Backbone(nn.Module, metaclass=ABCMeta):
 
     Subclasses fill `_out_features` (names, in the order `forward` returns them),
     `_out_feature_channels` and `_out_feature_strides` (name -> int); `output_shape` reads them so
-    the heads built on top know what they receive without running the network.
+    the heads built on top know what they receive without running the network. A backbone with
+    padding needs sets `_size_divisibility` and `_square_pad`, which the properties below report.
     """
+
+    # Class-level defaults, so a subclass that never calls this __init__ still reads "no constraint".
+    _size_divisibility: int = 0
+    _square_pad: int = 0
 
     def __init__(self):
         super().__init__()
@@ -39,14 +44,14 @@ class Backbone(nn.Module, metaclass=ABCMeta):
     @property
     def size_divisibility(self) -> int:
         """Input height and width must be multiples of this for the features to line up (0: any size)."""
-        return 0
+        return self._size_divisibility
 
     @property
     def padding_constraints(self) -> Dict[str, int]:
         """How the input batch must be padded, generalising `size_divisibility` as in Detectron2:
         {"size_divisibility": D} (replaces `size_divisibility`) and/or {"square_size": S} (pad to
-        S x S). Empty by default; read by `ImageList.from_tensors`."""
-        return {}
+        S x S, when `_square_pad` > 0). Empty by default; read by `ImageList.from_tensors`."""
+        return {"square_size": self._square_pad} if self._square_pad > 0 else {}
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         """{feature name: ShapeSpec(channels, stride)} for every feature `forward` returns."""

@@ -158,14 +158,6 @@ class FPN(Backbone):
             "fuse_type": fpn.FUSE_TYPE,
         }
 
-    @property
-    def size_divisibility(self) -> int:
-        return self._size_divisibility
-
-    @property
-    def padding_constraints(self) -> Dict[str, int]:
-        return {"square_size": self._square_pad} if self._square_pad > 0 else {}
-
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
         """`Tensor[N, C, H, W]` -> {"p2": `Tensor[N, out_channels, H / 4, W / 4]`, ...}."""
         bottom_up_features = self.bottom_up(x)

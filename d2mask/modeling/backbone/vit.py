@@ -399,14 +399,6 @@ class SimpleFeaturePyramid(Backbone):
         self._out_feature_channels = {name: out_channels for name in self._out_features}
         self._size_divisibility = strides[-1]
 
-    @property
-    def size_divisibility(self) -> int:
-        return self._size_divisibility
-
-    @property
-    def padding_constraints(self) -> Dict[str, int]:
-        return {"square_size": self._square_pad} if self._square_pad > 0 else {}
-
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
         """`Tensor[N, C, H, W]` -> {"p2": `Tensor[N, out_channels, H / 4, W / 4]`, ...}, finest first."""
         bottom_up_features = self.net(x)
