@@ -36,7 +36,42 @@ KEYPOINT_METRICS = ("AP", "AP50", "AP75", "APm", "APl")
 RESULTS_FILE = "coco_instances_results.json"
 
 
-class COCOEvaluator(DatasetEvaluator):
+class _InstancesEvaluator(DatasetEvaluator):
+    """What COCOEvaluator and LVISEvaluator share: each image's detections kept as COCO result records,
+    brought together on the main process, and saved. A subclass names its `_results_file`, sets
+    `_distributed` and `_output_dir` in its constructor and computes the metrics in `evaluate`."""
+
+    _results_file: str
+
+    def reset(self) -> None:
+        self._predictions: List[Dict[str, Any]] = []
+
+    def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
+        for inp, out in zip(inputs, outputs):
+            if "instances" in out:
+                instances = out["instances"].to("cpu")
+                self._predictions.append(
+                    {"image_id": inp["image_id"], "instances": instances_to_coco_json(instances, inp["image_id"])}
+                )
+
+    def _gathered_predictions(self) -> Optional[List[Dict[str, Any]]]:
+        """Every process's {"image_id", "instances"} records on the main process; None on the others."""
+        if not self._distributed:
+            return self._predictions
+        comm.synchronize()
+        predictions = list(itertools.chain.from_iterable(comm.gather(self._predictions, dst=0)))
+        return predictions if comm.is_main_process() else None
+
+    def _save_results(self, results: List[Dict[str, Any]]) -> None:
+        """Writes the result records to `_results_file` in the output directory, if there is one."""
+        if self._output_dir:
+            path = os.path.join(self._output_dir, self._results_file)
+            with atomic_write(path) as f:
+                json.dump(results, f)
+            logger.info(f"Saved {len(results)} predictions to {path}")
+
+
+class COCOEvaluator(_InstancesEvaluator):
     """Box ("bbox") and mask ("segm") AP, AP50, AP75, APs, APm, APl, and AP per category; keypoint
     ("keypoints") AP, AP50, AP75, APm, APl by object keypoint similarity (OKS), 20 detections per image.
 
@@ -49,6 +84,8 @@ class COCOEvaluator(DatasetEvaluator):
     same numbers as pycocotools (the official one, used with `use_fast_impl=False`) about ten times
     faster on COCO-sized sets; tests/evaluation/test_coco_evaluation.py holds the two equal.
     """
+
+    _results_file = RESULTS_FILE
 
     def __init__(
         self,
@@ -92,36 +129,18 @@ class COCOEvaluator(DatasetEvaluator):
         id_map = self._metadata.get("thing_dataset_id_to_contiguous_id")
         self._to_dataset_id = {v: k for k, v in id_map.items()} if id_map else None
         self._coco_gt = _load_ground_truth(dataset_name, self._metadata.get("json_file"), use_fast_impl)
-        self._predictions: List[Dict[str, Any]] = []
-
-    def reset(self) -> None:
-        self._predictions = []
-
-    def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
-        for inp, out in zip(inputs, outputs):
-            if "instances" in out:
-                instances = out["instances"].to("cpu")
-                self._predictions.append(
-                    {"image_id": inp["image_id"], "instances": instances_to_coco_json(instances, inp["image_id"])}
-                )
+        self.reset()
 
     def evaluate(self) -> Dict[str, Any]:
-        predictions = self._predictions
-        if self._distributed:
-            comm.synchronize()
-            predictions = list(itertools.chain.from_iterable(comm.gather(predictions, dst=0)))
-            if not comm.is_main_process():
-                return {}
+        predictions = self._gathered_predictions()
+        if predictions is None:
+            return {}
         if not predictions:
             logger.warning("COCOEvaluator received no predictions; was process() called with 'instances' outputs?")
             return {}
         coco_results = list(itertools.chain.from_iterable(p["instances"] for p in predictions))
         self._to_dataset_ids(coco_results)
-        if self._output_dir:
-            path = os.path.join(self._output_dir, RESULTS_FILE)
-            with atomic_write(path) as f:
-                json.dump(coco_results, f)
-            logger.info(f"Saved {len(coco_results)} predictions to {path}")
+        self._save_results(coco_results)
 
         tasks = self._tasks or _tasks_of(coco_results)
         results: Dict[str, Any] = OrderedDict()

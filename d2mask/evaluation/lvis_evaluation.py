@@ -9,10 +9,7 @@ and it requires opencv-python, a second OpenCV beside d2mask's opencv-python-hea
 """
 import copy
 import itertools
-import json
 import logging
-import math
-import os
 from collections import OrderedDict, defaultdict
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -21,10 +18,7 @@ from faster_coco_eval import COCO, COCOeval_faster
 from tabulate import tabulate
 
 from ..data.catalog import DatasetError, MetadataCatalog
-from ..utils import comm
-from ..utils.atomic_write import atomic_write
-from .coco_evaluation import instances_to_coco_json
-from .evaluator import DatasetEvaluator
+from .coco_evaluation import _InstancesEvaluator, _mean_percent
 
 __all__ = ["LVISEvaluator"]
 
@@ -36,11 +30,13 @@ _TASKS = ("bbox", "segm")
 _FREQUENCIES = {"APr": "r", "APc": "c", "APf": "f"}
 
 
-class LVISEvaluator(DatasetEvaluator):
+class LVISEvaluator(_InstancesEvaluator):
     """Box ("bbox") and mask ("segm") AP, AP50, AP75, APs, APm, APl, APr, APc and APf of a dataset
     registered with an LVIS json (`register_lvis_instances`; metadata `json_file`), in percent. A
     metric without ground truth to measure (e.g. APr when no rare class is annotated) is NaN.
     """
+
+    _results_file = RESULTS_FILE
 
     def __init__(
         self,
@@ -77,33 +73,17 @@ class LVISEvaluator(DatasetEvaluator):
         id_map = self._metadata.get("thing_dataset_id_to_contiguous_id")
         # Without a map, contiguous ids are LVIS's ids minus 1 (its categories are numbered from 1).
         self._to_dataset_id = {v: k for k, v in id_map.items()} if id_map else None
-        self._predictions: List[List[Dict[str, Any]]] = []
-
-    def reset(self) -> None:
-        self._predictions = []
-
-    def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
-        for inp, out in zip(inputs, outputs):
-            if "instances" in out:
-                instances = out["instances"].to("cpu")
-                self._predictions.append(instances_to_coco_json(instances, inp["image_id"]))
+        self.reset()
 
     def evaluate(self) -> Dict[str, Any]:
-        predictions = self._predictions
-        if self._distributed:
-            comm.synchronize()
-            predictions = list(itertools.chain.from_iterable(comm.gather(predictions, dst=0)))
-            if not comm.is_main_process():
-                return {}
-        results_json = list(itertools.chain.from_iterable(predictions))
+        predictions = self._gathered_predictions()
+        if predictions is None:
+            return {}
+        results_json = list(itertools.chain.from_iterable(p["instances"] for p in predictions))
         for result in results_json:
             category = result["category_id"]
             result["category_id"] = self._to_dataset_id[category] if self._to_dataset_id else category + 1
-        if self._output_dir:
-            path = os.path.join(self._output_dir, RESULTS_FILE)
-            with atomic_write(path) as f:
-                json.dump(results_json, f)
-            logger.info(f"Saved {len(results_json)} predictions to {path}")
+        self._save_results(results_json)
 
         tasks = self._tasks or (("bbox", "segm") if any("segmentation" in r for r in results_json) else ("bbox",))
         results: Dict[str, Any] = OrderedDict()
@@ -145,11 +125,6 @@ class LVISEvaluator(DatasetEvaluator):
         for name, group in _FREQUENCIES.items():
             selections[name] = precision[:, :, [f == group for f in frequency], 0]
         return {name: _mean_percent(selections[name]) for name in METRICS}
-
-
-def _mean_percent(precision: np.ndarray) -> float:
-    valid = precision[precision > -1]
-    return float(valid.mean() * 100) if valid.size else math.nan
 
 
 def _best_per_image(results_json: List[Dict[str, Any]], max_dets: int) -> List[Dict[str, Any]]:
