@@ -92,3 +92,4 @@ def test_lazy_semantic_fpn_is_panoptic_fpn_without_its_detector():
     expected = dict(read_reference("detectron2_panoptic_fpn_R_50_state_dict.txt", ("backbone.", "sem_seg_head.")))
     model = instantiate(LazyConfig.load(os.path.join(REPO, "configs", "common", "models", "semantic_fpn.py"), "model"))
     assert {name: tuple(t.shape) for name, t in model.state_dict().items()} == expected
+    assert model.sem_seg_head.loss_weight == 1.0

@@ -151,6 +151,7 @@ def test_detectron2_python_config_loads_with_its_loaders_and_evaluators():
 
     cfg = LazyConfig.load(f"{REPO}/configs/COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.py")
     assert cfg.model._target_ is PanopticFPN and cfg.model.sem_seg_head.num_classes == 54
+    assert cfg.model.sem_seg_head.loss_weight == 0.5  # semantic_fpn.py's head, weighed as Detectron2's YAML
     assert list(cfg.dataloader.train.dataset.names) == ["coco_2017_train_panoptic_separated"]
     assert cfg.dataloader.train.dataset.filter_empty is False
     assert [e._target_ for e in cfg.dataloader.evaluator] == [COCOEvaluator, SemSegEvaluator, COCOPanopticEvaluator]

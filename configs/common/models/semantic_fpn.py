@@ -1,6 +1,6 @@
 """Semantic FPN with a ResNet-50-FPN backbone: the model of Detectron2's
 Misc/semantic_R_50_FPN_1x.yaml (`SemanticSegmentor` with the semantic head of Panoptic FPN), written
-as the objects it is made of.
+as the objects it is made of. panoptic_fpn.py puts this semantic head on Mask R-CNN.
 """
 from d2mask.config import LazyCall as L
 from d2mask.layers import ShapeSpec
