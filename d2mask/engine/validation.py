@@ -255,14 +255,27 @@ def _model_problems(cfg: CfgNode) -> List[str]:
     return []
 
 
+# The config validate_config passed last in this process, as its repr (which, unlike ==, tells 1 from
+# 1.0 and True). One run's config is validated by up to three callers, each of which may be used
+# alone: tools/train_net.py before launching (one error line rather than one per process),
+# default_setup (before anything is written) and DefaultTrainer (for scripts without default_setup).
+# In one process they pass equal configs, whose model need not be built on the meta device again.
+_last_passed = ""
+
+
 def validate_config(cfg: CfgNode) -> None:
     """Checks every value of `cfg` that d2mask reads, and the device it asks for: the values that no
-    constructor sees by `_RULES`, the model's by building it on the meta device.
+    constructor sees by `_RULES`, the model's by building it on the meta device. A config equal to
+    the last one that passed in this process has passed already and is not checked again.
 
     Raises:
         ConfigError: one line listing every invalid value as `KEY = value (what is allowed)`, and the
             first that a constructor of the model refuses.
     """
+    global _last_passed
+    text = repr(cfg)
+    if text == _last_passed:
+        return
     problems = [
         f"{key} = {_get(cfg, key)!r} ({allowed})" for key, check, allowed in _RULES if not _passes(check, _get(cfg, key))
     ]
@@ -272,3 +285,4 @@ def validate_config(cfg: CfgNode) -> None:
     if problems:
         noun = "value" if len(problems) == 1 else f"{len(problems)} values"
         raise ConfigError(f"Invalid config {noun}: " + "; ".join(problems))
+    _last_passed = text

@@ -79,6 +79,26 @@ def test_each_invalid_value_names_key_value_and_what_is_allowed(key, value, allo
     assert key in message and allowed in message
 
 
+def test_a_config_equal_to_the_last_that_passed_is_not_checked_again(monkeypatch):
+    from d2mask.engine import validation
+
+    builds = []
+    build_on_meta = validation._model_problems
+    monkeypatch.setattr(validation, "_model_problems", lambda cfg: builds.append(1) or build_on_meta(cfg))
+    monkeypatch.setattr(validation, "_last_passed", "")
+    validate_config(_cfg())
+    validate_config(_cfg())  # another object, with the same values
+    assert len(builds) == 1
+    with pytest.raises(ConfigError, match="MODEL.ROI_HEADS.POSITIVE_FRACTION must be in"):
+        validate_config(_cfg("MODEL.ROI_HEADS.POSITIVE_FRACTION", "1.5"))
+    # == holds 5000.0 equal to 5000; the period must be an int all the same
+    cfg = _cfg()
+    cfg.SOLVER.CHECKPOINT_PERIOD = float(cfg.SOLVER.CHECKPOINT_PERIOD)
+    with pytest.raises(ConfigError, match="SOLVER.CHECKPOINT_PERIOD = 5000.0"):
+        validate_config(cfg)
+    assert len(builds) == 3
+
+
 def test_a_mask_head_without_pooler_is_valid():
     cfg = get_cfg()
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.ROI_MASK_HEAD.POOLER_TYPE", "''"])

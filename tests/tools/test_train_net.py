@@ -1,4 +1,5 @@
 """tools/train_net.py and tools/plot_metrics.py, run as a user runs them, on the quick-start config."""
+import importlib.util
 import json
 import os
 import re
@@ -7,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from d2mask.config import ConfigError
 from tests.common import REPO
 
 CONFIG = "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml"
@@ -119,3 +121,39 @@ def test_config_mistake_is_one_clear_line():
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("ConfigError: Unknown config key SOLVER.MAX_ITERS")
     assert "Traceback" not in proc.stderr
+
+
+class _DataLoading(Exception):
+    """Stops a start-up where the trainer would load its training data."""
+
+
+def test_start_up_builds_the_model_on_the_meta_device_once_and_before_any_data(tmp_path, monkeypatch):
+    """The launcher, default_setup and DefaultTrainer each validate the config, as each may be used
+    alone; the model is built on the meta device for the first only, and its constructors' checks
+    come before the training data is loaded."""
+    from d2mask.engine import DefaultTrainer, validation
+
+    events = []
+    build_on_meta = validation._model_problems
+    monkeypatch.setattr(validation, "_model_problems", lambda cfg: events.append("meta build") or build_on_meta(cfg))
+    monkeypatch.setattr(validation, "_last_passed", "")
+
+    def build_train_loader(cls, cfg):
+        events.append("data")
+        raise _DataLoading
+
+    monkeypatch.setattr(DefaultTrainer, "build_train_loader", classmethod(build_train_loader))
+    spec = importlib.util.spec_from_file_location("_tool_train_net", os.path.join(REPO, "tools", "train_net.py"))
+    train_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_net)
+    parse = train_net.default_argument_parser().parse_args
+
+    with pytest.raises(_DataLoading):
+        train_net.launch_main(parse(["--config-file", CONFIG, *TINY, f"OUTPUT_DIR={tmp_path / 'ok'}"]))
+    assert events == ["meta build", "data"]
+
+    events.clear()
+    bad = "MODEL.ROI_HEADS.POSITIVE_FRACTION=1.5"  # refused by the sampler's constructor
+    with pytest.raises(ConfigError, match="MODEL.ROI_HEADS.POSITIVE_FRACTION must be in"):
+        train_net.launch_main(parse(["--config-file", CONFIG, *TINY, bad, f"OUTPUT_DIR={tmp_path / 'bad'}"]))
+    assert events == ["meta build"]
