@@ -16,6 +16,7 @@ from d2mask.modeling import (
     Backbone,
     BottleneckBlock,
     LastLevelMaxPool,
+    LastLevelP6P7,
     ResNet,
     build_backbone,
     build_proposal_generator,
@@ -209,6 +210,17 @@ def test_fpn_positional_arguments_and_square_pad_as_detectron2():
     fpn = FPN(_ConstantFeatures(), ["res4", "res5"], 4, "", LastLevelMaxPool(), "sum", 96)
     assert fpn.padding_constraints == {"square_size": 96} and fpn.size_divisibility == 32
     assert FPN(_ConstantFeatures(), ["res4", "res5"], 4).padding_constraints == {}
+
+
+def test_fpn_refuses_a_top_block_reading_no_feature_it_has():
+    # p6 is a level the top block adds, not one it can read
+    for in_feature in ("res6", "p6"):
+        top_block = LastLevelP6P7(1, 4, in_feature=in_feature)
+        with pytest.raises(ValueError, match=rf"FPN top_block reads '{in_feature}', which is neither an output of "
+                                             r"bottom_up \['res4', 'res5'\] nor a level \['p4', 'p5'\]"):
+            FPN(_ConstantFeatures(), ["res4", "res5"], 4, top_block=top_block)
+    fpn = FPN(_ConstantFeatures(), ["res4", "res5"], 4, top_block=LastLevelP6P7(4, 4, in_feature="p5"))
+    assert list(fpn.output_shape()) == ["p4", "p5", "p6", "p7"]
 
 
 def test_backbone_base_reports_padding_needs_its_subclass_sets():

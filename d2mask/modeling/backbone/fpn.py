@@ -20,6 +20,8 @@ __all__ = [
     "build_resnet_fpn_backbone",
     "build_retinanet_resnet_fpn_backbone",
     "log2_stages",
+    "pyramid_strides",
+    "top_block_levels",
 ]
 
 
@@ -30,6 +32,34 @@ def log2_stages(strides: Sequence[int], what: str) -> List[int]:
     if any(2**st != s for st, s in zip(stages, strides)) or any(b != a + 1 for a, b in zip(stages, stages[1:])):
         raise ValueError(f"{what} must have strides doubling level to level, got {list(strides)}")
     return stages
+
+
+def pyramid_strides(
+    stages: Sequence[int], top_block: Optional[nn.Module], inputs: Sequence[str], what: str, source: str
+) -> Dict[str, int]:
+    """{"p{s}": 2**s} of a pyramid's levels at `stages`, then of the `top_block.num_levels` coarser
+    ones its top block adds; a ValueError naming `what` unless the top block reads one of `inputs`
+    (the outputs of the backbone `source`) or a level."""
+    strides = {f"p{st}": 2**st for st in stages}
+    if top_block is None:
+        return strides
+    if top_block.in_feature not in [*inputs, *strides]:
+        raise ValueError(
+            f"{what} top_block reads {top_block.in_feature!r}, which is neither an output of {source} "
+            f"{list(inputs)} nor a level {list(strides)}"
+        )
+    last = stages[-1]
+    strides.update({f"p{last + k}": 2 ** (last + k) for k in range(1, top_block.num_levels + 1)})
+    return strides
+
+
+def top_block_levels(
+    top_block: nn.Module, bottom_up_features: Dict[str, Tensor], levels: Dict[str, Tensor]
+) -> List[Tensor]:
+    """The levels `top_block` adds, from its `in_feature`: a bottom-up feature or one of the pyramid's
+    `levels`."""
+    name = top_block.in_feature
+    return top_block(bottom_up_features[name] if name in bottom_up_features else levels[name])
 
 
 class LastLevelMaxPool(nn.Module):
@@ -135,11 +165,7 @@ class FPN(Backbone):
         self._fuse_type = fuse_type
         self._square_pad = square_pad
 
-        self._out_feature_strides = {f"p{st}": 2**st for st in stages}
-        if top_block is not None:
-            last = stages[-1]
-            for k in range(1, top_block.num_levels + 1):
-                self._out_feature_strides[f"p{last + k}"] = 2 ** (last + k)
+        self._out_feature_strides = pyramid_strides(stages, top_block, list(input_shapes), "FPN", "bottom_up")
         self._out_features = list(self._out_feature_strides)
         self._out_feature_channels = {name: out_channels for name in self._out_features}
         self._size_divisibility = strides[-1]
@@ -174,12 +200,7 @@ class FPN(Backbone):
                 prev = prev / 2
             results.insert(0, output_conv(prev))
         if self.top_block is not None:
-            name = self.top_block.in_feature
-            if name in bottom_up_features:
-                top_input = bottom_up_features[name]
-            else:
-                top_input = results[self._out_features.index(name)]
-            results.extend(self.top_block(top_input))
+            results.extend(top_block_levels(self.top_block, bottom_up_features, dict(zip(self._out_features, results))))
         return dict(zip(self._out_features, results))
 
 

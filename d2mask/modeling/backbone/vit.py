@@ -18,7 +18,7 @@ from torchvision.ops import StochasticDepth
 from d2mask.layers import CNNBlockBase, Conv2d, get_norm
 
 from .backbone import Backbone
-from .fpn import log2_stages
+from .fpn import log2_stages, pyramid_strides, top_block_levels
 from .utils import (
     Mlp,
     PatchEmbed,
@@ -386,15 +386,9 @@ class SimpleFeaturePyramid(Backbone):
         self.top_block = top_block
         self._square_pad = square_pad
 
-        self._out_feature_strides = {f"p{st}": 2**st for st in stages}
-        if top_block is not None and top_block.in_feature not in {**input_shapes, **self._out_feature_strides}:
-            raise ValueError(
-                f"SimpleFeaturePyramid top_block reads {top_block.in_feature!r}, which is neither an output of net "
-                f"{list(input_shapes)} nor a level {list(self._out_feature_strides)}"
-            )
-        if top_block is not None:
-            for k in range(1, top_block.num_levels + 1):
-                self._out_feature_strides[f"p{stages[-1] + k}"] = 2 ** (stages[-1] + k)
+        self._out_feature_strides = pyramid_strides(
+            stages, top_block, list(input_shapes), "SimpleFeaturePyramid", "net"
+        )
         self._out_features = list(self._out_feature_strides)
         self._out_feature_channels = {name: out_channels for name in self._out_features}
         self._size_divisibility = strides[-1]
@@ -405,12 +399,7 @@ class SimpleFeaturePyramid(Backbone):
         features = bottom_up_features[self.in_feature]
         results = [stage(features) for stage in self.stages]
         if self.top_block is not None:
-            name = self.top_block.in_feature
-            if name in bottom_up_features:
-                top_input = bottom_up_features[name]
-            else:
-                top_input = results[self._out_features.index(name)]
-            results.extend(self.top_block(top_input))
+            results.extend(top_block_levels(self.top_block, bottom_up_features, dict(zip(self._out_features, results))))
         return dict(zip(self._out_features, results))
 
 
