@@ -1,7 +1,9 @@
-"""What many test files share: the repository root, Detectron2's reference parameter lists, and the
-tiny-width R-CNN config. Imported as `from tests.common import ...`."""
+"""What many test files share: the repository root, Detectron2's reference parameter lists, the
+tiny-width R-CNN config and a one-image Cityscapes split. Imported as `from tests.common import ...`."""
 import os
 from typing import List, Sequence, Tuple
+
+import numpy as np
 
 from d2mask.config import CfgNode, get_cfg
 
@@ -39,3 +41,60 @@ def tiny_rcnn_cfg(config: str = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x
     cfg.MODEL.ROI_HEADS.NUM_CLASSES = cfg.MODEL.RETINANET.NUM_CLASSES = num_classes
     cfg.merge_from_list(TINY_WIDTHS)
     return cfg
+
+
+# A one-image Cityscapes split of 20 x 12 pixels. Polygons in drawing order (later ones paint over
+# earlier ones, as Cityscapes' json2instanceImg draws them): road everywhere, a car, a person over the
+# car's right part, a caravan (ignored in evaluation) over the person's top-right corner, a crowd of
+# cars, a license plate (never drawn) and a deleted object.
+CITYSCAPES_STEM = "aachen_000000_000019"
+CITYSCAPES_OBJECTS = [
+    {"label": "road", "polygon": [[0, 0], [19, 0], [19, 11], [0, 11]]},
+    {"label": "car", "polygon": [[2, 2], [8, 2], [8, 6], [2, 6]]},
+    {"label": "person", "polygon": [[6, 0], [12, 0], [12, 11], [6, 11]]},
+    {"label": "caravan", "polygon": [[10, 0], [12, 0], [12, 2], [10, 2]]},
+    {"label": "cargroup", "polygon": [[14, 8], [17, 8], [17, 10], [14, 10]]},
+    {"label": "license plate", "polygon": [[3, 3], [4, 3], [4, 4], [3, 4]]},
+    {"label": "bus", "polygon": [[0, 0], [19, 0], [19, 11]], "deleted": 1},
+]
+
+
+def cityscapes_instance_ids() -> np.ndarray:
+    """`ndarray[12, 20]`: the instanceIds map Cityscapes makes of CITYSCAPES_OBJECTS (label id, or
+    label id * 1000 + k for an instance), with one more instance, a motorcycle one pixel wide at x = 19."""
+    ids = np.full((12, 20), 7, dtype=np.int64)  # road
+    ids[2:7, 2:9] = 26000  # car: rows 2..6, columns 2..8
+    ids[0:12, 6:13] = 24000  # person
+    ids[0:3, 10:13] = 29000  # caravan
+    ids[8:11, 14:18] = 26  # crowd of cars
+    ids[0:4, 19] = 32000  # motorcycle
+    return ids
+
+
+def write_cityscapes_tree(root: str) -> Tuple[str, str]:
+    """Writes the split under `root` in Cityscapes' layout; returns (image_dir, gt_dir)."""
+    import json
+
+    from PIL import Image
+
+    from d2mask.data.datasets.builtin_meta import CITYSCAPES_LABELS
+
+    image_dir, gt_dir = os.path.join(root, "leftImg8bit", "val"), os.path.join(root, "gtFine", "val")
+    os.makedirs(os.path.join(image_dir, "aachen"))
+    os.makedirs(os.path.join(gt_dir, "aachen"))
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (12, 20, 3), dtype=np.uint8)).save(
+        os.path.join(image_dir, "aachen", f"{CITYSCAPES_STEM}_leftImg8bit.png"))
+    ids = cityscapes_instance_ids()
+    label_ids = np.where(ids >= 1000, ids // 1000, ids)
+    train_ids = np.full(256, 255, dtype=np.uint8)
+    for label in CITYSCAPES_LABELS:
+        if label.id >= 0:
+            train_ids[label.id] = label.train_id
+    prefix = os.path.join(gt_dir, "aachen", f"{CITYSCAPES_STEM}_gtFine_")
+    Image.fromarray(ids.astype(np.uint16)).save(prefix + "instanceIds.png")
+    Image.fromarray(label_ids.astype(np.uint8)).save(prefix + "labelIds.png")
+    Image.fromarray(train_ids[label_ids]).save(prefix + "labelTrainIds.png")
+    with open(prefix + "polygons.json", "w") as f:
+        json.dump({"imgHeight": 12, "imgWidth": 20, "objects": CITYSCAPES_OBJECTS}, f)
+    return image_dir, gt_dir

@@ -59,8 +59,8 @@ def test_detectron2s_private_metadata_function_registers_a_coco_variant(tmp_path
     meta = _get_builtin_metadata("coco")
     assert meta["thing_dataset_id_to_contiguous_id"][90] == 79 and meta["thing_classes"][0] == "person"
     assert _get_builtin_metadata("coco_person")["keypoint_names"][0] == "nose"
-    with pytest.raises(KeyError, match="cityscapes"):
-        _get_builtin_metadata("cityscapes")
+    with pytest.raises(KeyError, match="ade20k"):
+        _get_builtin_metadata("ade20k")
 
     categories = [{"id": i, "name": name} for i, name in COCO_CATEGORIES]
     ann = {"images": [{"id": 7, "file_name": "a.jpg", "height": 20, "width": 30}], "categories": categories,

@@ -1,5 +1,6 @@
-"""Dataset loaders: COCO (instances, semantic label maps, panoptic), LVIS and PASCAL VOC files, and the
-generated shapes dataset."""
+"""Dataset loaders: COCO (instances, semantic label maps, panoptic), LVIS, PASCAL VOC and Cityscapes
+files, and the generated shapes dataset."""
+from .cityscapes import load_cityscapes_instances, load_cityscapes_semantic
 from .coco import convert_to_coco_dict, load_coco_json, load_sem_seg, register_coco_instances
 from .coco_panoptic import load_coco_panoptic_json, merge_to_panoptic, register_coco_panoptic, register_coco_panoptic_separated
 from .lvis import load_lvis_json, register_lvis_instances
@@ -27,4 +28,6 @@ __all__ = [
     "register_lvis_instances",
     "load_voc_instances",
     "register_pascal_voc",
+    "load_cityscapes_instances",
+    "load_cityscapes_semantic",
 ]

@@ -8,8 +8,9 @@ semantic and panoptic views (the same images, with label maps);
 "shapes_keypoints_train/val" the same images with keypoints on the shapes.
 
 COCO ("coco_2017_train", ...; COCO panoptic as "coco_2017_train_panoptic" (the standard form),
-"coco_2017_train_panoptic_separated" and "..._stuffonly"), LVIS v1 and PASCAL VOC are registered under Detectron2's names and
-relative paths below `datasets_root()` (DATASETS.ROOT, else `$D2MASK_DATASETS`, else
+"coco_2017_train_panoptic_separated" and "..._stuffonly"), LVIS v1, PASCAL VOC and Cityscapes
+("cityscapes_fine_instance_seg_train", "cityscapes_fine_sem_seg_val", ...) are registered under
+Detectron2's names and relative paths below `datasets_root()` (DATASETS.ROOT, else `$D2MASK_DATASETS`, else
 `$DETECTRON2_DATASETS`, else ~/.cache/d2mask), with their metadata, so that a model trained on them
 can be run and drawn without their files. Their files are only needed when a dataset is loaded; a
 missing one then stops the run with its expected path and the settings that move it.
@@ -19,6 +20,7 @@ from typing import Callable, Dict, List, Sequence
 
 from ..catalog import DatasetCatalog, DatasetError, MetadataCatalog
 from .builtin_meta import _get_builtin_metadata, get_builtin_metadata  # noqa: F401 (Detectron2's import path)
+from .cityscapes import load_cityscapes_instances, load_cityscapes_semantic
 from .coco import register_coco_instances
 from .coco_panoptic import register_coco_panoptic, register_coco_panoptic_separated
 from .lvis import register_lvis_instances
@@ -28,6 +30,7 @@ from .shapes_segmentation import register_shapes_panoptic_separated, register_sh
 
 __all__ = [
     "register_all_builtins", "register_all_coco", "register_all_coco_panoptic", "register_all_lvis", "register_all_pascal_voc",
+    "register_all_cityscapes",
 ]
 
 # name -> (image directory, annotation json), relative to the datasets root (Detectron2's layout).
@@ -78,6 +81,12 @@ _PREDEFINED_SPLITS_VOC = {
     for year in (2007, 2012)
     for split in ("trainval", "train", "val", "test")
     if not (year == 2012 and split == "test")  # VOC2012's test annotations were never released
+}
+
+# name (with {task} "instance_seg" or "sem_seg") -> (image directory, annotation directory)
+_RAW_CITYSCAPES_SPLITS = {
+    f"cityscapes_fine_{{task}}_{split}": (f"cityscapes/leftImg8bit/{split}", f"cityscapes/gtFine/{split}")
+    for split in ("train", "val", "test")
 }
 
 # name -> the function registered for it below the current root; registered again when the root
@@ -160,8 +169,29 @@ def register_all_pascal_voc(root: str) -> None:
         _guard(name, os.path.join(dirname, "ImageSets", "Main", f"{split}.txt"))
 
 
+def register_all_cityscapes(root: str) -> None:
+    """Cityscapes' fine annotations: instances from the polygon files (evaluator_type
+    "cityscapes_instance") and the train-id label maps (evaluator_type "cityscapes_sem_seg")."""
+    meta = get_builtin_metadata("cityscapes")
+    for key, (image_dir, gt_dir) in _RAW_CITYSCAPES_SPLITS.items():
+        image_dir, gt_dir = os.path.join(root, image_dir), os.path.join(root, gt_dir)
+        instance_name, semantic_name = key.format(task="instance_seg"), key.format(task="sem_seg")
+        if instance_name not in DatasetCatalog:  # else the user's own dataset of that name
+            DatasetCatalog.register(instance_name, lambda x=image_dir, y=gt_dir: load_cityscapes_instances(x, y))
+            MetadataCatalog.get(instance_name).set(
+                image_dir=image_dir, gt_dir=gt_dir, evaluator_type="cityscapes_instance", **meta
+            )
+            _guard(instance_name, image_dir, gt_dir)
+        if semantic_name not in DatasetCatalog:
+            DatasetCatalog.register(semantic_name, lambda x=image_dir, y=gt_dir: load_cityscapes_semantic(x, y))
+            MetadataCatalog.get(semantic_name).set(
+                image_dir=image_dir, gt_dir=gt_dir, evaluator_type="cityscapes_sem_seg", ignore_label=255, **meta
+            )
+            _guard(semantic_name, image_dir, gt_dir)
+
+
 def register_file_datasets() -> None:
-    """(Re-)registers COCO, LVIS and VOC below the current `datasets_root()`. A name the user has
+    """(Re-)registers COCO, LVIS, VOC and Cityscapes below the current `datasets_root()`. A name the user has
     registered again (after removing ours) keeps the user's dataset."""
     for name, func in _FILE_DATASETS.items():
         if DatasetCatalog.data.get(name) is func:
@@ -173,6 +203,7 @@ def register_file_datasets() -> None:
     register_all_coco_panoptic(root)
     register_all_lvis(root)
     register_all_pascal_voc(root)
+    register_all_cityscapes(root)
 
 
 def register_all_builtins() -> None:

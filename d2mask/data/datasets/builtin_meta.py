@@ -1,11 +1,13 @@
 """Metadata of the built-in datasets: class names, dataset ids and colours, written as data so that
 a model trained on COCO can be run and drawn (`DefaultPredictor`, demo/demo.py) without its files.
 """
-from typing import Any, Dict, List
+from typing import Any, Dict, List, NamedTuple, Tuple
 
 from ...utils.colormap import instance_colors
 
 __all__ = [
+    "CITYSCAPES_LABELS",
+    "CityscapesLabel",
     "COCO_CATEGORIES",
     "COCO_PANOPTIC_STUFF_CATEGORIES",
     "COCO_PERSON_KEYPOINT_FLIP_MAP",
@@ -88,13 +90,67 @@ PASCAL_VOC_CLASSES = (
 )
 
 
+
+class CityscapesLabel(NamedTuple):
+    """One class of Cityscapes' label definition (cityscapesScripts' helpers/labels.py)."""
+
+    name: str
+    id: int  # the value in *_gtFine_labelIds.png; -1: never drawn (license plate)
+    train_id: int  # the value in *_gtFine_labelTrainIds.png; 255: not trained on
+    category: str
+    has_instances: bool  # *_gtFine_instanceIds.png holds id * 1000 + k for its instances
+    ignore_in_eval: bool
+    color: Tuple[int, int, int]
+
+
+# Cityscapes' 35 labels. The 19 with ignore_in_eval False are the semantic classes (train ids 0..18),
+# and the 8 of those with instances the instance classes, both in this order.
+CITYSCAPES_LABELS = tuple(CityscapesLabel(*row) for row in (
+    ("unlabeled", 0, 255, "void", False, True, (0, 0, 0)),
+    ("ego vehicle", 1, 255, "void", False, True, (0, 0, 0)),
+    ("rectification border", 2, 255, "void", False, True, (0, 0, 0)),
+    ("out of roi", 3, 255, "void", False, True, (0, 0, 0)),
+    ("static", 4, 255, "void", False, True, (0, 0, 0)),
+    ("dynamic", 5, 255, "void", False, True, (111, 74, 0)),
+    ("ground", 6, 255, "void", False, True, (81, 0, 81)),
+    ("road", 7, 0, "flat", False, False, (128, 64, 128)),
+    ("sidewalk", 8, 1, "flat", False, False, (244, 35, 232)),
+    ("parking", 9, 255, "flat", False, True, (250, 170, 160)),
+    ("rail track", 10, 255, "flat", False, True, (230, 150, 140)),
+    ("building", 11, 2, "construction", False, False, (70, 70, 70)),
+    ("wall", 12, 3, "construction", False, False, (102, 102, 156)),
+    ("fence", 13, 4, "construction", False, False, (190, 153, 153)),
+    ("guard rail", 14, 255, "construction", False, True, (180, 165, 180)),
+    ("bridge", 15, 255, "construction", False, True, (150, 100, 100)),
+    ("tunnel", 16, 255, "construction", False, True, (150, 120, 90)),
+    ("pole", 17, 5, "object", False, False, (153, 153, 153)),
+    ("polegroup", 18, 255, "object", False, True, (153, 153, 153)),
+    ("traffic light", 19, 6, "object", False, False, (250, 170, 30)),
+    ("traffic sign", 20, 7, "object", False, False, (220, 220, 0)),
+    ("vegetation", 21, 8, "nature", False, False, (107, 142, 35)),
+    ("terrain", 22, 9, "nature", False, False, (152, 251, 152)),
+    ("sky", 23, 10, "sky", False, False, (70, 130, 180)),
+    ("person", 24, 11, "human", True, False, (220, 20, 60)),
+    ("rider", 25, 12, "human", True, False, (255, 0, 0)),
+    ("car", 26, 13, "vehicle", True, False, (0, 0, 142)),
+    ("truck", 27, 14, "vehicle", True, False, (0, 0, 70)),
+    ("bus", 28, 15, "vehicle", True, False, (0, 60, 100)),
+    ("caravan", 29, 255, "vehicle", True, True, (0, 0, 90)),
+    ("trailer", 30, 255, "vehicle", True, True, (0, 0, 110)),
+    ("train", 31, 16, "vehicle", True, False, (0, 80, 100)),
+    ("motorcycle", 32, 17, "vehicle", True, False, (0, 0, 230)),
+    ("bicycle", 33, 18, "vehicle", True, False, (119, 11, 32)),
+    ("license plate", -1, -1, "vehicle", False, True, (0, 0, 142)),
+))
+
+
 def _colors(n: int) -> List[List[int]]:
     return instance_colors(n).tolist()
 
 
 def get_builtin_metadata(dataset_type: str) -> Dict[str, Any]:
     """The metadata shared by all splits of a built-in dataset family ("coco", "coco_person",
-    "coco_panoptic_separated", "coco_panoptic_standard" or "pascal_voc")."""
+    "coco_panoptic_separated", "coco_panoptic_standard", "pascal_voc" or "cityscapes")."""
     if dataset_type == "coco":
         return dict(
             thing_classes=[name for _, name in COCO_CATEGORIES],
@@ -132,7 +188,17 @@ def get_builtin_metadata(dataset_type: str) -> Dict[str, Any]:
         )
     if dataset_type == "pascal_voc":
         return dict(thing_classes=list(PASCAL_VOC_CLASSES), thing_colors=_colors(len(PASCAL_VOC_CLASSES)))
-    raise KeyError(f"No built-in metadata for dataset type '{dataset_type}'; known: coco, coco_person, coco_panoptic_separated, coco_panoptic_standard, pascal_voc")
+    if dataset_type == "cityscapes":
+        stuff = [label for label in CITYSCAPES_LABELS if not label.ignore_in_eval]
+        things = [label for label in stuff if label.has_instances]
+        return dict(
+            thing_classes=[label.name for label in things],
+            thing_colors=[list(label.color) for label in things],
+            stuff_classes=[label.name for label in stuff],
+            stuff_colors=[list(label.color) for label in stuff],
+        )
+    raise KeyError(f"No built-in metadata for dataset type '{dataset_type}'; known: coco, coco_person, "
+                   f"coco_panoptic_separated, coco_panoptic_standard, pascal_voc, cityscapes")
 
 
 # Detectron2's name for it, imported by its projects (PointSup's COCO-with-points registration) from
