@@ -1,5 +1,6 @@
 """Evaluating a model over a dataset: the evaluator protocol, the inference loop, COCO, LVIS and PASCAL
-VOC AP, semantic-segmentation IoU and panoptic quality."""
+VOC AP, semantic-segmentation IoU, panoptic quality and Cityscapes' metrics."""
+from .cityscapes_evaluation import CityscapesInstanceEvaluator, CityscapesSemSegEvaluator
 from .coco_evaluation import COCOEvaluator, encode_masks, instances_to_coco_json
 from .evaluator import DatasetEvaluator, DatasetEvaluators, inference_context, inference_on_dataset
 from .lvis_evaluation import LVISEvaluator
@@ -16,6 +17,8 @@ __all__ = [
     "COCOEvaluator",
     "COCOPanopticEvaluator",
     "SemSegEvaluator",
+    "CityscapesInstanceEvaluator",
+    "CityscapesSemSegEvaluator",
     "LVISEvaluator",
     "PascalVOCDetectionEvaluator",
     "instances_to_coco_json",

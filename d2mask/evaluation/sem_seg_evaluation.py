@@ -96,14 +96,17 @@ class SemSegEvaluator(DatasetEvaluator):
             if logits.shape[0] != self._num_classes:
                 raise ValueError(f"SemSegEvaluator: the model predicts {logits.shape[0]} classes but dataset "
                                  f"'{self._dataset_name}' has {self._num_classes}; does MODEL.SEM_SEG_HEAD.NUM_CLASSES match?")
-            pred = logits.argmax(dim=0).cpu().numpy()
-            gt_file = self.input_file_to_gt_file[inp["file_name"]]
-            gt = self.sem_seg_loading_fn(gt_file, dtype=int)
-            if gt.shape != pred.shape:
-                raise DatasetError(f"Label map {gt_file} is {gt.shape} but the prediction for {inp['file_name']} is {pred.shape}")
-            self._conf_matrix += confusion_matrix(pred, gt, self._num_classes, self._ignore_label, gt_file)
-            if self._output_dir:
-                self._predictions.extend(self._encode_json_sem_seg(pred, inp["file_name"]))
+            self._process_image(inp["file_name"], logits.argmax(dim=0).cpu().numpy())
+
+    def _process_image(self, file_name: str, pred: np.ndarray) -> None:
+        """Counts the predicted classes `ndarray[H, W]` of the image `file_name` against its label map."""
+        gt_file = self.input_file_to_gt_file[file_name]
+        gt = self.sem_seg_loading_fn(gt_file, dtype=int)
+        if gt.shape != pred.shape:
+            raise DatasetError(f"Label map {gt_file} is {gt.shape} but the prediction for {file_name} is {pred.shape}")
+        self._conf_matrix += confusion_matrix(pred, gt, self._num_classes, self._ignore_label, gt_file)
+        if self._output_dir:
+            self._predictions.extend(self._encode_json_sem_seg(pred, file_name))
 
     def evaluate(self) -> Dict[str, Any]:
         conf_matrix, predictions = self._conf_matrix, self._predictions
