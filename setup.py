@@ -29,7 +29,9 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "dev": ["pytest>=7", "hypothesis>=6.80"],
+        "dev": ["pytest>=7", "hypothesis>=6.80", "shapely>=2.0"],
+        # Cityscapes' polygon files (load_cityscapes_instances(..., from_json=True))
+        "cityscapes": ["shapely>=2.0"],
         "tensorboard": ["tensorboard>=2.12"],
         # ONNX export and running ONNX artefacts (docs/deployment.md)
         "export": ["onnx>=1.15", "onnxruntime>=1.17"],

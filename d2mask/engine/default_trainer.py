@@ -24,6 +24,8 @@ from ..data import (
 from ..data.detection_utils import build_augmentation
 from ..data.build import min_keypoints_of
 from ..evaluation import (
+    CityscapesInstanceEvaluator,
+    CityscapesSemSegEvaluator,
     COCOEvaluator,
     COCOPanopticEvaluator,
     DatasetEvaluator,
@@ -235,13 +237,18 @@ class DefaultTrainer(TrainerBase):
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
         """The evaluator named by the dataset's metadata `evaluator_type`: "coco" (COCOEvaluator),
         "sem_seg" (SemSegEvaluator), "coco_panoptic_seg" (those two and COCOPanopticEvaluator), "lvis"
-        (LVISEvaluator), "pascal_voc" (PascalVOCDetectionEvaluator)."""
+        (LVISEvaluator), "pascal_voc" (PascalVOCDetectionEvaluator), "cityscapes_instance"
+        (CityscapesInstanceEvaluator), "cityscapes_sem_seg" (CityscapesSemSegEvaluator)."""
         evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
         if evaluator_type == "lvis":
             return LVISEvaluator(dataset_name, output_dir=output_folder)
         if evaluator_type == "pascal_voc":
             return PascalVOCDetectionEvaluator(dataset_name)
+        if evaluator_type == "cityscapes_instance":
+            return CityscapesInstanceEvaluator(dataset_name)
+        if evaluator_type == "cityscapes_sem_seg":
+            return CityscapesSemSegEvaluator(dataset_name)
         evaluators: List[DatasetEvaluator] = []
         if evaluator_type in ("sem_seg", "coco_panoptic_seg"):
             evaluators.append(SemSegEvaluator(dataset_name, output_dir=output_folder))
@@ -257,7 +264,8 @@ class DefaultTrainer(TrainerBase):
         if not evaluators:
             raise NotImplementedError(
                 f"No evaluator for dataset '{dataset_name}' (metadata evaluator_type={evaluator_type!r}); set "
-                f"evaluator_type to 'coco', 'sem_seg', 'coco_panoptic_seg', 'lvis' or 'pascal_voc' in its metadata "
+                f"evaluator_type to 'coco', 'sem_seg', 'coco_panoptic_seg', 'lvis', 'pascal_voc', 'cityscapes_instance' "
+                f"or 'cityscapes_sem_seg' in its metadata "
                 f"or override DefaultTrainer.build_evaluator"
             )
         return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)

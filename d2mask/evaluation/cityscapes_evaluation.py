@@ -9,13 +9,12 @@ image below it, only the images given to `process` are evaluated.
 """
 import logging
 from collections import OrderedDict
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
 from tabulate import tabulate
 
-from ..data.catalog import DatasetCatalog, DatasetError, MetadataCatalog
+from ..data.catalog import DatasetError, MetadataCatalog
 from ..data.datasets.builtin_meta import CITYSCAPES_LABELS
 from ..data.datasets.cityscapes import cityscapes_gt_file
 from ..data.detection_utils import read_sem_seg
@@ -36,10 +35,13 @@ _TRAIN_ID_OF_LABEL_ID[[label.id for label in _CLASSES]] = np.arange(len(_CLASSES
 _VOID_IDS = np.array([label.id for label in CITYSCAPES_LABELS if label.ignore_in_eval and label.id >= 0])
 # Categories in the order of the label table; "void" has no evaluated class and is left out.
 _CATEGORIES = list(dict.fromkeys(label.category for label in _CLASSES))
+_CATEGORY_OF_CLASS = np.array([_CATEGORIES.index(label.category) for label in _CLASSES])
 # Categories whose labels all have instances ("human", "vehicle"): those with an instance-level score.
 _INSTANCE_CATEGORIES = [
-    c for c in _CATEGORIES if all(label.has_instances for label in CITYSCAPES_LABELS if label.category == c and label.id >= 0)
+    i for i, c in enumerate(_CATEGORIES)
+    if all(label.has_instances for label in CITYSCAPES_LABELS if label.category == c and label.id >= 0)
 ]
+_THING_CLASSES = np.array([k for k, label in enumerate(_CLASSES) if label.has_instances])
 # The mean size in pixels of each class's instances, the weight of an instance of size s being
 # mean / s (cityscapesScripts' avgClassSize).
 _MEAN_INSTANCE_SIZE = {
@@ -59,11 +61,11 @@ def _gt_dir(dataset_name: str, evaluator: str) -> str:
     return gt_dir
 
 
-def _read_instance_ids(file_name: str, gt_dir: str, shape: Sequence[int]) -> np.ndarray:
-    """The `*_gtFine_instanceIds.png` of image `file_name` as `ndarray[H, W]` int64; its shape must be `shape`."""
+def _read_instance_ids(file_name: str, gt_dir: str, shape: Optional[Sequence[int]] = None) -> np.ndarray:
+    """The `*_gtFine_instanceIds.png` of image `file_name` as `ndarray[H, W]` int64, of the prediction's `shape` if given."""
     instance_file = cityscapes_gt_file(file_name, gt_dir, "instanceIds.png")
     ids = read_sem_seg(instance_file).astype(np.int64)
-    if ids.shape != tuple(shape):
+    if shape is not None and ids.shape != tuple(shape):
         raise DatasetError(f"Instance map {instance_file} is {ids.shape} but the prediction for {file_name} is {tuple(shape)}")
     label_ids = np.where(ids >= 1000, ids // 1000, ids)
     if label_ids.min() < 0 or label_ids.max() >= len(_TRAIN_ID_OF_LABEL_ID):
@@ -105,8 +107,6 @@ class CityscapesSemSegEvaluator(SemSegEvaluator):
             raise ValueError(f"CityscapesSemSegEvaluator: dataset '{dataset_name}' must have Cityscapes' 19 "
                              f"stuff_classes in train-id order (road, sidewalk, ...), not {self._class_names[:3]}...")
         self._gt_dir = _gt_dir(dataset_name, "CityscapesSemSegEvaluator")
-        self._thing_classes = np.array([k for k, label in enumerate(_CLASSES) if label.has_instances])
-        self._category = np.array([_CATEGORIES.index(label.category) for label in _CLASSES])
 
     def reset(self) -> None:
         super().reset()
@@ -123,14 +123,14 @@ class CityscapesSemSegEvaluator(SemSegEvaluator):
         predicted = pred[instance]
         size = np.bincount(pixel_instance, minlength=len(values))
         tp = np.bincount(pixel_instance, weights=predicted == classes[pixel_instance], minlength=len(values))
-        same_category = self._category[predicted] == self._category[classes[pixel_instance]]
+        same_category = _CATEGORY_OF_CLASS[predicted] == _CATEGORY_OF_CLASS[classes[pixel_instance]]
         category_tp = np.bincount(pixel_instance, weights=same_category, minlength=len(values))
         evaluated = classes >= 0
         classes, size, tp, category_tp = classes[evaluated], size[evaluated], tp[evaluated], category_tp[evaluated]
         weight = np.array([_MEAN_INSTANCE_SIZE[_CLASSES[k].name] for k in classes]) / size
         np.add.at(self._class_instance_counts, (0, classes), tp * weight)
         np.add.at(self._class_instance_counts, (1, classes), (size - tp) * weight)
-        categories = self._category[classes]
+        categories = _CATEGORY_OF_CLASS[classes]
         np.add.at(self._category_instance_counts, (0, categories), category_tp * weight)
         np.add.at(self._category_instance_counts, (1, categories), (size - category_tp) * weight)
 
@@ -145,13 +145,12 @@ class CityscapesSemSegEvaluator(SemSegEvaluator):
         # TP, FP and FN pixels of groups of classes: FP are predictions of the group on GT of other
         # (evaluated) classes, FN the group's GT predicted as other classes.
         classes = [[k] for k in range(len(_CLASSES))]
-        categories = [[k for k, c in enumerate(self._category) if c == i] for i in range(len(_CATEGORIES))]
+        categories = [np.flatnonzero(_CATEGORY_OF_CLASS == i).tolist() for i in range(len(_CATEGORIES))]
         class_tp, class_fp, class_fn = _group_counts(counts, classes)
         category_tp, category_fp, category_fn = _group_counts(counts, categories)
         class_iou = _iou(class_tp, class_fp, class_fn)
-        class_iiou = _iou(class_instances[0], class_fp, class_instances[1])[self._thing_classes]
-        instance_categories = [_CATEGORIES.index(c) for c in _INSTANCE_CATEGORIES]
-        category_iiou = _iou(category_instances[0], category_fp, category_instances[1])[instance_categories]
+        class_iiou = _iou(class_instances[0], class_fp, class_instances[1])[_THING_CLASSES]
+        category_iiou = _iou(category_instances[0], category_fp, category_instances[1])[_INSTANCE_CATEGORIES]
         results = {
             "IoU": 100 * _nanmean(class_iou),
             "iIoU": 100 * _nanmean(class_iiou),
@@ -209,15 +208,14 @@ class CityscapesInstanceEvaluator(DatasetEvaluator):
 
     def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
         for inp, out in zip(inputs, outputs):
-            file_name = inp["file_name"]
             if "instances" in out:
                 instances = out["instances"].to("cpu")
                 masks = instances.pred_masks
                 masks = (masks >= 0.5 if masks.is_floating_point() else masks.bool()).numpy()
                 classes, scores = self._thing_index[instances.pred_classes.numpy()], instances.scores.numpy()
-                ids = _read_instance_ids(file_name, self._gt_dir, masks.shape[1:])
+                ids = _read_instance_ids(inp["file_name"], self._gt_dir, masks.shape[1:])
             else:  # no predictions: the image's GT instances still count
-                ids = read_sem_seg(cityscapes_gt_file(file_name, self._gt_dir, "instanceIds.png")).astype(np.int64)
+                ids = _read_instance_ids(inp["file_name"], self._gt_dir)
                 masks, classes, scores = np.zeros((0,) + ids.shape, dtype=bool), np.zeros(0, int), np.zeros(0)
             self._images.append(match_instances(ids, masks, classes, scores))
 

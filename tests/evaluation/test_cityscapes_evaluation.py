@@ -17,7 +17,7 @@ from d2mask.evaluation.cityscapes_evaluation import _average_precision
 from d2mask.structures import Instances
 from tests.common import CITYSCAPES_STEM, write_cityscapes_tree
 
-CAR, PERSON = 2, 0  # thing_classes indices
+CAR = 2  # index in thing_classes
 CAR_SIZE, PERSON_SIZE, MOTORCYCLE_SIZE = 12794.0202738185, 3462.4756337644, 6298.7200839748
 
 
@@ -54,7 +54,7 @@ def test_instance_ap_hand_case(dataset):
     ids[0:10, 0:20] = 26000  # car A, 200 px
     ids[20:30, 0:10] = 26001  # car B, 100 px: just large enough to count
     ids[20:30, 30:40] = 26  # a crowd of cars
-    ids[12:16, 20:30] = 24000  # a person of 40 px: too small to count
+    ids[12:16, 20:30] = 26002  # a car of 40 px: too small to count
     ids[0:10, 30:40] = 0  # unlabeled (void)
     Image.fromarray(ids.astype(np.uint16)).save(os.path.join(gt_dir, "aachen", f"{CITYSCAPES_STEM}_gtFine_instanceIds.png"))
     shape = ids.shape
@@ -64,7 +64,7 @@ def test_instance_ap_hand_case(dataset):
         (_box(shape, (20, 29), (0, 12)), CAR, 0.7),  # IoU 100/130 with B: true positive up to t = 0.75
         (_box(shape, (20, 29), (30, 39)), CAR, 0.6),  # on the crowd: ignored
         (_box(shape, (0, 9), (28, 39)), CAR, 0.5),  # 100 of 120 px on void: ignored while t < 0.83
-        (_box(shape, (12, 15), (20, 29)), PERSON, 0.4),  # on the small person: ignored
+        (_box(shape, (12, 15), (20, 29)), CAR, 0.4),  # on the small car: ignored
     ]
     instances = Instances(shape)
     instances.pred_masks = torch.from_numpy(np.stack([m for m, _, _ in predictions]))
@@ -79,7 +79,7 @@ def test_instance_ap_hand_case(dataset):
     # t >= 0.85: the void prediction is a false positive too; AP again 1/2.
     car = [19 / 24] * 6 + [0.5] * 4
     assert results["AP-car"] == pytest.approx(100 * np.mean(car))
-    assert math.isnan(results["AP-person"])  # no person counts as GT
+    assert math.isnan(results["AP-person"])  # no GT
     assert results["AP"] == pytest.approx(100 * np.mean(car))  # the other classes have no GT: left out
     assert results["AP50"] == pytest.approx(100 * 19 / 24)
 
@@ -128,3 +128,16 @@ def test_bad_metadata_one_line(dataset):
             CityscapesInstanceEvaluator("test_cityscapes_not")
     finally:
         MetadataCatalog.remove("test_cityscapes_not")
+
+
+def test_evaluator_factory(dataset):
+    from d2mask.config import get_cfg
+    from d2mask.engine import DefaultTrainer
+
+    name, _, _ = dataset
+    meta = MetadataCatalog.get(name).as_dict()
+    MetadataCatalog.get(name).set(evaluator_type="cityscapes_sem_seg")
+    assert isinstance(DefaultTrainer.build_evaluator(get_cfg(), name), CityscapesSemSegEvaluator)
+    MetadataCatalog.remove(name)
+    MetadataCatalog.get(name).set(**{k: v for k, v in meta.items() if k != "name"}, evaluator_type="cityscapes_instance")
+    assert isinstance(DefaultTrainer.build_evaluator(get_cfg(), name), CityscapesInstanceEvaluator)
