@@ -14,7 +14,7 @@ import glob
 import os
 import sys
 import time
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -23,7 +23,8 @@ from d2mask.config import CfgNode, ConfigError, load_config
 from d2mask.data import MetadataCatalog
 from d2mask.data.detection_utils import read_image
 from d2mask.engine import DefaultPredictor, report_user_errors
-from d2mask.utils.visualizer import Visualizer
+from d2mask.utils.video_visualizer import VideoVisualizer
+from d2mask.utils.visualizer import ColorMode, VisImage, Visualizer
 
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository's projects
 
@@ -64,32 +65,43 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
 
 
 class VisualizationDemo:
-    """A `DefaultPredictor` and the drawing of its outputs."""
+    """A `DefaultPredictor` and the drawing of its outputs (Detectron2's demo/predictor.py class)."""
 
-    def __init__(self, cfg: CfgNode):
+    def __init__(self, cfg: CfgNode, instance_mode: ColorMode = ColorMode.IMAGE):
+        """
+        Args:
+            instance_mode: how instances are coloured (`ColorMode.IMAGE`, `SEGMENTATION`, `IMAGE_BW`).
+        """
         self.predictor = DefaultPredictor(cfg)
         self.metadata = self.predictor.metadata or MetadataCatalog.get("__unused")
+        self.instance_mode = instance_mode
 
-    def run_on_image(self, image: np.ndarray):
-        """(predictions, drawing) for a BGR image; the drawing is RGB `ndarray[H, W, 3]`."""
+    def run_on_image(self, image: np.ndarray) -> Tuple[Dict, VisImage]:
+        """(predictions, drawing) for a BGR image."""
         predictions = self.predictor(image)
-        visualizer = Visualizer(image[:, :, ::-1], self.metadata)
-        if "panoptic_seg" in predictions:
-            panoptic_seg, segments_info = predictions["panoptic_seg"]
-            drawing = visualizer.draw_panoptic_seg(panoptic_seg.cpu(), segments_info)
-        elif "sem_seg" in predictions:
-            drawing = visualizer.draw_sem_seg(predictions["sem_seg"].argmax(dim=0).cpu())
-        else:
-            drawing = visualizer.draw_instance_predictions(predictions["instances"].to("cpu"))
-        return predictions, drawing.get_image()
+        return predictions, _draw(Visualizer(image[:, :, ::-1], self.metadata, instance_mode=self.instance_mode),
+                                  predictions)
 
     def run_on_video(self, video: cv2.VideoCapture) -> Iterator[np.ndarray]:
-        """The BGR drawing of each frame."""
+        """The BGR drawing of each frame; an instance keeps its colour from frame to frame."""
+        video_visualizer = VideoVisualizer(self.metadata, self.instance_mode)
         while video.isOpened():
             ok, frame = video.read()
             if not ok:
                 break
-            yield self.run_on_image(frame)[1][:, :, ::-1]
+            drawing = _draw(video_visualizer, self.predictor(frame), np.ascontiguousarray(frame[:, :, ::-1]))
+            yield drawing.get_image()[:, :, ::-1]
+
+
+def _draw(visualizer, predictions: Dict, *frame: np.ndarray) -> VisImage:
+    """Draws a model's panoptic segmentation, else its semantic segmentation, else its instances, with a
+    `Visualizer` or a `VideoVisualizer` (which takes the frame first)."""
+    if "panoptic_seg" in predictions:
+        panoptic_seg, segments_info = predictions["panoptic_seg"]
+        return visualizer.draw_panoptic_seg(*frame, panoptic_seg.cpu(), segments_info)
+    if "sem_seg" in predictions:
+        return visualizer.draw_sem_seg(*frame, predictions["sem_seg"].argmax(dim=0).cpu())
+    return visualizer.draw_instance_predictions(*frame, predictions["instances"].to("cpu"))
 
 
 def _summary(predictions: Dict) -> str:
@@ -121,14 +133,15 @@ def _run_on_images(demo: VisualizationDemo, args: argparse.Namespace) -> List[st
         image = read_image(path, "BGR", max_pixels=demo.predictor.cfg.INPUT.MAX_IMAGE_PIXELS)
         start = time.perf_counter()
         predictions, drawing = demo.run_on_image(image)
+        bgr = drawing.get_image()[:, :, ::-1]
         print(f"{path}: {_summary(predictions)} in {time.perf_counter() - start:.2f}s")
         if args.output:
             target = _output_path(args.output, path, len(paths) > 1)
-            if not cv2.imwrite(target, drawing[:, :, ::-1]):
+            if not cv2.imwrite(target, bgr):
                 raise ConfigError(f"Could not write {target}: --output must be a directory or an image file name")
             written.append(target)
         else:
-            cv2.imshow(WINDOW_NAME, drawing[:, :, ::-1])
+            cv2.imshow(WINDOW_NAME, bgr)
             if cv2.waitKey(0) == 27:  # Esc
                 break
     return written

@@ -1,10 +1,14 @@
 """Drawing detections and annotations on images: boxes, class names, scores, translucent masks,
 keypoints, and semantic and panoptic segmentations.
 
-    v = Visualizer(image_rgb, MetadataCatalog.get("shapes_val"))
+    v = Visualizer(image_rgb, MetadataCatalog.get("shapes_val"), instance_mode=ColorMode.IMAGE_BW)
     v.draw_instance_predictions(outputs["instances"].to("cpu")).save("pred.png")
+
+`utils.video_visualizer.VideoVisualizer` draws a video's frames, each instance in the same colour from
+frame to frame.
 """
-from typing import Any, Dict, List, Optional, Sequence, Union
+from enum import Enum
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -14,12 +18,28 @@ import torch
 from ..structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks, polygons_to_bitmask
 from .colormap import instance_colors
 
-__all__ = ["Visualizer", "VisImage"]
+__all__ = ["ColorMode", "Visualizer", "VisImage"]
 
 _MaskLike = Union[np.ndarray, torch.Tensor, List[Any], Dict[str, Any]]
 # Keypoints whose score (or visibility) is not above this are not drawn, as in Detectron2.
 _KEYPOINT_THRESHOLD = 0.05
 _KEYPOINT_COLOR = (255, 0, 0)
+
+
+class ColorMode(Enum):
+    """How `Visualizer.draw_instance_predictions` colours instances (Detectron2's modes)."""
+
+    IMAGE = 0
+    """A distinct colour for each instance, masks at opacity 0.5."""
+    SEGMENTATION = 1
+    """One colour per class (the metadata's thing_colors, else a fixed colour per class), masks at
+    opacity 0.8, to look at the quality of the segmentation."""
+    IMAGE_BW = 2
+    """As IMAGE, masks at opacity 0.3, on the image turned grey outside the masks."""
+
+
+# Opacity of the instances' masks in each mode.
+_MASK_ALPHA = {ColorMode.IMAGE: 0.5, ColorMode.SEGMENTATION: 0.8, ColorMode.IMAGE_BW: 0.3}
 
 
 class VisImage:
@@ -29,7 +49,11 @@ class VisImage:
         h, w = img_rgb.shape[:2]
         self.scale = scale
         self.width, self.height = max(int(round(w * scale)), 1), max(int(round(h * scale)), 1)
-        self.img = cv2.resize(img_rgb, (self.width, self.height), interpolation=cv2.INTER_LINEAR) if scale != 1.0 \
+        self.reset_image(img_rgb)
+
+    def reset_image(self, img_rgb: np.ndarray) -> None:
+        """Replaces the drawing by `img_rgb` (`ndarray[H, W, 3]` uint8 of the input image's size), scaled."""
+        self.img = cv2.resize(img_rgb, (self.width, self.height), interpolation=cv2.INTER_LINEAR) if self.scale != 1.0 \
             else img_rgb.copy()
 
     def get_image(self) -> np.ndarray:
@@ -47,14 +71,20 @@ class Visualizer:
     """Draws instances or segmentations on one image. Coordinates given to the draw methods are in the input image's
     pixels; the drawing happens on a copy scaled by `scale`."""
 
-    def __init__(self, img_rgb: np.ndarray, metadata: Optional[Any] = None, scale: float = 1.0):
+    def __init__(self, img_rgb: np.ndarray, metadata: Optional[Any] = None, scale: float = 1.0,
+                 instance_mode: ColorMode = ColorMode.IMAGE, font_size_scale: float = 1.0):
         """
         Args:
             img_rgb: `ndarray[H, W, 3]` RGB (or `[H, W]` / `[H, W, 1]` grayscale), values 0-255.
             metadata: a dataset's `Metadata`; its thing_classes name the classes, its
                 keypoint_names and keypoint_connection_rules say which keypoints to join by lines.
             scale: size of the drawing relative to the image.
+            instance_mode: how instances are coloured (`ColorMode`).
+            font_size_scale: size of the labels relative to the default, which grows with the drawing.
         """
+        if not isinstance(instance_mode, ColorMode):
+            raise ValueError(f"instance_mode must be a ColorMode ({', '.join(m.name for m in ColorMode)}), "
+                             f"got {instance_mode!r}")
         img = np.asarray(img_rgb)
         if img.ndim == 3 and img.shape[2] == 1:
             img = img[:, :, 0]
@@ -65,9 +95,10 @@ class Visualizer:
         self.img = np.clip(img, 0, 255).astype(np.uint8)
         self.metadata = metadata
         self.output = VisImage(self.img, scale)
+        self._instance_mode = instance_mode
         # Lines and text grow with the drawing so they stay legible on large images.
         self._line_width = max(1, round(max(self.output.height, self.output.width) / 400))
-        self._font_scale = max(0.35, max(self.output.height, self.output.width) / 1200)
+        self._font_scale = max(0.35, max(self.output.height, self.output.width) / 1200) * font_size_scale
 
     def _class_names(self) -> Optional[List[str]]:
         return self.metadata.get("thing_classes") if self.metadata is not None else None
@@ -88,15 +119,42 @@ class Visualizer:
             labels.append(" ".join(parts))
         return labels
 
-    def draw_instance_predictions(self, predictions: Instances) -> VisImage:
+    def draw_instance_predictions(self, predictions: Instances, jittering: bool = True) -> VisImage:
         """Draws a model's output `Instances` (pred_boxes, scores, pred_classes, pred_masks, pred_keypoints,
-        each optional)."""
+        each optional), coloured as the `instance_mode` says.
+
+        Args:
+            jittering: in `ColorMode.SEGMENTATION`, tell instances of one class apart: the first keeps
+                the class colour, the next ones are alternately lighter and darker shades of it.
+        """
+        colors = None
+        if self._instance_mode is ColorMode.SEGMENTATION:
+            classes = predictions.pred_classes.tolist() if predictions.has("pred_classes") else [0] * len(predictions)
+            colors = self._category_colors("thing_colors", classes)
+            if jittering:
+                colors = np.asarray([_shade(c, classes[:i].count(k)) for i, (c, k) in enumerate(zip(colors, classes))],
+                                    dtype=np.uint8).reshape(-1, 3)
+        return self._draw_instances(predictions, colors)
+
+    def _draw_instances(self, predictions: Instances, colors: Optional[np.ndarray]) -> VisImage:
+        """`draw_instance_predictions` with the instances' colours given (`[R, 3]`; None: one per instance)."""
         boxes = predictions.pred_boxes if predictions.has("pred_boxes") else None
         scores = predictions.scores.tolist() if predictions.has("scores") else None
         classes = predictions.pred_classes.tolist() if predictions.has("pred_classes") else None
-        masks = predictions.pred_masks if predictions.has("pred_masks") else None
+        masks = self._mask_list(predictions.pred_masks) if predictions.has("pred_masks") else None
         keypoints = predictions.pred_keypoints if predictions.has("pred_keypoints") else None
-        return self.overlay_instances(boxes=boxes, labels=self._labels(classes, scores), masks=masks, keypoints=keypoints)
+        if self._instance_mode is ColorMode.IMAGE_BW:
+            self._grey_outside(masks)
+        return self.overlay_instances(boxes=boxes, labels=self._labels(classes, scores), masks=masks, keypoints=keypoints,
+                                      assigned_colors=colors, alpha=_MASK_ALPHA[self._instance_mode])
+
+    def _grey_outside(self, masks: Optional[List[np.ndarray]]) -> None:
+        """Turns the drawing grey (luminance) outside the union of `masks` (everywhere when None)."""
+        grey = np.repeat(cv2.cvtColor(self.img, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
+        if masks:
+            kept = np.any(masks, axis=0)
+            grey[kept] = self.img[kept]
+        self.output.reset_image(grey)
 
     def draw_dataset_dict(self, dic: Dict[str, Any]) -> VisImage:
         """Draws the annotations of a dataset dict (boxes in any absolute mode; polygons or RLE masks;
@@ -139,7 +197,8 @@ class Visualizer:
     def draw_panoptic_seg(self, panoptic_seg: Union[np.ndarray, torch.Tensor], segments_info: List[Dict[str, Any]],
                           area_threshold: Optional[int] = None, alpha: float = 0.7) -> VisImage:
         """Draws a panoptic segmentation as `PanopticFPN` outputs it: each segment tinted and named,
-        things by thing_classes (with their score), stuff by stuff_classes.
+        things by thing_classes (with their score), stuff by stuff_classes. In `ColorMode.IMAGE_BW`
+        the image is grey outside the segments.
 
         Args:
             panoptic_seg: `[H, W]` segment ids, 0 for none.
@@ -147,21 +206,40 @@ class Visualizer:
             area_threshold: segments with fewer pixels are not drawn.
             alpha: opacity of the tint.
         """
+        masks, infos = self._panoptic_segments(panoptic_seg, segments_info, area_threshold)
+        return self._draw_segments(masks, infos, self._segment_colors(infos), alpha)
+
+    draw_panoptic_seg_predictions = draw_panoptic_seg  # Detectron2's other name for it
+
+    def _panoptic_segments(self, panoptic_seg, segments_info: List[Dict[str, Any]],
+                           area_threshold: Optional[int]) -> Tuple[List[np.ndarray], List[Dict[str, Any]]]:
+        """The bool masks `[H, W]` of the segments to draw (not empty, not under `area_threshold`) and their infos."""
         panoptic_seg = panoptic_seg.detach().cpu().numpy() if isinstance(panoptic_seg, torch.Tensor) else np.asarray(panoptic_seg)
         masks = [panoptic_seg == s["id"] for s in segments_info]
         shown = [i for i, m in enumerate(masks) if m.sum() >= max(area_threshold or 0, 1)]
+        return [masks[i] for i in shown], [segments_info[i] for i in shown]
+
+    def _segment_colors(self, infos: List[Dict[str, Any]]) -> np.ndarray:
+        """`[S, 3]`: each segment's category colour (thing_colors or stuff_colors)."""
+        num_things = len(self._class_names() or [])
+        # things and stuff share category indices: offset the stuff colours past the things'
+        colors = [self._category_colors("thing_colors", [int(s["category_id"])])[0] if s["isthing"] else
+                  self._category_colors("stuff_colors", [int(s["category_id"])], num_things)[0] for s in infos]
+        return np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
+
+    def _draw_segments(self, masks: List[np.ndarray], infos: List[Dict[str, Any]], colors: np.ndarray,
+                       alpha: float) -> VisImage:
+        """Draws panoptic segments, each named by its category (and score) in its colour."""
+        if self._instance_mode is ColorMode.IMAGE_BW:
+            self._grey_outside(masks)
         thing_names = self._class_names()
         stuff_names = self.metadata.get("stuff_classes") if self.metadata is not None else None
-        labels, colors = [], []
-        for i in shown:
-            info, category = segments_info[i], int(segments_info[i]["category_id"])
-            names, color_key = (thing_names, "thing_colors") if info["isthing"] else (stuff_names, "stuff_colors")
+        labels = []
+        for info in infos:
+            names, category = (thing_names if info["isthing"] else stuff_names), int(info["category_id"])
             name = names[category] if names and 0 <= category < len(names) else str(category)
             labels.append(f"{name} {info['score'] * 100:.0f}%" if "score" in info else name)
-            # things and stuff share category indices: offset the stuff colours past the things'
-            offset = 0 if info["isthing"] else len(thing_names or [])
-            colors.append(self._category_colors(color_key, [category], offset)[0])
-        return self.overlay_instances(masks=[masks[i] for i in shown], labels=labels, assigned_colors=colors, alpha=alpha)
+        return self.overlay_instances(masks=masks, labels=labels, assigned_colors=colors, alpha=alpha)
 
     def _category_colors(self, key: str, categories: Sequence[int], offset: int = 0) -> np.ndarray:
         """`[len(categories), 3]` RGB: the metadata's colours under `key`, else one fixed colour per category."""
@@ -305,6 +383,14 @@ class Visualizer:
 
     def get_output(self) -> VisImage:
         return self.output
+
+
+def _shade(color: np.ndarray, k: int) -> np.ndarray:
+    """The k-th shade of a class colour: itself for k = 0, then alternately lighter (odd k) and darker,
+    by steps of 20% towards white or black (at most 60%)."""
+    step = min(0.2 * ((k + 1) // 2), 0.6)
+    color = np.asarray(color, dtype=np.float64)
+    return (color + ((255.0 if k % 2 else 0.0) - color) * step).round()
 
 
 def _mask_corner(mask: np.ndarray) -> Optional[np.ndarray]:

@@ -95,3 +95,14 @@ def test_semantic_and_panoptic_models_are_drawn(demo, tmp_path, capsys, config, 
     assert summary in capsys.readouterr().out
     drawn = cv2.imread(path)
     assert drawn.shape == (48, 64, 3) and not np.array_equal(drawn, _image(0))  # the segments tinted
+
+
+def test_the_instance_mode_reaches_the_drawing(demo):
+    from d2mask.utils.visualizer import ColorMode
+
+    # nothing scores above 1: in IMAGE_BW the whole image is grey
+    cfg = demo.setup_cfg(demo.get_parser().parse_args(["--config-file", CONFIG, "--confidence-threshold", "1.0", *OPTS]))
+    predictions, drawing = demo.VisualizationDemo(cfg, instance_mode=ColorMode.IMAGE_BW).run_on_image(_image(0))
+    drawn = drawing.get_image()
+    assert len(predictions["instances"]) == 0 and drawn.shape == (48, 64, 3)
+    assert (drawn[:, :, 0] == drawn[:, :, 1]).all() and (drawn[:, :, 1] == drawn[:, :, 2]).all()

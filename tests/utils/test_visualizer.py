@@ -6,7 +6,7 @@ import torch
 from d2mask.data.catalog import Metadata
 from d2mask.structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks
 from d2mask.utils.colormap import instance_colors
-from d2mask.utils.visualizer import Visualizer
+from d2mask.utils.visualizer import ColorMode, Visualizer
 
 
 def gray_image():
@@ -123,3 +123,61 @@ def test_sem_seg_and_panoptic_seg_are_tinted_by_class_and_named():
     drawn = Visualizer(image, meta).draw_panoptic_seg(panoptic, segments, alpha=1.0).get_image()
     assert tuple(drawn[38, 100]) == (0, 200, 0)  # stuff in its stuff colour
     assert tuple(drawn[30, 50]) == tuple(instance_colors(1)[0]) and not drawn[5, 100].any()
+
+
+def _boxed_instances(objects, h=64, w=128):
+    """objects: (class, x0, y0, x1, y1) each, with a mask filling its box."""
+    masks = torch.zeros(len(objects), h, w, dtype=torch.bool)
+    for i, (_, x0, y0, x1, y1) in enumerate(objects):
+        masks[i, y0:y1, x0:x1] = True
+    return Instances((h, w), pred_boxes=Boxes(torch.tensor([o[1:] for o in objects], dtype=torch.float32)),
+                     scores=torch.full((len(objects),), 0.9), pred_classes=torch.tensor([o[0] for o in objects]),
+                     pred_masks=masks)
+
+
+def test_segmentation_mode_tints_each_class_in_its_metadata_colour():
+    meta = Metadata("vis_seg_mode", thing_classes=["a", "b"], thing_colors=[[200, 0, 0], [0, 0, 220]])
+    background = np.full((64, 128, 3), 100, dtype=np.uint8)
+    objects = [(0, 4, 24, 36, 60), (1, 44, 24, 80, 60), (0, 88, 24, 124, 60)]
+    tinted = lambda color: tuple((np.full(3, 100) * 0.2 + np.asarray(color) * 0.8).round().astype(np.uint8))
+    inside = lambda image: [tuple(image[50, x]) for x in (20, 62, 106)]  # below the labels
+
+    exact = Visualizer(background, meta, instance_mode=ColorMode.SEGMENTATION).draw_instance_predictions(
+        _boxed_instances(objects), jittering=False).get_image()
+    assert inside(exact) == [tinted([200, 0, 0]), tinted([0, 0, 220]), tinted([200, 0, 0])]
+    # jittered: the second instance of class "a" is a lighter shade (20% towards white)
+    jittered = Visualizer(background, meta, instance_mode=ColorMode.SEGMENTATION).draw_instance_predictions(
+        _boxed_instances(objects)).get_image()
+    assert inside(jittered) == [tinted([200, 0, 0]), tinted([0, 0, 220]), tinted([211, 51, 51])]
+    # the default mode: a colour per instance, not per class
+    image_mode = Visualizer(background, meta).draw_instance_predictions(_boxed_instances(objects)).get_image()
+    assert len(set(inside(image_mode))) == 3
+
+
+def test_image_bw_mode_keeps_the_colours_of_masked_pixels_only():
+    image = np.random.default_rng(0).integers(0, 256, size=(64, 128, 3), dtype=np.uint8)
+    drawn = Visualizer(image, instance_mode=ColorMode.IMAGE_BW).draw_instance_predictions(
+        _boxed_instances([(0, 10, 24, 40, 60)])).get_image().astype(np.float64)
+    color = instance_colors(1)[0].astype(np.float64)
+    masked = image[40:58, 12:38].astype(np.float64)
+    np.testing.assert_allclose(drawn[40:58, 12:38], masked * 0.7 + color * 0.3, atol=1)
+    # right of the box nothing is drawn: the luminance of the image in the three channels
+    outside = image[:, 50:].astype(np.float64)
+    luminance = outside @ np.array([0.299, 0.587, 0.114])
+    np.testing.assert_allclose(drawn[:, 50:], np.repeat(luminance[:, :, None], 3, axis=2), atol=1)
+    # without masks the whole image is grey
+    boxes_only = Instances((64, 128), pred_boxes=Boxes(torch.tensor([[10.0, 24.0, 40.0, 60.0]])))
+    grey = Visualizer(image, instance_mode=ColorMode.IMAGE_BW).draw_instance_predictions(boxes_only).get_image()
+    assert (grey[:, 50:, 0] == grey[:, 50:, 1]).all() and (grey[40:58, 12:38, 0] == grey[40:58, 12:38, 2]).all()
+
+
+def test_image_bw_panoptic_and_bad_modes():
+    image = np.random.default_rng(1).integers(0, 256, size=(40, 60, 3), dtype=np.uint8)
+    panoptic = np.zeros((40, 60), dtype=np.int32)
+    panoptic[20:36, 10:30] = 1
+    drawn = Visualizer(image, Metadata("vis_bw_pan", thing_classes=["cat"]), instance_mode=ColorMode.IMAGE_BW) \
+        .draw_panoptic_seg_predictions(panoptic, [{"id": 1, "isthing": True, "category_id": 0}], alpha=0.0).get_image()
+    assert (drawn[22:34, 12:28] == image[22:34, 12:28]).all()  # the segment's own colours (alpha 0: no tint)
+    assert (drawn[:, 40:, 0] == drawn[:, 40:, 1]).all() and not (image[:, 40:, 0] == image[:, 40:, 1]).all()
+    with pytest.raises(ValueError, match="instance_mode must be a ColorMode .IMAGE, SEGMENTATION, IMAGE_BW., got 1"):
+        Visualizer(image, instance_mode=1)
