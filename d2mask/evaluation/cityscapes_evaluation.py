@@ -117,7 +117,7 @@ class CityscapesSemSegEvaluator(SemSegEvaluator):
     def _process_image(self, file_name: str, pred: np.ndarray) -> None:
         super()._process_image(file_name, pred)
         ids = _read_instance_ids(file_name, self._gt_dir, pred.shape)
-        instance = ids > 1000  # id * 1000 + k; cityscapesScripts also skips 1000 itself (ego vehicle)
+        instance = ids > 1000  # the instances, id * 1000 + k (cityscapesScripts' selection)
         values, pixel_instance = np.unique(ids[instance], return_inverse=True)
         classes = _TRAIN_ID_OF_LABEL_ID[values // 1000]  # -1: a class not evaluated (caravan, trailer)
         predicted = pred[instance]

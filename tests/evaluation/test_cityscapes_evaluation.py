@@ -141,3 +141,33 @@ def test_evaluator_factory(dataset):
     MetadataCatalog.remove(name)
     MetadataCatalog.get(name).set(**{k: v for k, v in meta.items() if k != "name"}, evaluator_type="cityscapes_instance")
     assert isinstance(DefaultTrainer.build_evaluator(get_cfg(), name), CityscapesInstanceEvaluator)
+
+
+def test_trainer_evaluates_the_builtin_names(tmp_path):
+    """DefaultTrainer.test on cityscapes_fine_{instance_seg,sem_seg}_val below the datasets root: the
+    built-in datasets, the test loader, a (random) model and the evaluators their metadata name."""
+    from d2mask.config import get_cfg
+    from d2mask.data.datasets import set_datasets_root
+    from d2mask.engine import DefaultTrainer
+    from tests.common import REPO, tiny_rcnn_cfg
+
+    write_cityscapes_tree(str(tmp_path / "cityscapes"))
+    set_datasets_root(str(tmp_path))
+    try:
+        cfg = tiny_rcnn_cfg(num_classes=8)
+        cfg.DATASETS.TEST = ("cityscapes_fine_instance_seg_val",)
+        cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cfg.DATALOADER.NUM_WORKERS = 64, 128, 0
+        results = DefaultTrainer.test(cfg, DefaultTrainer.build_model(cfg))
+        # the split's instances are all under 100 pixels: no class has GT that counts
+        assert {"AP", "AP50", "AP-car"} <= set(results["segm"]) and math.isnan(results["segm"]["AP"])
+
+        cfg = get_cfg()
+        cfg.merge_from_file(os.path.join(REPO, "configs", "Shapes", "semantic_R_18_FPN_shapes.yaml"))
+        cfg.MODEL.DEVICE, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM = "cpu", 19, 32
+        cfg.DATASETS.TEST = ("cityscapes_fine_sem_seg_val",)
+        cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cfg.DATALOADER.NUM_WORKERS = 64, 128, 0
+        results = DefaultTrainer.test(cfg, DefaultTrainer.build_model(cfg))
+        assert {"IoU", "iIoU", "IoU_sup", "iIoU_sup", "IoU-road"} <= set(results["sem_seg"])
+        assert 0 <= results["sem_seg"]["IoU"] <= 100  # road, car, person and motorcycle have GT
+    finally:
+        set_datasets_root(None)
