@@ -22,6 +22,7 @@ from omegaconf import ListConfig, OmegaConf
 
 from ..config import CfgNode, ConfigError
 from ..modeling import META_ARCH_REGISTRY
+from ..modeling.test_time_augmentation import GeneralizedRCNNWithTTA
 
 __all__ = ["validate_config", "validate_lazy_config", "check_device"]
 
@@ -246,10 +247,13 @@ def validate_lazy_config(cfg: Any) -> None:
 def _model_problems(cfg: CfgNode) -> List[str]:
     """The problem (none or one) that the constructors of the model find in their arguments, from
     building the model on the meta device: no memory, no weights, and a few hundredths of a second.
-    `build_model` would also move the model to MODEL.DEVICE, which the meta device cannot."""
+    `build_model` would also move the model to MODEL.DEVICE, which the meta device cannot. With
+    TEST.AUG.ENABLED, also the test-time augmentation's, which runs after training."""
     try:
         with torch.device("meta"):
-            META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+            model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+            if cfg.TEST.AUG.ENABLED:
+                GeneralizedRCNNWithTTA(cfg, model)
     except ConfigError as e:
         return [str(e)]
     return []

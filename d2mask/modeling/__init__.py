@@ -127,10 +127,12 @@ __all__ += [
     "BaseKeypointRCNNHead",
     "BaseMaskRCNNHead",
     "CascadeROIHeads",
+    "DatasetMapperTTA",
     "DenseDetector",
     "FastRCNNConvFCHead",
     "FastRCNNOutputLayers",
     "GeneralizedRCNN",
+    "GeneralizedRCNNWithTTA",
     "KRCNNConvDeconvUpsampleHead",
     "MaskRCNNConvUpsampleHead",
     "PanopticFPN",
@@ -151,3 +153,13 @@ __all__ += [
     "detector_postprocess",
     "sem_seg_postprocess",
 ]
+
+
+def __getattr__(name: str):
+    # Test-time augmentation transforms images with the data package, which a model alone does not
+    # load; its names are looked up here on first use instead of imported with the package.
+    if name in ("DatasetMapperTTA", "GeneralizedRCNNWithTTA"):
+        from . import test_time_augmentation
+
+        return getattr(test_time_augmentation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

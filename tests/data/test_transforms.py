@@ -72,6 +72,18 @@ def test_resize_scales_coordinates_and_keeps_grayscale_channel():
     assert resized.dtype == bool and resized.sum() == 6 * 2 * 6 * 3
 
 
+def test_inverse_of_resize_and_flip_maps_boxes_back():
+    # 20 x 30 -> 40 x 90 -> mirrored in width 90: the box [3, 4, 9, 10] becomes [63, 8, 81, 20]
+    tfm = T.TransformList([T.NoOpTransform(), T.ResizeTransform(20, 30, 40, 90), T.HFlipTransform(90)])
+    np.testing.assert_allclose(tfm.apply_box(np.array([[3, 4, 9, 10]])), [[63, 8, 81, 20]])
+    inverse = tfm.inverse()
+    np.testing.assert_allclose(inverse.apply_box(np.array([[63, 8, 81, 20]])), [[3, 4, 9, 10]])
+    assert inverse.apply_image(np.zeros((40, 90, 3), dtype=np.uint8)).shape == (20, 30, 3)
+    np.testing.assert_allclose(T.VFlipTransform(20).inverse().apply_box(np.array([[3, 10, 9, 16]])), [[3, 4, 9, 10]])
+    with pytest.raises(NotImplementedError, match="CropTransform has no inverse"):
+        T.CropTransform(0, 0, 5, 5).inverse()
+
+
 def test_crop_clips_polygons_to_the_window():
     crop = T.CropTransform(5, 5, 10, 10)
     big_square = np.array([[0, 0], [20, 0], [20, 20], [0, 20]], dtype=np.float64)

@@ -90,6 +90,35 @@ def test_resume_continues_to_the_uninterrupted_weights(trained, tmp_path):
         assert torch.equal(value, resumed["model"][name]), name
 
 
+# Passes when both results with test-time augmentation exist and are numbers.
+EXPECT_TTA = "TEST.EXPECTED_RESULTS=[['bbox_TTA', 'AP', 50.0, 100.0], ['segm_TTA', 'AP', 50.0, 100.0]]"
+
+
+def test_eval_only_with_test_time_augmentation_adds_the_TTA_results(trained):
+    out, stdout = trained
+    proc = _run("--config-file", str(out / "config.yaml"), "--eval-only", f"MODEL.WEIGHTS={out / 'model_final.pth'}",
+                f"OUTPUT_DIR={out / 'eval_tta'}", "TEST.AUG.ENABLED=True", "TEST.AUG.MIN_SIZES=(80, 112)",
+                "TEST.AUG.MAX_SIZE=200", EXPECT_TTA)
+    lines = _evaluation_lines(proc.stdout)
+    # the plain evaluation as before, then the one with TTA
+    assert len(lines) == 4 and lines[:2] == _evaluation_lines(stdout)
+    assert "Running inference with test-time augmentation" in proc.stdout
+    assert "Result verification (TEST.EXPECTED_RESULTS) passed" in proc.stdout
+    assert (out / "eval_tta" / "inference_TTA" / "coco_instances_results.json").is_file()
+
+
+def test_training_with_test_time_augmentation_records_both_final_evaluations(trained, tmp_path):
+    out, _ = trained
+    # one size, the test size, without flip: TTA sees what the model sees, so its AP is the model's
+    _run("--config-file", CONFIG, *TINY, "SOLVER.MAX_ITER=2", f"OUTPUT_DIR={tmp_path}",
+         f"DATASETS.ROOT={out.parent / 'datasets'}", "TEST.AUG.ENABLED=True", "TEST.AUG.MIN_SIZES=(96,)",
+         "TEST.AUG.FLIP=False", EXPECT_TTA)
+    final = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()][-1]
+    assert final["iteration"] == 2
+    for task in ("bbox", "segm"):
+        assert final[f"{task}_TTA/AP"] == final[f"{task}/AP"]
+
+
 def _plot_metrics(run_dir, records, out):
     """Runs tools/plot_metrics.py on a metrics.json of `records`; {png name: bytes} of what it wrote."""
     run_dir.mkdir()

@@ -13,3 +13,7 @@ def add_test_defaults(cfg) -> None:
     define(cfg, "TEST.BEST_METRIC", "", "Evaluation metric (e.g. segm/AP) that picks model_best.pth and drives early stopping; empty: neither.")
     define(cfg, "TEST.BEST_METRIC_MODE", "max", "Whether a larger (max) or smaller (min) TEST.BEST_METRIC is better.")
     define(cfg, "TEST.EARLY_STOP_PATIENCE", 0, "Stop training after this many evaluations in a row without a better TEST.BEST_METRIC; 0 never stops.")
+    define(cfg, "TEST.AUG.ENABLED", False, "Evaluate also with test-time augmentation (GeneralizedRCNNWithTTA; tools/train_net.py, after training and with --eval-only): results under '<task>_TTA' and in OUTPUT_DIR/inference_TTA. R-CNN models without keypoints.")
+    define(cfg, "TEST.AUG.MIN_SIZES", (400, 500, 600, 700, 800, 900, 1000, 1100, 1200), "Shortest-edge sizes the test image is resized to, one detection pass each (DatasetMapperTTA).")
+    define(cfg, "TEST.AUG.MAX_SIZE", 4000, "Longest side allowed after each TEST.AUG.MIN_SIZES resize.")
+    define(cfg, "TEST.AUG.FLIP", True, "Also detect on the horizontally flipped image at each size (twice the passes).")

@@ -50,6 +50,11 @@ class Transform:
         """Transforms polygons, each `ndarray[K, 2]`; polygons may be dropped (e.g. outside a crop)."""
         return [self.apply_coords(np.asarray(p, dtype=np.float64)) for p in polygons]
 
+    def inverse(self) -> "Transform":
+        """The transform that undoes this one, e.g. to map predictions on an augmented image back to
+        the original (test-time augmentation)."""
+        raise NotImplementedError(f"{type(self).__name__} has no inverse")
+
 
 class TransformList(Transform):
     """Several transforms applied in order."""
@@ -80,6 +85,9 @@ class TransformList(Transform):
     def apply_polygons(self, polygons: List[np.ndarray]) -> List[np.ndarray]:
         return self._apply("apply_polygons", polygons)
 
+    def inverse(self) -> "TransformList":
+        return TransformList([t.inverse() for t in reversed(self.transforms)])
+
     def __add__(self, other: Transform) -> "TransformList":
         return TransformList(self.transforms + [other])
 
@@ -96,6 +104,9 @@ class NoOpTransform(Transform):
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
         return coords
+
+    def inverse(self) -> "NoOpTransform":
+        return self
 
     def __repr__(self) -> str:
         return "NoOpTransform()"
@@ -115,6 +126,9 @@ class HFlipTransform(Transform):
         coords[:, 0] = self.width - coords[:, 0]
         return coords
 
+    def inverse(self) -> "HFlipTransform":
+        return self
+
     def __repr__(self) -> str:
         return f"HFlipTransform(width={self.width})"
 
@@ -132,6 +146,9 @@ class VFlipTransform(Transform):
         coords = np.array(coords, dtype=np.float64)
         coords[:, 1] = self.height - coords[:, 1]
         return coords
+
+    def inverse(self) -> "VFlipTransform":
+        return self
 
     def __repr__(self) -> str:
         return f"VFlipTransform(height={self.height})"
@@ -163,6 +180,9 @@ class ResizeTransform(Transform):
         coords[:, 0] *= self.new_w / self.w
         coords[:, 1] *= self.new_h / self.h
         return coords
+
+    def inverse(self) -> "ResizeTransform":
+        return ResizeTransform(self.new_h, self.new_w, self.h, self.w, self.interp)
 
     def __repr__(self) -> str:
         return f"ResizeTransform(h={self.h}, w={self.w}, new_h={self.new_h}, new_w={self.new_w})"
