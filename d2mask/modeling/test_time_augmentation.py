@@ -48,7 +48,9 @@ class DatasetMapperTTA:
         """
         sizes = list(min_sizes) if isinstance(min_sizes, (list, tuple)) else []
         if not sizes or not all(_positive_int(s) for s in sizes):
-            raise ValueError(f"DatasetMapperTTA min_sizes (TEST.AUG.MIN_SIZES) must be one or more ints > 0, got {min_sizes!r}")
+            raise ValueError(
+                f"DatasetMapperTTA min_sizes (TEST.AUG.MIN_SIZES) must be one or more ints > 0, got {min_sizes!r}"
+            )
         if not _positive_int(max_size):
             raise ValueError(f"DatasetMapperTTA max_size (TEST.AUG.MAX_SIZE) must be an int > 0, got {max_size!r}")
         self.min_sizes = sizes
@@ -82,7 +84,8 @@ class DatasetMapperTTA:
             copies.append(_copy_with(dataset_dict, resized, TransformList([to_input, resize])))
             if self.flip:
                 flip = HFlipTransform(resize.new_w)
-                copies.append(_copy_with(dataset_dict, flip.apply_image(resized), TransformList([to_input, resize, flip])))
+                flipped = flip.apply_image(resized)
+                copies.append(_copy_with(dataset_dict, flipped, TransformList([to_input, resize, flip])))
         return copies
 
 
@@ -207,7 +210,8 @@ class GeneralizedRCNNWithTTA(nn.Module):
         results: List[Instances] = []
         for start in range(0, len(inputs), self.batch_size):
             chunk = slice(start, start + self.batch_size)
-            results += self.model.inference(inputs[chunk], None if given is None else given[chunk], do_postprocess=False)
+            given_chunk = None if given is None else given[chunk]
+            results += self.model.inference(inputs[chunk], given_chunk, do_postprocess=False)
         return results
 
     def _merge_detections(self, detections: List[Instances], transforms: List[Transform], image_size) -> Instances:
