@@ -68,8 +68,10 @@ class VideoVisualizer:
             boxes = predictions.pred_boxes.tensor.detach().cpu().numpy().astype(np.float64)
             boxes[:, 2:] -= boxes[:, :2]  # XYXY -> XYWH
             regions = mask_util.frPyObjects(boxes, height, width) if len(boxes) else []
-        else:
+        elif predictions.has("pred_masks"):
             regions = _encode(visualizer._mask_list(predictions.pred_masks))
+        else:  # nothing to match instances by: a colour per instance, as in an image
+            return visualizer._draw_instances(predictions, None)
         labels = predictions.pred_classes.tolist() if predictions.has("pred_classes") else [0] * len(predictions)
         return visualizer._draw_instances(predictions, self._assign_colors(labels, regions, (height, width)))
 
