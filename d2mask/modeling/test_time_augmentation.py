@@ -178,6 +178,7 @@ class GeneralizedRCNNWithTTA(nn.Module):
             detections = self._batch_inference(copies)
         merged = self._merge_detections(detections, transforms, original_size)
         if getattr(self.model.roi_heads, "mask_on", False):
+            flipped = [_flips(t) for t in transforms]  # before the mask passes: refuses what masks cannot undo
             given = [
                 Instances(
                     tuple(c["image"].shape[1:]),
@@ -188,7 +189,7 @@ class GeneralizedRCNNWithTTA(nn.Module):
                 for c, t in zip(copies, transforms)
             ]
             with_masks = self._batch_inference(copies, given)
-            merged.pred_masks = average_mask_probs([m.pred_masks for m in with_masks], [_flips(t) for t in transforms])
+            merged.pred_masks = average_mask_probs([m.pred_masks for m in with_masks], flipped)
         return {"instances": detector_postprocess(merged, *original_size)}
 
     @contextlib.contextmanager
@@ -235,8 +236,8 @@ def _map_boxes(boxes: Tensor, transform: Transform) -> Tensor:
 
 
 def _flips(transform: Transform) -> bool:
-    """Whether `transform` (resizes and horizontal flips) mirrors the image. A box-relative mask
-    only changes under a mirror, so no other transform can be undone on it."""
+    """Whether `transform` (resizes and horizontal flips) mirrors the image. A mask predicted over a
+    box is unchanged by a resize and mirrored by a flip; other transforms cannot be undone on it."""
     flipped = False
     for t in getattr(transform, "transforms", [transform]):
         if isinstance(t, HFlipTransform):
