@@ -1,6 +1,6 @@
 """Datasets, augmentations, dataset mappers and data loaders.
 
-Importing this package registers the built-in datasets ("shapes_train", "shapes_val").
+Importing this package registers the built-in datasets ("shapes_coco_train", "shapes_train", ...).
 """
 from . import transforms
 from .build import (

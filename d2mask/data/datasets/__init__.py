@@ -1,11 +1,12 @@
 """Dataset loaders: COCO (instances, semantic label maps, panoptic), LVIS, PASCAL VOC and Cityscapes
-files, and the generated shapes dataset."""
+files, and the generated shapes datasets."""
 from .cityscapes import load_cityscapes_instances, load_cityscapes_semantic
 from .coco import convert_to_coco_dict, load_coco_json, load_sem_seg, register_coco_instances
 from .coco_panoptic import load_coco_panoptic_json, merge_to_panoptic, register_coco_panoptic, register_coco_panoptic_separated
 from .lvis import load_lvis_json, register_lvis_instances
 from .pascal_voc import load_voc_instances, register_pascal_voc
 from .shapes import SHAPES_CLASSES, datasets_root, mask_to_polygons, register_shapes, set_datasets_root
+from .shapes_coco import register_shapes_coco
 from .shapes_segmentation import register_shapes_panoptic_separated, register_shapes_sem_seg
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "register_coco_panoptic_separated",
     "merge_to_panoptic",
     "register_shapes",
+    "register_shapes_coco",
     "SHAPES_CLASSES",
     "datasets_root",
     "set_datasets_root",

@@ -1,9 +1,11 @@
 """Registers the datasets that come with d2mask, and Detectron2's built-in dataset names; imported
 by `d2mask.data`.
 
-"shapes_train" and "shapes_val" are sized for the quick start: a small R18-FPN Mask R-CNN trained for
-about ten minutes on a laptop CPU reaches box and mask AP above 50 on them, and generating both takes
-a few seconds. "shapes_sem_seg_train/val" and "shapes_train/val_panoptic_separated" are their
+"shapes_coco_train" and "shapes_coco_val" are the main job's (configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml):
+shapes in cluttered, textured scenes with COCO's mix of sizes, occlusion and visible-part masks
+(shapes_coco.py). "shapes_train" and "shapes_val" are the simple shapes the other quick starts and
+many tests train on: plain colours, few and mostly medium-sized shapes. Generating each pair takes a
+few seconds. "shapes_sem_seg_train/val" and "shapes_train/val_panoptic_separated" are their
 semantic and panoptic views (the same images, with label maps);
 "shapes_keypoints_train/val" the same images with keypoints on the shapes.
 
@@ -26,6 +28,7 @@ from .coco_panoptic import register_coco_panoptic, register_coco_panoptic_separa
 from .lvis import register_lvis_instances
 from .pascal_voc import register_pascal_voc
 from .shapes import datasets_root, register_shapes
+from .shapes_coco import register_shapes_coco
 from .shapes_segmentation import register_shapes_panoptic_separated, register_shapes_sem_seg
 
 __all__ = [
@@ -207,6 +210,8 @@ def register_file_datasets() -> None:
 
 
 def register_all_builtins() -> None:
+    register_shapes_coco("shapes_coco_train", num_images=500, seed=1)
+    register_shapes_coco("shapes_coco_val", num_images=50, seed=2)
     register_shapes("shapes_train", num_images=500, seed=1)
     register_shapes("shapes_val", num_images=50, seed=2)
     for split in ("train", "val"):

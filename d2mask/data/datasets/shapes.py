@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -254,8 +254,13 @@ def _generate(directory: str, *, num_images: int, seed: int, image_size: int, mi
         json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
 
 
-def _ensure_generated(directory: str, params: Dict[str, Any]) -> None:
-    """Generates the dataset into `directory` unless a complete one is there already."""
+def _fingerprint(version: int, params: Dict[str, Any]) -> str:
+    """A short hash of a generator's version and parameters, which names its cache directory."""
+    return hashlib.sha1(json.dumps([version, params], sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _ensure_generated(directory: str, params: Dict[str, Any], generate: Callable[..., None]) -> None:
+    """Runs `generate(directory, **params)` unless a complete dataset is there already."""
     marker = os.path.join(directory, _MARKER)
     if os.path.isfile(marker):
         return
@@ -264,7 +269,7 @@ def _ensure_generated(directory: str, params: Dict[str, Any]) -> None:
     start = time.perf_counter()
     tmp = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=parent)
     try:
-        _generate(os.path.join(tmp, "data"), **params)
+        generate(os.path.join(tmp, "data"), **params)
         with open(os.path.join(tmp, "data", _MARKER), "w", encoding="utf-8") as f:
             json.dump(params, f)
         if os.path.isdir(directory) and not os.path.isfile(marker):
@@ -324,11 +329,11 @@ def register_shapes(
                   max_objects=max_objects, object_size=tuple(object_size), max_occlusion=max_occlusion)
     if keypoints:  # only then a parameter: the datasets without keypoints keep their fingerprints
         params["keypoints"] = True
-    fingerprint = hashlib.sha1(json.dumps([_GENERATOR_VERSION, params], sort_keys=True).encode()).hexdigest()[:10]
+    fingerprint = _fingerprint(_GENERATOR_VERSION, params)
 
     def load() -> List[Dict]:
         directory = os.path.join(root or datasets_root(), "shapes", f"{name}-{fingerprint}")
-        _ensure_generated(directory, params)
+        _ensure_generated(directory, params, _generate)
         return load_coco_json(os.path.join(directory, _JSON_NAME), os.path.join(directory, _IMAGE_DIR), name)
 
     DatasetCatalog.register(name, load)
