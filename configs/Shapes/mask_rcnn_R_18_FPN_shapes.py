@@ -22,7 +22,7 @@ model.backbone.out_channels = 64  # and so the RPN head's and ROI heads' input c
 model.backbone.norm = "GN"
 
 rpn = model.proposal_generator
-rpn.anchor_generator.sizes = [[16], [32], [64], [128], [256]]  # objects are 32-96 px in 256 px images
+rpn.anchor_generator.sizes = [[16], [32], [64], [128], [256]]  # objects from a few pixels to the whole 256 px image
 rpn.pre_nms_topk = [1000, 500]
 rpn.post_nms_topk = [500, 300]
 rpn.sampler.batch_size_per_image = 128
