@@ -2,8 +2,8 @@
 """Draws the predictions in a COCO results json (coco_instances_results.json, written by evaluation
 into OUTPUT_DIR/inference/) next to the ground truth, one PNG per image of the dataset.
 
-    python tools/visualize_json_results.py --input output/inference/coco_instances_results.json \
-        --output vis/ --dataset shapes_val --conf-threshold 0.5
+    python tools/visualize_json_results.py --input output/shapes_mask_rcnn_R_18_FPN/inference/coco_instances_results.json \
+        --output vis/ --dataset shapes_coco_val --conf-threshold 0.5
 """
 import argparse
 import json

@@ -19,7 +19,7 @@ def test_training_mapper_flips_image_boxes_and_masks_together(coco_dir, mask_for
     dicts = coco_dicts(coco_dir)
     record = dicts[0]
     if mask_format == "polygon":
-        record["annotations"] = record["annotations"][:1]  # the RLE needs bitmask format
+        record["annotations"] = record["annotations"][:1]  # with the RLE, the image would get BitMasks
     mapper = DatasetMapper(True, augmentations=[T.RandomFlip(1.0)], image_format="BGR",
                            use_instance_mask=True, instance_mask_format=mask_format)
     out = mapper(record)

@@ -70,15 +70,17 @@ def _draw_shape(rng: np.random.Generator, image_size: int, diameter: float) -> T
 def _texture(rng: np.random.Generator, height: int, width: int, colour: np.ndarray) -> np.ndarray:
     """`ndarray[height, width, 3]` float32 RGB: `colour` plain, as a gradient or stripes towards a
     second colour near it, or mottled."""
+    colour = colour.astype(np.float32)
     kind = int(rng.integers(4))
     if kind == 0:
-        return np.broadcast_to(colour.astype(np.float32), (height, width, 3))
+        return np.broadcast_to(colour, (height, width, 3))
     if kind == 3:
         cells = rng.normal(0, 30, size=(int(rng.integers(2, 7)),) * 2 + (3,)).astype(np.float32)
         return colour + cv2.resize(cells, (width, height), interpolation=cv2.INTER_CUBIC)
     second = np.clip(colour + rng.normal(0, 70, size=3), 0, 255).astype(np.float32)
     theta = rng.uniform(0, 2 * np.pi)
-    along = np.arange(width, dtype=np.float32) * np.cos(theta) + np.arange(height, dtype=np.float32)[:, None] * np.sin(theta)
+    xs, ys = np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)[:, None]
+    along = xs * float(np.cos(theta)) + ys * float(np.sin(theta))  # (height, width)
     if kind == 1:
         t = (along - along.min()) / max(float(np.ptp(along)), 1.0)
     else:
