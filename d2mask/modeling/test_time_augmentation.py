@@ -143,6 +143,8 @@ class GeneralizedRCNNWithTTA(nn.Module):
         if not _positive_int(batch_size):
             raise ValueError(f"GeneralizedRCNNWithTTA batch_size must be an int > 0, got {batch_size!r}")
         self.model = model
+        # in the model's mode, so that inference_context, which restores the wrapper's, leaves the model's
+        self.train(model.training)
         self.tta_mapper = tta_mapper if tta_mapper is not None else DatasetMapperTTA(cfg)
         self.batch_size = batch_size
         self.nms_thresh = cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST

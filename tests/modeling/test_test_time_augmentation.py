@@ -7,6 +7,7 @@ from tests.common import tiny_rcnn_cfg
 from d2mask.config import ConfigError
 from d2mask.data.transforms import TransformList, VFlipTransform
 from d2mask.engine.validation import validate_config
+from d2mask.evaluation import inference_context
 from d2mask.modeling import DatasetMapperTTA, GeneralizedRCNNWithTTA, build_model
 from d2mask.modeling import test_time_augmentation as tta_module
 from d2mask.structures import Boxes, Instances
@@ -39,8 +40,11 @@ def test_one_size_equal_to_the_input_without_flip_gives_the_models_detections():
     torch.testing.assert_close(augmented.scores, plain.scores)
     assert torch.equal(augmented.pred_classes, plain.pred_classes)
     assert torch.equal(augmented.pred_masks, plain.pred_masks)
-    # the model is left as it was: its mask head is back on
+    # the model is left as it was: its mask head is back on, and it stays in eval mode after an evaluation
     assert model.roi_heads.mask_on
+    with inference_context(GeneralizedRCNNWithTTA(cfg, model)):
+        pass
+    assert not model.training
 
 
 def test_mapper_makes_resized_and_flipped_copies_with_their_transforms():
