@@ -7,8 +7,6 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from d2mask.data import DatasetCatalog
 from tests.common import REPO
 from tests.tools import tiny_shapes
