@@ -1,6 +1,9 @@
 """What many test files share: the repository root, Detectron2's reference parameter lists, the
-tiny-width R-CNN config and a one-image Cityscapes split. Imported as `from tests.common import ...`."""
+tiny-width R-CNN config, a one-image Cityscapes split, and loading a script. Imported as
+`from tests.common import ...`."""
+import importlib.util
 import os
+from types import ModuleType
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -9,6 +12,16 @@ from d2mask.config import CfgNode, get_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(REPO, "tests", "data", "reference")
+
+
+def load_script(path: str) -> ModuleType:
+    """The script at `path` in the repository (e.g. "tools/train_net.py"), run as a fresh module named
+    after its file: the tools and the demo are files to run, not a package to import."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def read_reference(filename: str, prefixes: Sequence[str] = ("",)) -> List[Tuple[str, Tuple[int, ...]]]:

@@ -1,13 +1,12 @@
 """demo/demo.py with Detectron2's flags: images by name and glob, a generated video, the webcam's
 argument checks. An untrained tiny model with --confidence-threshold 0 has detections to draw."""
-import importlib.util
 import os
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.common import REPO
+from tests.common import REPO, load_script
 
 CONFIG = os.path.join(REPO, "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml")
 OPTS = ["--opts", "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
@@ -17,10 +16,7 @@ OPTS = ["--opts", "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX
 @pytest.fixture
 def demo(tmp_path, monkeypatch):
     monkeypatch.setenv("D2MASK_DATASETS", str(tmp_path / "datasets"))
-    spec = importlib.util.spec_from_file_location("demo", os.path.join(REPO, "demo", "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("demo/demo.py")
 
 
 def _image(seed, h=48, w=64):

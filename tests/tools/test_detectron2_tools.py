@@ -1,6 +1,5 @@
 """Detectron2's tools: plain_train_net.py, visualize_json_results.py and analyze_model.py, run on
 the tiny shapes datasets of tiny_shapes.py."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,17 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.common import load_script
 from tests.tools.test_train_net import REPO, TINY
 from tests.tools.tiny_shapes import VAL
 
 CONFIG = os.path.join(REPO, "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml")
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +42,7 @@ def test_plain_train_net_trains_checkpoints_and_evaluates(plain_run):
 def test_visualize_json_results_draws_predictions_beside_truth(plain_run, tmp_path, monkeypatch):
     out, datasets, _ = plain_run
     monkeypatch.setenv("D2MASK_DATASETS", str(datasets))
-    written = load_tool("visualize_json_results").main(
+    written = load_script("tools/visualize_json_results.py").main(
         ["--input", str(out / "inference" / VAL / "coco_instances_results.json"), "--output", str(tmp_path / "v"),
          "--dataset", VAL, "--conf-threshold", "0.0"])
     assert len(written) == 3
@@ -59,7 +52,7 @@ def test_visualize_json_results_draws_predictions_beside_truth(plain_run, tmp_pa
 
 
 def test_json_results_become_instances():
-    tool = load_tool("visualize_json_results")
+    tool = load_script("tools/visualize_json_results.py")
     predictions = [{"bbox": [10, 20, 30, 40], "score": 0.9, "category_id": 3},
                    {"bbox": [0, 0, 5, 5], "score": 0.2, "category_id": 1}]
     instances = tool.create_instances(predictions, (100, 120), 0.5, {1: 0, 3: 2}.__getitem__)
@@ -72,7 +65,7 @@ def test_json_results_become_instances():
 
 def test_analyze_model_reports_all_tasks(tmp_path, monkeypatch):
     monkeypatch.setenv("D2MASK_DATASETS", str(tmp_path))
-    results = load_tool("analyze_model").main(
+    results = load_script("tools/analyze_model.py").main(
         ["--config-file", CONFIG, "--tasks", "parameter", "structure", "flop", "activation", "-n", "1", *TINY])
     from d2mask.config import load_config
     from d2mask.modeling import build_model
@@ -87,6 +80,6 @@ def test_analyze_model_reports_all_tasks(tmp_path, monkeypatch):
 def test_analyze_model_reads_python_configs():
     config = os.path.join(REPO, "configs/Shapes/mask_rcnn_R_18_FPN_shapes.py")
     # as in Detectron2, the overrides follow a flag that ends --tasks' list
-    results = load_tool("analyze_model").main(["--tasks", "structure", "--config-file", config,
+    results = load_script("tools/analyze_model.py").main(["--tasks", "structure", "--config-file", config,
                                                "model.roi_heads.num_classes=5"])
     assert "Linear(in_features=256, out_features=6, bias=True)" in results["structure"]  # 5 classes + background

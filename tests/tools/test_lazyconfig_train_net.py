@@ -1,6 +1,5 @@
 """tools/lazyconfig_train_net.py, and the Python shapes config against its YAML twin."""
 import contextlib
-import importlib.util
 import json
 import os
 from collections import defaultdict
@@ -18,18 +17,11 @@ from d2mask.engine.defaults import default_argument_parser
 from d2mask.modeling import build_model
 from d2mask.solver import WarmupParamScheduler
 from d2mask.utils.events import EventStorage, EventWriter
-from tests.common import REPO
+from tests.common import REPO, load_script
 
 YAML_CONFIG = os.path.join(REPO, "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml")
 PY_CONFIG = os.path.join(REPO, "configs/Shapes/mask_rcnn_R_18_FPN_shapes.py")
 TRAIN, VAL = "lazy_tool_shapes_train", "lazy_tool_shapes_val"
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}", os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +75,7 @@ NO_EVAL = ["dataloader.evaluator=None"]
 
 def _run(tool, config, overrides, flags=()):
     args = default_argument_parser().parse_args(["--config-file", config, *flags, *overrides])
-    return _tool(tool).main(args)
+    return load_script(f"tools/{tool}.py").main(args)
 
 
 def test_python_shapes_config_builds_the_yaml_model():
@@ -155,7 +147,7 @@ def _with_lr_multiplier(cfg):
 
 
 def test_python_config_trains_with_detectron2s_lr_multiplier(tiny_shapes, tmp_path):
-    tool = _tool("lazyconfig_train_net")
+    tool = load_script("tools/lazyconfig_train_net.py")
     args = default_argument_parser().parse_args(
         ["--config-file", PY_CONFIG, *PY_SMALL, *NO_EVAL, "train.max_iter=3", f"train.output_dir={tmp_path}"]
     )
@@ -167,7 +159,7 @@ def test_python_config_trains_with_detectron2s_lr_multiplier(tiny_shapes, tmp_pa
 
 
 def test_python_config_needs_exactly_one_lr_schedule():
-    tool = _tool("lazyconfig_train_net")
+    tool = load_script("tools/lazyconfig_train_net.py")
     both = _with_lr_multiplier(LazyConfig.load(PY_CONFIG))
     both.lr_scheduler = LazyConfig.load(PY_CONFIG).lr_scheduler
     with pytest.raises(ConfigError, match="it has lr_scheduler and lr_multiplier"):
@@ -213,7 +205,7 @@ def test_python_config_schedule_is_rescaled_to_the_world_size():
     cfg = LazyConfig.load(PY_CONFIG)
     # written for 2 processes, run on 1: half the batch and learning rate, twice the iterations
     cfg.train.reference_world_size = 2
-    _tool("lazyconfig_train_net").apply_schedule(cfg)
+    load_script("tools/lazyconfig_train_net.py").apply_schedule(cfg)
     assert cfg.dataloader.train.total_batch_size == 2 and cfg.optimizer.lr == pytest.approx(0.01)
     assert cfg.train.max_iter == 1400 and list(cfg.lr_scheduler.milestones) == [1000, 1260]
     assert cfg.lr_scheduler.warmup_iters == 200 and cfg.train.checkpointer.period == 500

@@ -1,15 +1,12 @@
 """tools/mutation_check.py: the repository's mutation list is current, and a mutation is reported
 killed, survived or stale as the tests decide."""
-import importlib.util
 import os
 
 import pytest
 
-from tests.common import REPO
+from tests.common import REPO, load_script
 
-spec = importlib.util.spec_from_file_location("mutation_check", os.path.join(REPO, "tools", "mutation_check.py"))
-mutation_check = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mutation_check)
+mutation_check = load_script("tools/mutation_check.py")
 
 
 def test_every_mutation_of_the_list_still_applies():

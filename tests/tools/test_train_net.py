@@ -1,5 +1,4 @@
 """tools/train_net.py and tools/plot_metrics.py, run as a user runs them, on the quick-start config."""
-import importlib.util
 import json
 import os
 import re
@@ -9,7 +8,7 @@ import sys
 import pytest
 import torch
 from d2mask.config import ConfigError
-from tests.common import REPO
+from tests.common import REPO, load_script
 
 CONFIG = "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml"
 
@@ -172,9 +171,7 @@ def test_start_up_builds_the_model_on_the_meta_device_once_and_before_any_data(t
         raise _DataLoading
 
     monkeypatch.setattr(DefaultTrainer, "build_train_loader", classmethod(build_train_loader))
-    spec = importlib.util.spec_from_file_location("_tool_train_net", os.path.join(REPO, "tools", "train_net.py"))
-    train_net = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_net)
+    train_net = load_script("tools/train_net.py")
     parse = train_net.default_argument_parser().parse_args
 
     with pytest.raises(_DataLoading):

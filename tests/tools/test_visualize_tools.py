@@ -1,5 +1,4 @@
 """tools/visualize_data.py and tools/visualize_predictions.py, run end to end on tiny inputs."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,15 +12,9 @@ from torch import nn
 from d2mask.engine import defaults as engine_defaults
 from d2mask.config import ConfigError
 from d2mask.structures import Boxes, Instances
+from tests.common import load_script
 
 TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "tools")
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", os.path.join(TOOLS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -36,7 +29,7 @@ def config(tmp_path, monkeypatch):
 @pytest.mark.parametrize("source", ["dataloader", "annotation"])
 def test_visualize_data_writes_drawn_pngs(config, tmp_path, source):
     out = tmp_path / "vis"
-    written = load_tool("visualize_data").main(
+    written = load_script("tools/visualize_data.py").main(
         ["--config-file", config, "--output", str(out), "--num-images", "2", "--source", source]
     )
     assert len(written) == 2
@@ -60,7 +53,7 @@ class BoxModel(nn.Module):
 
 
 def test_visualize_predictions_draws_confident_detections(config, tmp_path, monkeypatch):
-    tool = load_tool("visualize_predictions")
+    tool = load_script("tools/visualize_predictions.py")
     # the tool runs the model through DefaultPredictor
     monkeypatch.setattr(engine_defaults, "build_model", lambda cfg: BoxModel())
     monkeypatch.setattr(engine_defaults, "DetectionCheckpointer",
@@ -88,4 +81,4 @@ def test_a_config_mistake_is_one_line_and_exit_status_2(config, tmp_path):
 
 def test_a_python_config_is_refused_with_the_tool_to_use():
     with pytest.raises(ConfigError, match="lazyconfig_train_net"):
-        load_tool("visualize_data").main(["--config-file", "configs/Shapes/mask_rcnn_R_18_FPN_shapes.py", "--output", "x"])
+        load_script("tools/visualize_data.py").main(["--config-file", "configs/Shapes/mask_rcnn_R_18_FPN_shapes.py", "--output", "x"])
