@@ -12,7 +12,6 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import pycocotools.mask as mask_util
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
@@ -24,6 +23,7 @@ from ..structures import BoxMode, Instances
 from ..utils import comm
 from ..utils.atomic_write import atomic_write
 from .evaluator import DatasetEvaluator
+from .mask_rle import encode_masks, fast_mask_cocoeval_class, mask_results_as_coco
 
 __all__ = ["COCOEvaluator", "instances_to_coco_json", "encode_masks"]
 
@@ -129,6 +129,7 @@ class COCOEvaluator(_InstancesEvaluator):
         id_map = self._metadata.get("thing_dataset_id_to_contiguous_id")
         self._to_dataset_id = {v: k for k, v in id_map.items()} if id_map else None
         self._coco_gt = _load_ground_truth(dataset_name, self._metadata.get("json_file"), use_fast_impl)
+        self._gt_rles: Dict[int, Dict[str, Any]] = {}  # GT masks as RLE, converted at the first mask evaluation
         self.reset()
 
     def evaluate(self) -> Dict[str, Any]:
@@ -154,7 +155,8 @@ class COCOEvaluator(_InstancesEvaluator):
             coco_eval = None
             if coco_results:
                 coco_eval = _run_cocoeval(
-                    self._coco_gt, coco_results, task, self._max_dets, self._use_fast_impl, self._kpt_oks_sigmas
+                    self._coco_gt, coco_results, task, self._max_dets, self._use_fast_impl, self._kpt_oks_sigmas,
+                    self._gt_rles,
                 )
             results[task] = self._summarize(coco_eval, task)
         return copy.deepcopy(results)
@@ -272,58 +274,6 @@ def instances_to_coco_json(instances: Instances, image_id: Any) -> List[Dict[str
     return results
 
 
-def encode_masks(masks: torch.Tensor) -> List[Dict[str, Any]]:
-    """Each mask of `Tensor[R, H, W]` (bool, CPU) as COCO's compressed RLE, as `pycocotools.mask.encode`
-    gives it.
-
-    COCO's runs go down the columns, so encoding the whole image needs a transposed copy of it, which
-    took three quarters of the time of converting a 480 x 640 image's masks. The runs are counted
-    here only over the columns between a mask's first and last foreground column (a detection's
-    mask is zero outside its box); the empty columns on either side extend the first and last
-    background runs. pycocotools compresses the counts.
-    """
-    h, w = masks.shape[1:]
-    occupied = masks.numpy().any(axis=1)  # (R, H, W) -> (R, W): the columns with foreground (torch is 8x slower)
-    rles = []
-    for mask, columns in zip(masks.numpy(), occupied):
-        first, last = (np.flatnonzero(columns)[[0, -1]]) if columns.any() else (w, w - 1)
-        pixels = mask[:, first:last + 1].T.ravel()  # column-major, (H, C) -> (C * H,)
-        changes = np.flatnonzero(pixels[1:] != pixels[:-1]) + 1
-        counts = np.diff(np.concatenate(([0], changes, [pixels.size])))  # alternating runs from pixels[0]
-        # Runs alternate starting with background: a mask whose first counted pixel is set starts
-        # with an empty background run, which the empty columns before it extend.
-        counts = [0, *counts.tolist()] if pixels.size and pixels[0] else counts.tolist()
-        counts[0] += first * h
-        after = (w - 1 - last) * h
-        if len(counts) % 2 == 1:  # ends with background
-            counts[-1] += after
-        elif after:
-            counts.append(after)
-        rles.append(mask_util.frPyObjects({"counts": counts, "size": [h, w]}, h, w))
-    return rles
-
-
-def _mask_results_as_coco(coco_gt, coco_results: List[Dict[str, Any]]):
-    """The COCO object of mask results that `coco_gt.loadRes` makes of them without their "bbox": each
-    detection's area and box are its mask's. loadRes calls the mask API once per detection for them
-    (and the results were copied to drop their boxes), about a third of the time of evaluating masks
-    with faster-coco-eval; here it is one call for all."""
-    from faster_coco_eval import mask as fast_mask_util  # pycocotools' area() overflows past 255 masks
-
-    rles = [r["segmentation"] for r in coco_results]
-    areas, boxes = fast_mask_util.area(rles).tolist(), fast_mask_util.toBbox(rles).tolist()
-    annotations = [
-        {"id": i, "image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
-         "segmentation": rle, "area": area, "bbox": box, "iscrowd": 0}
-        for i, (r, rle, area, box) in enumerate(zip(coco_results, rles, areas, boxes), start=1)
-    ]
-    coco_dt = type(coco_gt)()
-    coco_dt.dataset = {"images": list(coco_gt.dataset["images"]), "annotations": annotations,
-                       "categories": copy.deepcopy(coco_gt.dataset["categories"])}
-    coco_dt.createIndex()
-    return coco_dt
-
-
 def _run_cocoeval(
     coco_gt,
     coco_results: List[Dict[str, Any]],
@@ -331,24 +281,28 @@ def _run_cocoeval(
     max_dets: int,
     use_fast_impl: bool,
     kpt_oks_sigmas: Sequence[float] = (),
+    gt_rles: Optional[Dict[int, Dict[str, Any]]] = None,
 ):
-    """COCOeval of `task` after evaluate() and accumulate(), by the package that built `coco_gt`."""
+    """COCOeval of `task` after evaluate() and accumulate(), by the package that built `coco_gt`;
+    `gt_rles` keeps the GT masks' RLE between evaluations with faster-coco-eval."""
     unknown = {r["image_id"] for r in coco_results} - set(coco_gt.getImgIds())
     if unknown:
         raise ValueError(f"Predictions for image ids {sorted(unknown)[:10]} that the ground truth does not have")
     with contextlib.redirect_stdout(io.StringIO()), _without_gc_passes():  # pycocotools prints as it goes
         if task == "segm" and use_fast_impl:
-            coco_dt = _mask_results_as_coco(coco_gt, coco_results)
+            coco_dt = mask_results_as_coco(coco_gt, coco_results)
         elif task == "segm":
             # With a "bbox" present, loadRes would take the box area as the instance's area and sort
             # masks into small/medium/large by it.
             coco_dt = coco_gt.loadRes([{k: v for k, v in r.items() if k != "bbox"} for r in coco_results])
         else:
             coco_dt = coco_gt.loadRes(coco_results)
-        cocoeval_class = _coco_api(use_fast_impl)[1]
         # faster-coco-eval logs its progress at INFO through its own logger; pycocotools prints it.
         extra = {"print_function": logger.debug} if use_fast_impl else {}
-        coco_eval = cocoeval_class(coco_gt, coco_dt, task, **extra)
+        if task == "segm" and use_fast_impl:
+            coco_eval = fast_mask_cocoeval_class()(coco_gt, coco_dt, {} if gt_rles is None else gt_rles, **extra)
+        else:
+            coco_eval = _coco_api(use_fast_impl)[1](coco_gt, coco_dt, task, **extra)
         if task == "keypoints":
             _set_oks_sigmas(coco_eval, coco_gt, coco_results, kpt_oks_sigmas)
         else:  # the keypoint AP keeps COCO's maxDets [20]
