@@ -142,12 +142,17 @@ def fast_mask_cocoeval_class():
             if self._image[0] != imgId:  # COCOeval goes through the classes of one image, then the next
                 self._image = self._image_ious(imgId)
             _, ious, rows, columns = self._image
-            return ious[[rows[d["id"]] for d in dt]][:, [columns[g["id"]] for g in gt]]
+            columns = [columns[g["id"]] for g in gt]
+            return [[row[j] for j in columns] for row in (ious[rows[d["id"]]] for d in dt)]
 
         def _image_ious(self, image_id):
             dts, gts = self.cocoDt.imgToAnns[image_id], self.cocoGt.imgToAnns[image_id]
+            if self.params.useCats:  # only the objects of classes both have are ever compared
+                shared = {d["category_id"] for d in dts} & {g["category_id"] for g in gts}
+                dts = [d for d in dts if d["category_id"] in shared]
+                gts = [g for g in gts if g["category_id"] in shared]
             ious = mask_util.iou([d["segmentation"] for d in dts], [self._gt_rle(g) for g in gts],
-                                 [int(g.get("iscrowd", 0)) for g in gts])
+                                 [int(g.get("iscrowd", 0)) for g in gts]).tolist()  # lists: sliced per class
             return (image_id, ious, {d["id"]: i for i, d in enumerate(dts)},
                     {g["id"]: j for j, g in enumerate(gts)})
 

@@ -99,7 +99,7 @@ def test_fast_mask_iou_is_pycocotools_iou(seed):
         for pair in pairs:
             np.testing.assert_array_equal(fast.ious[pair], reference.ious[pair], err_msg=str(pair))
         assert all(len(fast.ious[pair]) == 0 for pair, ious in reference.ious.items() if not len(ious))
-        # converted once, for the images with a detection and a GT object of one class
-        assert sorted(gt_rles) == [g["id"] for g in gts if g["image_id"] in {image for image, _ in pairs}]
+        # converted once, where a detection of the GT object's class is in its image
+        assert sorted(gt_rles) == [g["id"] for g in gts if (g["image_id"], g["category_id"]) in set(pairs)]
     reference.accumulate()
     np.testing.assert_allclose(fast.eval["precision"], reference.eval["precision"], atol=1e-12)
