@@ -5,6 +5,7 @@
     python tools/benchmark.py --task inference --compare torchvision MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.0
     python tools/benchmark.py --task inference --compare torchvision-matched --batch-size 1 MODEL.ROI_HEADS.SCORE_THRESH_TEST 0.0
     python tools/benchmark.py --task data --config-file configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml
+    python tools/benchmark.py --task data --config-file configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml --synthetic-coco 64 --iters 3 --warmup 1 SOLVER.IMS_PER_BATCH 2
     python tools/benchmark.py --task rpn_targets --json
     python tools/benchmark.py --task coco_eval --json
     python tools/benchmark.py --task export MODEL.ROI_HEADS.SCORE_THRESH_TEST 0 MODEL.PIXEL_STD [100,100,100]
@@ -19,8 +20,9 @@ Tasks (each a function `fn(args) -> list[dict]` in TASKS; `--json` prints that l
   torchvision-matched` builds torchvision's modules in the config's own architecture instead
   (Detectron2's ResNet block layout, FPN width and norm, box and mask head sizes; see
   docs/benchmarks.md for what it matches and what it cannot).
-- data: images/s of the train loader alone, and the share of data loading in a training iteration,
-  for each `--num-workers`.
+- data: images/s of the train loader alone, the share of data loading in a training iteration, and
+  the loader's images/s against the training step's, for each `--num-workers`; on the config's
+  training set or (`--synthetic-coco N`) on N COCO-like JPEG images written to a temporary folder.
 - rpn_targets: `RPN.label_and_sample_anchors`, the RPN's forward + backward, and the ROI heads'
   `label_and_sample_proposals` (2000 proposals plus the GT boxes), at several GT counts.
 - coco_eval: COCOEvaluator (loading the GT json, process() of every image, evaluate()) on a synthetic
@@ -79,6 +81,8 @@ def _run_case_in_subprocess(args, case: List[str]) -> Dict:
         cmd += ["--dataset", args.dataset]
     if args.compare:
         cmd += ["--compare", args.compare]
+    if args.synthetic_coco:
+        cmd += ["--synthetic-coco", str(args.synthetic_coco)]
     proc = subprocess.run([*cmd, "--", *args.opts], capture_output=True, text=True, cwd=_REPO)
     if proc.returncode != 0:
         # One line, not the case's traceback: SystemExit prints it and ends the run with status 1.
@@ -126,7 +130,9 @@ def bench_data(args) -> List[Dict]:
         if not args.json:
             r = results[-1]
             print(f"NUM_WORKERS {workers}: loader {r['loader']['images_per_s']:.1f} img/s  train iter "
-                  f"{r['train_iter_median_s']:.3f} s  data share {100 * r['data_share']:.1f} %", flush=True)
+                  f"{r['train_iter_median_s']:.3f} s  data share {100 * r['data_share']:.1f} %  training step "
+                  f"{r['train_step_images_per_s']:.2f} img/s  loader / step {r['loader_to_step_ratio']:.1f}x "
+                  f"(images {r['image_sizes']})", flush=True)
     return results
 
 
@@ -200,6 +206,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--dataset", help="train/inference: batches of this registered dataset, not synthetic")
     parser.add_argument("--num-workers", type=int, nargs="+", default=[0, 2], help="data: loader workers, one case each")
     parser.add_argument("--num-images", type=int, default=5000, help="coco_eval: images in the synthetic set")
+    parser.add_argument("--synthetic-coco", type=int, metavar="N", help="data: train on N COCO-like JPEG images of "
+                        "--image-size (default 800 1333) with ~7 polygon objects each, written to a temporary folder")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                         help="export: the export methods to time against eager")
     parser.add_argument("--iters", type=int, help="timed iterations per case")
@@ -208,6 +216,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     args.opts = [o for o in args.opts if o != "--"]
+    if args.synthetic_coco is not None and (args.task != "data" or args.synthetic_coco < 1):
+        parser.error(f"--synthetic-coco takes a number of images >= 1 and applies to the data task, "
+                     f"got {args.synthetic_coco} for {args.task}")
     if args.compare and args.task not in ("train", "inference"):
         parser.error(f"--compare applies to the train and inference tasks, not {args.task}")
     config_file, image_size, num_gt, iters, warmup = _TASK_DEFAULTS[args.task]

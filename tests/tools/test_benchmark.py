@@ -92,7 +92,22 @@ def test_data_task(tmp_path):
     assert_timing(r["loader"])
     assert r["train_iter_median_s"] > 0 and r["data_time_median_s"] > 0
     assert 0 < r["data_share"] < 1
+    assert r["train_step_median_s"] > 0
+    assert r["loader_to_step_ratio"] == pytest.approx(r["loader"]["images_per_s"] / r["train_step_images_per_s"])
     assert r["peak_rss_mb"] > 0
+
+
+def test_data_task_on_a_synthetic_coco_set():
+    results = run_benchmark(
+        "--task", "data", "--config-file", QUICK_START, "--synthetic-coco", "3", "--image-size", "96", "128",
+        "--num-workers", "0", "--iters", "1", "--warmup", "1", *SMALL_HEADS, "MODEL.ROI_HEADS.NUM_CLASSES", "80",
+        "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "128", "SOLVER.IMS_PER_BATCH", "2",
+    )
+    r = results[0]
+    assert r["datasets"] == ["synthetic_coco_benchmark"] and r["synthetic_coco"] == 3
+    assert r["image_sizes"] == [[96, 128]]  # the JPEGs' size, kept by the resize to 96 x 128
+    assert_timing(r["loader"])
+    assert r["train_step_images_per_s"] > 0 and r["loader_to_step_ratio"] > 0
 
 
 def test_rpn_targets_task():

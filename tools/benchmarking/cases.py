@@ -1,11 +1,12 @@
 """The cases of tools/benchmark.py's tasks, each run in a subprocess of its own: `CASES[task](*case, args)`."""
 import statistics
+import tempfile
 import time
 from typing import Callable, Dict
 
 from .coco_eval import coco_eval_case
 from .export import export_case
-from .inputs import dataset_batches, load_cfg, random_gt_boxes, synthetic_batch
+from .inputs import SYNTHETIC_COCO, dataset_batches, load_cfg, random_gt_boxes, synthetic_batch, write_synthetic_coco
 from .measure import Meter, process_memory, run_interleaved
 from .torchvision_twin import TWINS, torchvision_inputs
 
@@ -131,14 +132,24 @@ def _model_case(task: str, num_gt: str, args) -> Dict:
 
 
 def _data_case(num_workers: str, args) -> Dict:
-    """The train loader's images/s alone, then its share of the time of training iterations."""
+    """The train loader's images/s alone, then its share of the time of training iterations, and its
+    images/s against the training step's (the iteration less its wait for data). With
+    `--synthetic-coco N`, on N COCO-like JPEG images of `--image-size` written to a temporary folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        cfg = load_cfg(args)
+        if args.synthetic_coco:
+            write_synthetic_coco(folder, args.synthetic_coco, args.image_size or (800, 1333))
+            cfg.merge_from_list(["DATASETS.TRAIN", (SYNTHETIC_COCO,)])
+        cfg.merge_from_list(["DATALOADER.NUM_WORKERS", int(num_workers)])
+        return _time_loader_and_training(cfg, args)
+
+
+def _time_loader_and_training(cfg, args) -> Dict:
     import torch
 
     from d2mask.data import build_detection_train_loader
     from d2mask.modeling import build_model
 
-    cfg = load_cfg(args)
-    cfg.merge_from_list(["DATALOADER.NUM_WORKERS", int(num_workers)])
     device = torch.device(args.device)
     batch_size = cfg.SOLVER.IMS_PER_BATCH
 
@@ -164,14 +175,19 @@ def _data_case(num_workers: str, args) -> Dict:
         if i >= args.warmup:
             data_times.append(loaded - start)
             iter_times.append(time.perf_counter() - start)
+    step_s = statistics.median(t - d for t, d in zip(iter_times, data_times))
     return {
         "task": "data", "config": args.config_file, "opts": args.opts, "device": args.device,
-        "datasets": list(cfg.DATASETS.TRAIN), "num_workers": int(num_workers), "batch_size": batch_size,
-        "iters": args.iters, "warmup": args.warmup,
+        "datasets": list(cfg.DATASETS.TRAIN), "num_workers": cfg.DATALOADER.NUM_WORKERS, "batch_size": batch_size,
+        "iters": args.iters, "warmup": args.warmup, "synthetic_coco": args.synthetic_coco,
+        "image_sizes": sorted({tuple(x["image"].shape[-2:]) for x in batch}),
         "loader": loader_result,
         "train_iter_median_s": statistics.median(iter_times), "train_iter_times_s": iter_times,
         "data_time_median_s": statistics.median(data_times), "data_times_s": data_times,
         "data_share": sum(data_times) / sum(iter_times),
+        "train_step_median_s": step_s, "train_step_images_per_s": batch_size / step_s,
+        # the target of issue #16: the loader sustains >= 3x the images/s the training step consumes
+        "loader_to_step_ratio": loader_result["images_per_s"] * step_s / batch_size,
         **process_memory(device),
     }
 

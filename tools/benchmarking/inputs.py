@@ -80,3 +80,44 @@ def dataset_batches(cfg, dataset: str, batch_size: int, count: int) -> List[List
             inputs["image"] = inputs["image"].float()
         batches.append(batch)
     return batches
+
+
+SYNTHETIC_COCO = "synthetic_coco_benchmark"
+
+
+def write_synthetic_coco(folder: str, num_images: int, image_size, num_classes: int = 80, seed: int = 0) -> str:
+    """Writes a COCO-like training set into `folder` and registers it as SYNTHETIC_COCO: `num_images`
+    JPEG images of `image_size` (H, W) with 7 objects each on average (0-14, as COCO's), every object
+    an octagon inscribed in a box of 8..256 px sides (COCO's polygon masks), drawn in its own colour on
+    a smooth background with mild noise (so that the JPEG decodes like a photo, not like noise)."""
+    import json
+    import os
+
+    import cv2
+    import numpy as np
+
+    from d2mask.data.datasets import register_coco_instances
+
+    rng = np.random.default_rng(seed)
+    h, w = image_size
+    ramp = np.linspace(0, 1, w, dtype=np.float32)[None, :, None] + np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+    images, annotations = [], []
+    for image_id in range(1, num_images + 1):
+        image = (ramp * rng.uniform(20, 100, 3) + rng.uniform(0, 100, 3)).astype(np.float32)
+        boxes = random_gt_boxes(int(rng.integers(0, 15)), image_size, "cpu", seed=image_id).double().numpy()
+        for box, polygon in zip(boxes, octagons(boxes)):
+            cv2.fillPoly(image, [np.round(np.reshape(polygon, (8, 2))).astype(np.int32)], rng.uniform(0, 255, 3).tolist())
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0,
+                                "category_id": int(rng.integers(1, num_classes + 1)), "segmentation": [polygon],
+                                "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                                "area": float((box[2] - box[0]) * (box[3] - box[1]) * 0.83)})  # an octagon's share
+        image += rng.normal(0, 4, image.shape).astype(np.float32)
+        file_name = f"{image_id:06d}.jpg"
+        cv2.imwrite(os.path.join(folder, file_name), image.clip(0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
+    categories = [{"id": k, "name": f"class{k}"} for k in range(1, num_classes + 1)]
+    json_file = os.path.join(folder, "instances.json")
+    with open(json_file, "w") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    register_coco_instances(SYNTHETIC_COCO, {}, json_file, folder)
+    return json_file
