@@ -238,7 +238,9 @@ class DefaultTrainer(TrainerBase):
         """The evaluator named by the dataset's metadata `evaluator_type`: "coco" (COCOEvaluator),
         "sem_seg" (SemSegEvaluator), "coco_panoptic_seg" (those two and COCOPanopticEvaluator), "lvis"
         (LVISEvaluator), "pascal_voc" (PascalVOCDetectionEvaluator), "cityscapes_instance"
-        (CityscapesInstanceEvaluator), "cityscapes_sem_seg" (CityscapesSemSegEvaluator)."""
+        (CityscapesInstanceEvaluator), "cityscapes_sem_seg" (CityscapesSemSegEvaluator),
+        "cityscapes_panoptic_seg" (COCOPanopticEvaluator and the two Cityscapes evaluators, as
+        Detectron2's Panoptic-DeepLab evaluates cityscapes_fine_panoptic_val)."""
         evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
         if evaluator_type == "lvis":
@@ -249,6 +251,12 @@ class DefaultTrainer(TrainerBase):
             return CityscapesInstanceEvaluator(dataset_name)
         if evaluator_type == "cityscapes_sem_seg":
             return CityscapesSemSegEvaluator(dataset_name)
+        if evaluator_type == "cityscapes_panoptic_seg":
+            return DatasetEvaluators([
+                COCOPanopticEvaluator(dataset_name, output_folder),
+                CityscapesSemSegEvaluator(dataset_name),
+                CityscapesInstanceEvaluator(dataset_name),
+            ])
         evaluators: List[DatasetEvaluator] = []
         if evaluator_type in ("sem_seg", "coco_panoptic_seg"):
             evaluators.append(SemSegEvaluator(dataset_name, output_dir=output_folder))
@@ -264,8 +272,8 @@ class DefaultTrainer(TrainerBase):
         if not evaluators:
             raise NotImplementedError(
                 f"No evaluator for dataset '{dataset_name}' (metadata evaluator_type={evaluator_type!r}); set "
-                f"evaluator_type to 'coco', 'sem_seg', 'coco_panoptic_seg', 'lvis', 'pascal_voc', 'cityscapes_instance' "
-                f"or 'cityscapes_sem_seg' in its metadata "
+                f"evaluator_type to 'coco', 'sem_seg', 'coco_panoptic_seg', 'lvis', 'pascal_voc', 'cityscapes_instance', "
+                f"'cityscapes_sem_seg' or 'cityscapes_panoptic_seg' in its metadata "
                 f"or override DefaultTrainer.build_evaluator"
             )
         return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)

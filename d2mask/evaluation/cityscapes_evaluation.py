@@ -189,18 +189,22 @@ class CityscapesInstanceEvaluator(DatasetEvaluator):
         """
         Args:
             dataset_name: a Cityscapes dataset whose metadata has gt_dir and thing_classes that are
-                Cityscapes' instance classes (person, rider, car, ...).
+                Cityscapes' instance classes (person, rider, car, ...) or, as Panoptic-DeepLab's
+                (cityscapes_fine_panoptic_*), all 19 evaluated classes. Predictions of classes
+                without instances are left out, as cityscapesScripts leaves them out.
         """
         meta = MetadataCatalog.get(dataset_name)
         things = {label.name: k for k, label in enumerate(_THINGS)}
-        unknown = [name for name in meta.get("thing_classes", []) if name not in things]
-        if not meta.get("thing_classes") or unknown:
+        classes = {label.name for label in _CLASSES}
+        unknown = [name for name in meta.get("thing_classes", []) if name not in classes]
+        if not any(name in things for name in meta.get("thing_classes", [])) or unknown:
             raise ValueError(f"CityscapesInstanceEvaluator: dataset '{dataset_name}' must have thing_classes among "
-                             f"Cityscapes' instance classes ({', '.join(things)}); not {unknown or 'none'}")
+                             f"Cityscapes' 19 evaluated classes, with some of its instance classes ({', '.join(things)}); "
+                             f"not {unknown or 'none of those'}")
         self._dataset_name = dataset_name
         self._gt_dir = _gt_dir(dataset_name, "CityscapesInstanceEvaluator")
-        # contiguous id -> index in _THINGS
-        self._thing_index = np.array([things[name] for name in meta.thing_classes])
+        # contiguous id -> index in _THINGS; -1 for a class without instances
+        self._thing_index = np.array([things.get(name, -1) for name in meta.thing_classes])
         self.reset()
 
     def reset(self) -> None:
@@ -213,6 +217,8 @@ class CityscapesInstanceEvaluator(DatasetEvaluator):
                 masks = instances.pred_masks
                 masks = (masks >= 0.5 if masks.is_floating_point() else masks.bool()).numpy()
                 classes, scores = self._thing_index[instances.pred_classes.numpy()], instances.scores.numpy()
+                keep = classes >= 0
+                masks, classes, scores = masks[keep], classes[keep], scores[keep]
                 ids = _read_instance_ids(inp["file_name"], self._gt_dir, masks.shape[1:])
             else:  # no predictions: the image's GT instances still count
                 ids = _read_instance_ids(inp["file_name"], self._gt_dir)

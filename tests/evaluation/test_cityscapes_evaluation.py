@@ -95,6 +95,25 @@ def test_instance_evaluator_without_predictions_counts_the_gt(dataset):
     assert results["AP-car"] == 0.0 and results["AP"] == 0.0
 
 
+def test_instance_evaluator_with_panoptic_metadata(dataset):
+    """Panoptic-DeepLab's metadata (cityscapes_fine_panoptic_*) lists all 19 classes as thing_classes:
+    its contiguous ids are train ids, and predictions of classes without instances are left out."""
+    name, file_name, gt_dir = dataset
+    ids = np.full((30, 40), 7)
+    ids[0:10, 0:20] = 26000
+    Image.fromarray(ids.astype(np.uint16)).save(os.path.join(gt_dir, "aachen", f"{CITYSCAPES_STEM}_gtFine_instanceIds.png"))
+    MetadataCatalog.remove(name)
+    MetadataCatalog.get(name).set(gt_dir=gt_dir, **get_builtin_metadata("cityscapes_panoptic"))
+    instances = Instances(ids.shape)
+    instances.pred_masks = torch.from_numpy(np.stack([ids == 26000, ids == 7]))
+    instances.pred_classes = torch.tensor([13, 0])  # car, road
+    instances.scores = torch.tensor([0.5, 0.9])
+    evaluator = CityscapesInstanceEvaluator(name)
+    evaluator.process([{"file_name": file_name}], [{"instances": instances}])
+    results = evaluator.evaluate()["segm"]
+    assert results["AP-car"] == 100.0 and results["AP"] == 100.0
+
+
 def test_sem_seg_hand_case(dataset):
     name, file_name, _ = dataset
     # GT (tests.common): road 120 px, car 20 px (instance) + 12 px (crowd), person 75 px, motorcycle
@@ -125,6 +144,10 @@ def test_bad_metadata_one_line(dataset):
     MetadataCatalog.get("test_cityscapes_not").set(thing_classes=["cat"], gt_dir="x")
     try:
         with pytest.raises(ValueError, match="'cat'"):
+            CityscapesInstanceEvaluator("test_cityscapes_not")
+        MetadataCatalog.remove("test_cityscapes_not")
+        MetadataCatalog.get("test_cityscapes_not").set(thing_classes=["road", "sky"], gt_dir="x")  # no instance class
+        with pytest.raises(ValueError, match="none of those"):
             CityscapesInstanceEvaluator("test_cityscapes_not")
     finally:
         MetadataCatalog.remove("test_cityscapes_not")

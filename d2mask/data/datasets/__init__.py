@@ -1,6 +1,7 @@
 """Dataset loaders: COCO (instances, semantic label maps, panoptic), LVIS, PASCAL VOC and Cityscapes
-files, and the generated shapes datasets."""
+(instances, label maps, panoptic) files, and the generated shapes datasets."""
 from .cityscapes import load_cityscapes_instances, load_cityscapes_semantic
+from .cityscapes_panoptic import load_cityscapes_panoptic
 from .coco import convert_to_coco_dict, load_coco_json, load_sem_seg, register_coco_instances
 from .coco_panoptic import load_coco_panoptic_json, merge_to_panoptic, register_coco_panoptic, register_coco_panoptic_separated
 from .lvis import load_lvis_json, register_lvis_instances
@@ -32,4 +33,5 @@ __all__ = [
     "register_pascal_voc",
     "load_cityscapes_instances",
     "load_cityscapes_semantic",
+    "load_cityscapes_panoptic",
 ]

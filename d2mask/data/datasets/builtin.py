@@ -11,7 +11,8 @@ semantic and panoptic views (the same images, with label maps);
 
 COCO ("coco_2017_train", ...; COCO panoptic as "coco_2017_train_panoptic" (the standard form),
 "coco_2017_train_panoptic_separated" and "..._stuffonly"), LVIS v1, PASCAL VOC and Cityscapes
-("cityscapes_fine_instance_seg_train", "cityscapes_fine_sem_seg_val", ...) are registered under
+("cityscapes_fine_instance_seg_train", "cityscapes_fine_sem_seg_val", "cityscapes_fine_panoptic_val",
+...) are registered under
 Detectron2's names and relative paths below `datasets_root()` (DATASETS.ROOT, else `$D2MASK_DATASETS`, else
 `$DETECTRON2_DATASETS`, else ~/.cache/d2mask), with their metadata, so that a model trained on them
 can be run and drawn without their files. Their files are only needed when a dataset is loaded; a
@@ -23,6 +24,7 @@ from typing import Callable, Dict, List, Sequence
 from ..catalog import DatasetCatalog, DatasetError, MetadataCatalog
 from .builtin_meta import _get_builtin_metadata, get_builtin_metadata  # noqa: F401 (Detectron2's import path)
 from .cityscapes import load_cityscapes_instances, load_cityscapes_semantic
+from .cityscapes_panoptic import _RAW_CITYSCAPES_PANOPTIC_SPLITS, register_all_cityscapes_panoptic
 from .coco import register_coco_instances
 from .coco_panoptic import register_coco_panoptic, register_coco_panoptic_separated
 from .lvis import register_lvis_instances
@@ -174,7 +176,8 @@ def register_all_pascal_voc(root: str) -> None:
 
 def register_all_cityscapes(root: str) -> None:
     """Cityscapes' fine annotations: instances from the polygon files (evaluator_type
-    "cityscapes_instance") and the train-id label maps (evaluator_type "cityscapes_sem_seg")."""
+    "cityscapes_instance"), the train-id label maps (evaluator_type "cityscapes_sem_seg") and the
+    panoptic ground truth (`register_all_cityscapes_panoptic`, evaluator_type "cityscapes_panoptic_seg")."""
     meta = get_builtin_metadata("cityscapes")
     for key, (image_dir, gt_dir) in _RAW_CITYSCAPES_SPLITS.items():
         image_dir, gt_dir = os.path.join(root, image_dir), os.path.join(root, gt_dir)
@@ -191,6 +194,11 @@ def register_all_cityscapes(root: str) -> None:
                 image_dir=image_dir, gt_dir=gt_dir, evaluator_type="cityscapes_sem_seg", ignore_label=255, **meta
             )
             _guard(semantic_name, image_dir, gt_dir)
+    panoptic_names = [name for name in _RAW_CITYSCAPES_PANOPTIC_SPLITS if name not in DatasetCatalog]
+    register_all_cityscapes_panoptic(root)
+    for name in panoptic_names:
+        # the dataset's own files; its loader names the prepared files (json, label maps) that are missing
+        _guard(name, MetadataCatalog.get(name).image_root, MetadataCatalog.get(name).gt_dir)
 
 
 def register_file_datasets() -> None:

@@ -150,7 +150,8 @@ def _colors(n: int) -> List[List[int]]:
 
 def get_builtin_metadata(dataset_type: str) -> Dict[str, Any]:
     """The metadata shared by all splits of a built-in dataset family ("coco", "coco_person",
-    "coco_panoptic_separated", "coco_panoptic_standard", "pascal_voc" or "cityscapes")."""
+    "coco_panoptic_separated", "coco_panoptic_standard", "pascal_voc", "cityscapes" or
+    "cityscapes_panoptic")."""
     if dataset_type == "coco":
         return dict(
             thing_classes=[name for _, name in COCO_CATEGORIES],
@@ -197,8 +198,18 @@ def get_builtin_metadata(dataset_type: str) -> Dict[str, Any]:
             stuff_classes=[label.name for label in stuff],
             stuff_colors=[list(label.color) for label in stuff],
         )
+    if dataset_type == "cityscapes_panoptic":
+        # Panoptic-DeepLab's: the train id is the contiguous id of all 19 classes, and thing_ and
+        # stuff_classes both list all of them, as Detectron2's Visualizer expects.
+        classes = [label for label in CITYSCAPES_LABELS if not label.ignore_in_eval]
+        names, colors = [label.name for label in classes], [list(label.color) for label in classes]
+        return dict(
+            thing_classes=names, stuff_classes=list(names), thing_colors=colors, stuff_colors=list(colors),
+            thing_dataset_id_to_contiguous_id={label.id: label.train_id for label in classes if label.has_instances},
+            stuff_dataset_id_to_contiguous_id={label.id: label.train_id for label in classes if not label.has_instances},
+        )
     raise KeyError(f"No built-in metadata for dataset type '{dataset_type}'; known: coco, coco_person, "
-                   f"coco_panoptic_separated, coco_panoptic_standard, pascal_voc, cityscapes")
+                   f"coco_panoptic_separated, coco_panoptic_standard, pascal_voc, cityscapes, cityscapes_panoptic")
 
 
 # Detectron2's name for it, imported by its projects (PointSup's COCO-with-points registration) from

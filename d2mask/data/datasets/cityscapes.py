@@ -4,7 +4,8 @@ The layout is the one the dataset unpacks to:
     <image_dir>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
     <gt_dir>/<city>/<city>_<seq>_<frame>_gtFine_{polygons.json, instanceIds.png, labelIds.png, labelTrainIds.png}
 with e.g. image_dir ".../cityscapes/leftImg8bit/val" and gt_dir ".../cityscapes/gtFine/val". The
-labelTrainIds maps are made by cityscapesScripts' preparation/createTrainIdLabelImgs.py.
+labelTrainIds maps are made by cityscapesScripts' preparation/createTrainIdLabelImgs.py, or from the
+labelIds maps by `label_ids_to_train_ids` (tools/prepare_cityscapes.py).
 
 Labels, ids and the instance classes are those of `CITYSCAPES_LABELS`.
 """
@@ -25,7 +26,7 @@ from ..detection_utils import read_sem_seg
 from .builtin_meta import CITYSCAPES_LABELS, CityscapesLabel
 from .shapes import mask_to_polygons
 
-__all__ = ["load_cityscapes_instances", "load_cityscapes_semantic", "cityscapes_gt_file"]
+__all__ = ["load_cityscapes_instances", "load_cityscapes_semantic", "cityscapes_gt_file", "label_ids_to_train_ids"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ _THING_ID_TO_CONTIGUOUS = {
 }
 # the values below it are labels without instances (and filtering them first halves the time)
 _FIRST_INSTANCE_ID = min(label.id for label in CITYSCAPES_LABELS if label.has_instances)
+# label id -> train id (255: not trained on); the license plate (id -1) is never in a label map
+_TRAIN_ID_OF_LABEL_ID = np.array([_ID_TO_LABEL[i].train_id for i in range(max(_ID_TO_LABEL) + 1)], dtype=np.uint8)
 
 
 def cityscapes_gt_file(image_file: str, gt_dir: str, kind: str) -> str:
@@ -47,6 +50,21 @@ def cityscapes_gt_file(image_file: str, gt_dir: str, kind: str) -> str:
     city = os.path.basename(os.path.dirname(image_file))
     stem = os.path.basename(image_file)[: -len(IMAGE_SUFFIX)]
     return os.path.join(gt_dir, city, f"{stem}gtFine_{kind}")
+
+
+def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
+    """The `*_gtFine_labelTrainIds.png` map of a `*_gtFine_labelIds.png` map `ndarray[H, W]`: each
+    label's train id (0..18; 255 for the labels not trained on), `ndarray[H, W]` uint8. The same map
+    as cityscapesScripts' createTrainIdLabelImgs.py paints from the polygons: both maps paint the same
+    objects, in the same order.
+
+    Raises:
+        ValueError: naming the first value that is not a Cityscapes label id.
+    """
+    unknown = (label_ids < 0) | (label_ids >= len(_TRAIN_ID_OF_LABEL_ID))
+    if unknown.any():
+        raise ValueError(f"value {label_ids[unknown][0]} is not a Cityscapes label id (0..{len(_TRAIN_ID_OF_LABEL_ID) - 1})")
+    return _TRAIN_ID_OF_LABEL_ID[label_ids]
 
 
 def _cityscapes_images(image_dir: str, gt_dir: str, kinds: Tuple[str, ...]) -> List[str]:
@@ -66,7 +84,7 @@ def _cityscapes_images(image_dir: str, gt_dir: str, kinds: Tuple[str, ...]) -> L
         for kind in kinds:
             gt_file = cityscapes_gt_file(image, gt_dir, kind)
             if not os.path.isfile(gt_file):
-                hint = (" (made by cityscapesScripts' preparation/createTrainIdLabelImgs.py; pip install cityscapesscripts)"
+                hint = (" (made by tools/prepare_cityscapes.py or cityscapesScripts' preparation/createTrainIdLabelImgs.py)"
                         if kind == "labelTrainIds.png" else "")
                 raise DatasetError(f"Cityscapes annotation {gt_file} of image {image} does not exist{hint}")
     logger.info(f"{len(images)} Cityscapes images in {image_dir}")
