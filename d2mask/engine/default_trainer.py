@@ -302,8 +302,8 @@ def _log_results(dataset_name: str, results: Mapping[str, Any]) -> None:
     for task, metrics in results.items():
         if not isinstance(metrics, Mapping):
             continue
-        main = [k for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "mIoU", "fwIoU", "mACC", "pACC", "PQ", "SQ", "RQ",
-                            "PQ_th", "PQ_st") if k in metrics]
+        main = [k for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "mIoU", "fwIoU", "mACC", "pACC", "IoU", "iIoU",
+                            "IoU_sup", "iIoU_sup", "PQ", "SQ", "RQ", "PQ_th", "PQ_st") if k in metrics]
         logger.info(
             f"Evaluation of {dataset_name}, {task}: " + "  ".join(f"{k} {float(metrics[k]):.2f}" for k in main)
         )

@@ -1,6 +1,7 @@
 """Cityscapes' metrics on hand-computed cases: the instance-level AP (matching, duplicates, void,
 crowd and small-instance regions, cityscapesScripts' curve integration) and the pixel-level IoU, iIoU
 and their category versions."""
+import logging
 import math
 import os
 
@@ -166,7 +167,7 @@ def test_evaluator_factory(dataset):
     assert isinstance(DefaultTrainer.build_evaluator(get_cfg(), name), CityscapesInstanceEvaluator)
 
 
-def test_trainer_evaluates_the_builtin_names(tmp_path):
+def test_trainer_evaluates_the_builtin_names(tmp_path, caplog):
     """DefaultTrainer.test on cityscapes_fine_{instance_seg,sem_seg}_val below the datasets root: the
     built-in datasets, the test loader, a (random) model and the evaluators their metadata name."""
     from d2mask.config import get_cfg
@@ -189,8 +190,10 @@ def test_trainer_evaluates_the_builtin_names(tmp_path):
         cfg.MODEL.DEVICE, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM = "cpu", 19, 32
         cfg.DATASETS.TEST = ("cityscapes_fine_sem_seg_val",)
         cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, cfg.DATALOADER.NUM_WORKERS = 64, 128, 0
-        results = DefaultTrainer.test(cfg, DefaultTrainer.build_model(cfg))
+        with caplog.at_level(logging.INFO, logger="d2mask.engine.default_trainer"):
+            results = DefaultTrainer.test(cfg, DefaultTrainer.build_model(cfg))
         assert {"IoU", "iIoU", "IoU_sup", "iIoU_sup", "IoU-road"} <= set(results["sem_seg"])
+        assert f"sem_seg: IoU {results['sem_seg']['IoU']:.2f}  iIoU" in caplog.text  # the run's summary line
         assert 0 <= results["sem_seg"]["IoU"] <= 100  # road, car, person and motorcycle have GT
     finally:
         set_datasets_root(None)
