@@ -17,8 +17,7 @@ from d2mask.data.datasets.coco_panoptic import read_panoptic_png
 from d2mask.engine import DefaultTrainer
 from d2mask.evaluation import DatasetEvaluators
 from d2mask.structures import Instances
-from tests.common import CITYSCAPES_STEM, cityscapes_instance_ids, write_cityscapes_tree
-from tests.tools.test_detectron2_tools import load_tool
+from tests.common import CITYSCAPES_STEM, cityscapes_instance_ids, load_script, write_cityscapes_tree
 
 ROAD, PERSON, CAR, MOTORCYCLE = 0, 11, 13, 17  # train ids: the contiguous ids of the panoptic metadata
 # (id, category_id, isthing, iscrowd, area, XYWH bbox) of the split's segments, counted on the map of
@@ -41,15 +40,16 @@ def root(tmp_path):
     set_datasets_root(None)
 
 
-def _prepare(root):
-    return load_tool("prepare_cityscapes").main([str(root / "cityscapes")])
+def _prepare(cityscapes_dir):
+    """tools/prepare_cityscapes.py run on `cityscapes_dir`: its report."""
+    return load_script("tools/prepare_cityscapes.py").main([str(cityscapes_dir)])
 
 
 def test_train_ids_pixel_by_pixel_and_never_overwritten(tmp_path):
     _, gt_dir = write_cityscapes_tree(str(tmp_path))
     train_ids_file = os.path.join(gt_dir, "aachen", f"{CITYSCAPES_STEM}_gtFine_labelTrainIds.png")
     os.remove(train_ids_file)
-    report = load_tool("prepare_cityscapes").main([str(tmp_path)])
+    report = _prepare(tmp_path)
     assert report["val"]["labelTrainIds written"] == 1 and report["val"]["panoptic json written"] == 1
     expected = np.full((12, 20), ROAD)
     expected[2:7, 2:9] = CAR
@@ -62,7 +62,7 @@ def test_train_ids_pixel_by_pixel_and_never_overwritten(tmp_path):
     # existing files are kept and counted, even when they differ from what would be written
     Image.fromarray(np.zeros((12, 20), dtype=np.uint8)).save(train_ids_file)
     before = open(train_ids_file, "rb").read()
-    report = load_tool("prepare_cityscapes").main([str(tmp_path)])
+    report = _prepare(tmp_path)
     assert report["val"] == {"labelTrainIds written": 0, "labelTrainIds kept": 1, "panoptic json kept": 1}
     assert open(train_ids_file, "rb").read() == before
 
@@ -73,10 +73,10 @@ def test_bad_label_map_one_line(tmp_path):
     Image.fromarray(np.full((12, 20), 40, dtype=np.uint8)).save(label_ids_file)
     os.remove(label_ids_file.replace("labelIds", "labelTrainIds"))
     with pytest.raises(DatasetError, match="labelIds.png: value 40 is not a Cityscapes label id") as e:
-        load_tool("prepare_cityscapes").main([str(tmp_path)])
+        _prepare(tmp_path)
     assert "\n" not in str(e.value)
     with pytest.raises(DatasetError, match="No gtFine/"):
-        load_tool("prepare_cityscapes").main([str(tmp_path / "nowhere")])
+        _prepare(tmp_path / "nowhere")
 
 
 def test_panoptic_builtin_loads_the_prepared_files(root):
@@ -99,7 +99,7 @@ def test_panoptic_builtin_loads_the_prepared_files(root):
     with pytest.raises(DatasetError, match="cityscapes_panoptic_val.json does not exist: make it with tools/prepare_cityscapes.py"):
         DatasetCatalog.get("cityscapes_fine_panoptic_val")
 
-    _prepare(root)
+    _prepare(root / "cityscapes")
     (record,) = DatasetCatalog.get("cityscapes_fine_panoptic_val")
     assert record["file_name"] == os.path.join(image_dir, "aachen", f"{CITYSCAPES_STEM}_leftImg8bit.png")
     assert record["image_id"] == CITYSCAPES_STEM and (record["height"], record["width"]) == (12, 20)
@@ -139,7 +139,7 @@ def _perfect_outputs(record):
 
 def test_trainer_evaluates_a_perfect_prediction(root):
     write_cityscapes_tree(str(root / "cityscapes"))
-    _prepare(root)
+    _prepare(root / "cityscapes")
     cfg = get_cfg()
     cfg.OUTPUT_DIR = str(root / "out")
     evaluator = DefaultTrainer.build_evaluator(cfg, "cityscapes_fine_panoptic_val")
