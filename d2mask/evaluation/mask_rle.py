@@ -103,8 +103,9 @@ def mask_results_as_coco(coco_gt, coco_results: List[Dict[str, Any]]):
 
 def annotation_rle(segmentation, height: int, width: int) -> Dict[str, Any]:
     """A COCO annotation's "segmentation" (polygons, or RLE compressed or not) as one compressed RLE."""
-    if isinstance(segmentation, list):  # polygons of one object
-        return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation, list):  # polygons of one object; merging one is a fifth of the time
+        rles = mask_util.frPyObjects(segmentation, height, width)
+        return rles[0] if len(rles) == 1 else mask_util.merge(rles)
     if isinstance(segmentation["counts"], list):
         return mask_util.frPyObjects(segmentation, height, width)
     return segmentation

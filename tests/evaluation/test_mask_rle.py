@@ -42,7 +42,7 @@ def _coco(api, images, annotations, categories):
 
 
 def _scene(seed):
-    """GT (polygons, a crowd RLE) and mask detections of 6 images of 40 x 50, two classes."""
+    """GT (polygons, some of two parts; crowd RLEs) and mask detections of 6 images of 40 x 50, two classes."""
     rng = np.random.default_rng(seed)
     h, w = 40, 50
     images = [{"id": i, "height": h, "width": w, "file_name": f"{i}.png"} for i in range(1, 7)]
@@ -52,9 +52,10 @@ def _scene(seed):
         for _ in range(int(rng.integers(0, 5))):
             x0, y0 = rng.uniform(0, 35), rng.uniform(0, 25)
             polygon = [x0, y0, x0 + rng.uniform(3, 15), y0, x0 + rng.uniform(3, 15), y0 + rng.uniform(3, 15)]
+            polygons = [polygon, [x + 6 for x in polygon]] if rng.uniform() < 0.3 else [polygon]  # two parts
             gt = {"id": len(gts) + 1, "image_id": image["id"], "category_id": int(rng.choice([1, 7])),
-                  "segmentation": [polygon], "iscrowd": 0}
-            rle = mask_util.merge(mask_util.frPyObjects([polygon], h, w))
+                  "segmentation": polygons, "iscrowd": 0}
+            rle = mask_util.merge(mask_util.frPyObjects(polygons, h, w))
             gt["area"], gt["bbox"] = float(mask_util.area(rle)), mask_util.toBbox(rle).tolist()
             if rng.uniform() < 0.2:
                 gt.update(iscrowd=1, segmentation={"counts": rle["counts"].decode(), "size": [h, w]})
