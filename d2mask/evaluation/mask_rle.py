@@ -3,9 +3,9 @@ mask IoU of COCOEvaluator's faster-coco-eval path.
 
 Evaluating masks is mostly this: every detection's mask is encoded once (process()), then compared
 with the GT masks of its image and class (evaluate()). faster-coco-eval alone converts each mask
-between compressed and decoded RLE several times (area, box, then per image and class again), which
-took about two thirds of its mask evaluation on the coco_eval benchmark; here each mask is decoded
-only where an IoU needs it, by pycocotools, and each GT mask is converted once per evaluator.
+between compressed and decoded RLE several times (area, box, before evaluating, then per image and
+class again), more than half of its mask evaluation on the coco_eval benchmark; here each mask is
+decoded only where an IoU needs it, by pycocotools, and each GT mask is converted once per evaluator.
 """
 import copy
 import functools
@@ -83,10 +83,10 @@ _AREA_BATCH = 255
 
 
 def mask_results_as_coco(coco_gt, coco_results: List[Dict[str, Any]]):
-    """The COCO object (of `coco_gt`'s class) of mask results that `coco_gt.loadRes` makes of them
-    without their "bbox", less the masks' boxes, which evaluating masks never reads: each detection's
-    area is its mask's. loadRes calls the mask API once per detection, for the area and the box; here
-    it is one pycocotools call per 255 detections, for the area."""
+    """The COCO object (of `coco_gt`'s class) of mask results, as `coco_gt.loadRes` makes it of them
+    without their "bbox" (each detection's area is its mask's), but without the masks' boxes, which
+    evaluating masks never reads. loadRes calls the mask API once per detection; here it is one
+    pycocotools call per 255 detections."""
     rles = [r["segmentation"] for r in coco_results]
     areas = [a for i in range(0, len(rles), _AREA_BATCH) for a in mask_util.area(rles[i:i + _AREA_BATCH]).tolist()]
     annotations = [
@@ -114,9 +114,9 @@ def annotation_rle(segmentation, height: int, width: int) -> Dict[str, Any]:
 @functools.lru_cache(maxsize=None)
 def fast_mask_cocoeval_class():
     """faster-coco-eval's COCOeval for masks ("segm"), with the IoU computed by pycocotools from the
-    masks' compressed RLE once per image (all detections against all GT objects), each image and
-    class's IoU taken from it; the GT masks are converted once and kept in `gt_rles` (annotation id ->
-    RLE), which the evaluations of one COCOEvaluator share.
+    masks' compressed RLE once per image (its detections against its GT objects, of the classes both
+    have), each class's IoU taken from it; the GT masks are converted once and kept in `gt_rles`
+    (annotation id -> RLE), which the evaluations of one COCOEvaluator share.
 
     faster-coco-eval's own path re-encodes every GT and detection mask before evaluating (decoding
     each, then compressing it again) and decodes them again for each image and class. With
