@@ -91,7 +91,8 @@ def _map(function, items: List, *args) -> List:
 def _maps_of(gt_dir: str, kind: str) -> List[str]:
     files = sorted(glob(os.path.join(gt_dir, "*", f"*_gtFine_{kind}")))
     if not files:
-        raise DatasetError(f"No <city>/*_gtFine_{kind} below {gt_dir}: is it Cityscapes' gtFine/<split> (gtFine_trainvaltest.zip)?")
+        raise DatasetError(f"No <city>/*_gtFine_{kind} below {gt_dir}: "
+                           f"is it Cityscapes' gtFine/<split> (gtFine_trainvaltest.zip)?")
     return files
 
 

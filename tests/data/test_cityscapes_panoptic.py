@@ -40,9 +40,9 @@ def root(tmp_path):
     set_datasets_root(None)
 
 
-def _prepare(cityscapes_dir):
-    """tools/prepare_cityscapes.py run on `cityscapes_dir`: its report."""
-    return load_script("tools/prepare_cityscapes.py").main([str(cityscapes_dir)])
+def _prepare(cityscapes_dir=None):
+    """tools/prepare_cityscapes.py run on `cityscapes_dir` (by default <datasets root>/cityscapes): its report."""
+    return load_script("tools/prepare_cityscapes.py").main([str(cityscapes_dir)] if cityscapes_dir else [])
 
 
 def test_train_ids_pixel_by_pixel_and_never_overwritten(tmp_path):
@@ -96,7 +96,7 @@ def test_panoptic_builtin_loads_the_prepared_files(root):
         DatasetCatalog.get("cityscapes_fine_panoptic_val")
     assert "\n" not in str(e.value) and os.path.join("cityscapes", "leftImg8bit", "val") in str(e.value)
     image_dir, gt_dir = write_cityscapes_tree(str(root / "cityscapes"))
-    with pytest.raises(DatasetError, match="cityscapes_panoptic_val.json does not exist: make it with tools/prepare_cityscapes.py"):
+    with pytest.raises(DatasetError, match="panoptic_val.json does not exist: make it with tools/prepare_cityscapes.py"):
         DatasetCatalog.get("cityscapes_fine_panoptic_val")
 
     _prepare(root / "cityscapes")
@@ -139,7 +139,7 @@ def _perfect_outputs(record):
 
 def test_trainer_evaluates_a_perfect_prediction(root):
     write_cityscapes_tree(str(root / "cityscapes"))
-    _prepare(root / "cityscapes")
+    assert _prepare()["val"]["panoptic json written"] == 1
     cfg = get_cfg()
     cfg.OUTPUT_DIR = str(root / "out")
     evaluator = DefaultTrainer.build_evaluator(cfg, "cityscapes_fine_panoptic_val")
