@@ -1,7 +1,9 @@
 import pytest
 import torch
+import torchvision
 
 from d2mask.layers import ROIAlign
+from d2mask.layers import roi_align as roi_align_module
 
 
 def ramp_images():
@@ -36,3 +38,45 @@ def test_unaligned_roi_align_has_the_half_pixel_offset():
 def test_rois_without_batch_index_are_rejected():
     with pytest.raises(ValueError, match=r"\[K, 5\]"):
         ROIAlign(2, 1.0, 0)(ramp_images(), torch.zeros(3, 4))
+
+
+def _random_rois(num, image_size, scale, generator):
+    """(image index, x0, y0, x1, y1) rows over 2 images of `image_size` feature pixels, in image
+    coordinates (feature pixels / scale), reaching a tenth of the image beyond every side."""
+    h, w = image_size
+    xs = (torch.rand(num, 2, generator=generator) * 1.2 - 0.1) * w / scale
+    ys = (torch.rand(num, 2, generator=generator) * 1.2 - 0.1) * h / scale
+    images = torch.randint(2, (num,), generator=generator).double()
+    return torch.stack([images, xs.min(1).values, ys.min(1).values, xs.max(1).values, ys.max(1).values], dim=1).double()
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+@pytest.mark.parametrize("scale", [1 / 4, 1 / 32])
+def test_cpu_embedding_bag_path_equals_torchvision_forward_and_backward(aligned, sampling_ratio, scale):
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 5, 20, 24, dtype=torch.float64, generator=g, requires_grad=True)
+    rois = _random_rois(40, (20, 24), scale, g)
+    rois[0, 1:] = 3 / scale  # an empty box
+    rois[1, 1:] = torch.tensor([5.0, 5.0, 3.0, 3.0]) / scale  # corners swapped
+    expected = torchvision.ops.roi_align(features, rois, (7, 5), scale, sampling_ratio, aligned)
+    got = roi_align_module._roi_align_on_cpu(features, rois, (7, 5), scale, sampling_ratio, aligned)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    grad = torch.randn(expected.shape, dtype=torch.float64, generator=g)
+    (expected_grad,) = torch.autograd.grad(expected, features, grad)
+    (got_grad,) = torch.autograd.grad(got, features, grad)
+    torch.testing.assert_close(got_grad, expected_grad, rtol=0, atol=1e-12)
+
+
+def test_cpu_embedding_bag_path_splits_large_calls_and_leaves_huge_regions_to_torchvision(monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(2, 3, 20, 24, dtype=torch.float64, generator=g)
+    rois = _random_rois(30, (20, 24), 1 / 4, g)
+    expected = torchvision.ops.roi_align(features, rois, 7, 1 / 4, 0, True)
+    # Three regions of the largest sample grid per call: the 30 regions take several calls.
+    grid_h, grid_w = [int(torch.ceil((rois[:, k + 2] - rois[:, k]) / 4 / 7).max()) for k in (2, 1)]
+    monkeypatch.setattr(roi_align_module, "_MAX_SAMPLES_PER_CALL", 7 * 7 * grid_h * grid_w * 4 * 3)
+    torch.testing.assert_close(roi_align_module._roi_align_on_cpu(features, rois, (7, 7), 1 / 4, 0, True), expected)
+    monkeypatch.setattr(roi_align_module, "_MAX_SAMPLES_PER_CALL", 7 * 7 * 4)
+    assert roi_align_module._roi_align_on_cpu(features, rois, (7, 7), 1 / 4, 0, True) is None
+    torch.testing.assert_close(ROIAlign(7, 1 / 4, 0)(features, rois), expected)

@@ -1,6 +1,6 @@
 """The speed-ups of the model's forward and backward compute what the plain computation does: a few
 training steps and an inference of a tiny Mask R-CNN, against a copy run the unoptimised way (frozen
-norms as separate ops; NCHW memory format)."""
+norms as separate ops; NCHW memory format; torchvision's ROIAlign kernel)."""
 import copy
 
 import pytest
@@ -9,7 +9,7 @@ from torch import nn
 
 from d2mask.layers import Conv2d, FrozenBatchNorm2d
 from d2mask.modeling import build_model
-from d2mask.layers import wrappers
+from d2mask.layers import roi_align, wrappers
 from tests.common import tiny_rcnn_cfg
 from tests.modeling.test_rcnn import _input, _instances
 
@@ -94,3 +94,11 @@ def test_channels_last_backbone_and_mask_head_train_and_infer_as_nchw(monkeypatc
 def test_channels_last_backbone_outputs_channels_last_features():
     features = _model().backbone(torch.zeros(1, 3, 64, 96))
     assert all(f.is_contiguous(memory_format=torch.channels_last) for f in features.values())
+
+
+def test_roi_align_as_embedding_bag_trains_and_infers_as_torchvision_kernel(monkeypatch):
+    model = _model()
+    reference = copy.deepcopy(model)
+    fast = _train_and_infer(model)
+    monkeypatch.setattr(roi_align, "_EMBEDDING_BAG_ON_CPU", False)
+    _assert_same_run(fast, _train_and_infer(reference))
