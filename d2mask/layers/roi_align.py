@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from .wrappers import cat
+
 __all__ = ["ROIAlign"]
 
 # On the CPU, ROIAlign runs as `F.embedding_bag` over the features' pixels (rows of C channels): an
@@ -103,7 +105,7 @@ def _roi_align_on_cpu(
         pooled.append(F.embedding_bag(
             index, pixels, offsets, mode="sum", per_sample_weights=weight.to(pixels.dtype), include_last_offset=True
         ))
-    return torch.cat(pooled).view(len(rois), out_h, out_w, channels).permute(0, 3, 1, 2)
+    return cat(pooled).view(len(rois), out_h, out_w, channels).permute(0, 3, 1, 2)
 
 
 class ROIAlign(nn.Module):

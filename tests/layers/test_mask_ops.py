@@ -1,6 +1,7 @@
 import torch
 import torch.nn.functional as F
 
+from d2mask.layers import mask_ops
 from d2mask.layers.mask_ops import paste_masks_in_image
 from d2mask.structures import Boxes
 
@@ -54,8 +55,25 @@ def test_matches_bilinear_grid_sample_for_fractional_boxes_and_chunks():
     reference = _grid_sample_paste(masks, boxes, 40, 48) >= 0.5
     out = paste_masks_in_image(masks, boxes, (40, 48))
     assert (out != reference).float().mean() < 1e-3  # only float rounding at exactly 0.5 may differ
-    # Chunks of a single mask give the same result.
-    assert torch.equal(paste_masks_in_image(masks, boxes, (40, 48), max_chunk_elements=1), out)
+    # The whole-image path (accelerators), in chunks of a single mask, gives the same result.
+    whole_image = torch.zeros_like(out)
+    mask_ops._paste_in_chunks(masks, boxes, whole_image, 0.5, chunk=1)
+    assert (whole_image != out).float().mean() < 1e-4
+
+
+def test_cpu_windows_paste_what_the_whole_image_path_pastes():
+    """The CPU path resamples each mask only near its box; the whole-image path everywhere."""
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(60, 28, 28, generator=g)
+    corners = torch.rand(60, 2, 2, generator=g) * torch.tensor([90.0, 70.0]) - 10  # some beyond the image
+    boxes = torch.cat([corners.min(1).values, corners.max(1).values], dim=1)
+    boxes[:5, 2:] = boxes[:5, :2] + torch.rand(5, 2, generator=g)  # smaller than a pixel
+    for threshold, dtype in ((0.5, torch.bool), (-1.0, torch.uint8)):
+        windows, whole_image = (torch.zeros(60, 64, 80, dtype=dtype) for _ in range(2))
+        mask_ops._paste_in_windows(masks, boxes, windows, threshold)
+        mask_ops._paste_in_chunks(masks, boxes, whole_image, threshold, chunk=7)
+        assert whole_image.any()
+        assert ((windows.int() - whole_image.int()).abs() > int(threshold < 0)).float().mean() < 1e-4
 
 
 def test_threshold_and_empty_input():
