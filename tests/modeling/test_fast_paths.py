@@ -91,9 +91,15 @@ def test_channels_last_backbone_and_mask_head_train_and_infer_as_nchw(monkeypatc
     _assert_same_run(fast, _train_and_infer(reference))
 
 
-def test_channels_last_backbone_outputs_channels_last_features():
-    features = _model().backbone(torch.zeros(1, 3, 64, 96))
+def test_channels_last_backbone_outputs_channels_last_features_and_keeps_its_weights_so():
+    backbone = _model().backbone
+    before = copy.deepcopy(backbone.state_dict())
+    features = backbone(torch.zeros(1, 3, 64, 96))
     assert all(f.is_contiguous(memory_format=torch.channels_last) for f in features.values())
+    bottom_up_convs = [m for m in backbone.bottom_up.modules() if isinstance(m, nn.Conv2d)]
+    assert bottom_up_convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in bottom_up_convs)
+    after = backbone.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
 
 
 def test_roi_align_as_embedding_bag_trains_and_infers_as_torchvision_kernel(monkeypatch):

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from d2mask.config import ArgumentError, ConfigError, config_keys
 from d2mask.layers import CNNBlockBase, Conv2d, DeformConv, ModulatedDeformConv, ShapeSpec, get_norm
-from d2mask.layers.wrappers import channels_last_on_cpu
+from d2mask.layers.wrappers import channels_last_on_cpu, channels_last_weights_on_cpu
 
 from .backbone import Backbone
 from .build import BACKBONE_REGISTRY
@@ -265,6 +265,7 @@ class ResNet(Backbone):
             raise ValueError(f"ResNet takes a batch of images [N, C, H, W], got shape {tuple(x.shape)}")
         outputs = {}
         # its features (and the FPN's) come out channels-last on the CPU
+        channels_last_weights_on_cpu(self)
         x = self.stem(channels_last_on_cpu(x))
         if "stem" in self._out_features:
             outputs["stem"] = x

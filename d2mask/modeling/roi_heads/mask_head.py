@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from d2mask.config import config_keys, configurable
 from d2mask.layers import Conv2d, ConvTranspose2d, ShapeSpec, get_norm
-from d2mask.layers.wrappers import channels_last_on_cpu
+from d2mask.layers.wrappers import channels_last_on_cpu, channels_last_weights_on_cpu
 from d2mask.structures import Instances
 from d2mask.utils.events import get_event_storage, has_event_storage
 from d2mask.utils.registry import Registry
@@ -207,6 +207,7 @@ class MaskRCNNConvUpsampleHead(BaseMaskRCNNHead):
         }
 
     def layers(self, x: Tensor) -> Tensor:
+        channels_last_weights_on_cpu(self)
         x = channels_last_on_cpu(x)  # ROIAlign gives NCHW; R regions' convolutions are much of inference
         for conv in self.conv_norm_relus:
             x = conv(x)
