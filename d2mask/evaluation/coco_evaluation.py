@@ -337,8 +337,10 @@ def _set_oks_sigmas(coco_eval, coco_gt, coco_results: List[Dict[str, Any]], sigm
     num_predicted = len(coco_results[0]["keypoints"]) // 3
     num_gt = next(len(a["keypoints"]) // 3 for a in coco_gt.dataset["annotations"] if "keypoints" in a)
     if not num_sigmas == num_predicted == num_gt:
-        source = "TEST.KEYPOINT_OKS_SIGMAS" if sigmas else "COCO's person sigmas (TEST.KEYPOINT_OKS_SIGMAS is empty)"
+        source = "the evaluator's kpt_oks_sigmas" if sigmas else "COCO's person sigmas (the evaluator got no kpt_oks_sigmas)"
+        # A script's own build_evaluator (Detectron2's train_net.py) may not pass the config's sigmas.
         raise ValueError(
             f"Keypoint evaluation: the predictions have {num_predicted} keypoints, the ground truth {num_gt} and "
-            f"{source} {num_sigmas}; set TEST.KEYPOINT_OKS_SIGMAS to one sigma per keypoint"
+            f"{source} {num_sigmas}; give one sigma per keypoint as COCOEvaluator(..., kpt_oks_sigmas=) "
+            f"(DefaultTrainer passes TEST.KEYPOINT_OKS_SIGMAS)"
         )

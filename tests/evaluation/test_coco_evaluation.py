@@ -319,7 +319,8 @@ def test_keypoint_ap_is_100_on_perfect_keypoints_and_halved_when_one_person_is_w
 def test_keypoint_sigmas_must_match_the_keypoints(dataset):
     perfect = [[(10.5, 12.5, 0.9)] * 3] * 2
     evaluator = _keypoint_evaluation(dataset, perfect)  # COCO's 17 person sigmas for 3 keypoints
-    with pytest.raises(ValueError, match="3 keypoints, the ground truth 3 and COCO's person sigmas .* 17"):
+    with pytest.raises(ValueError, match=r"3 keypoints, the ground truth 3 and COCO's person sigmas .* 17; give one "
+                                         r"sigma per keypoint as COCOEvaluator\(\.\.\., kpt_oks_sigmas=\)"):
         evaluator.evaluate()
 
 
