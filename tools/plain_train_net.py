@@ -25,7 +25,7 @@ from d2mask.engine import DefaultTrainer, build_default_writers, default_argumen
 from d2mask.engine import check_model_fits_loader, create_ddp_model, report_user_errors
 from d2mask.evaluation import inference_on_dataset
 from d2mask.modeling import build_model
-from d2mask.solver import build_lr_scheduler, build_optimizer
+from d2mask.solver import build_lr_scheduler, build_optimizer, check_solver_names
 from d2mask.utils import comm
 from d2mask.utils.events import EventStorage
 
@@ -103,7 +103,8 @@ def main(args):
 
 
 def launch_main(args) -> None:
-    load_config(args.config_file, args.opts)  # a mistake is one line here, not one traceback per process
+    cfg = load_config(args.config_file, args.opts)  # a mistake is one line here, not one traceback per process
+    check_solver_names(cfg)  # the names d2mask's builders know, before default_setup writes into OUTPUT_DIR
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, join_timeout=datetime.timedelta(seconds=args.join_timeout), args=(args,))
 

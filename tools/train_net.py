@@ -34,6 +34,7 @@ from d2mask.engine import (
 )
 from d2mask.evaluation import verify_results
 from d2mask.modeling import GeneralizedRCNNWithTTA
+from d2mask.solver import check_solver_names
 from d2mask.utils import comm
 
 # This repository's configs import its projects (`IMPORTS: [projects.DenseText.atss_matcher]`). d2mask
@@ -104,8 +105,11 @@ def main(args):
 
 def launch_main(args) -> None:
     # The config is read once before launching, so a mistake in it is one line, not a traceback
-    # from every process.
-    validate_config(load_config(args.config_file, args.opts))
+    # from every process; and before default_setup writes into OUTPUT_DIR. This script's Trainer
+    # builds the optimizer and schedule with d2mask's builders, whose names are checked here too.
+    cfg = load_config(args.config_file, args.opts)
+    validate_config(cfg)
+    check_solver_names(cfg)
     logging.getLogger("d2mask").info(f"Command line arguments: {args}")
     launch(
         main,

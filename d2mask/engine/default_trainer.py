@@ -85,17 +85,20 @@ class DefaultTrainer(TrainerBase):
                 f"processes ({comm.get_world_size()})"
             )
         self.cfg = cfg
+        model = self.build_model(cfg)
+        # The builders refuse a SOLVER.OPTIMIZER or LR_SCHEDULER_NAME they don't know (validate_config
+        # leaves the names to them, as a project's Trainer may override them): before the training
+        # data is loaded and OUTPUT_DIR is created.
+        optimizer = self.build_optimizer(cfg, model)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         if cfg.OUTPUT_DIR and comm.is_main_process():
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-        model = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         check_model_fits_loader(model, data_loader, cfg.DATASETS.TRAIN)
         model = create_training_ddp_model(model, find_unused_parameters=cfg.DDP.FIND_UNUSED_PARAMETERS)
         self._trainer = self.build_step_trainer(cfg, model, data_loader, optimizer)
         # the step calls after_backward on the trainer running it; the hooks live on this one
         self._trainer.after_backward = self.after_backward
-        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER

@@ -11,7 +11,11 @@ The model's values are checked where they are used, by the constructors of the m
 the model on the meta device, which runs every one of those checks in a few hundredths of a second,
 also those of a project's modules. What stays here, in `_RULES` and `_cross_key_problems`, is what no
 constructor sees: the data, solver, checkpoint and evaluation keys, values that must agree across
-parts (the model's channels and the data's INPUT.FORMAT), and the device.
+parts (the model's channels and the data's INPUT.FORMAT), and the device. The names of the optimizer
+and the schedule (SOLVER.OPTIMIZER, SOLVER.LR_SCHEDULER_NAME) are not checked here either: their
+builders check them, which a project's Trainer may override to read names of its own (Detectron2's
+DeepLab adds "WarmupPolyLR"); DefaultTrainer builds both before it loads any data, and
+tools/train_net.py checks them with `d2mask.solver.check_solver_names` before it writes anything.
 """
 import math
 import signal
@@ -100,9 +104,6 @@ _RULES: Sequence[Tuple[str, Callable[[Any], bool], str]] = [
     ("DATALOADER.SAMPLER_TRAIN", one_of("TrainingSampler", "RepeatFactorTrainingSampler"),
      "'TrainingSampler' or 'RepeatFactorTrainingSampler'"),
     ("DATALOADER.REPEAT_THRESHOLD", non_negative, "a number >= 0"),
-    ("SOLVER.OPTIMIZER", one_of("SGD", "AdamW"), "'SGD' or 'AdamW'"),
-    ("SOLVER.LR_SCHEDULER_NAME", one_of("WarmupMultiStepLR", "WarmupCosineLR"),
-     "'WarmupMultiStepLR' or 'WarmupCosineLR'"),
     ("SOLVER.MAX_ITER", non_negative_int, "an int >= 0"),
     ("SOLVER.BASE_LR", non_negative, "a number >= 0"),
     ("SOLVER.BASE_LR_END", non_negative, "a number >= 0"),

@@ -3,6 +3,7 @@ from .build import (
     add_gradient_clipping,
     build_lr_scheduler,
     build_optimizer,
+    check_solver_names,
     get_default_optimizer_params,
     maybe_add_gradient_clipping,
 )
@@ -19,6 +20,7 @@ from .schedule import Schedule, auto_scale_workers, epochs_to_iterations, scale_
 __all__ = [
     "build_optimizer",
     "build_lr_scheduler",
+    "check_solver_names",
     "get_default_optimizer_params",
     "maybe_add_gradient_clipping",
     "LRMultiplier",

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError
+from ..utils.registry import did_you_mean
 from .lr_scheduler import WarmupCosineLR, WarmupMultiStepLR
 
 __all__ = [
@@ -16,7 +17,16 @@ __all__ = [
     "add_gradient_clipping",
     "build_optimizer",
     "build_lr_scheduler",
+    "check_solver_names",
 ]
+
+# The names that d2mask's builders read, with the builder reading each and the values it knows. A
+# project's Trainer that overrides build_optimizer or build_lr_scheduler reads the key itself and may
+# know more (Detectron2's Panoptic-DeepLab adds the optimizer "ADAM", DeepLab the schedule "WarmupPolyLR").
+_SOLVER_NAMES = {
+    "SOLVER.OPTIMIZER": ("build_optimizer", ("SGD", "AdamW")),
+    "SOLVER.LR_SCHEDULER_NAME": ("build_lr_scheduler", ("WarmupMultiStepLR", "WarmupCosineLR")),
+}
 
 _NORM_TYPES = (
     nn.BatchNorm1d,
@@ -158,20 +168,17 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         bias_lr_factor=solver.BIAS_LR_FACTOR,
         weight_decay_bias=solver.WEIGHT_DECAY_BIAS,
     )
-    name = solver.OPTIMIZER
-    if name.lower() == "sgd":
+    if _known_name(cfg, "SOLVER.OPTIMIZER") == "SGD":
         cls = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
         return cls(params, lr=solver.BASE_LR, momentum=solver.MOMENTUM, nesterov=solver.NESTEROV)
-    if name.lower() == "adamw":
-        cls = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
-        return cls(params, lr=solver.BASE_LR)
-    raise ConfigError(f"SOLVER.OPTIMIZER must be 'SGD' or 'AdamW', got '{name}'")
+    cls = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
+    return cls(params, lr=solver.BASE_LR)
 
 
 def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     """The schedule named by SOLVER.LR_SCHEDULER_NAME, stepped once per iteration."""
     solver = cfg.SOLVER
-    name = solver.LR_SCHEDULER_NAME
+    name = _known_name(cfg, "SOLVER.LR_SCHEDULER_NAME")
     warmup = dict(
         warmup_factor=solver.WARMUP_FACTOR, warmup_iters=solver.WARMUP_ITERS, warmup_method=solver.WARMUP_METHOD
     )
@@ -182,7 +189,33 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_
                 f"SOLVER.STEPS {list(solver.STEPS)} has steps beyond SOLVER.MAX_ITER={solver.MAX_ITER}; they never apply"
             )
         return WarmupMultiStepLR(optimizer, steps, gamma=solver.GAMMA, **warmup)
-    if name == "WarmupCosineLR":
-        end_factor = solver.BASE_LR_END / solver.BASE_LR if solver.BASE_LR > 0 else 0.0
-        return WarmupCosineLR(optimizer, solver.MAX_ITER, end_factor=end_factor, **warmup)
-    raise ConfigError(f"SOLVER.LR_SCHEDULER_NAME must be 'WarmupMultiStepLR' or 'WarmupCosineLR', got '{name}'")
+    end_factor = solver.BASE_LR_END / solver.BASE_LR if solver.BASE_LR > 0 else 0.0
+    return WarmupCosineLR(optimizer, solver.MAX_ITER, end_factor=end_factor, **warmup)
+
+
+def _known_name(cfg, key: str) -> str:
+    """The value of `key`, one of `_SOLVER_NAMES`, if its builder knows it.
+
+    Raises:
+        ConfigError: one line naming the key, the value, the names known and the nearest of them.
+    """
+    builder, known = _SOLVER_NAMES[key]
+    name = cfg.SOLVER[key.split(".")[-1]]
+    if name not in known:
+        raise ConfigError(
+            f"{key} = {name!r} is not a name d2mask's {builder} knows ({' or '.join(map(repr, known))})."
+            f"{did_you_mean(str(name), known)} A project's Trainer builds other names by overriding {builder}."
+        )
+    return name
+
+
+def check_solver_names(cfg) -> None:
+    """Refuses SOLVER.OPTIMIZER and SOLVER.LR_SCHEDULER_NAME as `build_optimizer` and
+    `build_lr_scheduler` would, for a script whose trainer builds with them to call before it writes
+    or loads anything (the builders check their own key when they run).
+
+    Raises:
+        ConfigError: one line naming the first unknown name, as the builder would.
+    """
+    for key in _SOLVER_NAMES:
+        _known_name(cfg, key)

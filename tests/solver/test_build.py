@@ -8,6 +8,7 @@ from d2mask.solver import (
     WarmupMultiStepLR,
     build_lr_scheduler,
     build_optimizer,
+    check_solver_names,
     get_default_optimizer_params,
 )
 
@@ -85,8 +86,12 @@ def test_build_sgd_and_adamw():
     assert {g["weight_decay"] for g in opt.param_groups} == {1e-4, 0.0}
     opt = build_optimizer(_cfg(OPTIMIZER="AdamW"), Net())
     assert isinstance(opt, torch.optim.AdamW)
-    with pytest.raises(ConfigError, match="SOLVER.OPTIMIZER"):
-        build_optimizer(_cfg(OPTIMIZER="Lion"), Net())
+    with pytest.raises(ConfigError) as e:
+        build_optimizer(_cfg(OPTIMIZER="adam"), Net())
+    assert str(e.value) == (
+        "SOLVER.OPTIMIZER = 'adam' is not a name d2mask's build_optimizer knows ('SGD' or 'AdamW'). Did you mean "
+        "'AdamW'? A project's Trainer builds other names by overriding build_optimizer."
+    )
 
 
 def _grads_after_clip(clip_type, clip_value):
@@ -123,5 +128,13 @@ def test_build_lr_schedulers():
     cfg = _cfg(LR_SCHEDULER_NAME="WarmupCosineLR", BASE_LR=0.1, BASE_LR_END=0.01, MAX_ITER=20)
     sched = build_lr_scheduler(cfg, torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1))
     assert isinstance(sched, WarmupCosineLR) and sched.end_factor == pytest.approx(0.1)
-    with pytest.raises(ConfigError, match="LR_SCHEDULER_NAME"):
+    with pytest.raises(ConfigError, match=r"^SOLVER.LR_SCHEDULER_NAME = 'Step' is not a name d2mask's "
+                       r"build_lr_scheduler knows \('WarmupMultiStepLR' or 'WarmupCosineLR'\)\. A project's"):
         build_lr_scheduler(_cfg(LR_SCHEDULER_NAME="Step"), opt)
+
+
+def test_check_solver_names_refuses_as_the_builders_do():
+    check_solver_names(_cfg(OPTIMIZER="AdamW", LR_SCHEDULER_NAME="WarmupCosineLR"))
+    for key, value in (("OPTIMIZER", "ADAM"), ("LR_SCHEDULER_NAME", "WarmupPolyLR")):
+        with pytest.raises(ConfigError, match=f"^SOLVER.{key} = '{value}' is not a name"):
+            check_solver_names(_cfg(**{key: value}))

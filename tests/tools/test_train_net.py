@@ -178,8 +178,12 @@ def test_start_up_builds_the_model_on_the_meta_device_once_and_before_any_data(t
         train_net.launch_main(parse(["--config-file", CONFIG, *TINY, f"OUTPUT_DIR={tmp_path / 'ok'}"]))
     assert events == ["meta build", "data"]
 
-    events.clear()
-    bad = "MODEL.ROI_HEADS.POSITIVE_FRACTION=1.5"  # refused by the sampler's constructor
-    with pytest.raises(ConfigError, match="MODEL.ROI_HEADS.POSITIVE_FRACTION must be in"):
-        train_net.launch_main(parse(["--config-file", CONFIG, *TINY, bad, f"OUTPUT_DIR={tmp_path / 'bad'}"]))
-    assert events == ["meta build"]
+    for bad, message in [
+        ("MODEL.ROI_HEADS.POSITIVE_FRACTION=1.5", "MODEL.ROI_HEADS.POSITIVE_FRACTION must be in"),  # the sampler's
+        # the schedule's name is left to the builder (a project's may know others), checked before launching
+        ("SOLVER.LR_SCHEDULER_NAME=Nope", "SOLVER.LR_SCHEDULER_NAME = 'Nope' is not a name d2mask's build_lr_scheduler"),
+    ]:
+        events.clear()
+        with pytest.raises(ConfigError, match=message) as e:
+            train_net.launch_main(parse(["--config-file", CONFIG, *TINY, bad, f"OUTPUT_DIR={tmp_path / 'bad'}"]))
+        assert events == ["meta build"] and "\n" not in str(e.value) and not (tmp_path / "bad").exists()
