@@ -158,8 +158,10 @@ class ROIAlign(nn.Module):
         output = None
         exporting = torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
         if _EMBEDDING_BAG_ON_CPU and not exporting and input.device.type == "cpu" and len(rois) > 0:
+            # torchvision's kernel gives the boxes no gradient; nor do the sample weights here.
             output = _roi_align_on_cpu(
-                input.to(dtype), rois.to(dtype), _pair(self.output_size), self.spatial_scale, self.sampling_ratio, self.aligned
+                input.to(dtype), rois.detach().to(dtype), _pair(self.output_size), self.spatial_scale,
+                self.sampling_ratio, self.aligned,
             )
         if output is None:
             output = roi_align(

@@ -80,3 +80,10 @@ def test_cpu_embedding_bag_path_splits_large_calls_and_leaves_huge_regions_to_to
     monkeypatch.setattr(roi_align_module, "_MAX_SAMPLES_PER_CALL", 7 * 7 * 4)
     assert roi_align_module._roi_align_on_cpu(features, rois, (7, 7), 1 / 4, 0, True) is None
     torch.testing.assert_close(ROIAlign(7, 1 / 4, 0)(features, rois), expected)
+
+
+def test_boxes_get_no_gradient_as_with_torchvision():
+    features = torch.rand(1, 2, 8, 8, requires_grad=True)
+    rois = torch.tensor([[0.0, 1.0, 1.0, 6.0, 5.0]], requires_grad=True)
+    ROIAlign(2, 1.0, 2)(features, rois).sum().backward()
+    assert features.grad is not None and rois.grad is None
