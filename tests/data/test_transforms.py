@@ -116,6 +116,42 @@ def test_random_crop_sizes(crop_type, crop_size, check):
         assert 0 <= tfm.x0 <= 100 - tfm.w and 0 <= tfm.y0 <= 50 - tfm.h
 
 
+def _crop_x0s(aug, sem_seg, seeds=range(20)):
+    """The left edge of the window `aug` keeps, for each seed, applied through an AugInput."""
+    image = np.zeros((*sem_seg.shape, 3), dtype=np.uint8)
+    x0s = []
+    for seed in seeds:
+        np.random.seed(seed)
+        aug_input = T.AugInput(image, sem_seg=sem_seg)
+        (tfm,) = T.AugmentationList([aug])(aug_input).transforms
+        assert (tfm.w, tfm.h, tfm.y0) == (4, 4, 0)
+        np.testing.assert_array_equal(aug_input.sem_seg, sem_seg[:, tfm.x0 : tfm.x0 + 4])  # cropped alike
+        x0s.append(tfm.x0)
+    return set(x0s)
+
+
+def test_category_area_constraint_keeps_a_window_no_class_dominates():
+    # 4 x 5 labels; a 4 x 4 window starts at x0 0 or 1. With 0.8: x0 = 0 sees class 1 on 4 of 16 pixels
+    # and class 0 on 12 (12 < 0.8 * 16: kept); x0 = 1 sees 12 pixels of class 0 and 4 of label 255.
+    sem_seg = np.array([[1, 0, 0, 0, 255]] * 4, dtype=np.uint8)
+    constrained = T.RandomCrop_CategoryAreaConstraint("absolute", (4, 4), 0.8, ignored_category=255)
+    assert _crop_x0s(constrained, sem_seg) == {0}  # x0 = 1 counts one class only: refused
+    assert _crop_x0s(T.RandomCrop_CategoryAreaConstraint("absolute", (4, 4), 0.8), sem_seg) == {0, 1}
+    # one class over 12 of 16 pixels is too many for 0.7: no window is kept, the last drawn is
+    assert _crop_x0s(T.RandomCrop_CategoryAreaConstraint("absolute", (4, 4), 0.7), sem_seg) == {0, 1}
+
+
+def test_category_area_constraint_of_one_is_a_random_crop_and_needs_no_labels():
+    aug = T.RandomCrop_CategoryAreaConstraint("absolute", (4, 4))
+    aug_input = T.AugInput(np.zeros((6, 6, 3), dtype=np.uint8))
+    aug(aug_input)
+    assert aug_input.image.shape == (4, 4, 3)
+    with pytest.raises(ValueError, match="needs the label map"):
+        T.RandomCrop_CategoryAreaConstraint("absolute", (4, 4), 0.5)(aug_input)
+    with pytest.raises(ValueError, match="single_category_max_area must be > 0, got 0"):
+        T.RandomCrop_CategoryAreaConstraint("absolute", (4, 4), 0)
+
+
 def test_random_flip_probability_and_direction():
     image = np.zeros((5, 7, 3), dtype=np.uint8)
     assert isinstance(T.RandomFlip(1.0).get_transform(image), T.HFlipTransform)

@@ -1,6 +1,14 @@
 """Geometric transforms (deterministic) and the augmentations (random policies) that create them."""
 from .augmentation import AugInput, Augmentation, AugmentationList, apply_augmentations
-from .augmentation_impl import FixedSizeCrop, RandomApply, RandomCrop, RandomFlip, ResizeScale, ResizeShortestEdge
+from .augmentation_impl import (
+    FixedSizeCrop,
+    RandomApply,
+    RandomCrop,
+    RandomCrop_CategoryAreaConstraint,
+    RandomFlip,
+    ResizeScale,
+    ResizeShortestEdge,
+)
 from .transform import (
     CropTransform,
     HFlipTransform,
@@ -28,6 +36,7 @@ __all__ = [
     "ResizeShortestEdge",
     "RandomFlip",
     "RandomCrop",
+    "RandomCrop_CategoryAreaConstraint",
     "ResizeScale",
     "FixedSizeCrop",
     "RandomApply",

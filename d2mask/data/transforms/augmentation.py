@@ -43,16 +43,20 @@ class AugInput:
 class Augmentation:
     """Decides a transform from the current image (its size, usually) and random draws.
 
-    Subclasses implement `get_transform(image) -> Transform`. Randomness comes from numpy's global
-    generator, which the data loader seeds per worker.
+    Subclasses implement `get_transform(image) -> Transform`; one that looks at more of the input
+    names the `AugInput` attributes it receives in `input_args` (Detectron2's contract), e.g.
+    ("image", "sem_seg"). Randomness comes from numpy's global generator, which the data loader
+    seeds per worker.
     """
+
+    input_args: Tuple[str, ...] = ("image",)
 
     def get_transform(self, image: np.ndarray) -> Transform:
         raise NotImplementedError
 
     def __call__(self, aug_input: AugInput) -> Transform:
         """Decides a transform, applies it to `aug_input` in place and returns it."""
-        tfm = self.get_transform(aug_input.image)
+        tfm = self.get_transform(*(getattr(aug_input, name) for name in self.input_args))
         if not isinstance(tfm, Transform):
             raise TypeError(f"{type(self).__name__}.get_transform must return a Transform, got {type(tfm).__name__}")
         aug_input.transform(tfm)

@@ -1,8 +1,9 @@
-"""The augmentations driven by the INPUT.* config keys: resizing, flipping and cropping; and the
+"""The augmentations driven by the INPUT.* config keys: resizing, flipping and cropping (also
+Detectron2's `RandomCrop_CategoryAreaConstraint`, which DeepLab's train_net.py builds); and the
 large-scale jitter of ViTDet's Python configs (`ResizeScale`, `FixedSizeCrop`); `RandomApply`, which
 applies another with a probability (MViTv2's configs, around a resize-and-crop)."""
 import sys
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -19,7 +20,15 @@ from .transform import (
     VFlipTransform,
 )
 
-__all__ = ["ResizeShortestEdge", "RandomFlip", "RandomCrop", "ResizeScale", "FixedSizeCrop", "RandomApply"]
+__all__ = [
+    "ResizeShortestEdge",
+    "RandomFlip",
+    "RandomCrop",
+    "RandomCrop_CategoryAreaConstraint",
+    "ResizeScale",
+    "FixedSizeCrop",
+    "RandomApply",
+]
 
 
 class ResizeShortestEdge(Augmentation):
@@ -143,6 +152,54 @@ class RandomCrop(Augmentation):
         ch, cw = self.get_crop_size((h, w))
         y0 = int(np.random.randint(h - ch + 1))
         x0 = int(np.random.randint(w - cw + 1))
+        return CropTransform(x0, y0, cw, ch)
+
+
+class RandomCrop_CategoryAreaConstraint(Augmentation):  # noqa: N801 (Detectron2's public name)
+    """`RandomCrop` avoiding windows that one class of the label map dominates, which destabilises
+    training (Detectron2's DeepLab crops Cityscapes so). It draws up to 10 windows and keeps the first
+    holding more than one class in which no class covers `single_category_max_area` or more of the
+    counted pixels (those not of `ignored_category`); if none does, the 10th. With
+    `single_category_max_area` 1.0 or more, it is `RandomCrop`.
+    """
+
+    input_args = ("image", "sem_seg")
+
+    def __init__(
+        self,
+        crop_type: str,
+        crop_size: Sequence[float],
+        single_category_max_area: float = 1.0,
+        ignored_category: Optional[int] = None,
+    ):
+        """
+        Args:
+            crop_type, crop_size: as `RandomCrop`'s.
+            single_category_max_area: the largest fraction of the window one class may cover.
+            ignored_category: a label (usually the ignored one, 255) neither counted nor limited.
+        """
+        if not single_category_max_area > 0:
+            raise ValueError(f"RandomCrop_CategoryAreaConstraint single_category_max_area must be > 0, "
+                             f"got {single_category_max_area}")
+        self.crop_aug = RandomCrop(crop_type, crop_size)
+        self.single_category_max_area = single_category_max_area
+        self.ignored_category = ignored_category
+
+    def get_transform(self, image: np.ndarray, sem_seg: Optional[np.ndarray]) -> Transform:
+        if self.single_category_max_area >= 1.0:
+            return self.crop_aug.get_transform(image)
+        if sem_seg is None:
+            raise ValueError("RandomCrop_CategoryAreaConstraint needs the label map: AugInput(image, sem_seg=...)")
+        h, w = sem_seg.shape
+        for _ in range(10):
+            ch, cw = self.crop_aug.get_crop_size((h, w))
+            y0 = int(np.random.randint(h - ch + 1))
+            x0 = int(np.random.randint(w - cw + 1))
+            labels, counts = np.unique(sem_seg[y0 : y0 + ch, x0 : x0 + cw], return_counts=True)
+            if self.ignored_category is not None:
+                counts = counts[labels != self.ignored_category]
+            if len(counts) > 1 and counts.max() < counts.sum() * self.single_category_max_area:
+                break
         return CropTransform(x0, y0, cw, ch)
 
 
