@@ -160,6 +160,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov) or AdamW, chosen by SOLVER.OPTIMIZER, over
     `get_default_optimizer_params` groups, with gradient clipping when enabled."""
     solver = cfg.SOLVER
+    name = _known_name(cfg, "SOLVER.OPTIMIZER")
     params = get_default_optimizer_params(
         model,
         base_lr=solver.BASE_LR,
@@ -168,7 +169,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         bias_lr_factor=solver.BIAS_LR_FACTOR,
         weight_decay_bias=solver.WEIGHT_DECAY_BIAS,
     )
-    if _known_name(cfg, "SOLVER.OPTIMIZER") == "SGD":
+    if name == "SGD":
         cls = maybe_add_gradient_clipping(cfg, torch.optim.SGD)
         return cls(params, lr=solver.BASE_LR, momentum=solver.MOMENTUM, nesterov=solver.NESTEROV)
     cls = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
