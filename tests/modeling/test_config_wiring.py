@@ -118,7 +118,10 @@ WIRING = [
     ("MODEL.RESNETS.NORM", "BN", FPN, []),
     ("MODEL.RESNETS.WIDTH_PER_GROUP", 8, FPN, []),
     ("MODEL.RESNETS.STRIDE_IN_1X1", False, FPN, []),
-    ("MODEL.RESNETS.RES5_DILATION", 2, FPN, ["MODEL.FPN.IN_FEATURES", ["res2", "res3", "res4"],
+    # a dilated res5 has res4's stride, so the pyramid stops at res4 and its top block (RetinaNet's
+    # P6P7, which reads res5) adds the coarser levels
+    ("MODEL.RESNETS.RES5_DILATION", 2, FPN, ["MODEL.BACKBONE.NAME", "build_retinanet_resnet_fpn_backbone",
+                                              "MODEL.FPN.IN_FEATURES", ["res2", "res3", "res4"],
                                               "MODEL.RPN.IN_FEATURES", ["p2", "p3", "p4", "p5"],
                                               "MODEL.ANCHOR_GENERATOR.SIZES", [[32]]]),
     ("MODEL.RESNETS.RES2_OUT_CHANNELS", 32, FPN, []),
