@@ -10,6 +10,7 @@ _LEN_MODULES = (
     "d2mask.layers.nms",
     "d2mask.modeling.poolers",
     "d2mask.modeling.roi_heads.fast_rcnn",
+    "d2mask.modeling.roi_heads.keypoint_head",
     "d2mask.modeling.roi_heads.mask_head",
     "d2mask.structures.instances",
 )

@@ -123,7 +123,8 @@ def _bicubic_resize_matrices(out_sizes: Tensor, in_size: int, max_out: int) -> T
     coeffs = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=-1)  # (R, max_out, 4)
     coeffs = coeffs * (dst[None] < out_sizes[:, None]).unsqueeze(-1)
     taps = (base.long().unsqueeze(-1) + torch.arange(-1, 3, device=out_sizes.device)).clamp(0, in_size - 1)
-    weights = torch.zeros(len(out_sizes), max_out, in_size, device=out_sizes.device)
+    # zeros shaped after `src`, so that a traced or exported model sizes them by its input's regions
+    weights = src.new_zeros(src.shape + (in_size,))
     return weights.scatter_add_(2, taps, coeffs)
 
 
@@ -146,13 +147,14 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> Tensor:
     """
     num_rois, num_keypoints, map_h, map_w = maps.shape
     out = maps.new_zeros(num_rois, num_keypoints, 4)
-    if num_rois == 0:
+    exporting = torch.jit.is_tracing() or torch.compiler.is_exporting()
+    if not exporting and num_rois == 0:  # an exported model takes its count from the input, 0 included
         return out
     maps = maps.float()
     widths = (rois[:, 2] - rois[:, 0]).clamp(min=1).float()
     heights = (rois[:, 3] - rois[:, 1]).clamp(min=1).float()
     widths_ceil, heights_ceil = widths.ceil(), heights.ceil()
-    max_h, max_w = (int(v) for v in torch.stack([heights_ceil.max(), widths_ceil.max()]).tolist())  # one sync
+    max_h, max_w = _largest_sizes(heights_ceil, widths_ceil)
     resize_y = _bicubic_resize_matrices(heights_ceil, map_h, max_h)  # (R, max_h, M)
     resize_x = _bicubic_resize_matrices(widths_ceil, map_w, max_w)  # (R, max_w, M)
     # the padding of a smaller region than the largest must never be its maximum
@@ -160,17 +162,17 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> Tensor:
         torch.arange(max_w, device=maps.device)[None, None, :] >= widths_ceil[:, None, None]
     )  # (R, max_h, max_w)
 
-    chunk = max(1, DEFAULT_MAX_CHUNK_ELEMENTS // (num_keypoints * max_h * max_w))
-    logits, cells = [], []
-    for start in range(0, num_rois, chunk):
-        part = slice(start, start + chunk)
-        # (r, 1, max_h, M) @ (r, J, M, M) @ (r, 1, M, max_w) -> (r, J, max_h, max_w)
-        resized = resize_y[part, None] @ maps[part] @ resize_x[part, None].transpose(-1, -2)
-        resized = resized.masked_fill(outside[part, None], float("-inf")).flatten(2)
-        cell = resized.argmax(dim=2)  # (r, J), row-major over (max_h, max_w)
-        logits.append(resized.gather(2, cell[..., None])[..., 0])
-        cells.append(cell)
-    logit, cell = torch.cat(logits), torch.cat(cells)
+    if exporting:
+        # A loop over chunks would be bounded by the sample's sizes: an exported model decodes all its
+        # regions at once, R * J * max_h * max_w floats.
+        logit, cell = _decode_maxima(maps, resize_y, resize_x, outside)
+    else:
+        chunk = max(1, DEFAULT_MAX_CHUNK_ELEMENTS // (num_keypoints * max_h * max_w))
+        parts = [
+            _decode_maxima(maps[i : i + chunk], resize_y[i : i + chunk], resize_x[i : i + chunk], outside[i : i + chunk])
+            for i in range(0, num_rois, chunk)
+        ]
+        logit, cell = (torch.cat(values) for values in zip(*parts))
     x_cell, y_cell = cell % max_w, cell // max_w
     # the softmax at the maximum, exp(0), over the sum of exp(logit - max) on the M x M heatmap
     score = 1.0 / (maps - logit[..., None, None]).exp().sum(dim=(2, 3))
@@ -179,3 +181,28 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> Tensor:
     out[..., 2] = logit
     out[..., 3] = score
     return out
+
+
+def _largest_sizes(heights: Tensor, widths: Tensor) -> Tuple[Any, Any]:
+    """(max_h, max_w), the largest of the regions' resized sides (1 without regions): ints in eager mode,
+    0-d tensors under `torch.jit.trace` and unbacked symbolic ints under `torch.export`, so that an
+    exported model sizes its resized maps by its input's regions, not the sample's."""
+    one = heights.new_ones(1)
+    sizes = torch.stack([torch.cat([heights, one]).max(), torch.cat([widths, one]).max()]).long()
+    if torch.jit.is_tracing():
+        return sizes[0], sizes[1]
+    max_h, max_w = sizes.tolist()  # one sync
+    if torch.compiler.is_exporting():
+        torch._check(max_h >= 1)
+        torch._check(max_w >= 1)
+    return max_h, max_w
+
+
+def _decode_maxima(maps: Tensor, resize_y: Tensor, resize_x: Tensor, outside: Tensor) -> Tuple[Tensor, Tensor]:
+    """The highest logit of each resized heatmap and its cell (row-major over max_h x max_w), both
+    `Tensor[R, J]`, for `maps` `Tensor[R, J, M, M]` resized as `resize_y @ map @ resize_x^T`."""
+    # (R, 1, max_h, M) @ (R, J, M, M) @ (R, 1, M, max_w) -> (R, J, max_h, max_w)
+    resized = resize_y[:, None] @ maps @ resize_x[:, None].transpose(-1, -2)
+    resized = resized.masked_fill(outside[:, None], float("-inf")).flatten(2)
+    cell = resized.argmax(dim=2)
+    return resized.gather(2, cell[..., None])[..., 0], cell

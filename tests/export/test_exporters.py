@@ -1,5 +1,5 @@
 """Exported detectors against eager ones, on the same weights and images: TorchScript by tracing,
-ONNX run by onnxruntime, torch.export; Faster and Mask R-CNN, FPN and C4; many candidate detections; a
+ONNX run by onnxruntime, torch.export; Faster, Mask and Keypoint R-CNN, FPN and C4; many candidate detections; a
 project's backbone; and the one-line refusal of what cannot be exported.
 
 Each artefact is exported on one image and run on another of a different size (not a multiple of the
@@ -37,6 +37,7 @@ MODELS = {
 }
 # The quick-start model (R-18 FPN, GroupNorm): torch.export takes half as long on its 8 blocks as on R-50's 16.
 QUICK_START = "configs/Shapes/mask_rcnn_R_18_FPN_shapes.yaml"
+KEYPOINT = "configs/Shapes/keypoint_rcnn_R_18_FPN_shapes.yaml"
 SAMPLE = image(96, 128, seed=1)
 # Another size, another content: other proposal and detection counts than the sample's.
 TEST_IMAGES = [image(112, 84, seed=2), SAMPLE]
@@ -144,6 +145,21 @@ def test_many_candidates_match_eager_with_one_nms_per_class(method):
         expected = _eager(model, img)
         assert len(expected) == 20  # TEST.DETECTIONS_PER_IMAGE: NMS left more, the best 20 are kept
         assert_same_detections(actual, expected)
+
+
+@pytest.mark.parametrize("method", ["tracing", "onnx", "torch_export"])
+def test_keypoint_rcnn_matches_eager(method):
+    # Decoding a keypoint resizes its heatmap to the detection's box: the artefact must take the resized
+    # sizes, the number of detections and the heatmaps' split per image from its input, not the sample.
+    model = tiny_model(tiny_cfg(KEYPOINT))
+    detections, _ = _export_and_count_nms(method, model)
+    counts = set()
+    for actual, img in zip(detections, TEST_IMAGES):
+        expected = _eager(model, img)
+        assert expected.pred_keypoints.shape[1:] == (4, 3)
+        assert_same_detections(actual, expected)
+        counts.add(len(expected))
+    assert len(counts) == 2, "the test images should give different detection counts"
 
 
 def test_cascade_mask_rcnn_traces():

@@ -56,7 +56,8 @@ def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def assert_same_detections(actual, expected, box_atol: float = 1e-2) -> None:
     """Exported vs eager detections of one image (Instances at the network's input size): the same
-    classes, boxes within `box_atol` pixels, scores within 1e-4, and each pasted mask with IoU > 0.99."""
+    classes, boxes within `box_atol` pixels, scores within 1e-4, each pasted mask with IoU > 0.99, and
+    keypoints within `box_atol` pixels with their scores and heatmaps within 1e-4."""
     assert len(expected) > 0, "a comparison without detections shows nothing"
     assert len(actual) == len(expected)
     assert torch.equal(actual.pred_classes, expected.pred_classes)
@@ -67,3 +68,8 @@ def assert_same_detections(actual, expected, box_atol: float = 1e-2) -> None:
         pasted = [detector_postprocess(i, height, width).pred_masks for i in (actual, expected)]
         assert pasted[1].any(), "masks all empty"
         assert (mask_iou(*pasted) > 0.99).all()
+    if expected.has("pred_keypoints"):
+        # (D, J, 3) of x, y, score
+        torch.testing.assert_close(actual.pred_keypoints[..., :2], expected.pred_keypoints[..., :2], atol=box_atol, rtol=0)
+        torch.testing.assert_close(actual.pred_keypoints[..., 2], expected.pred_keypoints[..., 2], atol=1e-4, rtol=0)
+        torch.testing.assert_close(actual.pred_keypoint_heatmaps, expected.pred_keypoint_heatmaps, atol=1e-4, rtol=0)

@@ -8,7 +8,7 @@ Needs only what the artefact needs: torch and torchvision (model.ts, model.pt2) 
 (model.onnx), plus numpy and OpenCV for reading and resizing images. It reads deploy.json beside the
 artefact, resizes each image as the model's test loader would, runs the artefact, and brings the
 detections back to the original image: boxes scaled, masks pasted into their boxes. It prints one line
-per detection; --output also saves every image's arrays (boxes, scores, classes, masks) to an .npz file.
+per detection; --output also saves every image's arrays (boxes, scores, classes, masks or keypoints) to an .npz file.
 
 Copy `load_model`, `preprocess` and `postprocess` into your own code to deploy.
 """
@@ -129,14 +129,19 @@ def paste_masks(masks: np.ndarray, boxes: np.ndarray, height: int, width: int, t
 
 def postprocess(outputs: Dict[str, np.ndarray], height: int, width: int) -> Dict[str, np.ndarray]:
     """The artefact's outputs (at the resized input's size) -> detections on the original
-    `height x width` image: boxes scaled and clipped, empty ones dropped, masks pasted."""
+    `height x width` image: boxes scaled and clipped, empty ones dropped, masks pasted, keypoints scaled."""
     input_h, input_w = outputs["image_size"]
-    boxes = outputs["pred_boxes"] * np.array([width / input_w, height / input_h] * 2, dtype=np.float32)
+    scale = np.array([width / input_w, height / input_h], dtype=np.float32)
+    boxes = outputs["pred_boxes"] * np.tile(scale, 2)
     boxes = np.clip(boxes, 0, [width, height, width, height])
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     result = {"boxes": boxes[keep], "scores": outputs["scores"][keep], "classes": outputs["pred_classes"][keep]}
     if "pred_masks" in outputs:
         result["masks"] = paste_masks(outputs["pred_masks"][keep][:, 0], result["boxes"], height, width)
+    if "pred_keypoints" in outputs:  # (D, J, 3) of x, y, score
+        keypoints = outputs["pred_keypoints"][keep].copy()
+        keypoints[..., :2] *= scale
+        result["keypoints"] = keypoints
     return result
 
 
