@@ -67,13 +67,14 @@ def detector_tracing_adapter(model: nn.Module, image: Tensor) -> TracingAdapter:
     the outputs' schema.
 
     Raises:
-        ExportError: the model is not a GeneralizedRCNN in eval mode, `image` is not `Tensor[C, H, W]`,
-            or a detection field is neither a tensor, Boxes nor BitMasks.
+        ExportError: the model is not a GeneralizedRCNN in eval mode whose inference returns Instances
+            (PanopticFPN's does not), `image` is not `Tensor[C, H, W]`, or a detection field is neither a
+            tensor, Boxes nor BitMasks.
     """
     if not isinstance(model, GeneralizedRCNN):
         raise ExportError(
             f"Exporting {type(model).__name__} is not supported: d2mask.export exports GeneralizedRCNN "
-            f"models (Faster/Mask R-CNN, MODEL.META_ARCHITECTURE 'GeneralizedRCNN') and their subclasses"
+            f"models (Faster/Mask/Keypoint R-CNN, MODEL.META_ARCHITECTURE 'GeneralizedRCNN') and their subclasses"
         )
     if model.training:
         raise ExportError("The model is in training mode; call model.eval() before exporting it")
@@ -83,6 +84,11 @@ def detector_tracing_adapter(model: nn.Module, image: Tensor) -> TracingAdapter:
     adapter = TracingAdapter(model, image.float(), detector_inference)
     with torch.no_grad():
         instances = detector_inference(model, image.float())
+    if not isinstance(instances, Instances):  # e.g. PanopticFPN's (instances, semantic segmentation)
+        raise ExportError(
+            f"Exporting {type(model).__name__} is not supported: its inference(do_postprocess=False) returns "
+            f"{type(instances).__name__}, not the Instances of one image that d2mask.export exports"
+        )
     unsupported = {
         name: type(value).__name__
         for name, value in instances.get_fields().items()

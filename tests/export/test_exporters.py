@@ -229,6 +229,19 @@ def test_unsupported_model_is_named_in_one_line():
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "name, config_file",
+    [("RetinaNet", "retinanet_R_18_FPN_shapes.yaml"), ("PanopticFPN", "panoptic_fpn_R_18_shapes.yaml"),
+     ("SemanticSegmentor", "semantic_R_18_FPN_shapes.yaml")],
+)
+def test_meta_architectures_that_do_not_export_are_refused_in_one_line(name, config_file):
+    # PanopticFPN is a GeneralizedRCNN whose inference also returns a semantic segmentation
+    model = tiny_model(tiny_cfg(f"configs/Shapes/{config_file}"))
+    with pytest.raises(ExportError, match=f"^Exporting {name} is not supported: ") as e:
+        export_torchscript(model, SAMPLE)
+    assert "\n" not in str(e.value)
+
+
 def test_training_mode_and_bad_sample_are_refused():
     model = tiny_model(tiny_cfg(MODELS["faster_FPN"]))
     with pytest.raises(ExportError, match=r"Tensor\[C, H, W\], got \(1, 3, 96, 128\)"):

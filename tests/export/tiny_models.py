@@ -36,7 +36,7 @@ def tiny_model(cfg, seed: int = 0):
     logits are near 0, probability 0.5, where the smallest float difference flips a pixel)."""
     torch.manual_seed(seed)
     model = build_model(cfg).eval()
-    mask_head = getattr(model.roi_heads, "mask_head", None)
+    mask_head = getattr(getattr(model, "roi_heads", None), "mask_head", None)
     if mask_head is not None:
         torch.nn.init.normal_(mask_head.predictor.weight, std=1.0)
     return model
