@@ -4,8 +4,10 @@ Every artefact runs the same computation, `detector_inference`: one image `Tenso
 channels in INPUT.FORMAT order, already resized as for the eager model) in, the raw detections of that
 image out, as the flat tensors of `output_names(adapter)`:
 
-    pred_boxes Tensor[D, 4], pred_classes Tensor[D] int64, [pred_masks Tensor[D, 1, M, M],] scores Tensor[D],
-    image_size Tensor[2] int64 (H, W)
+    pred_boxes Tensor[D, 4], pred_classes Tensor[D] int64,
+    [pred_keypoint_heatmaps Tensor[D, J, 4S, 4S], pred_keypoints Tensor[D, J, 3],]  (Keypoint R-CNN)
+    [pred_masks Tensor[D, 1, M, M],]  (Mask R-CNN)
+    scores Tensor[D], image_size Tensor[2] int64 (H, W)
 
 The boxes are in input-image pixels and the masks are probabilities over each box, so rescaling to the
 original image and pasting the masks (`d2mask.modeling.detector_postprocess`, or the sample

@@ -136,7 +136,8 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> Tensor:
     with `Keypoints.to_heatmap`). Its score is the softmax at that cell normalised over the M x M
     heatmap, not the resized one, so that scores of large and small objects compare.
 
-    All regions are decoded at once (in chunks bounded in memory), not one by one.
+    All regions are decoded at once (in chunks bounded in memory; in one under tracing and torch.export,
+    whose artefacts cannot loop over a number of chunks that depends on their input), not one by one.
 
     Args:
         maps: `Tensor[R, J, M, M]` heatmap logits.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Exports a trained Faster/Mask R-CNN for deployment, to run without d2mask (see docs/deployment.md).
+"""Exports a trained Faster/Mask/Keypoint R-CNN for deployment, to run without d2mask (see docs/deployment.md).
 
     python tools/deploy/export_model.py --config-file CFG --export-method tracing --format torchscript \
         --sample-image img.jpg --output exported/ MODEL.WEIGHTS output/model_final.pth
