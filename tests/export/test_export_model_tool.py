@@ -128,6 +128,20 @@ def test_format_the_method_cannot_write_is_refused(capsys):
     assert "--export-method torch_export cannot write --format onnx" in capsys.readouterr().err
 
 
+def test_sample_scales_keypoints_to_the_original_image():
+    postprocess = runpy.run_path(SAMPLE)["postprocess"]  # the sample's function, without running main
+    outputs = {
+        "image_size": np.array([50, 100]),  # the network's input, (H, W)
+        "pred_boxes": np.array([[10.0, 5.0, 30.0, 25.0]], np.float32),
+        "scores": np.array([0.9], np.float32),
+        "pred_classes": np.array([2]),
+        "pred_keypoints": np.array([[[20.0, 10.0, 0.7], [12.0, 24.0, 0.3]]], np.float32),  # (D, J, 3): x, y, score
+    }
+    result = postprocess(outputs, 100, 300)  # the original image: 3x wider, 2x higher
+    np.testing.assert_allclose(result["boxes"], [[30.0, 10.0, 90.0, 50.0]])
+    np.testing.assert_allclose(result["keypoints"], [[[60.0, 20.0, 0.7], [36.0, 48.0, 0.3]]])
+
+
 def _png_declaring(path, width: int, height: int) -> str:
     """A PNG file of one pixel whose header declares `width` x `height` (its data cannot be decoded)."""
     data = bytearray(cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes())
