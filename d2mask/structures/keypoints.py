@@ -204,6 +204,10 @@ def _decode_maxima(maps: Tensor, resize_y: Tensor, resize_x: Tensor, outside: Te
     `Tensor[R, J]`, for `maps` `Tensor[R, J, M, M]` resized as `resize_y @ map @ resize_x^T`."""
     # (R, 1, max_h, M) @ (R, J, M, M) @ (R, 1, M, max_w) -> (R, J, max_h, max_w)
     resized = resize_y[:, None] @ maps @ resize_x[:, None].transpose(-1, -2)
-    resized = resized.masked_fill(outside[:, None], float("-inf")).flatten(2)
-    cell = resized.argmax(dim=2)
-    return resized.gather(2, cell[..., None])[..., 0], cell
+    resized = resized.masked_fill(outside[:, None], float("-inf"))
+    # The first maximum in row-major order, found row by row rather than on flattened maps, whose
+    # reshape ONNX Runtime cannot do on a tensor without elements (no detections).
+    row_max, col = resized.max(dim=3)  # (R, J, max_h)
+    row = row_max.argmax(dim=2, keepdim=True)  # (R, J, 1): the first row holding the maximum
+    col = col.gather(2, row)[..., 0]
+    return row_max.gather(2, row)[..., 0], row[..., 0] * resized.shape[3] + col
