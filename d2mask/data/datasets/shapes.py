@@ -259,6 +259,29 @@ def _fingerprint(version: int, params: Dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps([version, params], sort_keys=True).encode()).hexdigest()[:10]
 
 
+def _register_generated(
+    name: str, root: Optional[str], kind: str, version: int, params: Dict[str, Any],
+    generate: Callable[..., None], **metadata: Any,
+) -> None:
+    """Registers `name` as the COCO-format dataset that `generate(directory, **params)` writes
+    (annotations.json and images/), generated on the first load and cached under
+    `<root>/<kind>/<name>-<fingerprint>`; the metadata is the shapes' classes plus `metadata`."""
+    fingerprint = _fingerprint(version, params)
+
+    def load() -> List[Dict]:
+        directory = os.path.join(root or datasets_root(), kind, f"{name}-{fingerprint}")
+        _ensure_generated(directory, params, generate)
+        return load_coco_json(os.path.join(directory, _JSON_NAME), os.path.join(directory, _IMAGE_DIR), name)
+
+    DatasetCatalog.register(name, load)
+    MetadataCatalog.get(name).set(
+        thing_classes=list(SHAPES_CLASSES),
+        thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(SHAPES_CLASSES))},
+        evaluator_type="coco",
+        **metadata,
+    )
+
+
 def _ensure_generated(directory: str, params: Dict[str, Any], generate: Callable[..., None]) -> None:
     """Runs `generate(directory, **params)` unless a complete dataset is there already."""
     marker = os.path.join(directory, _MARKER)
@@ -329,17 +352,5 @@ def register_shapes(
                   max_objects=max_objects, object_size=tuple(object_size), max_occlusion=max_occlusion)
     if keypoints:  # only then a parameter: the datasets without keypoints keep their fingerprints
         params["keypoints"] = True
-    fingerprint = _fingerprint(_GENERATOR_VERSION, params)
-
-    def load() -> List[Dict]:
-        directory = os.path.join(root or datasets_root(), "shapes", f"{name}-{fingerprint}")
-        _ensure_generated(directory, params, _generate)
-        return load_coco_json(os.path.join(directory, _JSON_NAME), os.path.join(directory, _IMAGE_DIR), name)
-
-    DatasetCatalog.register(name, load)
-    MetadataCatalog.get(name).set(
-        thing_classes=list(SHAPES_CLASSES),
-        thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(SHAPES_CLASSES))},
-        evaluator_type="coco",
-        **(_KEYPOINT_METADATA if keypoints else {}),
-    )
+    _register_generated(name, root, "shapes", _GENERATOR_VERSION, params, _generate,
+                        **(_KEYPOINT_METADATA if keypoints else {}))

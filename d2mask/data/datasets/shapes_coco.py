@@ -24,18 +24,14 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
-from ..catalog import DatasetCatalog, MetadataCatalog
-from .coco import load_coco_json
 from .shapes import (
-    SHAPES_CLASSES, _ensure_generated, _fingerprint, _polygons_fit, _random_colour, datasets_root, mask_to_polygons,
+    _IMAGE_DIR, _JSON_NAME, SHAPES_CLASSES, _polygons_fit, _random_colour, _register_generated, mask_to_polygons,
 )
 
 __all__ = ["register_shapes_coco"]
 
 # Bump when the generator's output changes, so existing caches are regenerated.
 _GENERATOR_VERSION = 1
-_JSON_NAME = "annotations.json"
-_IMAGE_DIR = "images"
 _JPEG_QUALITY = [cv2.IMWRITE_JPEG_QUALITY, 90]
 _SUBPIXEL = 16  # cv2 draws with 4 fractional bits, so sub-pixel positions are kept
 _MAX_CLUTTER = 15
@@ -239,16 +235,4 @@ def register_shapes_coco(
         raise ValueError(f"register_shapes_coco('{name}'): min_area must be at least 1, got {min_area}")
     params = dict(num_images=num_images, seed=seed, image_size=image_size, min_objects=min_objects,
                   max_objects=max_objects, object_size=tuple(object_size), min_area=min_area)
-    fingerprint = _fingerprint(_GENERATOR_VERSION, params)
-
-    def load() -> List[Dict]:
-        directory = os.path.join(root or datasets_root(), "shapes_coco", f"{name}-{fingerprint}")
-        _ensure_generated(directory, params, _generate)
-        return load_coco_json(os.path.join(directory, _JSON_NAME), os.path.join(directory, _IMAGE_DIR), name)
-
-    DatasetCatalog.register(name, load)
-    MetadataCatalog.get(name).set(
-        thing_classes=list(SHAPES_CLASSES),
-        thing_dataset_id_to_contiguous_id={i + 1: i for i in range(len(SHAPES_CLASSES))},
-        evaluator_type="coco",
-    )
+    _register_generated(name, root, "shapes_coco", _GENERATOR_VERSION, params, _generate)
