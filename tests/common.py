@@ -1,5 +1,6 @@
 """What many test files share: the repository root, Detectron2's reference parameter lists, the
-tiny-width R-CNN config, a one-image Cityscapes split, and loading a script. Imported as
+tiny-width R-CNN config, a one-image Cityscapes split, box-shaped predicted instances, and loading a
+script. Imported as
 `from tests.common import ...`."""
 import importlib.util
 import os
@@ -7,8 +8,10 @@ from types import ModuleType
 from typing import List, Sequence, Tuple
 
 import numpy as np
+import torch
 
 from d2mask.config import CfgNode, get_cfg
+from d2mask.structures import Boxes, Instances
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(REPO, "tests", "data", "reference")
@@ -111,3 +114,14 @@ def write_cityscapes_tree(root: str) -> Tuple[str, str]:
     with open(prefix + "polygons.json", "w") as f:
         json.dump({"imgHeight": 12, "imgWidth": 20, "objects": CITYSCAPES_OBJECTS}, f)
     return image_dir, gt_dir
+
+
+def boxed_instances(objects: Sequence[Tuple[int, int, int, int, int]], h: int, w: int) -> Instances:
+    """Predicted `Instances` of an h x w image, score 0.9 each, from (class, x0, y0, x1, y1) tuples,
+    each with a mask filling its box."""
+    masks = torch.zeros(len(objects), h, w, dtype=torch.bool)
+    for i, (_, x0, y0, x1, y1) in enumerate(objects):
+        masks[i, y0:y1, x0:x1] = True
+    return Instances((h, w), pred_boxes=Boxes(torch.tensor([o[1:] for o in objects], dtype=torch.float32)),
+                     scores=torch.full((len(objects),), 0.9), pred_classes=torch.tensor([o[0] for o in objects]),
+                     pred_masks=masks)

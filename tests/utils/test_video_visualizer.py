@@ -2,13 +2,12 @@
 frames' instances of its class), in instance predictions and panoptic segments."""
 import numpy as np
 import pytest
-import torch
 
 from d2mask.data.catalog import Metadata
-from d2mask.structures import Boxes, Instances
 from d2mask.utils.colormap import instance_colors
 from d2mask.utils.video_visualizer import VideoVisualizer
 from d2mask.utils.visualizer import ColorMode
+from tests.common import boxed_instances
 
 H, W = 64, 128
 META = Metadata("video_test", thing_classes=["a", "b"], stuff_classes=["sky"], stuff_colors=[[0, 0, 250]])
@@ -18,25 +17,16 @@ def _frame():
     return np.full((H, W, 3), 100, dtype=np.uint8)
 
 
-def _instances(objects):
-    """objects: (class, x0, y0, x1, y1) each, with a mask filling its box."""
-    masks = torch.zeros(len(objects), H, W, dtype=torch.bool)
-    for i, (_, x0, y0, x1, y1) in enumerate(objects):
-        masks[i, y0:y1, x0:x1] = True
-    return Instances((H, W), pred_boxes=Boxes(torch.tensor([o[1:] for o in objects], dtype=torch.float32)),
-                     scores=torch.full((len(objects),), 0.9), pred_classes=torch.tensor([o[0] for o in objects]),
-                     pred_masks=masks)
-
-
 def test_a_moved_instance_keeps_its_colour_and_a_missed_one_gets_it_back():
     video = VideoVisualizer(META)
     a, b = (0, 20, 24, 50, 60), (1, 80, 24, 120, 60)
     moved_a = (0, 24, 24, 54, 60)  # 4 pixels to the right: box IoU 26/34 with a
-    first = video.draw_instance_predictions(_frame(), _instances([a, b])).get_image()
+    first = video.draw_instance_predictions(_frame(), boxed_instances([a, b], H, W)).get_image()
     # listed in the other order: colours by position would swap them
-    second = video.draw_instance_predictions(_frame(), _instances([b, moved_a])).get_image()
-    third = video.draw_instance_predictions(_frame(), _instances([b])).get_image()  # a missed
-    fourth = video.draw_instance_predictions(_frame(), _instances([(1, 0, 24, 14, 60), moved_a, b])).get_image()
+    second = video.draw_instance_predictions(_frame(), boxed_instances([b, moved_a], H, W)).get_image()
+    third = video.draw_instance_predictions(_frame(), boxed_instances([b], H, W)).get_image()  # a missed
+    new = (1, 0, 24, 14, 60)
+    fourth = video.draw_instance_predictions(_frame(), boxed_instances([new, moved_a, b], H, W)).get_image()
 
     color_a, color_b = (tuple(first[50, x]) for x in (35, 100))  # inside the masks, below the labels
     assert color_a != color_b
@@ -50,8 +40,8 @@ def test_a_moved_instance_keeps_its_colour_and_a_missed_one_gets_it_back():
 
 def test_an_instance_of_another_class_does_not_take_the_colour():
     video = VideoVisualizer(META)
-    first = video.draw_instance_predictions(_frame(), _instances([(0, 20, 24, 50, 60)])).get_image()
-    second = video.draw_instance_predictions(_frame(), _instances([(1, 20, 24, 50, 60)])).get_image()
+    first = video.draw_instance_predictions(_frame(), boxed_instances([(0, 20, 24, 50, 60)], H, W)).get_image()
+    second = video.draw_instance_predictions(_frame(), boxed_instances([(1, 20, 24, 50, 60)], H, W)).get_image()
     assert tuple(first[50, 35]) != tuple(second[50, 35])
 
 
@@ -76,7 +66,7 @@ def test_panoptic_thing_segments_keep_their_colour_and_stuff_its_class_colour():
 def test_segmentation_mode_colours_by_class_and_bad_modes_are_refused():
     meta = Metadata("video_seg_test", thing_classes=["a", "b"], thing_colors=[[200, 0, 0], [0, 200, 0]])
     drawing = VideoVisualizer(meta, ColorMode.SEGMENTATION).draw_instance_predictions(
-        _frame(), _instances([(1, 20, 24, 50, 60), (1, 80, 24, 120, 60)])).get_image()
+        _frame(), boxed_instances([(1, 20, 24, 50, 60), (1, 80, 24, 120, 60)], H, W)).get_image()
     expected = tuple((np.full(3, 100) * 0.2 + np.array([0, 200, 0]) * 0.8).round().astype(np.uint8))
     assert tuple(drawing[50, 35]) == tuple(drawing[50, 100]) == expected
     with pytest.raises(ValueError, match="instance_mode must be a ColorMode"):

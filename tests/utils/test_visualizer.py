@@ -7,6 +7,7 @@ from d2mask.data.catalog import Metadata
 from d2mask.structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks
 from d2mask.utils.colormap import instance_colors
 from d2mask.utils.visualizer import ColorMode, Visualizer
+from tests.common import boxed_instances
 
 
 def gray_image():
@@ -125,16 +126,6 @@ def test_sem_seg_and_panoptic_seg_are_tinted_by_class_and_named():
     assert tuple(drawn[30, 50]) == tuple(instance_colors(1)[0]) and not drawn[5, 100].any()
 
 
-def _boxed_instances(objects, h=64, w=128):
-    """objects: (class, x0, y0, x1, y1) each, with a mask filling its box."""
-    masks = torch.zeros(len(objects), h, w, dtype=torch.bool)
-    for i, (_, x0, y0, x1, y1) in enumerate(objects):
-        masks[i, y0:y1, x0:x1] = True
-    return Instances((h, w), pred_boxes=Boxes(torch.tensor([o[1:] for o in objects], dtype=torch.float32)),
-                     scores=torch.full((len(objects),), 0.9), pred_classes=torch.tensor([o[0] for o in objects]),
-                     pred_masks=masks)
-
-
 def test_segmentation_mode_tints_each_class_in_its_metadata_colour():
     meta = Metadata("vis_seg_mode", thing_classes=["a", "b"], thing_colors=[[200, 0, 0], [0, 0, 220]])
     background = np.full((64, 128, 3), 100, dtype=np.uint8)
@@ -143,21 +134,21 @@ def test_segmentation_mode_tints_each_class_in_its_metadata_colour():
     inside = lambda image: [tuple(image[50, x]) for x in (20, 62, 106)]  # below the labels
 
     exact = Visualizer(background, meta, instance_mode=ColorMode.SEGMENTATION).draw_instance_predictions(
-        _boxed_instances(objects), jittering=False).get_image()
+        boxed_instances(objects, 64, 128), jittering=False).get_image()
     assert inside(exact) == [tinted([200, 0, 0]), tinted([0, 0, 220]), tinted([200, 0, 0])]
     # jittered: the second instance of class "a" is a lighter shade (20% towards white)
     jittered = Visualizer(background, meta, instance_mode=ColorMode.SEGMENTATION).draw_instance_predictions(
-        _boxed_instances(objects)).get_image()
+        boxed_instances(objects, 64, 128)).get_image()
     assert inside(jittered) == [tinted([200, 0, 0]), tinted([0, 0, 220]), tinted([211, 51, 51])]
     # the default mode: a colour per instance, not per class
-    image_mode = Visualizer(background, meta).draw_instance_predictions(_boxed_instances(objects)).get_image()
+    image_mode = Visualizer(background, meta).draw_instance_predictions(boxed_instances(objects, 64, 128)).get_image()
     assert len(set(inside(image_mode))) == 3
 
 
 def test_image_bw_mode_keeps_the_colours_of_masked_pixels_only():
     image = np.random.default_rng(0).integers(0, 256, size=(64, 128, 3), dtype=np.uint8)
     drawn = Visualizer(image, instance_mode=ColorMode.IMAGE_BW).draw_instance_predictions(
-        _boxed_instances([(0, 10, 24, 40, 60)])).get_image().astype(np.float64)
+        boxed_instances([(0, 10, 24, 40, 60)], 64, 128)).get_image().astype(np.float64)
     color = instance_colors(1)[0].astype(np.float64)
     masked = image[40:58, 12:38].astype(np.float64)
     np.testing.assert_allclose(drawn[40:58, 12:38], masked * 0.7 + color * 0.3, atol=1)
