@@ -83,11 +83,14 @@ def test_frozen_bn_folded_into_convolutions_trains_and_infers_as_unfused():
     _assert_same_run(_train_and_infer(model), _train_and_infer(reference))
 
 
-def test_channels_last_backbone_and_mask_head_train_and_infer_as_nchw(monkeypatch):
+# Each CPU fast path, switched off: channels-last ResNet and mask head (against NCHW), ROIAlign as
+# embedding_bag (against torchvision's kernel).
+@pytest.mark.parametrize("module, switch", [(wrappers, "_CHANNELS_LAST_ON_CPU"), (roi_align, "_EMBEDDING_BAG_ON_CPU")])
+def test_cpu_fast_path_trains_and_infers_as_the_path_it_replaces(monkeypatch, module, switch):
     model = _model()
     reference = copy.deepcopy(model)
     fast = _train_and_infer(model)
-    monkeypatch.setattr(wrappers, "_CHANNELS_LAST_ON_CPU", False)
+    monkeypatch.setattr(module, switch, False)
     _assert_same_run(fast, _train_and_infer(reference))
 
 
@@ -101,10 +104,3 @@ def test_channels_last_backbone_outputs_channels_last_features_and_keeps_its_wei
     after = backbone.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items())
 
-
-def test_roi_align_as_embedding_bag_trains_and_infers_as_torchvision_kernel(monkeypatch):
-    model = _model()
-    reference = copy.deepcopy(model)
-    fast = _train_and_infer(model)
-    monkeypatch.setattr(roi_align, "_EMBEDDING_BAG_ON_CPU", False)
-    _assert_same_run(fast, _train_and_infer(reference))
