@@ -19,7 +19,7 @@ from d2mask.modeling import (
     build_backbone,
     build_proposal_generator,
 )
-from d2mask.modeling.proposal_generator import add_ground_truth_to_proposals, find_top_rpn_proposals
+from d2mask.modeling.proposal_generator import add_ground_truth_to_proposals, find_top_rpn_proposals, proposal_utils
 from d2mask.structures import Boxes, ImageList, Instances, pairwise_iou
 
 
@@ -186,6 +186,28 @@ def test_find_top_rpn_proposals_batch_equals_one_image_at_a_time():
         assert torch.equal(batch[i].objectness_logits, single.objectness_logits)
         assert batch[i].image_size == size and 0 < len(single) <= 40
         assert torch.all(single.objectness_logits[:-1] >= single.objectness_logits[1:])
+
+
+def test_proposal_selection_per_image_equals_the_accelerators_one_nms_for_all():
+    # On the CPU each image's NMS stops at its post_nms_topk survivors; on an accelerator one NMS
+    # covers every image and level. Crowded boxes (NMS drops many), some invalid.
+    g = torch.Generator().manual_seed(1)
+    num_images, num_levels, per_level = 3, 4, 700
+    centres = torch.rand(num_images, num_levels * per_level // 5, 2, generator=g) * 150
+    xy = centres.repeat_interleave(5, dim=1) + torch.randn(num_images, num_levels * per_level, 2, generator=g)
+    boxes = torch.cat([xy, xy + 8 + torch.rand(num_images, num_levels * per_level, 2, generator=g) * 30], dim=2)
+    scores = torch.randn(num_images, num_levels * per_level, generator=g)
+    valid = torch.rand(num_images, num_levels * per_level, generator=g) > 0.1
+    level_ids = torch.arange(num_levels).repeat_interleave(per_level)
+    for post_nms_topk in (50, 400, 3000):
+        per_image = [
+            proposal_utils._nms_one_image(boxes[i], scores[i], valid[i], level_ids, 0.6, num_levels, post_nms_topk)
+            + i * num_levels * per_level
+            for i in range(num_images)
+        ]
+        all_at_once = proposal_utils._nms_all_images(boxes, scores, valid, level_ids, 0.6, num_levels, post_nms_topk)
+        for one, other in zip(per_image, all_at_once):
+            assert torch.equal(one, other) and 0 < len(one) <= post_nms_topk
 
 
 def small_rpn_cfg(*overrides):

@@ -165,7 +165,7 @@ class RetinaNet(DenseDetector):
             test_score_thresh: candidates must score strictly above this.
             test_topk_candidates: the most candidates per level kept before NMS.
             test_nms_thresh: IoU above which a lower-scoring box of the same class is suppressed.
-            max_detections_per_image: the most detections returned per image.
+            max_detections_per_image: the most detections returned per image; < 0 returns all.
             pixel_mean, pixel_std, vis_period, input_format: see `DenseDetector`.
         """
         super().__init__(
@@ -351,5 +351,6 @@ class RetinaNet(DenseDetector):
             scores.append(candidate_scores)
             classes.append(class_idx)
         boxes, scores, classes = cat(boxes), cat(scores), cat(classes)
-        keep = batched_nms(boxes, scores, classes, self.test_nms_thresh)[: self.max_detections_per_image]
+        most = self.max_detections_per_image
+        keep = batched_nms(boxes, scores, classes, self.test_nms_thresh, max_kept=most if most >= 0 else None)
         return Instances(image_size, pred_boxes=Boxes(boxes[keep]), scores=scores[keep], pred_classes=classes[keep])

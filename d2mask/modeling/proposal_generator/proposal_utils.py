@@ -31,8 +31,9 @@ def find_top_rpn_proposals(
 
     Per image: keep the `pre_nms_topk` highest-scoring boxes of each level; clip them to the image;
     drop non-finite boxes or scores and boxes with a side not larger than `min_box_size`; apply NMS
-    within each level; keep the `post_nms_topk` highest-scoring survivors over all levels. All images
-    are processed in one batch (NMS groups are (image, level) pairs).
+    within each level; keep the `post_nms_topk` highest-scoring survivors over all levels. On an
+    accelerator all images go through one NMS (its groups are (image, level) pairs); on the CPU each
+    image's NMS stops once it has those survivors.
 
     Args:
         proposals: L tensors `Tensor[N, Hi*Wi*A, 4]`, decoded XYXY boxes.
@@ -72,46 +73,61 @@ def find_top_rpn_proposals(
     sides = boxes[:, :, 2:] - boxes[:, :, :2]
     valid = finite & (sides > min_box_size).all(dim=2)
 
-    # (N, T, .) -> (N*T, .); NMS groups are (image, level) pairs.
-    flat_boxes, flat_scores, flat_valid = boxes.reshape(-1, 4), scores.reshape(-1), valid.reshape(-1)
-    image_ids = torch.arange(num_images, device=device)[:, None]
-    groups = (image_ids * num_levels + level_ids[None, :]).reshape(-1)
-    if num_images == 1:
-        # NMS output is by decreasing score. Without grouping by image, a traced model keeps its
-        # proposal count dynamic (split sizes are Python ints, recorded as the sample's).
-        candidates = nonzero_tuple(flat_valid)[0]
-        kept = batched_nms(
-            flat_boxes[candidates], flat_scores[candidates], groups[candidates], nms_thresh, num_categories=num_levels
-        )
-        kept = candidates[kept]
-        per_image = [kept[:post_nms_topk]]
+    # (N, T, .) -> (N*T, .)
+    flat_boxes, flat_scores = boxes.reshape(-1, 4), scores.reshape(-1)
+    if num_images > 1 and (device.type != "cpu" or torch.jit.is_tracing() or torch.compiler.is_exporting()):
+        per_image = _nms_all_images(boxes, scores, valid, level_ids, nms_thresh, num_levels, post_nms_topk)
     else:
-        # Invalid boxes stay in the NMS rather than being selected out (a host sync on a GPU): as
-        # empty boxes with the lowest score they suppress nothing, are suppressed by nothing, and
-        # come last.
-        kept = batched_nms(
-            torch.where(flat_valid[:, None], flat_boxes, 0.0),
-            torch.where(flat_valid, flat_scores, float("-inf")),
-            groups,
-            nms_thresh,
-            num_categories=num_images * num_levels,
-        )
-        per_image = _top_per_image(kept, flat_valid[kept], k_total, num_images, post_nms_topk)
+        # Without grouping by image, a traced model keeps its proposal count dynamic (split sizes are
+        # Python ints, recorded as the sample's).
+        per_image = [
+            _nms_one_image(boxes[i], scores[i], valid[i], level_ids, nms_thresh, num_levels, post_nms_topk) + i * k_total
+            for i in range(num_images)
+        ]
     results = []
     for size, idx in zip(image_sizes, per_image):
         results.append(Instances(size, proposal_boxes=Boxes(flat_boxes[idx]), objectness_logits=flat_scores[idx]))
     return results
 
 
-def _top_per_image(kept: Tensor, kept_valid: Tensor, k_total: int, num_images: int, post_nms_topk: int) -> List[Tensor]:
-    """Splits NMS survivors `kept` (indices into the N*T candidates, by decreasing score, the invalid
-    ones, False in `kept_valid`, last) into N tensors, each image's `post_nms_topk` best valid ones."""
+def _nms_one_image(
+    boxes: Tensor, scores: Tensor, valid: Tensor, level_ids: Tensor, nms_thresh: float, num_levels: int, post_nms_topk: int
+) -> Tensor:
+    """One image's `post_nms_topk` best NMS survivors among its valid candidates (`boxes` `Tensor[T, 4]`,
+    `scores`, `valid`, `level_ids` `Tensor[T]`), as indices into T by decreasing score. On the CPU
+    the NMS stops at those survivors (batched_nms's `max_kept`)."""
+    candidates = nonzero_tuple(valid)[0]
+    kept = batched_nms(
+        boxes[candidates], scores[candidates], level_ids[candidates], nms_thresh,
+        num_categories=num_levels, max_kept=post_nms_topk,
+    )
+    return candidates[kept]
+
+
+def _nms_all_images(
+    boxes: Tensor, scores: Tensor, valid: Tensor, level_ids: Tensor, nms_thresh: float, num_levels: int, post_nms_topk: int
+) -> List[Tensor]:
+    """`_nms_one_image` of every image (`boxes` `Tensor[N, T, 4]`, `scores`, `valid` `Tensor[N, T]`) in
+    one NMS, grouped by (image, level), as indices into the N*T candidates: on an accelerator, one
+    host sync in all."""
+    num_images, k_total = scores.shape
+    groups = (torch.arange(num_images, device=scores.device)[:, None] * num_levels + level_ids).reshape(-1)
+    flat_valid = valid.reshape(-1)
+    # Invalid boxes stay in the NMS rather than being selected out (a host sync on a GPU): as empty
+    # boxes with the lowest score they suppress nothing, are suppressed by nothing, and come last.
+    kept = batched_nms(
+        torch.where(flat_valid[:, None], boxes.reshape(-1, 4), 0.0),
+        torch.where(flat_valid, scores.reshape(-1), float("-inf")),
+        groups,
+        nms_thresh,
+        num_categories=num_images * num_levels,
+    )
     # A stable sort by image keeps the order by score within each image, valid boxes first.
     kept_images, order = torch.sort(kept // k_total, stable=True)
     kept = kept[order]
     counts = torch.stack([
         bincount_bounded(kept_images, num_images),
-        bincount_bounded(kept_images, num_images, weights=kept_valid[order].long()),
+        bincount_bounded(kept_images, num_images, weights=flat_valid[kept].long()),
     ])
     num_kept, num_valid = counts.tolist()  # the selection's one host sync
     return [idx[: min(n, post_nms_topk)] for idx, n in zip(kept.split(num_kept), num_valid)]

@@ -86,9 +86,10 @@ def fast_rcnn_inference_single_image(
         boxes = boxes[candidates]  # row-major, the order of nonzero()
     scores = scores[candidates]
 
-    keep = batched_nms(boxes, scores, region_and_class[:, 1], nms_thresh, num_categories=num_classes)
-    if topk_per_image >= 0:
-        keep = keep[:topk_per_image]
+    keep = batched_nms(
+        boxes, scores, region_and_class[:, 1], nms_thresh,
+        num_categories=num_classes, max_kept=topk_per_image if topk_per_image >= 0 else None,
+    )
     result = Instances(image_shape)
     result.pred_boxes = Boxes(boxes[keep])
     result.scores = scores[keep]
