@@ -44,7 +44,7 @@ class _WeightedRowSums(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_sums: Tensor):
         index, offsets, weight = ctx.saved_tensors
-        by_row = index.argsort()
+        by_row = index.to(torch.int32).argsort()  # rows < 2**31; int32 sorts twice as fast
         bag = torch.repeat_interleave(torch.arange(len(offsets) - 1, device=index.device), offsets.diff())
         row_offsets = index.new_zeros(ctx.num_rows + 1)
         torch.cumsum(torch.bincount(index, minlength=ctx.num_rows), 0, out=row_offsets[1:])
