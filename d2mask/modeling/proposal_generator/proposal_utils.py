@@ -78,8 +78,9 @@ def find_top_rpn_proposals(
     if num_images > 1 and (device.type != "cpu" or torch.jit.is_tracing() or torch.compiler.is_exporting()):
         per_image = _nms_all_images(boxes, scores, valid, level_ids, nms_thresh, num_levels, post_nms_topk)
     else:
-        # Without grouping by image, a traced model keeps its proposal count dynamic (split sizes are
-        # Python ints, recorded as the sample's).
+        # One NMS per image: on the CPU each stops at its image's survivors, and a traced model of one
+        # image keeps its proposal count dynamic (the split above is by Python ints, recorded as the
+        # sample's).
         per_image = [
             _nms_one_image(boxes[i], scores[i], valid[i], level_ids, nms_thresh, num_levels, post_nms_topk) + i * k_total
             for i in range(num_images)
