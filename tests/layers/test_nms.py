@@ -1,11 +1,11 @@
-import sys
+import importlib
 
 import pytest
 import torch
 
 from d2mask.layers import batched_nms, nms
 
-nms_module = sys.modules["d2mask.layers.nms"]  # the package's `nms` is the function
+nms_module = importlib.import_module("d2mask.layers.nms")  # the package's `nms` is the function
 
 
 def test_batched_nms_suppresses_only_within_a_class():

@@ -1,7 +1,8 @@
 """The speed-ups of the model's forward and backward compute what the plain computation does: a few
 training steps and an inference of a tiny Mask R-CNN, against a copy run the unoptimised way (frozen
-norms as separate ops; NCHW memory format; torchvision's ROIAlign kernel)."""
+norms as separate ops; NCHW memory format; torchvision's ROIAlign kernel; NMS over every box)."""
 import copy
+import importlib
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from d2mask.modeling import build_model
 from d2mask.layers import roi_align, wrappers
 from tests.common import tiny_rcnn_cfg
 from tests.modeling.test_rcnn import _input, _instances
+
+nms = importlib.import_module("d2mask.layers.nms")  # the package's `nms` is the function
 
 
 def _model():
@@ -84,8 +87,11 @@ def test_frozen_bn_folded_into_convolutions_trains_and_infers_as_unfused():
 
 
 # Each CPU fast path, switched off: channels-last ResNet and mask head (against NCHW), ROIAlign as
-# embedding_bag (against torchvision's kernel).
-@pytest.mark.parametrize("module, switch", [(wrappers, "_CHANNELS_LAST_ON_CPU"), (roi_align, "_EMBEDDING_BAG_ON_CPU")])
+# embedding_bag (against torchvision's kernel), NMS on the highest-scoring boxes first (against NMS
+# over every box).
+@pytest.mark.parametrize("module, switch", [
+    (wrappers, "_CHANNELS_LAST_ON_CPU"), (roi_align, "_EMBEDDING_BAG_ON_CPU"), (nms, "_HIGHEST_SCORES_FIRST_ON_CPU"),
+])
 def test_cpu_fast_path_trains_and_infers_as_the_path_it_replaces(monkeypatch, module, switch):
     model = _model()
     reference = copy.deepcopy(model)
