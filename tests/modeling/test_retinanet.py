@@ -179,13 +179,16 @@ def test_resumed_training_keeps_the_loss_normalizer_outside_the_weights():
     assert "loss_normalizer" not in first.state_dict()
 
 
-@pytest.mark.parametrize("topk, expected", [
+@pytest.mark.parametrize("topk, most, expected", [
     # the 0.3 candidate is not among the 3 best of the level; anchor 1's class 0 box is suppressed by anchor 0's
-    (3, [(0, 0.9, [0.0, 0.0, 10.0, 10.0]), (1, 0.6, [20.0, 20.0, 30.0, 30.0])]),
-    (4, [(0, 0.9, [0.0, 0.0, 10.0, 10.0]), (1, 0.6, [20.0, 20.0, 30.0, 30.0]), (1, 0.3, [1.0, 0.0, 11.0, 10.0])]),
+    (3, 100, [(0, 0.9, [0.0, 0.0, 10.0, 10.0]), (1, 0.6, [20.0, 20.0, 30.0, 30.0])]),
+    (4, 100, [(0, 0.9, [0.0, 0.0, 10.0, 10.0]), (1, 0.6, [20.0, 20.0, 30.0, 30.0]), (1, 0.3, [1.0, 0.0, 11.0, 10.0])]),
+    # max_detections_per_image: the best survivors; < 0 keeps them all, as the box head's topk does
+    (4, 2, [(0, 0.9, [0.0, 0.0, 10.0, 10.0]), (1, 0.6, [20.0, 20.0, 30.0, 30.0])]),
+    (4, -1, [(0, 0.9, [0.0, 0.0, 10.0, 10.0]), (1, 0.6, [20.0, 20.0, 30.0, 30.0]), (1, 0.3, [1.0, 0.0, 11.0, 10.0])]),
 ])
-def test_inference_single_image(topk, expected):
-    model = _retinanet(test_topk_candidates=topk, test_score_thresh=0.05, test_nms_thresh=0.5)
+def test_inference_single_image(topk, most, expected):
+    model = _retinanet(test_topk_candidates=topk, test_score_thresh=0.05, test_nms_thresh=0.5, max_detections_per_image=most)
     anchors = [Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 0.0, 11.0, 10.0], [20.0, 20.0, 30.0, 30.0]]))]
     scores = [torch.tensor([[0.9, 0.01], [0.8, 0.3], [0.02, 0.6]])]
     result = model.inference_single_image(anchors, scores, [torch.zeros(3, 4)], (32, 32))
