@@ -105,7 +105,8 @@ def _first_survivors(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold:
     num = max(2 * max_kept, 1)
     while True:
         top = order[:num]  # by decreasing score, equal scores in index order
-        kept = top[_kept_per_category(boxes[top], scores[top], idxs[top], iou_threshold, idxs[top].unique().tolist())]
+        top_idxs = idxs[top]
+        kept = top[_kept_per_category(boxes[top], scores[top], top_idxs, iou_threshold, top_idxs.unique().tolist())]
         if len(kept) >= max_kept or num >= len(order):
             return kept[:max_kept]
         num *= 2
