@@ -1,4 +1,5 @@
 """Geometric transforms (deterministic) and the augmentations (random policies) that create them."""
+from . import augmentation, augmentation_impl, transform
 from .augmentation import AugInput, Augmentation, AugmentationList, apply_augmentations
 from .augmentation_impl import (
     FixedSizeCrop,
@@ -20,24 +21,4 @@ from .transform import (
     VFlipTransform,
 )
 
-__all__ = [
-    "Transform",
-    "TransformList",
-    "NoOpTransform",
-    "HFlipTransform",
-    "VFlipTransform",
-    "ResizeTransform",
-    "CropTransform",
-    "PadTransform",
-    "Augmentation",
-    "AugInput",
-    "AugmentationList",
-    "apply_augmentations",
-    "ResizeShortestEdge",
-    "RandomFlip",
-    "RandomCrop",
-    "RandomCrop_CategoryAreaConstraint",
-    "ResizeScale",
-    "FixedSizeCrop",
-    "RandomApply",
-]
+__all__ = [*transform.__all__, *augmentation.__all__, *augmentation_impl.__all__]
